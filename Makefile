@@ -1,0 +1,38 @@
+# Two entry points: `make demo` runs the main job, `make test` runs the test suite.
+# Both create .venv on first use; pip takes torch/torchvision from this machine's disk.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST ?= $(abspath ../shared/data/fashion-mnist)
+
+.PHONY: demo test install install-dev bench-pruning zoo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/neurotomy demo --out demo-out
+
+test: install-dev
+	NEUROTOMY_FMNIST_FULL=$(FMNIST) $(BIN)/python -m pytest
+
+zoo: install
+	$(BIN)/python benchmarks/train_zoo.py --root $(FMNIST)
+
+bench-pruning: install
+	$(BIN)/python benchmarks/pruning_criteria.py --root $(FMNIST)
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

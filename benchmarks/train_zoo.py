@@ -1,0 +1,69 @@
+"""Train the shipped zoo models with the exact CLI commands below and record what they measured.
+
+Usage: python benchmarks/train_zoo.py --root ../shared/data/fashion-mnist [--only NAME]
+Writes src/neurotomy/assets/zoo/NAME.safetensors and benchmarks/results/zoo.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO_DIR = REPO / "src" / "neurotomy" / "assets" / "zoo"
+RESULTS = REPO / "benchmarks" / "results" / "zoo.json"
+
+
+def commands(root: str) -> dict[str, list[str]]:
+    return {
+        "lenet5-digits": ["neurotomy", "train", "lenet5", "--data", "digits", "--epochs", "30",
+                          "--lr", "0.1", "--batch-size", "32", "--seed", "0"],
+        "resnet20-fmnist": ["neurotomy", "train", "resnet20", "--data", "fashion-mnist", "--root", root,
+                            "--epochs", "15", "--lr", "0.1", "--batch-size", "128", "--seed", "0"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True, help="full Fashion-MNIST IDX directory")
+    parser.add_argument("--only", help="train just this zoo entry")
+    args = parser.parse_args()
+    results = {}
+    exe = str(Path(sys.executable).with_name("neurotomy"))
+    for name, cmd in commands(args.root).items():
+        if args.only and name != args.only:
+            continue
+        out = REPO / "build" / f"{name}.safetensors"
+        out.parent.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        subprocess.run([exe, *cmd[1:], "--out", str(out), "--quiet"], check=True)
+        seconds = time.perf_counter() - start
+        check = subprocess.run([exe, "evaluate", str(out), "--json", "--quiet",
+                                *(["--root", args.root] if "fmnist" in name else [])],
+                               check=True, capture_output=True, text=True)
+        metrics = json.loads(check.stdout)
+        ZOO_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, ZOO_DIR / f"{name}.safetensors")
+        results[name] = {
+            "command": " ".join(cmd + ["--out", f"{name}.safetensors"]),
+            "test_accuracy": metrics["accuracy"], "test_images": metrics["n"],
+            "train_seconds": round(seconds, 1),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads default, no GPU",
+        }
+        print(name, results[name])
+        # re-read so that entries trained concurrently by another invocation are kept
+        merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        merged[name] = results[name]
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The ``neurotomy`` command: parse, call the API, print. No logic of its own.
+
+User errors (:class:`NeurotomyError`) print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from neurotomy.errors import NeurotomyError
+from neurotomy.progress import set_quiet
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--data", required=required, help="dataset: digits, fashion-mnist, image-folder:PATH, "
+                   "torchvision:NAME (default: the model's own dataset)")
+    p.add_argument("--root", help="directory of the dataset files (default: shipped subset / NEUROTOMY_DATA)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-images", type=int, default=None, help="use at most this many images")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _data_for(model, args, split: str):
+    from neurotomy.data import load_dataset
+    from neurotomy.errors import DataError
+
+    name = args.data or getattr(getattr(model, "neurotomy_meta", None), "dataset", None)
+    if not name:
+        raise DataError("the model does not record its dataset; pass --data NAME")
+    return load_dataset(name, root=args.root, split=split)
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_info(args) -> None:
+    from neurotomy.models.summary import layer_table
+    from neurotomy.report.tables import format_layer_table
+
+    model, shape = _model_and_shape(args.model, args)
+    table = layer_table(model, shape)
+    if args.json:
+        _print_json(table.to_dict())
+    else:
+        print(format_layer_table(table))
+
+
+def _model_and_shape(spec: str, args):
+    """A checkpoint/zoo model, or a fresh architecture built for ``--in-channels/--input-size``."""
+    from neurotomy.models import ARCHITECTURES, build_model
+    from neurotomy.models.zoo import load_model
+
+    if spec.startswith("zoo:") or Path(spec).suffix == ".safetensors" or Path(spec).exists():
+        model = load_model(spec)
+        return model, model.neurotomy_meta.input_shape
+    if spec in ARCHITECTURES or spec.startswith("torchvision:"):
+        model = build_model(spec, args.in_channels, args.num_classes, args.input_size)
+        return model.eval(), (args.in_channels, args.input_size, args.input_size)
+    from neurotomy.errors import ModelError
+    raise ModelError(f"{spec}: not a checkpoint, zoo:NAME or architecture; architectures: "
+                     f"{', '.join(ARCHITECTURES)}")
+
+
+def cmd_train(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.train import TrainConfig, train_new_model
+
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                         schedule=args.schedule, augment=args.augment, quiet=args.quiet,
+                         max_images=args.max_images)
+    model = train_new_model(args.model, args.data, args.root, config)
+    path = save_checkpoint(model, model.neurotomy_meta, args.out)
+    acc = model.neurotomy_meta.metrics["test"]["accuracy"]
+    print(f"test accuracy {acc:.4f} — saved {path}")
+
+
+def cmd_evaluate(args) -> None:
+    from neurotomy.models.zoo import load_model
+    from neurotomy.report.tables import format_metrics
+    from neurotomy.train import evaluate
+
+    model = load_model(args.model)
+    data = _data_for(model, args, args.split)
+    metrics = evaluate(model, data, batch_size=args.batch_size, max_images=args.max_images, quiet=args.quiet)
+    if args.json:
+        _print_json(metrics)
+    else:
+        print(format_metrics(metrics))
+
+
+def cmd_zoo(args) -> None:
+    from neurotomy.models.zoo import zoo_entries
+
+    rows = zoo_entries()
+    if args.json:
+        _print_json(rows)
+        return
+    for row in rows:
+        acc = "—" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+        print(f"{row['name']:<24} {row['arch'] or '?':<10} test acc {acc:<7} {row['description']}")
+
+
+def cmd_demo(args) -> None:
+    from neurotomy.demo import run_demo
+
+    summary = run_demo(Path(args.out), root=args.root, quiet=args.quiet, seed=args.seed)
+    print(f"accuracy {summary['evaluation']['accuracy']:.4f} on {summary['evaluation']['n']} test images "
+          f"— wrote {Path(args.out) / 'summary.json'}")
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neurotomy", description="Score, prune, split and explain CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="per-layer table: output shape, params, MACs")
+    p.add_argument("model", help="checkpoint, zoo:NAME, or an architecture name")
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-size", type=int, default=28)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train an architecture from scratch")
+    p.add_argument("model", help="architecture name (see `neurotomy info`)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--root")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
+    p.add_argument("--augment", choices=["auto", "crop-flip", "crop", "none"], default="auto")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    _data_args(p)
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("zoo", help="list the shipped trained models")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("demo", help="the main job on the shipped model and data")
+    p.add_argument("--out", default="demo-out")
+    p.add_argument("--root", help="Fashion-MNIST directory (default: the shipped subset)")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    set_quiet(getattr(args, "quiet", False))
+    try:
+        args.func(args)
+    except NeurotomyError as exc:
+        print(f"neurotomy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurotomy: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Trained models shipped inside the package, addressed as ``zoo:NAME``.
+
+Each entry was made by the command recorded in ``benchmarks/train_zoo.py``; its measured accuracy
+and training time are in ``benchmarks/results/zoo.json`` and in the checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from neurotomy.checkpoint import load_checkpoint, read_meta
+from neurotomy.errors import ModelError
+
+ZOO = {
+    "lenet5-digits": "LeNet-5 on scikit-learn digits (8×8)",
+    "resnet20-fmnist": "ResNet-20 on the full Fashion-MNIST (28×28)",
+}
+
+
+def zoo_path(name: str) -> Path:
+    if name not in ZOO:
+        raise ModelError(f"no zoo model {name!r}; available: {', '.join(ZOO)} (see `neurotomy zoo`)")
+    path = Path(str(resources.files("neurotomy") / "assets" / "zoo" / f"{name}.safetensors"))
+    if not path.exists():
+        raise ModelError(f"zoo model {name!r} is not installed at {path}; reinstall neurotomy")
+    return path
+
+
+def zoo_entries() -> list[dict]:
+    """Name, description, architecture and recorded test accuracy of each shipped model."""
+    rows = []
+    for name, description in ZOO.items():
+        try:
+            meta = read_meta(zoo_path(name))
+            acc = meta.metrics.get("test", {}).get("accuracy")
+            rows.append({"name": f"zoo:{name}", "description": description, "arch": meta.arch,
+                         "dataset": meta.dataset, "test_accuracy": acc})
+        except ModelError:
+            rows.append({"name": f"zoo:{name}", "description": description, "arch": None,
+                         "dataset": None, "test_accuracy": None})
+    return rows
+
+
+def load_model(spec: str | os.PathLike) -> nn.Module:
+    """A checkpoint path or ``zoo:NAME`` → the model in eval mode, metadata in ``.neurotomy_meta``.
+
+    Example:
+        >>> model = load_model("zoo:lenet5-digits")
+        >>> model.neurotomy_meta.arch, model.training
+        ('lenet5', False)
+    """
+    spec = str(spec)
+    if spec.startswith("zoo:"):
+        return load_checkpoint(zoo_path(spec[4:]))
+    return load_checkpoint(Path(spec))

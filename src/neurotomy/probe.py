@@ -1,0 +1,90 @@
+"""The one place that registers hooks on a model.
+
+A :class:`Probe` attaches forward hooks (and, when asked, hooks on the gradient of the outputs) to
+named modules and passes what they see to callbacks, which reduce it on the spot — so memory stays
+bounded by one batch, never by the dataset. Hooks are removed on exit, even when an error escapes.
+Forward hooks may also *replace* an output (return a tensor): that is how masks are applied.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    >>> shapes = {}
+    >>> with Probe(model, ["0"], on_output=lambda name, out: shapes.update({name: tuple(out.shape)})):
+    ...     _ = model(torch.zeros(1, 1, 5, 5))
+    >>> shapes, len(model[0]._forward_hooks)
+    ({'0': (1, 2, 3, 3)}, 0)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from neurotomy.errors import ModelError
+
+OutputCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
+GradCallback = Callable[[str, torch.Tensor, torch.Tensor], None]
+ModuleCallback = Callable[[str, nn.Module, tuple, torch.Tensor], None]
+
+
+def resolve_layers(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
+    modules = dict(model.named_modules())
+    resolved = {}
+    for name in layers:
+        if name not in modules:
+            raise ModelError(f"model has no layer {name!r}; see `neurotomy info` for layer names")
+        resolved[name] = modules[name]
+    return resolved
+
+
+class Probe:
+    """Context manager: hooks on ``layers`` while inside, none after.
+
+    ``on_output(name, output)`` sees each forward output and may return a replacement;
+    ``on_module(name, module, inputs, output)`` sees the module and its inputs too;
+    ``on_grad(name, output, grad)`` sees the gradient of the loss w.r.t. that output.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str], on_output: OutputCallback | None = None,
+                 on_grad: GradCallback | None = None, on_module: ModuleCallback | None = None) -> None:
+        self.modules = resolve_layers(model, layers)
+        self.on_output, self.on_grad, self.on_module = on_output, on_grad, on_module
+        self._handles: list = []
+
+    def _forward_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
+            if self.on_module is not None:
+                self.on_module(name, module, inputs, output)
+            if self.on_output is not None:
+                replaced = self.on_output(name, output)
+                if replaced is not None:
+                    output = replaced
+            if self.on_grad is not None and isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(lambda grad, out=output.detach(): self.on_grad(name, out, grad))
+            return output
+        return hook
+
+    def __enter__(self) -> "Probe":
+        try:
+            for name, module in self.modules.items():
+                self._handles.append(module.register_forward_hook(self._forward_hook(name)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def leaf_modules(model: nn.Module) -> list[str]:
+    """Names of modules without children (the layers a table lists)."""
+    return [name for name, m in model.named_modules() if name and not list(m.children())]

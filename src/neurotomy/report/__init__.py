@@ -1,0 +1,1 @@
+"""Human-readable output: text tables now, the HTML report later."""

@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+FULL_FMNIST = Path(os.environ.get("NEUROTOMY_FMNIST_FULL", Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist"))
+
+
+@pytest.fixture
+def full_fmnist_root() -> Path:
+    if not (FULL_FMNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"full Fashion-MNIST not found at {FULL_FMNIST}")
+    return FULL_FMNIST

@@ -1,0 +1,84 @@
+import pickle
+
+import pytest
+import torch
+
+from neurotomy.checkpoint import ModelMeta, load_checkpoint, read_meta, save_checkpoint
+from neurotomy.errors import CheckpointError
+from neurotomy.models import build_model
+from neurotomy.models.zoo import load_model
+
+ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 28}
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "mobilenetv2", "vgg11_bn"])
+def test_round_trip_identical_outputs(tmp_path, arch):
+    torch.manual_seed(0)
+    model = build_model(arch, **ARGS).eval()
+    for m in model.modules():  # non-trivial BN statistics so the test would catch a lost buffer
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    meta = ModelMeta(arch=arch, arch_args=ARGS, dataset="fashion-mnist", seed=3,
+                     normalization={"mean": [0.286], "std": [0.353]})
+    path = save_checkpoint(model, meta, tmp_path / "m")
+    assert path.name == "m.safetensors"
+    loaded = load_checkpoint(path)
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+    assert not loaded.training
+    assert loaded.neurotomy_meta.normalization == {"mean": [0.286], "std": [0.353]}
+    assert loaded.neurotomy_meta.versions["torch"] == torch.__version__
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_pickle_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(build_model("lenet5", **ARGS).state_dict(), path)
+    with pytest.raises(CheckpointError, match="pickle.*never loads"):
+        load_model(path)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_model(raw)
+
+
+def test_corrupt_and_missing(tmp_path):
+    path = save_checkpoint(build_model("lenet5", **ARGS), ModelMeta("lenet5", ARGS), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    (tmp_path / "tiny.safetensors").write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_meta(tmp_path / "tiny.safetensors")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def test_weights_that_do_not_fit(tmp_path):
+    path = save_checkpoint(build_model("lenet5", **ARGS), ModelMeta("resnet20", ARGS), tmp_path / "m")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_failed_write_leaves_previous_file(tmp_path, monkeypatch):
+    model = build_model("lenet5", **ARGS)
+    path = save_checkpoint(model, ModelMeta("lenet5", ARGS), tmp_path / "m")
+    before = path.read_bytes()
+    import neurotomy.checkpoint as ck
+
+    def broken(tensors, filename, metadata):
+        open(filename, "wb").write(b"partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(ck, "save_file", broken)
+    with pytest.raises(OSError):
+        save_checkpoint(model, ModelMeta("lenet5", ARGS), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_zoo_models_load():
+    model = load_model("zoo:lenet5-digits")
+    assert model.neurotomy_meta.dataset == "digits"
+    assert model.neurotomy_meta.metrics["test"]["accuracy"] >= 0.95
