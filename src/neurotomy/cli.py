@@ -118,6 +118,75 @@ def cmd_demo(args) -> None:
           f"— wrote {Path(args.out) / 'summary.json'}")
 
 
+def cmd_criteria(args) -> None:
+    from neurotomy.scores import CRITERIA
+
+    rows = [{"name": n, "data": c.needs_data, "paper": c.paper} for n, c in sorted(CRITERIA.items())]
+    if args.json:
+        _print_json(rows)
+        return
+    for r in rows:
+        print(f"{r['name']:<16} {'data' if r['data'] else 'data-free':<10} {r['paper']}")
+
+
+def cmd_score(args) -> None:
+    from neurotomy.models.zoo import load_model
+    from neurotomy.scores import get_criterion
+
+    model = load_model(args.model)
+    criterion = get_criterion(args.criterion)
+    data = _data_for(model, args, "train") if criterion.needs_data else None
+    scores = criterion(model, data, batch_size=args.batch_size, max_images=args.max_images,
+                       seed=args.seed, quiet=args.quiet)
+    path = scores.save(args.out)
+    print(f"{args.criterion}: scored {sum(v.numel() for v in scores.values())} units in {len(scores)} "
+          f"layers — wrote {path}")
+
+
+def cmd_prune(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.errors import PruningError
+    from neurotomy.models.zoo import load_model
+    from neurotomy.pruning import PruneJob
+    from neurotomy.report.tables import format_prune_record
+
+    if sum(x is not None for x in (args.ratio, args.target_macs, args.target_params)) != 1:
+        raise PruningError("give exactly one of --ratio, --target-macs or --target-params")
+    model = load_model(args.model)
+    job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, ratio=args.ratio,
+                   target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
+                   round_to=args.round_to, inner_only=args.inner_only,
+                   ignored_layers=args.ignore, score_images=args.max_images,
+                   finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
+                   recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
+                   measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet)
+    pruned, record = job.run(model, _data_for(model, args, "train"), _data_for(model, args, "test"))
+    path = save_checkpoint(pruned, pruned.neurotomy_meta, args.out)
+    record["checkpoint"] = str(path)
+    if args.json:
+        _print_json(record)
+    else:
+        print(format_prune_record(record))
+        print(f"\nwrote {path}")
+
+
+def cmd_finetune(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.models.zoo import load_model
+    from neurotomy.recover import finetune
+    from neurotomy.train import evaluate
+
+    model = load_model(args.model)
+    teacher = load_model(args.teacher) if args.teacher else None
+    train, test = _data_for(model, args, "train"), _data_for(model, args, "test")
+    before = evaluate(model, test, quiet=args.quiet)["accuracy"]
+    finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet)
+    after = evaluate(model, test, quiet=args.quiet)
+    model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
+    path = save_checkpoint(model, model.neurotomy_meta, args.out)
+    print(f"accuracy {before:.4f} → {after['accuracy']:.4f} — wrote {path}")
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +229,53 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_zoo)
 
+    p = sub.add_parser("criteria", help="list every unit-scoring criterion with its paper")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_criteria)
+
+    p = sub.add_parser("score", help="score every conv filter with one criterion")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--criterion", required=True, help="see `neurotomy criteria`")
+    _data_args(p)
+    p.add_argument("--out", required=True, help="scores file to write (.npz)")
+    _common(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("prune", help="remove the lowest-scoring filters, recover, measure")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--criterion", default="l1", help="see `neurotomy criteria` (default l1)")
+    amount = p.add_argument_group("amount (exactly one)")
+    amount.add_argument("--target-macs", type=float, help="MACs reduction to reach, e.g. 0.5 removes half")
+    amount.add_argument("--target-params", type=float, help="parameter reduction to reach")
+    amount.add_argument("--ratio", type=float, help="fraction of channels to remove")
+    p.add_argument("--scope", choices=["uniform", "global"], default="uniform")
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    p.add_argument("--inner-only", action="store_true", help="prune only channels not tied by residual adds")
+    p.add_argument("--ignore", nargs="*", default=None, help="layers to keep whole (default: the classifier)")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
+    p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    p.add_argument("--recalibrate-images", type=int, default=4096)
+    p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration")
+    p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    _data_args(p)
+    p.add_argument("--out", required=True, help="pruned checkpoint to write")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("finetune", help="fine-tune a (pruned) model, optionally distilling from a teacher")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--teacher", help="checkpoint or zoo:NAME to distil from")
+    _data_args(p)
+    p.add_argument("--out", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("demo", help="the main job on the shipped model and data")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--root", help="Fashion-MNIST directory (default: the shipped subset)")
@@ -176,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except NeurotomyError as exc:
         print(f"neurotomy: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("neurotomy: interrupted", file=sys.stderr)
         return 130

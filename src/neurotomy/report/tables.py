@@ -38,3 +38,28 @@ def format_metrics(metrics: dict) -> str:
     lines += ["", "confusion (rows = true class):"]
     lines += [" ".join(f"{v:>5}" for v in row) for row in metrics["confusion"]]
     return "\n".join(lines)
+
+
+def format_prune_record(record: dict) -> str:
+    """Before/after table of a prune (see :class:`neurotomy.pruning.PruneJob`)."""
+    cmp = record["comparison"]
+    o, p = cmp["original"], cmp["pruned"]
+    rows = [("params", _human(o["params"]), _human(p["params"]), f"{cmp['params_ratio']:.2f}× smaller"),
+            ("MACs", _human(o["macs"]), _human(p["macs"]), f"{cmp['macs_ratio']:.2f}× fewer"),
+            ("file", f"{o['file_bytes'] / 1e6:.2f} MB", f"{p['file_bytes'] / 1e6:.2f} MB", "")]
+    if "accuracy" in o:
+        rows.append(("accuracy", f"{o['accuracy']:.4f}", f"{p['accuracy']:.4f}",
+                     f"{(p['accuracy'] - o['accuracy']) * 100:+.2f} pt"))
+    for key in sorted(k for k in o if k.startswith("latency_b")):
+        batch = key[len("latency_b"):]
+        rows.append((f"latency b{batch} (median)", f"{o[key]['median_ms']:.2f} ms", f"{p[key]['median_ms']:.2f} ms",
+                     f"{cmp[f'speedup_batch{batch}']:.2f}× faster"))
+    lines = [f"{'':<22} {'original':>12} {'pruned':>12}  change", "-" * 64]
+    lines += [f"{a:<22} {b:>12} {c:>12}  {d}" for a, b, c, d in rows]
+    stages = [("right after the cut", "acc_pruned"), ("after BN recalibration", "acc_recalibrated"),
+              (f"after {record.get('finetune_epochs', 0)} fine-tune epochs", "acc_finetuned")]
+    lines += ["", f"criterion {record['criterion']}, scope {record['scope']}, "
+              f"MACs −{record['macs_reduction']:.1%}, params −{record['params_reduction']:.1%}, "
+              f"{cmp['threads']} threads"]
+    lines += [f"  accuracy {label}: {record[key]:.4f}" for label, key in stages if key in record]
+    return "\n".join(lines)

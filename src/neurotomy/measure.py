@@ -1,0 +1,78 @@
+"""Measuring a model against another: size, MACs, accuracy and CPU latency, honestly.
+
+Latency is noisy on a shared 2-core machine, so: warm up, run under ``torch.inference_mode()``,
+interleave the models in rounds (A, B, A, B, …) so drifts hit both alike, and report the median
+and the minimum of each, with the thread count.
+
+Example:
+    >>> from neurotomy.models import build_model
+    >>> a, b = build_model("lenet5", 1, 10, 28), build_model("lenet5", 1, 10, 28)
+    >>> t = interleaved_latency([a, b], (1, 28, 28), batch_size=1, rounds=3, repeats=2)
+    >>> sorted(t[0])
+    ['median_ms', 'min_ms']
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.models.summary import count_macs_params
+from neurotomy.train import evaluate
+
+
+@torch.inference_mode()
+def interleaved_latency(models: list[nn.Module], input_shape: tuple[int, ...], batch_size: int,
+                        rounds: int = 15, repeats: int = 5, warmup: int = 3) -> list[dict]:
+    """Per model: median and minimum milliseconds per forward pass of ``batch_size`` images."""
+    x = torch.randn(batch_size, *input_shape)
+    for m in models:
+        m.eval()
+        for _ in range(warmup):
+            m(x)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                m(x)
+            times[i].append((time.perf_counter() - start) / repeats * 1000)
+    return [{"median_ms": statistics.median(t), "min_ms": min(t)} for t in times]
+
+
+def checkpoint_size(model: nn.Module) -> int:
+    """Bytes of the model's safetensors checkpoint."""
+    from neurotomy.checkpoint import ModelMeta, save_checkpoint
+
+    meta = getattr(model, "neurotomy_meta", None) or ModelMeta(arch="unknown", arch_args={})
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_checkpoint(model, meta, Path(tmp) / "m.safetensors").stat().st_size
+
+
+def compare_models(original: nn.Module, pruned: nn.Module, test_data: Dataset | None,
+                   input_shape: tuple[int, ...], latency_batches: tuple[int, ...] = (1, 64),
+                   quiet: bool = False, max_images: int | None = None,
+                   original_metrics: dict | None = None) -> dict:
+    """The before/after record of a prune: params, MACs, file size, accuracy, latency."""
+    record: dict = {"threads": torch.get_num_threads()}
+    for key, model in (("original", original), ("pruned", pruned)):
+        macs, params = count_macs_params(model, input_shape)
+        record[key] = {"params": params, "macs": macs, "file_bytes": checkpoint_size(model)}
+        if test_data is not None:
+            metrics = original_metrics if (key == "original" and original_metrics) else \
+                evaluate(model, test_data, quiet=quiet, max_images=max_images)
+            record[key].update(accuracy=metrics["accuracy"], per_class_recall=metrics["per_class_recall"])
+    for batch in latency_batches:
+        a, b = interleaved_latency([original, pruned], input_shape, batch)
+        record["original"][f"latency_b{batch}"] = a
+        record["pruned"][f"latency_b{batch}"] = b
+        record[f"speedup_batch{batch}"] = a["median_ms"] / b["median_ms"]
+    record["macs_ratio"] = record["original"]["macs"] / max(1, record["pruned"]["macs"])
+    record["params_ratio"] = record["original"]["params"] / max(1, record["pruned"]["params"])
+    return record

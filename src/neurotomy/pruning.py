@@ -1,0 +1,106 @@
+"""The whole prune job, observe → score → cut → recover → measure, as one call.
+
+The CLI's ``prune`` and the pruning benchmark both run this, so the numbers they report are made
+the same way.
+
+Example:
+    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.data import load_dataset
+    >>> job = PruneJob(criterion="l1", target_macs=0.3, measure_latency=False, quiet=True)
+    >>> pruned, record = job.run(load_model("zoo:lenet5-digits"), load_dataset("digits"),
+    ...                          load_dataset("digits", split="test"))
+    >>> record["macs_reduction"] > 0.25, record["acc_original"] > 0.9
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.data.batches import iterate_batches
+from neurotomy.measure import compare_models
+from neurotomy.recover import finetune, recalibrate_batchnorm
+from neurotomy.scores import get_criterion
+from neurotomy.scores.base import model_input_shape
+from neurotomy.surgery.filters import prune_filters
+from neurotomy.train import evaluate
+
+
+@dataclass
+class PruneJob:
+    """Settings of one prune; ``run`` does it and returns (pruned model, record)."""
+
+    criterion: str = "l1"
+    target_macs: float | None = 0.5
+    ratio: float | None = None
+    target_params: float | None = None
+    scope: str = "uniform"
+    min_channels: int = 1
+    round_to: int | None = None
+    inner_only: bool = False
+    ignored_layers: list[str] | None = None
+    score_images: int | None = None
+    recalibrate_images: int = 4096
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.01
+    distill: bool = False
+    measure_latency: bool = True
+    seed: int = 0
+    quiet: bool = False
+    max_eval_images: int | None = None
+
+    def run(self, model: nn.Module, train_data: Dataset, test_data: Dataset) -> tuple[nn.Module, dict]:
+        shape = model_input_shape(model, train_data)
+        ev = lambda m: evaluate(m, test_data, quiet=self.quiet, max_images=self.max_eval_images)  # noqa: E731
+        original_metrics = ev(model)
+        start = time.perf_counter()
+        scores = get_criterion(self.criterion)(model, train_data, seed=self.seed, quiet=self.quiet,
+                                               max_images=self.score_images)
+        score_seconds = time.perf_counter() - start
+        result = prune_filters(model, scores, ratio=self.ratio, target_macs=self.target_macs,
+                               target_params=self.target_params, scope=self.scope,
+                               min_channels=self.min_channels, ignored_layers=self.ignored_layers,
+                               round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
+        pruned = result.model
+        record = {"criterion": self.criterion, "settings": asdict(self), **result.summary(),
+                  "acc_original": original_metrics["accuracy"], "acc_pruned": ev(pruned)["accuracy"],
+                  "score_seconds": score_seconds,
+                  "forward_seconds": forward_seconds(model, train_data, self.score_images or
+                                                     getattr(get_criterion(self.criterion), "default_images", 640))}
+        if self.recalibrate_images:
+            recalibrate_batchnorm(pruned, train_data, self.recalibrate_images, seed=self.seed, quiet=self.quiet)
+            record["acc_recalibrated"] = ev(pruned)["accuracy"]
+        if self.finetune_epochs:
+            teacher = copy.deepcopy(model).eval() if self.distill else None
+            finetune(pruned, train_data, self.finetune_epochs, lr=self.finetune_lr, seed=self.seed,
+                     teacher=teacher, quiet=self.quiet)
+            record["acc_finetuned"] = ev(pruned)["accuracy"]
+        record["finetune_epochs"] = self.finetune_epochs
+        comparison = compare_models(model, pruned, test_data, shape, quiet=self.quiet,
+                                    max_images=self.max_eval_images, original_metrics=original_metrics,
+                                    latency_batches=(1, 64) if self.measure_latency else ())
+        record["comparison"] = comparison
+        record["speedup_batch64"] = comparison.get("speedup_batch64")
+        record["macs_ratio"] = comparison["macs_ratio"]
+        meta = getattr(pruned, "neurotomy_meta", None)
+        if meta is not None:
+            final = record.get("acc_finetuned", record.get("acc_recalibrated", record["acc_pruned"]))
+            meta.metrics = {"test": {"accuracy": final, "n": original_metrics["n"]},
+                            "pruning": {k: v for k, v in record.items() if k not in ("comparison", "channels")}}
+        return pruned, record
+
+
+def forward_seconds(model: nn.Module, data: Dataset, images: int, batch_size: int = 128) -> float:
+    """Seconds for one plain forward pass over ``images`` images (the yardstick for scoring cost)."""
+    import torch
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x, _ in iterate_batches(data, batch_size, max_images=images):
+            model(x)
+    return time.perf_counter() - start

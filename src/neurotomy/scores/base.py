@@ -1,0 +1,183 @@
+"""The ``Criterion`` base classes: plumbing once, each paper a short subclass.
+
+A criterion scores the output channels of every ``Conv2d`` of a model (its *units*). Data-free
+criteria override :meth:`WeightCriterion.score_layer`; data-driven ones say what they need
+(``needs_grad``) and reduce each batch in :meth:`DataCriterion.update`, the base class streaming the
+data through :class:`~neurotomy.probe.Probe` so memory is bounded by one batch.
+
+Where activations are observed: a conv's channel is seen *after its BatchNorm* (when one follows
+it directly) and, for activation statistics, after a ReLU applied to that — the channel's own
+response, before any residual addition. Gradient criteria differentiate the loss w.r.t. the same
+post-BN tensor.
+
+Example:
+    >>> from neurotomy.models import build_model
+    >>> from neurotomy.scores import get_criterion
+    >>> scores = get_criterion("l1")(build_model("resnet20", 1, 10, 28))
+    >>> scores["conv1"].shape
+    torch.Size([16])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.errors import NeurotomyError
+from neurotomy.probe import Probe, leaf_modules
+from neurotomy.progress import add_task, progress_bar
+from neurotomy.scores.unit_scores import UnitScores
+
+
+@dataclass(frozen=True)
+class ConvUnit:
+    """A conv layer whose output channels are units, with the BatchNorm that follows it (if any)."""
+
+    conv_name: str
+    conv: nn.Conv2d
+    bn_name: str | None
+    bn: nn.BatchNorm2d | None
+
+    @property
+    def site(self) -> str:
+        """The module whose output is this conv's per-channel response."""
+        return self.bn_name or self.conv_name
+
+
+def conv_units(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[ConvUnit]:
+    """Every Conv2d in execution order, paired with the BatchNorm that consumes it directly.
+
+    Pairing by execution order (conv then a BN of matching width) needs one forward pass of a
+    dummy image; without an input shape, pairing falls back to definition order.
+    """
+    modules = dict(model.named_modules())
+    order = _execution_order(model, input_shape) if input_shape else leaf_modules(model)
+    units = []
+    for i, name in enumerate(order):
+        conv = modules[name]
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        nxt = modules[order[i + 1]] if i + 1 < len(order) else None
+        bn_ok = isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == conv.out_channels
+        units.append(ConvUnit(name, conv, order[i + 1] if bn_ok else None, nxt if bn_ok else None))
+    return units
+
+
+def _execution_order(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    seen: list[str] = []
+
+    def record(name, module, inputs, output):
+        if name not in seen:
+            seen.append(name)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), Probe(model, leaf_modules(model), on_module=record):
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+    return seen
+
+
+def model_input_shape(model: nn.Module, data: Dataset | None = None) -> tuple[int, ...] | None:
+    meta = getattr(model, "neurotomy_meta", None)
+    if meta is not None:
+        return meta.input_shape
+    if data is not None:
+        return tuple(data[0][0].shape)
+    return None
+
+
+class Criterion:
+    """Base of every criterion. Subclasses set ``name`` and ``paper`` and implement scoring."""
+
+    name: str = ""
+    paper: str = ""
+    needs_data: bool = False
+
+    def __call__(self, model: nn.Module, data: Dataset | None = None, *, batch_size: int = 128,
+                 max_images: int | None = None, seed: int = 0, quiet: bool = False) -> UnitScores:
+        units = conv_units(model, model_input_shape(model, data))
+        if not units:
+            raise NeurotomyError("the model has no Conv2d layer to score; neurotomy scores conv filters")
+        was_training = model.training
+        model.eval()
+        try:
+            scores = self.compute(model, units, data, batch_size=batch_size, max_images=max_images,
+                                  seed=seed, quiet=quiet)
+        finally:
+            model.train(was_training)
+        return UnitScores(scores, criterion=self.name, info={"paper": self.paper})
+
+    def compute(self, model, units, data, **kw) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class WeightCriterion(Criterion):
+    """Data-free: each conv's scores come from its weights (and its BatchNorm)."""
+
+    def compute(self, model, units, data, **kw) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {u.conv_name: self.score_layer(u).detach().double() for u in units}
+
+    def score_layer(self, unit: ConvUnit) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DataCriterion(Criterion):
+    """Data-driven: streams images through the model and reduces per batch.
+
+    Subclasses implement :meth:`update` (one batch of one layer) and :meth:`result`.
+    ``default_images`` is the calibration set size the paper used.
+    """
+
+    needs_data = True
+    needs_grad = False
+    default_images = 640
+
+    def compute(self, model, units, data, *, batch_size, max_images, seed, quiet) -> dict[str, torch.Tensor]:
+        if data is None:
+            raise NeurotomyError(f"criterion {self.name!r} needs data; pass --data NAME")
+        max_images = max_images or self.default_images
+        sites = {u.site: u for u in units}
+        self.state: dict[str, dict] = {u.conv_name: {} for u in units}
+
+        def on_output(site: str, out: torch.Tensor) -> None:
+            if not self.needs_grad:
+                self.update(sites[site].conv_name, out.detach(), None)
+
+        def on_grad(site: str, out: torch.Tensor, grad: torch.Tensor) -> None:
+            self.update(sites[site].conv_name, out, grad.detach())
+
+        generator = torch.Generator().manual_seed(seed)
+        with progress_bar(quiet) as bar, Probe(model, sites, on_output=on_output,
+                                               on_grad=on_grad if self.needs_grad else None):
+            task = add_task(bar, f"score {self.name}", num_batches(data, batch_size, max_images))
+            for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
+                                                   max_images=max_images):
+                if self.needs_grad:
+                    model.zero_grad(set_to_none=True)
+                    F.cross_entropy(model(images), targets, reduction="sum").backward()
+                else:
+                    with torch.no_grad():
+                        model(images)
+                bar.advance(task)
+        if self.needs_grad:
+            model.zero_grad(set_to_none=True)
+        return {name: self.result(name).double() for name in self.state}
+
+    def update(self, layer: str, response: torch.Tensor, grad: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def result(self, layer: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def accumulate(self, layer: str, key: str, value: torch.Tensor) -> None:
+        """Running sum of ``value`` under ``state[layer][key]``."""
+        state = self.state[layer]
+        state[key] = state[key] + value if key in state else value.clone()

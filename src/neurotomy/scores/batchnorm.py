@@ -1,0 +1,46 @@
+"""Criteria read off BatchNorm parameters, data-free.
+
+* ``bn_scale`` — |γ_c| (Liu et al., "Learning Efficient Convolutional Networks through Network
+  Slimming", ICCV 2017): a channel scaled towards zero contributes little.
+* ``bn_stats`` — if the BN output of channel c is N(β_c, γ_c²), the expected ReLU output is
+  E = β Φ(β/|γ|) + |γ| φ(β/|γ|) (the mean of a rectified Gaussian); a channel whose expected
+  activation is ≈0 is rarely on. Convs without a BN fall back to their L1 norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from neurotomy.scores.base import ConvUnit, WeightCriterion
+
+
+def expected_relu_of_gaussian(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """E[max(0, X)] for X ~ N(mean, std²); equals max(0, mean) when std = 0."""
+    std = std.abs()
+    safe = std.clamp(min=1e-12)
+    z = mean / safe
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return torch.where(std > 0, mean * cdf + std * pdf, mean.clamp(min=0))
+
+
+class BNScale(WeightCriterion):
+    name = "bn_scale"
+    paper = "Liu et al., ICCV 2017, Network Slimming (|γ| of the following BatchNorm)"
+
+    def score_layer(self, unit: ConvUnit):
+        if unit.bn is None or unit.bn.weight is None:
+            return unit.conv.weight.flatten(1).abs().sum(1)
+        return unit.bn.weight.abs()
+
+
+class BNStatistics(WeightCriterion):
+    name = "bn_stats"
+    paper = "data-free expected post-BN/ReLU activation from γ, β (rectified-Gaussian mean)"
+
+    def score_layer(self, unit: ConvUnit):
+        if unit.bn is None or unit.bn.weight is None:
+            return unit.conv.weight.flatten(1).abs().sum(1)
+        return expected_relu_of_gaussian(unit.bn.bias.double(), unit.bn.weight.double())

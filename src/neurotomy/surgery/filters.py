@@ -1,0 +1,348 @@
+"""Structural filter pruning: remove the lowest-scoring filters and everything coupled to them.
+
+Three concerns kept apart, as in torch-pruning: *what depends on what* (torch-pruning's dependency
+graph, :mod:`neurotomy.surgery.graph`), *how important* (a :class:`UnitScores` from any criterion),
+and *how much* (this module: a ratio, or a MACs/params target met by searching the ratio).
+
+Group scores: channels coupled through residual adds or concatenations are removed together; the
+score of a coupled channel is the **mean over the group's conv/linear layers of their
+mean-normalised scores** (each layer's scores divided by that layer's mean, the torch-pruning
+convention), so no single layer's scale dominates.
+
+Masked vs removed: removing a channel whose BatchNorm β is non-zero also removes the constant it
+sent into the next layer; we do not fold that constant into the next bias (zero padding makes the
+fold inexact at borders). :func:`mask_filters` therefore zeroes the filter *and* its BN γ, β, which
+is exactly what removal computes — the equivalence the tests check.
+
+Example:
+    >>> from neurotomy.models import build_model
+    >>> from neurotomy.scores import get_criterion
+    >>> model = build_model("resnet20", 1, 10, 28).eval()
+    >>> result = prune_filters(model, get_criterion("l1")(model), target_macs=0.5, input_shape=(1, 28, 28))
+    >>> abs(result.macs_reduction - 0.5) <= 0.01
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from neurotomy.errors import PruningError
+from neurotomy.models.summary import layer_table
+from neurotomy.scores.unit_scores import UnitScores
+from neurotomy.surgery.graph import (CoupledGroup, coupled_groups, dependency_graph, prune_out_channels)
+
+SCOPES = ("uniform", "global")
+
+
+@dataclass
+class Cut:
+    """Remove root channels ``idxs`` of layer ``layer`` (and their coupled slices)."""
+
+    layer: str
+    idxs: list[int]
+
+    def to_step(self) -> dict:
+        return {"op": "prune_out_channels", "layer": self.layer, "idxs": list(self.idxs)}
+
+
+@dataclass
+class PruningResult:
+    """The pruned model and what the cut did."""
+
+    model: nn.Module
+    cuts: list[Cut]
+    ratio: float
+    scope: str
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)  # root layer: (before, after)
+
+    @property
+    def macs_reduction(self) -> float:
+        return 1 - self.macs_after / self.macs_before
+
+    @property
+    def params_reduction(self) -> float:
+        return 1 - self.params_after / self.params_before
+
+    def summary(self) -> dict:
+        return {"ratio": self.ratio, "scope": self.scope, "macs_before": self.macs_before,
+                "macs_after": self.macs_after, "macs_reduction": self.macs_reduction,
+                "params_before": self.params_before, "params_after": self.params_after,
+                "params_reduction": self.params_reduction,
+                "channels": {k: list(v) for k, v in self.channels.items()}}
+
+
+class _Planner:
+    """Turns scores + a ratio into cuts, and predicts the MACs/params of the result without
+    touching the model (so a target can be met by bisection on the ratio cheaply)."""
+
+    def __init__(self, model: nn.Module, scores: UnitScores, input_shape: tuple[int, ...],
+                 ignored: list[nn.Module], min_channels: int, round_to: int | None, inner_only: bool) -> None:
+        self.graph = dependency_graph(model, torch.zeros(1, *input_shape))
+        groups = coupled_groups(self.graph, model, ignored)
+        if inner_only:
+            groups = [g for g in groups if not g.through_residual]
+        normalized = scores.normalized("mean")
+        self.groups: list[CoupledGroup] = []
+        self.scores: list[torch.Tensor] = []
+        for g in groups:
+            s = _group_scores(g, normalized)
+            if s is not None:
+                self.groups.append(g)
+                self.scores.append(s)
+        if not self.groups:
+            raise PruningError("no prunable layer has scores; score the same model you prune "
+                               "(layer names must match) or loosen ignored_layers")
+        self.min_channels, self.round_to = min_channels, round_to
+        self.table = {r["name"]: r for r in layer_table(model, input_shape).rows}
+        self.macs_before, self.params_before = self.predict([])
+
+    def capacity(self, g: int) -> int:
+        """How many channels group ``g`` may lose at most."""
+        return max(0, self.groups[g].channels - max(1, self.min_channels))
+
+    def _rounded(self, g: int, n_remove: int) -> int:
+        channels = self.groups[g].channels
+        n_remove = min(n_remove, self.capacity(g))
+        if self.round_to and self.round_to > 1:
+            keep = channels - n_remove
+            keep = max(self.round_to, int(math.ceil(keep / self.round_to) * self.round_to))
+            n_remove = max(0, min(channels - keep, self.capacity(g)))
+        return n_remove
+
+    def plan(self, ratio: float, scope: str) -> list[Cut]:
+        counts = self._counts(ratio, scope)
+        cuts = []
+        for g, n in enumerate(counts):
+            if n > 0:
+                idxs = torch.argsort(self.scores[g], stable=True)[:n].sort().values.tolist()
+                cuts.append(Cut(self.groups[g].root_name, idxs))
+        return cuts
+
+    def _counts(self, ratio: float, scope: str) -> list[int]:
+        if scope == "uniform":
+            return [self._rounded(g, int(math.floor(ratio * grp.channels + 1e-9)))
+                    for g, grp in enumerate(self.groups)]
+        # global: one threshold over all groups' normalised scores, capped per group
+        total = sum(grp.channels for grp in self.groups)
+        budget = int(math.floor(ratio * total + 1e-9))
+        entries = sorted((float(s), g) for g, scores in enumerate(self.scores) for s in scores)
+        counts = [0] * len(self.groups)
+        for _, g in entries:
+            if budget <= 0:
+                break
+            if counts[g] < self.capacity(g):
+                counts[g] += 1
+                budget -= 1
+        return [self._rounded(g, n) for g, n in enumerate(counts)]
+
+    def predict(self, cuts: list[Cut]) -> tuple[int, int]:
+        """(MACs, params) of conv/linear/BN layers after ``cuts``, computed from channel counts."""
+        removed: dict[tuple[str, str], int] = {}
+        by_root = {g.root_name: g for g in self.groups}
+        for cut in cuts:
+            chosen = set(cut.idxs)
+            for m in by_root[cut.layer].members:
+                n = sum(1 for r in m.root_idxs if r in chosen)
+                removed[(m.name, m.kind)] = removed.get((m.name, m.kind), 0) + n
+        macs = params = 0
+        for name, module in self.graph.model.named_modules():
+            out_rm, in_rm = removed.get((name, "out"), 0), removed.get((name, "in"), 0)
+            if isinstance(module, nn.Conv2d):
+                out_c = module.out_channels - out_rm
+                depthwise = module.groups > 1 and module.groups == module.out_channels
+                per_filter = (1 if depthwise else (module.in_channels - in_rm) // module.groups)
+                k = module.kernel_size[0] * module.kernel_size[1]
+                spatial = _spatial(self.table.get(name))
+                macs += spatial * out_c * per_filter * k
+                params += out_c * per_filter * k + (out_c if module.bias is not None else 0)
+            elif isinstance(module, nn.Linear):
+                out_f, in_f = module.out_features - out_rm, module.in_features - in_rm
+                macs += out_f * in_f if name in self.table else 0
+                params += out_f * in_f + (out_f if module.bias is not None else 0)
+            elif isinstance(module, nn.BatchNorm2d) and module.affine:
+                params += 2 * (module.num_features - max(out_rm, in_rm))
+        return macs, params
+
+
+def _spatial(row: dict | None) -> int:
+    if row is None:
+        return 0  # never executed: costs nothing
+    shape = row["output_shape"]
+    return int(shape[1] * shape[2]) if len(shape) == 3 else 1
+
+
+def _group_scores(group: CoupledGroup, scores: UnitScores) -> torch.Tensor | None:
+    """Mean over the group's scored out-layers of their normalised scores, per root channel."""
+    total = torch.zeros(group.channels, dtype=torch.float64)
+    count = torch.zeros(group.channels, dtype=torch.float64)
+    for m in group.out_layers:
+        if m.name not in scores:
+            continue
+        s = scores[m.name]
+        if s.ndim != 1:
+            raise PruningError(f"scores for {m.name} have shape {tuple(s.shape)}; pruning needs one score "
+                               "per unit (reduce a class/input axis first)")
+        if s.shape[0] != m.module.out_channels if isinstance(m.module, nn.Conv2d) else False:
+            raise PruningError(f"scores for {m.name} cover {s.shape[0]} units but the layer has "
+                               f"{m.module.out_channels}; score the model you prune")
+        total.index_add_(0, torch.tensor(m.root_idxs), s[torch.tensor(m.idxs)])
+        count.index_add_(0, torch.tensor(m.root_idxs), torch.ones(len(m.idxs), dtype=torch.float64))
+    if count.sum() == 0:
+        return None
+    return total / count.clamp(min=1)
+
+
+def default_ignored(model: nn.Module) -> list[str]:
+    """The classifier: the last Linear layer (its outputs are the classes)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1:]
+
+
+def _resolve_ignored(model: nn.Module, names: list[str] | None) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    names = default_ignored(model) if names is None else names
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise PruningError(f"ignored layer {missing[0]!r} is not in the model; see `neurotomy info` for names")
+    return [modules[n] for n in names]
+
+
+def _check_request(ratio, target_macs, target_params, scope) -> None:
+    given = [x for x in (ratio, target_macs, target_params) if x is not None]
+    if len(given) != 1:
+        raise PruningError("give exactly one of ratio, target_macs or target_params")
+    value = given[0]
+    if not 0 <= value < 1:
+        raise PruningError(f"pruning amount {value} is impossible; give a fraction in [0, 1), "
+                           "e.g. 0.5 to remove half")
+    if scope not in SCOPES:
+        raise PruningError(f"unknown scope {scope!r}; use uniform or global")
+
+
+def _search_ratio(planner: _Planner, scope: str, target: float, which: str) -> float:
+    """Smallest ratio whose predicted reduction lands within ±1 pt of ``target`` (bisection)."""
+    index, before = (0, planner.macs_before) if which == "macs" else (1, planner.params_before)
+
+    def reduction(r: float) -> float:
+        return 1 - planner.predict(planner.plan(r, scope))[index] / before
+
+    most = reduction(0.999)
+    if most < target - 0.01:
+        raise PruningError(f"a {which} reduction of {target:.0%} cannot be reached: with min_channels="
+                           f"{planner.min_channels} and the ignored layers, at most {most:.1%} is possible")
+    lo, hi = 0.0, 0.999
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if reduction(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if abs(reduction(hi) - target) <= 0.002:
+            break
+    return hi if abs(reduction(hi) - target) <= abs(reduction(lo) - target) else lo
+
+
+def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
+              target_macs: float | None = None, target_params: float | None = None,
+              scope: str = "uniform", min_channels: int = 1, ignored_layers: list[str] | None = None,
+              round_to: int | None = None, inner_only: bool = False,
+              input_shape: tuple[int, ...] | None = None) -> tuple[list[Cut], float, _Planner]:
+    """Which channels a prune would remove, without removing them."""
+    _check_request(ratio, target_macs, target_params, scope)
+    input_shape = input_shape or _input_shape(model)
+    planner = _Planner(model, scores, input_shape, _resolve_ignored(model, ignored_layers),
+                       min_channels, round_to, inner_only)
+    if ratio is None:
+        which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
+        ratio = _search_ratio(planner, scope, target, which)
+    return planner.plan(ratio, scope), ratio, planner
+
+
+def _input_shape(model: nn.Module) -> tuple[int, ...]:
+    meta = getattr(model, "neurotomy_meta", None)
+    if meta is None:
+        raise PruningError("the model carries no input shape; pass input_shape=(C, H, W)")
+    return meta.input_shape
+
+
+def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) -> nn.Module:
+    """A pruned deep copy of ``model``; the input model is never modified."""
+    pruned = copy.deepcopy(model)
+    graph = dependency_graph(pruned, torch.zeros(1, *input_shape))
+    modules = dict(pruned.named_modules())
+    for cut in cuts:
+        prune_out_channels(graph, modules[cut.layer], cut.idxs)
+    try:
+        with torch.no_grad():
+            pruned.eval()(torch.zeros(2, *input_shape))
+    except Exception as exc:
+        raise PruningError(f"the pruned model does not run ({exc}); an op in the model is not handled "
+                           "by torch-pruning: add that layer to ignored_layers") from None
+    meta = getattr(model, "neurotomy_meta", None)
+    if meta is not None:
+        pruned.neurotomy_meta = copy.deepcopy(meta)
+        pruned.neurotomy_meta.recipe = list(meta.recipe) + [c.to_step() for c in cuts]
+    pruned.train(model.training)
+    return pruned
+
+
+def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
+                  target_macs: float | None = None, target_params: float | None = None,
+                  scope: str = "uniform", min_channels: int = 1, ignored_layers: list[str] | None = None,
+                  round_to: int | None = None, inner_only: bool = False,
+                  input_shape: tuple[int, ...] | None = None) -> PruningResult:
+    """Physically remove the lowest-scoring filters.
+
+    Amount: ``ratio`` of each group's channels (uniform) or of all channels (global), or a
+    ``target_macs`` / ``target_params`` *reduction* (0.5 = remove half) met within ±1 pt by
+    searching the ratio. ``min_channels`` per layer survive; ``ignored_layers`` (default: the
+    classifier) keep their outputs; ``round_to`` keeps channel counts multiples of it;
+    ``inner_only`` prunes only channels not coupled through residual adds (the classic papers'
+    setting). The result's model has the cuts appended to its checkpoint recipe.
+    """
+    input_shape = input_shape or _input_shape(model)
+    cuts, ratio, planner = plan_cuts(model, scores, ratio=ratio, target_macs=target_macs,
+                                     target_params=target_params, scope=scope, min_channels=min_channels,
+                                     ignored_layers=ignored_layers, round_to=round_to,
+                                     inner_only=inner_only, input_shape=input_shape)
+    pruned = apply_cuts(model, cuts, input_shape)
+    macs_after = layer_table(pruned, input_shape).total_macs
+    params_after = sum(p.numel() for p in pruned.parameters())
+    params_before = sum(p.numel() for p in model.parameters())
+    channels = {g.root_name: (g.channels, g.channels - len(c.idxs))
+                for g in planner.groups for c in cuts if c.layer == g.root_name}
+    return PruningResult(pruned, cuts, ratio, scope, planner.macs_before, macs_after, params_before,
+                         params_after, channels)
+
+
+@torch.no_grad()
+def mask_filters(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) -> None:
+    """Zero, in place, exactly what :func:`apply_cuts` would remove: each cut filter's weights and
+    bias, and the γ, β of every BatchNorm slice coupled to it (input weights are left alone)."""
+    graph = dependency_graph(model, torch.zeros(1, *input_shape))
+    modules = dict(model.named_modules())
+    groups = {g.root_name: g for g in coupled_groups(graph, model, [])}
+    for cut in cuts:
+        chosen = set(cut.idxs)
+        if cut.layer not in groups:
+            raise PruningError(f"layer {cut.layer!r} is not a pruning root of this model")
+        for m in groups[cut.layer].members:
+            idxs = [i for i, r in zip(m.idxs, m.root_idxs) if r in chosen]
+            module = modules[m.name]
+            if isinstance(module, nn.BatchNorm2d) and module.affine:
+                module.weight[idxs] = 0
+                module.bias[idxs] = 0
+            elif m.kind == "out" and isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight[idxs] = 0
+                if module.bias is not None:
+                    module.bias[idxs] = 0

@@ -1,0 +1,32 @@
+import pytest
+import torch
+from torch import nn
+
+from neurotomy.errors import ModelError
+from neurotomy.probe import Probe
+
+
+def test_hooks_removed_even_on_error():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+
+    def boom(name, out):
+        raise RuntimeError("reducer failed")
+    with pytest.raises(RuntimeError, match="reducer failed"):
+        with Probe(model, ["0", "1"], on_output=boom):
+            model(torch.zeros(1, 1, 4, 4))
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_output_replacement_and_gradients():
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    grads = {}
+    with Probe(model, ["1"], on_output=lambda n, o: o * 0, on_grad=lambda n, o, g: grads.update({n: g})):
+        out = model(torch.ones(2, 3))
+        out.sum().backward()
+    assert torch.allclose(out, model[2].bias.expand(2, 1))
+    assert grads["1"].shape == (2, 3)
+
+
+def test_unknown_layer():
+    with pytest.raises(ModelError, match="no layer 'nope'"):
+        Probe(nn.Linear(1, 1), ["nope"])
