@@ -82,3 +82,15 @@ def test_zoo_models_load():
     model = load_model("zoo:lenet5-digits")
     assert model.neurotomy_meta.dataset == "digits"
     assert model.neurotomy_meta.metrics["test"]["accuracy"] >= 0.95
+
+
+def test_header_length_that_looks_like_pickle_opcode(tmp_path):
+    """A header of length 0x..80 starts with byte 0x80, the pickle protocol opcode."""
+    model = build_model("lenet5", **ARGS)
+    for pad in range(256):
+        meta = ModelMeta("lenet5", ARGS, dataset="x" * pad)
+        path = save_checkpoint(model, meta, tmp_path / "m")
+        if path.read_bytes()[0] == 0x80:
+            assert load_checkpoint(path).neurotomy_meta.dataset == "x" * pad
+            return
+    pytest.fail("no header length with low byte 0x80 was produced")

@@ -106,12 +106,24 @@ def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike) 
     return path
 
 
-def _refuse_unsafe(path: Path, head: bytes) -> None:
+def _check_header(path: Path, head: bytes) -> int:
+    """Length of the JSON header, after making sure this is a safetensors file and not a pickle.
+
+    A safetensors file is an 8-byte little-endian length followed by ``{``; checking that brace
+    first matters, since a length's low byte can itself look like a pickle opcode (0x80).
+    """
+    if len(head) == 9 and head[8:9] == b"{":
+        (length,) = struct.unpack("<Q", head[:8])
+        if length <= 100_000_000:
+            return length
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(
             f"{path}: this is a pickle/torch.save file, which neurotomy never loads (it can run code); "
             "re-save the weights with safetensors (neurotomy.save_checkpoint) from a trusted session"
         )
+    if len(head) < 9:
+        raise CheckpointError(f"{path}: file too short to be a checkpoint; it is truncated")
+    raise CheckpointError(f"{path}: not a safetensors checkpoint (bad header); give a file written by neurotomy")
 
 
 def read_meta(path: str | os.PathLike) -> ModelMeta:
@@ -121,15 +133,9 @@ def read_meta(path: str | os.PathLike) -> ModelMeta:
         raise CheckpointError(f"{path}: is a directory; give the .safetensors checkpoint file inside it")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            _refuse_unsafe(path, head)
-            if len(head) < 8:
-                raise CheckpointError(f"{path}: file too short to be a checkpoint; it is truncated")
-            (length,) = struct.unpack("<Q", head)
-            if length > 100_000_000:
-                raise CheckpointError(f"{path}: not a safetensors checkpoint (bad header); give a file "
-                                      "written by neurotomy")
-            header = fh.read(length)
+            head = fh.read(9)
+            length = _check_header(path, head)
+            header = head[8:] + fh.read(length - 1)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint; check the path or use zoo:NAME "
                               "(see `neurotomy zoo`)") from None

@@ -103,12 +103,33 @@ class _Planner:
             raise PruningError("no prunable layer has scores; score the same model you prune "
                                "(layer names must match) or loosen ignored_layers")
         self.min_channels, self.round_to = min_channels, round_to
+        self._feasible = [self._feasible_order(g) for g in range(len(self.groups))]
         self.table = {r["name"]: r for r in layer_table(model, input_shape).rows}
         self.macs_before, self.params_before = self.predict([])
 
+    def _feasible_order(self, g: int) -> list[int]:
+        """Root channels of group ``g``, lowest score first, that can go without leaving any coupled
+        layer with fewer than ``min_channels`` outputs (a concatenation can tie one root channel to
+        a small branch, so the root's own width is not the only limit)."""
+        group = self.groups[g]
+        floor = max(1, self.min_channels)
+        left = {i: len(m.idxs) for i, m in enumerate(group.out_layers)}
+        touches: dict[int, list[int]] = {}
+        for i, m in enumerate(group.out_layers):
+            for r in m.root_idxs:
+                touches.setdefault(r, []).append(i)
+        order = []
+        for r in torch.argsort(self.scores[g], stable=True).tolist():
+            hit = touches.get(r, [])
+            if all(left[i] - hit.count(i) >= floor for i in set(hit)) and group.channels - len(order) > floor:
+                for i in hit:
+                    left[i] -= 1
+                order.append(r)
+        return order
+
     def capacity(self, g: int) -> int:
         """How many channels group ``g`` may lose at most."""
-        return max(0, self.groups[g].channels - max(1, self.min_channels))
+        return len(self._feasible[g])
 
     def _rounded(self, g: int, n_remove: int) -> int:
         channels = self.groups[g].channels
@@ -121,12 +142,8 @@ class _Planner:
 
     def plan(self, ratio: float, scope: str) -> list[Cut]:
         counts = self._counts(ratio, scope)
-        cuts = []
-        for g, n in enumerate(counts):
-            if n > 0:
-                idxs = torch.argsort(self.scores[g], stable=True)[:n].sort().values.tolist()
-                cuts.append(Cut(self.groups[g].root_name, idxs))
-        return cuts
+        return [Cut(self.groups[g].root_name, sorted(self._feasible[g][:n]))
+                for g, n in enumerate(counts) if n > 0]
 
     def _counts(self, ratio: float, scope: str) -> list[int]:
         if scope == "uniform":
