@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from neurotomy.models.summary import count_macs_params
-from neurotomy.train import evaluate
 
 
 @torch.inference_mode()
@@ -55,19 +53,17 @@ def checkpoint_size(model: nn.Module) -> int:
         return save_checkpoint(model, meta, Path(tmp) / "m.safetensors").stat().st_size
 
 
-def compare_models(original: nn.Module, pruned: nn.Module, test_data: Dataset | None,
-                   input_shape: tuple[int, ...], latency_batches: tuple[int, ...] = (1, 64),
-                   quiet: bool = False, max_images: int | None = None,
-                   original_metrics: dict | None = None) -> dict:
-    """The before/after record of a prune: params, MACs, file size, accuracy, latency."""
+def compare_models(original: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],
+                   original_metrics: dict | None = None, pruned_metrics: dict | None = None,
+                   latency_batches: tuple[int, ...] = (1, 64)) -> dict:
+    """The before/after record of a prune: params, MACs, file size, accuracy (top-1 and per-class
+    recall, from the given :func:`~neurotomy.train.evaluate` results) and interleaved latency."""
     record: dict = {"threads": torch.get_num_threads()}
-    for key, model in (("original", original), ("pruned", pruned)):
+    for key, model, metrics in (("original", original, original_metrics), ("pruned", pruned, pruned_metrics)):
         macs, params = count_macs_params(model, input_shape)
         record[key] = {"params": params, "macs": macs, "file_bytes": checkpoint_size(model)}
-        if test_data is not None:
-            metrics = original_metrics if (key == "original" and original_metrics) else \
-                evaluate(model, test_data, quiet=quiet, max_images=max_images)
-            record[key].update(accuracy=metrics["accuracy"], per_class_recall=metrics["per_class_recall"])
+        if metrics is not None:
+            record[key].update(accuracy=metrics["accuracy"], per_class_recall=metrics.get("per_class_recall"))
     for batch in latency_batches:
         a, b = interleaved_latency([original, pruned], input_shape, batch)
         record["original"][f"latency_b{batch}"] = a

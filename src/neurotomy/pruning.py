@@ -27,6 +27,7 @@ from neurotomy.measure import compare_models
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
 from neurotomy.scores.base import model_input_shape
+from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import prune_filters
 from neurotomy.train import evaluate
 
@@ -54,43 +55,48 @@ class PruneJob:
     quiet: bool = False
     max_eval_images: int | None = None
 
-    def run(self, model: nn.Module, train_data: Dataset, test_data: Dataset) -> tuple[nn.Module, dict]:
+    def run(self, model: nn.Module, train_data: Dataset, test_data: Dataset,
+            scores: UnitScores | None = None, original_metrics: dict | None = None) -> tuple[nn.Module, dict]:
+        """Prune ``model`` (untouched) and return the recovered copy and its record. ``scores`` and
+        ``original_metrics`` may be passed in when one model is pruned many ways (benchmarks)."""
         shape = model_input_shape(model, train_data)
         ev = lambda m: evaluate(m, test_data, quiet=self.quiet, max_images=self.max_eval_images)  # noqa: E731
-        original_metrics = ev(model)
+        original_metrics = original_metrics or ev(model)
         start = time.perf_counter()
-        scores = get_criterion(self.criterion)(model, train_data, seed=self.seed, quiet=self.quiet,
-                                               max_images=self.score_images)
-        score_seconds = time.perf_counter() - start
+        if scores is None:
+            scores = get_criterion(self.criterion)(model, train_data, seed=self.seed, quiet=self.quiet,
+                                                   max_images=self.score_images)
+        score_seconds = scores.info.get("seconds", time.perf_counter() - start)
         result = prune_filters(model, scores, ratio=self.ratio, target_macs=self.target_macs,
                                target_params=self.target_params, scope=self.scope,
                                min_channels=self.min_channels, ignored_layers=self.ignored_layers,
                                round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
         pruned = result.model
         record = {"criterion": self.criterion, "settings": asdict(self), **result.summary(),
-                  "acc_original": original_metrics["accuracy"], "acc_pruned": ev(pruned)["accuracy"],
-                  "score_seconds": score_seconds,
+                  "acc_original": original_metrics["accuracy"], "score_seconds": score_seconds,
                   "forward_seconds": forward_seconds(model, train_data, self.score_images or
                                                      getattr(get_criterion(self.criterion), "default_images", 640))}
+        metrics = ev(pruned)
+        record["acc_pruned"] = metrics["accuracy"]
         if self.recalibrate_images:
             recalibrate_batchnorm(pruned, train_data, self.recalibrate_images, seed=self.seed, quiet=self.quiet)
-            record["acc_recalibrated"] = ev(pruned)["accuracy"]
+            metrics = ev(pruned)
+            record["acc_recalibrated"] = metrics["accuracy"]
         if self.finetune_epochs:
             teacher = copy.deepcopy(model).eval() if self.distill else None
             finetune(pruned, train_data, self.finetune_epochs, lr=self.finetune_lr, seed=self.seed,
                      teacher=teacher, quiet=self.quiet)
-            record["acc_finetuned"] = ev(pruned)["accuracy"]
+            metrics = ev(pruned)
+            record["acc_finetuned"] = metrics["accuracy"]
         record["finetune_epochs"] = self.finetune_epochs
-        comparison = compare_models(model, pruned, test_data, shape, quiet=self.quiet,
-                                    max_images=self.max_eval_images, original_metrics=original_metrics,
+        comparison = compare_models(model, pruned, shape, original_metrics, metrics,
                                     latency_batches=(1, 64) if self.measure_latency else ())
         record["comparison"] = comparison
         record["speedup_batch64"] = comparison.get("speedup_batch64")
         record["macs_ratio"] = comparison["macs_ratio"]
         meta = getattr(pruned, "neurotomy_meta", None)
         if meta is not None:
-            final = record.get("acc_finetuned", record.get("acc_recalibrated", record["acc_pruned"]))
-            meta.metrics = {"test": {"accuracy": final, "n": original_metrics["n"]},
+            meta.metrics = {"test": {"accuracy": metrics["accuracy"], "n": metrics["n"]},
                             "pruning": {k: v for k, v in record.items() if k not in ("comparison", "channels")}}
         return pruned, record
 

@@ -102,7 +102,7 @@ def test_hrank_against_per_map_rank(tiny, data):
     with torch.no_grad():
         r = responses(tiny, data.images)
     for layer in ("conv1", "conv2"):
-        maps = r[layer].relu().double()
+        maps = r[layer].relu().float()
         ranks = [[int(torch.linalg.matrix_rank(maps[n, c])) for c in range(maps.shape[1])]
                  for n in range(maps.shape[0])]
         expected = torch.tensor(ranks, dtype=torch.float64).mean(0)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -107,12 +108,14 @@ class Criterion:
             raise NeurotomyError("the model has no Conv2d layer to score; neurotomy scores conv filters")
         was_training = model.training
         model.eval()
+        start = time.perf_counter()
         try:
             scores = self.compute(model, units, data, batch_size=batch_size, max_images=max_images,
                                   seed=seed, quiet=quiet)
         finally:
             model.train(was_training)
-        return UnitScores(scores, criterion=self.name, info={"paper": self.paper})
+        info = {"paper": self.paper, "seconds": time.perf_counter() - start}
+        return UnitScores(scores, criterion=self.name, info=info)
 
     def compute(self, model, units, data, **kw) -> dict[str, torch.Tensor]:
         raise NotImplementedError

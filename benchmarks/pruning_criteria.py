@@ -1,0 +1,205 @@
+"""Every criterion × MACs target × scope on zoo:resnet20-fmnist, against torch-pruning's default.
+
+Per configuration: accuracy right after the cut, after BatchNorm recalibration (4,096 training
+images), and — for the baseline and the best criteria only (see --finetune-top) — after 1 and 3
+fine-tune epochs on the full training set; params, MACs, measured CPU speed-up at batch 64 and
+its ratio to the MACs ratio; scoring time against one forward pass over the same images.
+
+Usage: python benchmarks/pruning_criteria.py --root ../shared/data/fashion-mnist
+Writes benchmarks/results/pruning_criteria.json and pruning_criteria.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+
+from neurotomy.data import load_dataset
+from neurotomy.measure import interleaved_latency
+from neurotomy.models.summary import count_macs_params
+from neurotomy.models.zoo import load_model
+from neurotomy.pruning import PruneJob, forward_seconds
+from neurotomy.recover import finetune, recalibrate_batchnorm
+from neurotomy.scores import CRITERIA, get_criterion
+from neurotomy.surgery.filters import default_ignored
+from neurotomy.train import evaluate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = (0.5, 0.7, 0.85)
+SCOPES = ("uniform", "global")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, no GPU")
+
+
+def tp_default_prune(model, target: float, scope: str, shape) -> torch.nn.Module:
+    """Torch-Pruning's own pipeline: MetaPruner + MagnitudeImportance(p=1), the classifier ignored,
+    its pruning ratio bisected so the MACs reduction lands on ``target`` like ours."""
+    example = torch.zeros(1, *shape)
+    base = count_macs_params(model, shape)[0]
+
+    def pruned_at(ratio: float):
+        m = copy.deepcopy(model)
+        pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                      pruning_ratio=ratio, global_pruning=(scope == "global"),
+                                      ignored_layers=[dict(m.named_modules())[n] for n in default_ignored(m)])
+        pruner.step()
+        return m, 1 - count_macs_params(m, shape)[0] / base
+
+    lo, hi = 0.0, 0.95
+    best = None
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        m, reduction = pruned_at(mid)
+        if best is None or abs(reduction - target) < abs(best[1] - target):
+            best = (m, reduction)
+        if abs(reduction - target) <= 0.003:
+            break
+        lo, hi = (mid, hi) if reduction < target else (lo, mid)
+    return best[0]
+
+
+def measure(original, pruned, test, shape, acc_original, label: dict) -> dict:
+    macs0, params0 = count_macs_params(original, shape)
+    macs1, params1 = count_macs_params(pruned, shape)
+    a, b = interleaved_latency([original, pruned], shape, 64, rounds=9, repeats=3)
+    return {**label, "macs_reduction": 1 - macs1 / macs0, "params_reduction": 1 - params1 / params0,
+            "acc_original": acc_original, "macs_ratio": macs0 / macs1,
+            "speedup_batch64": a["median_ms"] / b["median_ms"],
+            "speedup_batch64_min": a["min_ms"] / b["min_ms"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--criteria", nargs="*", default=sorted(CRITERIA))
+    parser.add_argument("--targets", nargs="*", type=float, default=list(TARGETS))
+    parser.add_argument("--scopes", nargs="*", default=list(SCOPES))
+    parser.add_argument("--finetune-top", type=int, default=1,
+                        help="fine-tune the baseline and this many best criteria per target/scope")
+    parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[1, 3])
+    parser.add_argument("--model", default="zoo:resnet20-fmnist")
+    parser.add_argument("--out", default=str(RESULTS / "pruning_criteria.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    model = load_model(args.model)
+    shape = model.neurotomy_meta.input_shape
+    dataset = model.neurotomy_meta.dataset
+    train = load_dataset(dataset, root=args.root, split="train")
+    test = load_dataset(dataset, root=args.root, split="test")
+    original_metrics = evaluate(model, test, quiet=True)
+    acc_original = original_metrics["accuracy"]
+    print(f"{args.model}: test accuracy {acc_original:.4f} on {len(test)} images; {machine()}", flush=True)
+
+    records, pruned_models = [], {}
+    for name in args.criteria:
+        scores = get_criterion(name)(model, train, seed=0, quiet=True)
+        images = getattr(get_criterion(name), "default_images", 0) if CRITERIA[name].needs_data else 0
+        fwd = forward_seconds(model, train, images) if images else None
+        for scope in args.scopes:
+            for target in args.targets:
+                job = PruneJob(criterion=name, target_macs=target, scope=scope, measure_latency=False,
+                               quiet=True)
+                start = time.perf_counter()
+                pruned, rec = job.run(model, train, test, scores=scores, original_metrics=original_metrics)
+                row = measure(model, pruned, test, shape, acc_original,
+                              {"criterion": name, "scope": scope, "target_macs_reduction": target})
+                row.update(acc_pruned=rec["acc_pruned"], acc_recalibrated=rec["acc_recalibrated"],
+                           acc_finetuned=None, finetune_epochs=0, score_seconds=scores.info["seconds"],
+                           forward_seconds=fwd, score_images=images)
+                records.append(row)
+                pruned_models[(name, scope, target)] = pruned
+                print(f"{name:>16} {scope:>7} −{target:.0%}: MACs −{row['macs_reduction']:.1%} "
+                      f"cut {row['acc_pruned']:.4f} recal {row['acc_recalibrated']:.4f} "
+                      f"speed-up {row['speedup_batch64']:.2f}× / MACs {row['macs_ratio']:.2f}× "
+                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+
+    for scope in args.scopes:  # the baseline
+        for target in args.targets:
+            pruned = tp_default_prune(model, target, scope, shape)
+            acc_cut = evaluate(pruned, test, quiet=True)["accuracy"]
+            recalibrate_batchnorm(pruned, train, 4096, quiet=True)
+            row = measure(model, pruned, test, shape, acc_original,
+                          {"criterion": "tp-default", "scope": scope, "target_macs_reduction": target})
+            row.update(acc_pruned=acc_cut, acc_recalibrated=evaluate(pruned, test, quiet=True)["accuracy"],
+                       acc_finetuned=None, finetune_epochs=0, score_seconds=None, forward_seconds=None)
+            records.append(row)
+            pruned_models[("tp-default", scope, target)] = pruned
+            print(f"{'tp-default':>16} {scope:>7} −{target:.0%}: MACs −{row['macs_reduction']:.1%} "
+                  f"cut {acc_cut:.4f} recal {row['acc_recalibrated']:.4f}", flush=True)
+
+    finetuned = []
+    for scope in args.scopes:
+        for target in args.targets:
+            ours = sorted((r for r in records if r["scope"] == scope and r["target_macs_reduction"] == target
+                           and r["criterion"] not in ("tp-default", "random")),
+                          key=lambda r: -r["acc_recalibrated"])[:args.finetune_top]
+            base = [r for r in records if r["criterion"] == "tp-default" and r["scope"] == scope
+                    and r["target_macs_reduction"] == target]
+            for row in base + ours:
+                for epochs in args.finetune_epochs:
+                    m = copy.deepcopy(pruned_models[(row["criterion"], scope, target)])
+                    start = time.perf_counter()
+                    finetune(m, train, epochs, lr=0.01, seed=0, quiet=True)
+                    acc = evaluate(m, test, quiet=True)["accuracy"]
+                    finetuned.append({**row, "acc_finetuned": acc, "finetune_epochs": epochs,
+                                      "finetune_seconds": time.perf_counter() - start})
+                    print(f"{row['criterion']:>16} {scope:>7} −{target:.0%}: {epochs} epochs → {acc:.4f}", flush=True)
+    records += finetuned
+
+    result = {"machine": machine(), "model": args.model, "acc_original": acc_original,
+              "test_images": len(test), "recalibration_images": 4096,
+              "finetune": f"SGD lr 0.01 cosine, batch 128, full 60k train set; only tp-default and the "
+                          f"top {args.finetune_top} criteria by recalibrated accuracy per target/scope",
+              "records": records}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out}")
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, scope in zip(axes, ("uniform", "global")):
+        rows = [r for r in result["records"] if r["scope"] == scope and r["finetune_epochs"] == 0]
+        for name in sorted({r["criterion"] for r in rows}):
+            pts = sorted((r["macs_reduction"], r["acc_recalibrated"]) for r in rows if r["criterion"] == name)
+            style = dict(lw=2.5, color="black") if name == "tp-default" else dict(lw=1, alpha=0.8)
+            ax.plot(*zip(*pts), marker="o", label=name, **style)
+        ft = [r for r in result["records"] if r["scope"] == scope and r["finetune_epochs"] == 3]
+        for name in sorted({r["criterion"] for r in ft}):
+            pts = sorted((r["macs_reduction"], r["acc_finetuned"]) for r in ft if r["criterion"] == name)
+            ax.plot(*zip(*pts), marker="s", ls="--", label=f"{name} +3 ep")
+        ax.axhline(result["acc_original"], color="grey", ls=":", label="unpruned")
+        ax.set_title(f"{scope} scope — after BN recalibration (solid), after 3 fine-tune epochs (dashed)",
+                     fontsize=9)
+        ax.set_xlabel("MACs reduction")
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("test accuracy (10k Fashion-MNIST)")
+    axes[1].legend(fontsize=7, ncol=2, loc="lower left")
+    fig.suptitle(f"{result['model']} — {result['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
