@@ -76,3 +76,12 @@ def test_score_writes_npz(tmp_path, capsys):
     assert main(["score", "zoo:lenet5-digits", "--criterion", "apoz", "--out", str(tmp_path / "s.npz"),
                  "--quiet"]) == 0
     assert UnitScores.load(tmp_path / "s.npz").criterion == "apoz"
+
+
+def test_demo_writes_summary(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["evaluation"]["n"] == 2000
+    assert summary["evaluation"]["accuracy"] > 0.85
+    assert abs(summary["pruning"]["macs_reduction"] - 0.5) <= 0.01
+    assert -1 <= summary["score_agreement_l1_vs_hrank"]["mean"] <= 1

@@ -158,6 +158,7 @@ def cmd_prune(args) -> None:
                    round_to=args.round_to, inner_only=args.inner_only,
                    ignored_layers=args.ignore, score_images=args.max_images,
                    finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
+                   steps=args.steps, finetune_between=args.finetune_between, sfp_epochs=args.sfp_epochs,
                    recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
                    measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet)
     pruned, record = job.run(model, _data_for(model, args, "train"), _data_for(model, args, "test"))
@@ -254,8 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     p.add_argument("--inner-only", action="store_true", help="prune only channels not tied by residual adds")
     p.add_argument("--ignore", nargs="*", default=None, help="layers to keep whole (default: the classifier)")
+    p.add_argument("--steps", type=int, default=1, help="reach --target-macs in this many re-scored cuts")
+    p.add_argument("--finetune-between", type=int, default=0, help="fine-tune epochs between steps")
+    p.add_argument("--sfp-epochs", type=int, default=0,
+                   help="soft filter pruning: train this many epochs zeroing the lowest-L2 --ratio per layer")
     p.add_argument("--finetune-epochs", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tune (and SFP) learning rate")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     p.add_argument("--recalibrate-images", type=int, default=4096)
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration")

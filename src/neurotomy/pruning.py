@@ -28,8 +28,10 @@ from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
 from neurotomy.scores.base import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
-from neurotomy.surgery.filters import prune_filters
-from neurotomy.train import evaluate
+from neurotomy.errors import PruningError
+from neurotomy.surgery.filters import PruningResult, prune_filters
+from neurotomy.surgery.schedules import prune_iteratively, soft_filter_pruning
+from neurotomy.train import TrainConfig, evaluate
 
 
 @dataclass
@@ -48,6 +50,9 @@ class PruneJob:
     score_images: int | None = None
     recalibrate_images: int = 4096
     finetune_epochs: int = 0
+    steps: int = 1
+    finetune_between: int = 0
+    sfp_epochs: int = 0
     finetune_lr: float = 0.01
     distill: bool = False
     measure_latency: bool = True
@@ -59,18 +64,15 @@ class PruneJob:
             scores: UnitScores | None = None, original_metrics: dict | None = None) -> tuple[nn.Module, dict]:
         """Prune ``model`` (untouched) and return the recovered copy and its record. ``scores`` and
         ``original_metrics`` may be passed in when one model is pruned many ways (benchmarks)."""
+        self._validate()
         shape = model_input_shape(model, train_data)
         ev = lambda m: evaluate(m, test_data, quiet=self.quiet, max_images=self.max_eval_images)  # noqa: E731
         original_metrics = original_metrics or ev(model)
-        start = time.perf_counter()
-        if scores is None:
+        if scores is None and not (self.sfp_epochs or self.steps > 1):  # those score as they go
             scores = get_criterion(self.criterion)(model, train_data, seed=self.seed, quiet=self.quiet,
                                                    max_images=self.score_images)
-        score_seconds = scores.info.get("seconds", time.perf_counter() - start)
-        result = prune_filters(model, scores, ratio=self.ratio, target_macs=self.target_macs,
-                               target_params=self.target_params, scope=self.scope,
-                               min_channels=self.min_channels, ignored_layers=self.ignored_layers,
-                               round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
+        score_seconds = scores.info["seconds"] if scores is not None else None
+        result = self._cut(model, scores, train_data, shape)
         pruned = result.model
         record = {"criterion": self.criterion, "settings": asdict(self), **result.summary(),
                   "acc_original": original_metrics["accuracy"], "score_seconds": score_seconds,
@@ -99,6 +101,29 @@ class PruneJob:
             meta.metrics = {"test": {"accuracy": metrics["accuracy"], "n": metrics["n"]},
                             "pruning": {k: v for k, v in record.items() if k not in ("comparison", "channels")}}
         return pruned, record
+
+    def _validate(self) -> None:
+        """Fail before any work on settings that cannot go together."""
+        if self.sfp_epochs and self.ratio is None:
+            raise PruningError("soft filter pruning zeroes a fixed fraction per layer: give --ratio")
+        if self.steps > 1 and self.target_macs is None:
+            raise PruningError("an iterative schedule reaches a MACs target: give --target-macs")
+
+    def _cut(self, model: nn.Module, scores: UnitScores | None, train_data: Dataset, shape) -> PruningResult:
+        """One-shot, iterative (``steps`` > 1) or soft filter pruning (``sfp_epochs`` > 0)."""
+        shared = dict(scope=self.scope, min_channels=self.min_channels, ignored_layers=self.ignored_layers,
+                      round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
+        if self.sfp_epochs:
+            config = TrainConfig(epochs=self.sfp_epochs, lr=self.finetune_lr, schedule="cosine",
+                                 seed=self.seed, quiet=self.quiet)
+            return soft_filter_pruning(copy.deepcopy(model), train_data, self.ratio, config, **shared)
+        if self.steps > 1:
+            return prune_iteratively(model, self.criterion, train_data, target_macs=self.target_macs,
+                                     steps=self.steps, finetune_epochs=self.finetune_between,
+                                     seed=self.seed, quiet=self.quiet, score_images=self.score_images,
+                                     **shared)
+        return prune_filters(model, scores, ratio=self.ratio, target_macs=self.target_macs,
+                             target_params=self.target_params, **shared)
 
 
 def forward_seconds(model: nn.Module, data: Dataset, images: int, batch_size: int = 128) -> float:
