@@ -1,8 +1,8 @@
 """Surgery recipes: the structural edits that turn a freshly built model into a pruned one.
 
-Each step is JSON: ``{"op": "prune_out_channels", "layer": NAME, "idxs": [...]}``. Steps are applied
-through torch-pruning's dependency graph, so one step removes the channel everywhere it is coupled
-(batch norm, the next layer's inputs, residual partners). Replaying the recipe on a fresh model gives
+Each step is JSON: ``{"op": "prune_out_channels", "layer": NAME, "idxs": [...]}`` (applied through
+torch-pruning's dependency graph, so one step removes the channel everywhere it is coupled: batch
+norm, the next layer's inputs, residual partners) or ``{"op": "remove_block", "layer": NAME}``. Replaying the recipe on a fresh model gives
 exactly the pruned architecture, ready for its saved weights.
 """
 
@@ -17,17 +17,23 @@ from neurotomy.errors import CheckpointError
 
 
 def replay_recipe(model: nn.Module, recipe: list[dict[str, Any]], input_shape: tuple[int, ...]) -> nn.Module:
-    """Apply every step of ``recipe`` to ``model`` in place."""
+    """Apply every step of ``recipe`` to ``model`` in place, in order."""
     from neurotomy.surgery.graph import dependency_graph, prune_out_channels
+    from neurotomy.surgery.layers import remove_block_in_place
 
-    if not recipe:
-        return model
-    graph = dependency_graph(model, torch.zeros(1, *input_shape))
-    modules = dict(model.named_modules())
+    graph = None  # traced lazily, and again after any step that changes the module structure
     for step in recipe:
-        if step.get("op") != "prune_out_channels":
-            raise CheckpointError(f"unknown surgery step {step.get('op')!r}; upgrade neurotomy")
-        if step["layer"] not in modules:
-            raise CheckpointError(f"surgery recipe names layer {step['layer']!r} that the model lacks")
-        prune_out_channels(graph, modules[step["layer"]], step["idxs"])
+        op = step.get("op")
+        modules = dict(model.named_modules())
+        if step.get("layer") not in modules:
+            raise CheckpointError(f"surgery recipe names layer {step.get('layer')!r} that the model lacks")
+        if op == "prune_out_channels":
+            if graph is None:
+                graph = dependency_graph(model, torch.zeros(1, *input_shape))
+            prune_out_channels(graph, modules[step["layer"]], step["idxs"])
+        elif op == "remove_block":
+            remove_block_in_place(model, step["layer"])
+            graph = None
+        else:
+            raise CheckpointError(f"unknown surgery step {op!r}; upgrade neurotomy")
     return model

@@ -1,0 +1,112 @@
+"""Representation similarity between layers (of one model, or the same layers of two models).
+
+* Linear CKA (Kornblith, Norouzi, Lee & Hinton, ICML 2019): for centred X (n×p), Y (n×q),
+  CKA = ‖YᵀX‖_F² / (‖XᵀX‖_F ‖YᵀY‖_F). Computed through the n×n Gram matrices, which is the same
+  number and works when p, q ≫ n (flattened early layers).
+* RBF CKA: HSIC with Gaussian kernels, bandwidth σ = 0.8 × the median pairwise distance.
+* GBS, graph-based similarity (Chen et al. 2021): per layer the sample×sample cosine-similarity
+  graph (optionally kept to each sample's k nearest neighbours), compared with the CKA formula.
+  Invariant to orthogonal transforms and isotropic scaling of either layer.
+
+Example:
+    >>> import torch
+    >>> x = torch.randn(50, 8)
+    >>> round(linear_cka(x, 3 * x), 6)
+    1.0
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.dynamics.features import balanced_indices, default_layers, stream_features
+
+
+def _centre_gram(gram: torch.Tensor) -> torch.Tensor:
+    n = gram.shape[0]
+    h = torch.eye(n, dtype=gram.dtype) - 1.0 / n
+    return h @ gram @ h
+
+
+def cka_from_grams(k: torch.Tensor, l: torch.Tensor) -> float:
+    """CKA = HSIC(K, L) / √(HSIC(K, K) HSIC(L, L)) with centred Gram matrices."""
+    kc, lc = _centre_gram(k.double()), _centre_gram(l.double())
+    hsic = (kc * lc).sum()
+    denom = torch.sqrt((kc * kc).sum() * (lc * lc).sum())
+    return float(hsic / denom) if denom > 0 else 0.0
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    return cka_from_grams(x @ x.T, y @ y.T)
+
+
+def rbf_gram(x: torch.Tensor, sigma_scale: float = 0.8) -> torch.Tensor:
+    x = x.flatten(1).double()
+    d2 = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist").pow(2)  # exact, no mm shortcut
+    off_diagonal = ~torch.eye(len(x), dtype=torch.bool)
+    median = torch.sqrt(d2[off_diagonal].median()) if len(x) > 1 else torch.tensor(1.0, dtype=torch.float64)
+    sigma = sigma_scale * median.clamp(min=1e-12)
+    return torch.exp(-d2 / (2 * sigma * sigma))
+
+
+def rbf_cka(x: torch.Tensor, y: torch.Tensor, sigma_scale: float = 0.8) -> float:
+    return cka_from_grams(rbf_gram(x, sigma_scale), rbf_gram(y, sigma_scale))
+
+
+def similarity_graph(x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Cosine-similarity graph of the samples; with ``k``, each row keeps its k strongest edges
+    (symmetrised by max), as the kNN graphs of the modularity analysis."""
+    z = torch.nn.functional.normalize(x.flatten(1).double(), dim=1)
+    graph = z @ z.T
+    if k is not None:
+        off = graph.clone().fill_diagonal_(-float("inf"))
+        values, idx = off.topk(k, dim=1)
+        sparse = torch.zeros_like(graph).scatter_(1, idx, values)
+        graph = torch.maximum(sparse, sparse.T)
+    return graph
+
+
+def gbs(x: torch.Tensor, y: torch.Tensor, k: int | None = None) -> float:
+    """Graph-based similarity: CKA between the two layers' sample-similarity graphs."""
+    return cka_from_grams(similarity_graph(x, k), similarity_graph(y, k))
+
+
+MEASURES = {"linear_cka": linear_cka, "rbf_cka": rbf_cka, "gbs": gbs}
+
+
+def similarity_matrix(model_a: nn.Module, data: Dataset, model_b: nn.Module | None = None,
+                      layers_a: list[str] | None = None, layers_b: list[str] | None = None,
+                      measure: str = "linear_cka", samples: int = 500, seed: int = 0) -> dict:
+    """Pairwise similarity of ``layers_a`` (model A) with ``layers_b`` (model B, default A itself)
+    on one class-balanced batch of ``samples`` images."""
+    model_b = model_b or model_a
+    layers_a = layers_a or default_layers(model_a)
+    layers_b = layers_b or default_layers(model_b)
+    per_class = max(1, samples // len(data.classes))
+    indices = balanced_indices(torch.as_tensor(data.targets), per_class, seed)
+    fa, _ = next(stream_features(model_a, data, layers_a, batch_size=len(indices), indices=indices))
+    fb, _ = next(stream_features(model_b, data, layers_b, batch_size=len(indices), indices=indices))
+    fn = MEASURES[measure]
+    values = [[fn(fa[a], fb[b]) for b in layers_b] for a in layers_a]
+    return {"measure": measure, "layers_a": layers_a, "layers_b": layers_b, "values": values,
+            "samples": len(indices)}
+
+
+def plot_similarity(result: dict, path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = torch.tensor(result["values"])
+    fig, ax = plt.subplots(figsize=(1.5 + 0.45 * values.shape[1], 1.2 + 0.45 * values.shape[0]))
+    im = ax.imshow(values, vmin=0, vmax=1, cmap="magma")
+    ax.set_xticks(range(values.shape[1]), result["layers_b"], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(values.shape[0]), result["layers_a"], fontsize=7)
+    ax.set_title(title or result["measure"], fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

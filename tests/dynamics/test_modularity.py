@@ -1,0 +1,67 @@
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from neurotomy.dynamics.features import default_layers, stream_features
+from neurotomy.dynamics.modularity import ModularityCurve, knn_graph, modularity, modularity_curve
+from neurotomy.models import build_model
+
+
+def networkx_q(adjacency: torch.Tensor, labels: torch.Tensor) -> float:
+    graph = nx.from_numpy_array(adjacency.double().numpy())
+    communities = [set(np.flatnonzero(labels.numpy() == c)) for c in labels.unique().tolist()]
+    return nx.algorithms.community.modularity(graph, communities, weight="weight")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_networkx_on_random_graphs(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 30
+    a = torch.rand(n, n, generator=g) * (torch.rand(n, n, generator=g) < 0.2)
+    a = torch.maximum(a, a.T).fill_diagonal_(0)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    assert modularity(a, labels) == pytest.approx(networkx_q(a, labels), abs=1e-9)
+
+
+def test_knn_graph_structure():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(40, 12, generator=g)
+    a = knn_graph(feats, k=3)
+    assert torch.equal(a, a.T) and torch.all(a.diagonal() == 0)
+    assert torch.all((a != 0).sum(1) >= 3)
+    sim = torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(feats, dim=1).T
+    row = sim[5].clone()
+    row[5] = -2
+    assert set(torch.nonzero(a[5]).flatten().tolist()) >= set(row.topk(3).indices.tolist())
+
+
+def test_matches_networkx_on_a_real_layer():
+    from neurotomy.data import load_dataset
+    model = build_model("resnet20", 1, 10, 8).eval()
+    data = load_dataset("digits", split="test")
+    feats, labels = next(stream_features(model, data, ["layer2.1"], batch_size=120))
+    a = knn_graph(feats["layer2.1"], k=3)
+    assert modularity(a, labels) == pytest.approx(networkx_q(a, labels), abs=1e-6)
+
+
+def test_curve_on_trained_lenet_rises():
+    from neurotomy.data import load_dataset
+    from neurotomy.models.zoo import load_model
+    model = load_model("zoo:lenet5-digits")
+    data = load_dataset("digits", split="test")
+    curve = modularity_curve(model, data, per_class=30, graph_size=None, quiet=True)
+    assert curve.layers == default_layers(model) and curve.n_samples == 300
+    assert curve.q[-1] > curve.q[0]  # a trained net separates classes further with depth
+    untrained = modularity_curve(build_model("lenet5", 1, 10, 8).eval(), data, per_class=30,
+                                 graph_size=None, quiet=True)
+    assert curve.q[-1] > untrained.q[-1] + 0.1  # …and much better than random weights do
+    again = modularity_curve(model, data, per_class=30, graph_size=None, quiet=True)
+    assert again.q == curve.q
+
+
+def test_redundancy_rule():
+    curve = ModularityCurve(["stem", "b1", "b2", "b3", "b4"], [0.2, 0.5, 0.7, 0.705, 0.69], 3, 100, 50, 0.0)
+    assert curve.redundant(["b1", "b2", "b3", "b4"], threshold=0.05) == ["b4", "b3"]
+    assert curve.redundant(["b1", "b2", "b4"], threshold=0.05) == ["b4"]
+    assert curve.redundant(["b1", "b2", "b3", "b4"], count=1) == ["b4"]

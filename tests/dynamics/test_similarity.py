@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from neurotomy.dynamics.similarity import cka_from_grams, gbs, linear_cka, rbf_cka, similarity_graph
+
+
+def numpy_linear_cka(x, y):
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+@pytest.fixture
+def xy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 10, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(10, 7, generator=g, dtype=torch.float64) + 0.5 * torch.randn(60, 7, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def test_linear_cka_formula_identity_and_invariances(xy):
+    x, y = xy
+    assert linear_cka(x, y) == pytest.approx(numpy_linear_cka(x.numpy(), y.numpy()), abs=1e-10)
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64))
+    assert linear_cka(x @ q, y) == pytest.approx(linear_cka(x, y), abs=1e-10)
+    assert linear_cka(4.2 * x, y) == pytest.approx(linear_cka(x, y), abs=1e-10)
+    assert linear_cka(x, torch.randn(60, 7, dtype=torch.float64)) < linear_cka(x, y)
+
+
+def test_rbf_cka_identity_and_orthogonal_invariance(xy):
+    x, y = xy
+    assert rbf_cka(x, x) == pytest.approx(1.0)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64))
+    assert rbf_cka(x @ q, y) == pytest.approx(rbf_cka(x, y), abs=1e-8)
+    assert rbf_cka(3 * x, y) == pytest.approx(rbf_cka(x, y), abs=1e-8)  # bandwidth follows the median
+
+
+def test_gbs_against_definition(xy):
+    x, y = xy
+    tiny_x, tiny_y = x[:5, :3], y[:5, :2]
+    # definition by hand: cosine graphs, then the CKA formula on them
+    def graph(a):
+        a = a.numpy()
+        n = a / np.linalg.norm(a, axis=1, keepdims=True)
+        return n @ n.T
+    h = np.eye(5) - 1 / 5
+    gx, gy = h @ graph(tiny_x) @ h, h @ graph(tiny_y) @ h
+    expected = (gx * gy).sum() / np.sqrt((gx * gx).sum() * (gy * gy).sum())
+    assert gbs(tiny_x, tiny_y) == pytest.approx(expected, abs=1e-12)
+    assert gbs(x, x) == pytest.approx(1.0)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64))
+    assert gbs(x @ q * 7.0, y, k=5) == pytest.approx(gbs(x, y, k=5), abs=1e-10)
+    assert torch.equal(similarity_graph(x, k=4), similarity_graph(x, k=4).T)
+
+
+def test_cka_from_grams_symmetric(xy):
+    x, y = xy
+    k, l = x @ x.T, y @ y.T
+    assert cka_from_grams(k, l) == pytest.approx(cka_from_grams(l, k))

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from neurotomy.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from neurotomy.errors import PruningError
+from neurotomy.models import build_model
+from neurotomy.scores import get_criterion
+from neurotomy.surgery.filters import prune_filters
+from neurotomy.surgery.layers import removable_blocks, remove_blocks
+
+
+@pytest.mark.parametrize("arch,shape", [("resnet20", (1, 28, 28)), ("resnet56", (1, 28, 28)),
+                                        ("torchvision:resnet18", (3, 32, 32))])
+def test_block_removal_runs_with_right_shapes(arch, shape):
+    model = build_model(arch, shape[0], 10, shape[1]).eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.equal(remove_blocks(model, [])(x), model(x))
+        blocks = removable_blocks(model)
+        downsampling = [b for b in removable_blocks(model, keep_downsampling=False) if b not in blocks]
+        assert downsampling  # these models do have down-sampling blocks
+        slim = remove_blocks(model, blocks[-2:] + downsampling[:1])
+        assert slim(x).shape == (2, 10)
+        assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_unknown_block():
+    with pytest.raises(PruningError, match="not a residual block"):
+        remove_blocks(build_model("resnet20", 1, 10, 28), ["layer9.9"])
+
+
+def test_layer_and_filter_pruning_round_trip(tmp_path):
+    args = {"in_channels": 1, "num_classes": 10, "input_size": 28}
+    model = build_model("resnet20", **args).eval()
+    model.neurotomy_meta = ModelMeta("resnet20", args)
+    slim = remove_blocks(model, ["layer3.2", "layer1.1"])
+    slim = prune_filters(slim, get_criterion("l1")(slim), ratio=0.3).model
+    slim = remove_blocks(slim, ["layer2.2"])
+    path = save_checkpoint(slim, slim.neurotomy_meta, tmp_path / "slim")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(path)(x), slim.eval()(x))
