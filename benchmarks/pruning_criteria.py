@@ -174,9 +174,9 @@ def main() -> None:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from neurotomy.report.figures import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, scope in zip(axes, ("uniform", "global")):
@@ -198,7 +198,7 @@ def plot(result: dict, path: Path) -> None:
     axes[1].legend(fontsize=7, ncol=2, loc="lower left")
     fig.suptitle(f"{result['model']} — {result['machine']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

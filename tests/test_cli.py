@@ -85,3 +85,18 @@ def test_demo_writes_summary(tmp_path, capsys):
     assert summary["evaluation"]["accuracy"] > 0.85
     assert abs(summary["pruning"]["macs_reduction"] - 0.5) <= 0.01
     assert -1 <= summary["score_agreement_l1_vs_hrank"]["mean"] <= 1
+
+
+def test_inspect_writes_json_and_plots(tmp_path, capsys):
+    out = tmp_path / "inspect"
+    assert main(["inspect", "zoo:lenet5-digits", "--per-class", "20", "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "inspect.json").read_text())
+    assert len(result["modularity"]["q"]) == len(result["modularity"]["layers"]) == len(result["cka"]["values"])
+    assert (out / "modularity.png").stat().st_size > 1000 and (out / "cka.png").stat().st_size > 1000
+    assert "redundant by the rule" in capsys.readouterr().out
+
+
+def test_prune_layers_needs_blocks_for_baselines(tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--layers", "last", "--out", str(out), "--quiet"]) == 2
+    assert "needs a number of blocks" in capsys.readouterr().err or not out.exists()

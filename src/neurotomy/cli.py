@@ -150,14 +150,15 @@ def cmd_prune(args) -> None:
     from neurotomy.pruning import PruneJob
     from neurotomy.report.tables import format_prune_record
 
-    if sum(x is not None for x in (args.ratio, args.target_macs, args.target_params)) != 1:
-        raise PruningError("give exactly one of --ratio, --target-macs or --target-params")
+    if sum(x is not None for x in (args.ratio, args.target_macs, args.target_params, args.layers)) != 1:
+        raise PruningError("give exactly one of --ratio, --target-macs, --target-params or --layers")
     model = load_model(args.model)
     job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, ratio=args.ratio,
                    target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
                    round_to=args.round_to, inner_only=args.inner_only,
                    ignored_layers=args.ignore, score_images=args.max_images,
                    finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
+                   layers=args.layers, blocks=args.blocks, layer_threshold=args.layer_threshold,
                    steps=args.steps, finetune_between=args.finetune_between, sfp_epochs=args.sfp_epochs,
                    recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
                    measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet)
@@ -186,6 +187,20 @@ def cmd_finetune(args) -> None:
     model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
     path = save_checkpoint(model, model.neurotomy_meta, args.out)
     print(f"accuracy {before:.4f} → {after['accuracy']:.4f} — wrote {path}")
+
+
+def cmd_inspect(args) -> None:
+    from neurotomy.dynamics.inspection import inspect_model
+    from neurotomy.models.zoo import load_model
+
+    model = load_model(args.model)
+    result = inspect_model(model, _data_for(model, args, args.split), Path(args.out), per_class=args.per_class,
+                           k=args.k, threshold=args.layer_threshold, seed=args.seed, quiet=args.quiet)
+    curve = result["modularity"]
+    for layer, q, dq in zip(curve["layers"], curve["q"], result["delta_q"]):
+        print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")
+    print(f"redundant by the rule (ΔQ < {args.layer_threshold} × range): "
+          f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {args.out}/")
 
 
 # ---------------------------------------------------------------- parser
@@ -250,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     amount.add_argument("--target-macs", type=float, help="MACs reduction to reach, e.g. 0.5 removes half")
     amount.add_argument("--target-params", type=float, help="parameter reduction to reach")
     amount.add_argument("--ratio", type=float, help="fraction of channels to remove")
+    amount.add_argument("--layers", help="remove residual blocks: modularity, random, last, or NAME,NAME")
+    p.add_argument("--blocks", type=int, help="how many blocks --layers removes (modularity: default by rule)")
+    p.add_argument("--layer-threshold", type=float, default=0.05,
+                   help="modularity rule: remove blocks whose ΔQ < this × the curve's range")
     p.add_argument("--scope", choices=["uniform", "global"], default="uniform")
     p.add_argument("--min-channels", type=int, default=1)
     p.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
@@ -270,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("inspect", help="modularity curve, CKA heatmap and layer table (JSON + PNG)")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    _data_args(p)
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--per-class", type=int, default=100, help="probe samples per class")
+    p.add_argument("--k", type=int, default=3, help="neighbours per sample in the kNN graph")
+    p.add_argument("--layer-threshold", type=float, default=0.05)
+    p.add_argument("--out", required=True, help="directory to write")
+    _common(p)
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("finetune", help="fine-tune a (pruned) model, optionally distilling from a teacher")
     p.add_argument("model", help="checkpoint or zoo:NAME")

@@ -29,7 +29,9 @@ from neurotomy.scores import get_criterion
 from neurotomy.scores.base import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.errors import PruningError
+from neurotomy.models.summary import count_macs_params
 from neurotomy.surgery.filters import PruningResult, prune_filters
+from neurotomy.surgery.layers import choose_blocks, remove_blocks
 from neurotomy.surgery.schedules import prune_iteratively, soft_filter_pruning
 from neurotomy.train import TrainConfig, evaluate
 
@@ -50,6 +52,9 @@ class PruneJob:
     score_images: int | None = None
     recalibrate_images: int = 4096
     finetune_epochs: int = 0
+    layers: str | None = None  # remove residual blocks instead: modularity | random | last | a list
+    blocks: int | None = None
+    layer_threshold: float = 0.05
     steps: int = 1
     finetune_between: int = 0
     sfp_epochs: int = 0
@@ -68,13 +73,14 @@ class PruneJob:
         shape = model_input_shape(model, train_data)
         ev = lambda m: evaluate(m, test_data, quiet=self.quiet, max_images=self.max_eval_images)  # noqa: E731
         original_metrics = original_metrics or ev(model)
-        if scores is None and not (self.sfp_epochs or self.steps > 1):  # those score as they go
+        if scores is None and not (self.sfp_epochs or self.steps > 1 or self.layers):  # those score as they go
             scores = get_criterion(self.criterion)(model, train_data, seed=self.seed, quiet=self.quiet,
                                                    max_images=self.score_images)
         score_seconds = scores.info["seconds"] if scores is not None else None
         result = self._cut(model, scores, train_data, shape)
         pruned = result.model
-        record = {"criterion": self.criterion, "settings": asdict(self), **result.summary(),
+        record = {"criterion": self.criterion if not self.layers else f"layers:{self.layers}",
+                  "settings": asdict(self), **result.summary(),
                   "acc_original": original_metrics["accuracy"], "score_seconds": score_seconds,
                   "forward_seconds": forward_seconds(model, train_data, self.score_images or
                                                      getattr(get_criterion(self.criterion), "default_images", 640))}
@@ -102,6 +108,18 @@ class PruneJob:
                             "pruning": {k: v for k, v in record.items() if k not in ("comparison", "channels")}}
         return pruned, record
 
+    def _remove_blocks(self, model: nn.Module, train_data: Dataset, shape) -> PruningResult:
+        names, basis = choose_blocks(model, self.layers, train_data, count=self.blocks,
+                                     threshold=self.layer_threshold, seed=self.seed, quiet=self.quiet)
+        if not names:
+            raise PruningError(f"the {self.layers} rule found no redundant block (threshold "
+                               f"{self.layer_threshold}); raise --layer-threshold or give --blocks N")
+        slim = remove_blocks(model, names)
+        macs0, params0 = count_macs_params(model, shape)
+        macs1, params1 = count_macs_params(slim, shape)
+        return PruningResult(slim, [], 0.0, "layers", macs0, macs1, params0, params1,
+                             details={"blocks_removed": names, **basis})
+
     def _validate(self) -> None:
         """Fail before any work on settings that cannot go together."""
         if self.sfp_epochs and self.ratio is None:
@@ -113,6 +131,8 @@ class PruneJob:
         """One-shot, iterative (``steps`` > 1) or soft filter pruning (``sfp_epochs`` > 0)."""
         shared = dict(scope=self.scope, min_channels=self.min_channels, ignored_layers=self.ignored_layers,
                       round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
+        if self.layers:
+            return self._remove_blocks(model, train_data, shape)
         if self.sfp_epochs:
             config = TrainConfig(epochs=self.sfp_epochs, lr=self.finetune_lr, schedule="cosine",
                                  seed=self.seed, quiet=self.quiet)

@@ -84,9 +84,9 @@ class ModularityCurve:
         return [layer for layer in pool if deltas[layer] < threshold * spread]
 
     def plot(self, path, title: str = "") -> None:
-        import matplotlib
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        from neurotomy.report.figures import save_figure
 
         fig, ax = plt.subplots(figsize=(max(6, len(self.layers) * 0.45), 3.6))
         ax.errorbar(range(len(self.q)), self.q, yerr=self.q_std or None, marker="o", capsize=3)
@@ -95,8 +95,7 @@ class ModularityCurve:
         ax.set_title(title or f"modularity curve (k={self.k}, {self.n_samples} samples)", fontsize=9)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
 
 
 def modularity_curve(model: nn.Module, data: Dataset, layers: list[str] | None = None, k: int = 3,

@@ -96,9 +96,9 @@ def similarity_matrix(model_a: nn.Module, data: Dataset, model_b: nn.Module | No
 
 
 def plot_similarity(result: dict, path, title: str = "") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from neurotomy.report.figures import save_figure
 
     values = torch.tensor(result["values"])
     fig, ax = plt.subplots(figsize=(1.5 + 0.45 * values.shape[1], 1.2 + 0.45 * values.shape[0]))
@@ -108,5 +108,4 @@ def plot_similarity(result: dict, path, title: str = "") -> None:
     ax.set_title(title or result["measure"], fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -64,6 +64,7 @@ class PruningResult:
     params_before: int
     params_after: int
     channels: dict[str, tuple[int, int]] = field(default_factory=dict)  # root layer: (before, after)
+    details: dict = field(default_factory=dict)  # how the cut was chosen, when it was not by scores
 
     @property
     def macs_reduction(self) -> float:
@@ -78,7 +79,7 @@ class PruningResult:
                 "macs_after": self.macs_after, "macs_reduction": self.macs_reduction,
                 "params_before": self.params_before, "params_after": self.params_after,
                 "params_reduction": self.params_reduction,
-                "channels": {k: list(v) for k, v in self.channels.items()}}
+                "channels": {k: list(v) for k, v in self.channels.items()}, **self.details}
 
 
 class _Planner:

@@ -75,3 +75,39 @@ def removable_blocks(model: nn.Module, keep_downsampling: bool = True) -> list[s
     """Blocks a layer-pruning rule may remove (by default: not the down-sampling ones)."""
     modules = dict(model.named_modules())
     return [b for b in residual_blocks(model) if not (keep_downsampling and is_downsampling(modules[b]))]
+
+
+LAYER_METHODS = ("modularity", "random", "last")
+
+
+def choose_blocks(model: nn.Module, method: str, data=None, count: int | None = None,
+                  threshold: float = 0.05, seed: int = 0, per_class: int = 100,
+                  quiet: bool = False) -> tuple[list[str], dict]:
+    """Blocks to remove, and what the choice was based on.
+
+    ``modularity``: blocks whose ΔQ is below ``threshold`` × the curve's range, tail first (or the
+    ``count`` of smallest ΔQ); ``random``: ``count`` random removable blocks; ``last``: the last
+    ``count`` removable blocks; or a comma-separated list of block names. Down-sampling blocks are
+    never chosen by a rule.
+    """
+    candidates = removable_blocks(model)
+    if method not in LAYER_METHODS:
+        return [name.strip() for name in method.split(",") if name.strip()], {"method": "list"}
+    if method == "modularity":
+        from neurotomy.dynamics.modularity import modularity_curve
+
+        if data is None:
+            raise PruningError("the modularity rule needs data; pass --data")
+        curve = modularity_curve(model, data, per_class=per_class, seed=seed, quiet=quiet)
+        chosen = curve.redundant(candidates, threshold=threshold, count=count)
+        return chosen, {"method": method, "curve": curve.to_dict(), "threshold": threshold}
+    if count is None:
+        raise PruningError(f"layer method {method!r} needs a number of blocks: give --blocks N")
+    if count > len(candidates):
+        raise PruningError(f"cannot remove {count} blocks: only {len(candidates)} are removable")
+    if method == "last":
+        return candidates[len(candidates) - count:], {"method": method}
+    import torch
+
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [candidates[i] for i in sorted(order[:count])], {"method": method, "seed": seed}

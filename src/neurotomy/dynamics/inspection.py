@@ -1,0 +1,40 @@
+"""``neurotomy inspect``: the layer-level picture of one model, written to a directory.
+
+Writes ``inspect.json`` (layer table, modularity curve with the redundant blocks the rule finds,
+CKA matrix), ``modularity.png`` and ``cka.png``; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.checkpoint import atomic_write
+from neurotomy.dynamics.modularity import modularity_curve
+from neurotomy.dynamics.similarity import plot_similarity, similarity_matrix
+from neurotomy.models.summary import layer_table
+from neurotomy.scores.base import model_input_shape
+from neurotomy.surgery.layers import removable_blocks
+
+
+def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int = 100, k: int = 3,
+                  threshold: float = 0.05, cka_samples: int = 500, seed: int = 0, quiet: bool = False) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve = modularity_curve(model, data, per_class=per_class, k=k, seed=seed, quiet=quiet)
+    cka = similarity_matrix(model, data, samples=cka_samples, seed=seed)
+    result = {
+        "layer_table": layer_table(model, model_input_shape(model, data)).to_dict(),
+        "modularity": curve.to_dict(),
+        "delta_q": curve.delta_q(),
+        "redundant_blocks": curve.redundant(removable_blocks(model), threshold=threshold),
+        "redundancy_threshold": threshold,
+        "cka": cka,
+    }
+    atomic_write(out_dir / "inspect.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    curve.plot(out_dir / "modularity.png")
+    plot_similarity(cka, out_dir / "cka.png", "linear CKA between layers")
+    return result
