@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning zoo clean
+.PHONY: demo test install install-dev bench-pruning bench-layers zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,6 @@ bench-pruning: install
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
+
+bench-layers: install
+	$(BIN)/python benchmarks/layer_dynamics.py --root $(FMNIST) --models zoo:resnet20-fmnist

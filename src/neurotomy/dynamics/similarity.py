@@ -102,7 +102,7 @@ def plot_similarity(result: dict, path, title: str = "") -> None:
 
     values = torch.tensor(result["values"])
     fig, ax = plt.subplots(figsize=(1.5 + 0.45 * values.shape[1], 1.2 + 0.45 * values.shape[0]))
-    im = ax.imshow(values, vmin=0, vmax=1, cmap="magma")
+    im = ax.imshow(values.numpy(), vmin=0, vmax=1, cmap="magma")
     ax.set_xticks(range(values.shape[1]), result["layers_b"], rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(values.shape[0]), result["layers_a"], fontsize=7)
     ax.set_title(title or result["measure"], fontsize=9)

@@ -19,10 +19,11 @@ from neurotomy.scores.norms import L1Norm, L2Norm
 from neurotomy.scores.random import RandomCriterion
 from neurotomy.scores.taylor import TaylorFirstOrder
 from neurotomy.scores.unit_scores import UnitScores, spearman
+from neurotomy.dynamics.entropy import FeatureEntropy  # noqa: E402  (lives with the layer analyses)
 
 CRITERIA: dict[str, type[Criterion]] = {c.name: c for c in (
     RandomCriterion, L1Norm, L2Norm, BNScale, BNStatistics, FPGM, TaylorFirstOrder, MeanActivation,
-    APoZ, HRank, CHIP, ChannelLipschitz)}
+    APoZ, HRank, CHIP, ChannelLipschitz, FeatureEntropy)}
 
 
 def get_criterion(name: str) -> Criterion:
