@@ -52,7 +52,7 @@ def main() -> None:
         ZOO_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy(out, ZOO_DIR / f"{name}.safetensors")
         results[name] = {
-            "command": " ".join(cmd + ["--out", f"{name}.safetensors"]),
+            "command": " ".join(cmd + ["--out", f"{name}.safetensors"]).replace(args.root, "$FMNIST"),
             "test_accuracy": metrics["accuracy"], "test_images": metrics["n"],
             "train_seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads default, no GPU",

@@ -87,6 +87,9 @@ def atomic_write(path: Path, writer) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         writer(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # temp files are created private; the result should not be
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -145,13 +145,10 @@ def cmd_score(args) -> None:
 
 def cmd_prune(args) -> None:
     from neurotomy.checkpoint import save_checkpoint
-    from neurotomy.errors import PruningError
     from neurotomy.models.zoo import load_model
     from neurotomy.pruning import PruneJob
     from neurotomy.report.tables import format_prune_record
 
-    if sum(x is not None for x in (args.ratio, args.target_macs, args.target_params, args.layers)) != 1:
-        raise PruningError("give exactly one of --ratio, --target-macs, --target-params or --layers")
     model = load_model(args.model)
     job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, ratio=args.ratio,
                    target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,

@@ -23,13 +23,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.errors import PruningError
 from neurotomy.measure import compare_models
+from neurotomy.models.summary import count_macs_params
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
 from neurotomy.scores.base import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
-from neurotomy.errors import PruningError
-from neurotomy.models.summary import count_macs_params
 from neurotomy.surgery.filters import PruningResult, prune_filters
 from neurotomy.surgery.layers import choose_blocks, remove_blocks
 from neurotomy.surgery.schedules import prune_iteratively, soft_filter_pruning
@@ -41,7 +41,7 @@ class PruneJob:
     """Settings of one prune; ``run`` does it and returns (pruned model, record)."""
 
     criterion: str = "l1"
-    target_macs: float | None = 0.5
+    target_macs: float | None = None  # give exactly one of target_macs, ratio, target_params, layers
     ratio: float | None = None
     target_params: float | None = None
     scope: str = "uniform"
@@ -122,6 +122,9 @@ class PruneJob:
 
     def _validate(self) -> None:
         """Fail before any work on settings that cannot go together."""
+        amounts = (self.ratio, self.target_macs, self.target_params, self.layers)
+        if sum(a is not None for a in amounts) != 1:
+            raise PruningError("give exactly one of ratio, target_macs, target_params or layers")
         if self.sfp_epochs and self.ratio is None:
             raise PruningError("soft filter pruning zeroes a fixed fraction per layer: give --ratio")
         if self.steps > 1 and self.target_macs is None:
