@@ -200,6 +200,32 @@ def cmd_inspect(args) -> None:
           f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {args.out}/")
 
 
+def cmd_export(args) -> None:
+    from neurotomy.export import export_onnx, onnxruntime_latency
+    from neurotomy.models.zoo import load_model
+
+    model = load_model(args.model)
+    report = export_onnx(model, args.onnx, opset=args.opset, seed=args.seed)
+    if args.compare:
+        import tempfile
+
+        shape = model.neurotomy_meta.input_shape
+        with tempfile.TemporaryDirectory() as tmp:
+            other = export_onnx(load_model(args.compare), Path(tmp) / "other.onnx", opset=args.opset)
+            mine, theirs = onnxruntime_latency([args.onnx, other["path"]], shape)
+        report["onnx_latency_ms"] = {"this": mine, "compare": theirs,
+                                     "speedup_batch64": theirs["median_ms"] / mine["median_ms"]}
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"wrote {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}); "
+              f"onnxruntime matches PyTorch within {report['max_abs_diff']:.1e}")
+        if args.compare:
+            lat = report["onnx_latency_ms"]
+            print(f"onnxruntime batch 64: {lat['this']['median_ms']:.2f} ms vs {lat['compare']['median_ms']:.2f} ms "
+                  f"for {args.compare} ({lat['speedup_batch64']:.2f}× faster)")
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write")
     _common(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("export", help="write an ONNX file, verified against PyTorch in onnxruntime")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--onnx", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--compare", help="another model (e.g. the unpruned one): onnxruntime latency side by side")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("finetune", help="fine-tune a (pruned) model, optionally distilling from a teacher")
     p.add_argument("model", help="checkpoint or zoo:NAME")

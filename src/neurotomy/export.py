@@ -1,0 +1,95 @@
+"""Export to ONNX for deployment, verified against PyTorch with onnxruntime.
+
+The exported graph takes ``images`` (batch × C × H × W, dynamic batch) and returns ``logits``.
+After writing, the file is run in onnxruntime on random inputs and the largest absolute difference
+from PyTorch is reported; above ``tolerance`` the export is refused (nothing is left on disk).
+Needs the ``onnx`` extra: ``pip install neurotomy[onnx]``.
+
+Example:
+    >>> import tempfile, os
+    >>> from neurotomy.models.zoo import load_model
+    >>> report = export_onnx(load_model("zoo:lenet5-digits"), os.path.join(tempfile.mkdtemp(), "m.onnx"))
+    >>> report["max_abs_diff"] < 1e-4
+    True
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from neurotomy.checkpoint import atomic_write
+from neurotomy.errors import NeurotomyError
+from neurotomy.scores.base import model_input_shape
+
+OPSET = 17
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise NeurotomyError("ONNX export needs onnx and onnxruntime: pip install 'neurotomy[onnx]'") from None
+    return onnxruntime
+
+
+def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] | None = None,
+                tolerance: float = 1e-4, opset: int = OPSET, seed: int = 0) -> dict:
+    """Write ``model`` as ONNX to ``path`` and check it in onnxruntime; returns what was measured."""
+    ort = _onnxruntime()
+    shape = input_shape or model_input_shape(model)
+    if shape is None:
+        raise NeurotomyError("the model carries no input shape; pass input_shape=(C, H, W)")
+    model = model.eval()
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
+                              input_names=["images"], output_names=["logits"],
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as exc:  # the exporter raises many types; all mean "this op cannot go to ONNX"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NeurotomyError(f"ONNX cannot export this model ({first}); replace the unsupported op "
+                             f"or try another --opset") from None
+    data = buffer.getvalue()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {"images": x.numpy()})[0]
+    diff = float(abs(got - expected).max())
+    if diff > tolerance:
+        raise NeurotomyError(f"the ONNX graph disagrees with PyTorch by {diff:.2e} (> {tolerance}); "
+                             "not written — report this model to the neurotomy issue tracker")
+    path = Path(path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return {"path": str(path), "bytes": len(data), "opset": opset, "max_abs_diff": diff}
+
+
+def onnxruntime_latency(paths: list[str | Path], input_shape: tuple[int, ...], batch_size: int = 64,
+                        rounds: int = 15, repeats: int = 5) -> list[dict]:
+    """Median and minimum ms per batch of each ONNX file in onnxruntime, interleaved in rounds."""
+    import statistics
+
+    import numpy as np
+
+    ort = _onnxruntime()
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths]
+    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape), dtype=np.float32)
+    for s in sessions:
+        s.run(None, {"images": x})
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for i, s in enumerate(sessions):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                s.run(None, {"images": x})
+            times[i].append((time.perf_counter() - start) / repeats * 1000)
+    return [{"median_ms": statistics.median(t), "min_ms": min(t)} for t in times]

@@ -1,0 +1,35 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from neurotomy.cli import main
+from neurotomy.errors import NeurotomyError
+from neurotomy.export import export_onnx
+
+pytest.importorskip("onnxruntime")
+
+
+def test_pruned_zoo_model_exports_and_matches(tmp_path, capsys):
+    pruned = tmp_path / "pruned.safetensors"
+    assert main(["prune", "zoo:resnet20-fmnist", "--criterion", "l1", "--target-macs", "0.5", "--no-latency",
+                 "--max-images", "256", "--recalibrate-images", "256", "--out", str(pruned), "--quiet"]) == 0
+    capsys.readouterr()
+    onnx_path = tmp_path / "pruned.onnx"
+    assert main(["export", str(pruned), "--onnx", str(onnx_path), "--compare", "zoo:resnet20-fmnist",
+                 "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_abs_diff"] <= 1e-4 and onnx_path.stat().st_size == report["bytes"]
+    assert report["onnx_latency_ms"]["this"]["median_ms"] > 0
+
+
+class NotExportable(nn.Module):
+    def forward(self, x):
+        return torch.fft.fft2(x).abs().flatten(1)  # complex ops have no ONNX lowering
+
+
+def test_unexportable_op_fails_clearly(tmp_path):
+    with pytest.raises(NeurotomyError, match="ONNX cannot export"):
+        export_onnx(NotExportable(), tmp_path / "x.onnx", input_shape=(1, 4, 4))
+    assert not (tmp_path / "x.onnx").exists()
