@@ -58,11 +58,11 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
 
 def finetune(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.01, batch_size: int = 128,
              seed: int = 0, teacher: nn.Module | None = None, quiet: bool = False,
-             max_images: int | None = None) -> list[dict]:
+             max_images: int | None = None, on_epoch_end=None) -> list[dict]:
     """Fine-tune in place with SGD + cosine decay from ``lr``; with ``teacher``, distil from it
     (Hinton et al. 2015: KL at temperature 4, weight 0.5, plus the hard-label loss)."""
     if epochs <= 0:
         return []
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="cosine",
                          quiet=quiet, max_images=max_images)
-    return fit(model, data, config, teacher=teacher, description="fine-tune")
+    return fit(model, data, config, teacher=teacher, on_epoch_end=on_epoch_end, description="fine-tune")

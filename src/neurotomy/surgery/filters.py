@@ -263,8 +263,9 @@ def _search_ratio(planner: _Planner, scope: str, target: float, which: str) -> f
 
     most = reduction(0.999)
     if most < target - 0.01:
-        raise PruningError(f"a {which} reduction of {target:.0%} cannot be reached: with min_channels="
-                           f"{planner.min_channels} and the ignored layers, at most {most:.1%} is possible")
+        limits = f"min_channels={planner.min_channels}" + (f", round_to={planner.round_to}" if planner.round_to else "")
+        raise PruningError(f"a {which} reduction of {target:.0%} cannot be reached: with {limits} and the "
+                           f"ignored layers, at most {most:.1%} is possible; lower the target or those limits")
     lo, hi = 0.0, 0.999
     for _ in range(40):
         mid = (lo + hi) / 2
