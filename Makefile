@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-layers zoo clean
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,16 @@ test: install-dev
 zoo: install
 	$(BIN)/python benchmarks/train_zoo.py --root $(FMNIST)
 
+# accuracy grid (long: fine-tuning), then speed on the same architectures (needs an idle machine)
 bench-pruning: install
 	$(BIN)/python benchmarks/pruning_criteria.py --root $(FMNIST)
+	$(BIN)/python benchmarks/pruning_speed.py --root $(FMNIST)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
 
 bench-layers: install
-	$(BIN)/python benchmarks/layer_dynamics.py --root $(FMNIST) --models zoo:resnet20-fmnist
+	$(BIN)/python benchmarks/layer_dynamics.py --root $(FMNIST) --models zoo:resnet20-fmnist zoo:resnet56-fmnist
+
+bench-speed: install
+	$(BIN)/python benchmarks/pruning_speed.py --root $(FMNIST)

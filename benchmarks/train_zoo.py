@@ -27,6 +27,9 @@ def commands(root: str) -> dict[str, list[str]]:
                           "--lr", "0.1", "--batch-size", "32", "--seed", "0"],
         "resnet20-fmnist": ["neurotomy", "train", "resnet20", "--data", "fashion-mnist", "--root", root,
                             "--epochs", "15", "--lr", "0.1", "--batch-size", "128", "--seed", "0"],
+        # short run for the layer-dynamics benchmark; trained with OMP_NUM_THREADS=1 beside other jobs
+        "resnet56-fmnist": ["neurotomy", "train", "resnet56", "--data", "fashion-mnist", "--root", root,
+                            "--epochs", "3", "--lr", "0.1", "--batch-size", "128", "--seed", "0"],
     }
 
 

@@ -18,6 +18,7 @@ from neurotomy.errors import ModelError
 ZOO = {
     "lenet5-digits": "LeNet-5 on scikit-learn digits (8×8)",
     "resnet20-fmnist": "ResNet-20 on the full Fashion-MNIST (28×28)",
+    "resnet56-fmnist": "ResNet-56 on the full Fashion-MNIST, 3 epochs only (for depth studies)",
 }
 
 

@@ -1,0 +1,102 @@
+"""CPU speed of the pruned architectures of benchmarks/pruning_criteria.py, measured quietly.
+
+Latency needs an otherwise idle machine, which the long accuracy benchmark (fine-tuning for an
+hour) cannot promise, so speed has its own pass: it rebuilds every pruned architecture of the
+results file (same seed → same scores → same cuts; torch-pruning's default likewise), measures
+batch-64 and batch-1 latency against the original under ``torch.inference_mode()`` after warm-up,
+interleaving original and pruned in rounds, and writes median and minimum speed-ups into the same
+records. It also measures channel rounding (``round_to`` 8) on the L1 cuts, to show where it pays.
+
+Usage: python benchmarks/pruning_speed.py --root ../shared/data/fashion-mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pruning_criteria import RESULTS, machine, tp_default_prune  # noqa: E402
+
+from neurotomy.data import load_dataset  # noqa: E402
+from neurotomy.measure import interleaved_latency  # noqa: E402
+from neurotomy.models.summary import count_macs_params  # noqa: E402
+from neurotomy.models.zoo import load_model  # noqa: E402
+from neurotomy.scores import get_criterion  # noqa: E402
+from neurotomy.surgery.filters import prune_filters  # noqa: E402
+
+
+def speedups(original, pruned, shape) -> dict:
+    out = {}
+    for batch in (64, 1):
+        a, b = interleaved_latency([original, pruned], shape, batch, rounds=15, repeats=5 if batch > 1 else 20)
+        out[f"speedup_batch{batch}"] = a["median_ms"] / b["median_ms"]
+        out[f"speedup_batch{batch}_min"] = a["min_ms"] / b["min_ms"]
+        out[f"latency_batch{batch}_ms"] = {"original": a, "pruned": b}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--results", default=str(RESULTS / "pruning_criteria.json"))
+    args = parser.parse_args()
+    path = Path(args.results)
+    result = json.loads(path.read_text())
+    model = load_model(result["model"])
+    shape = model.neurotomy_meta.input_shape
+    train = load_dataset(model.neurotomy_meta.dataset, root=args.root, split="train")
+    cache: dict = {}
+    scores_cache: dict = {}
+    for record in result["records"]:
+        key = (record["criterion"], record["scope"], record["target_macs_reduction"])
+        if key not in cache:
+            name, scope, target = key
+            if name == "tp-default":
+                pruned = tp_default_prune(model, target, scope, shape)
+            else:
+                if name not in scores_cache:
+                    scores_cache[name] = get_criterion(name)(model, train, seed=0, quiet=True)
+                pruned = prune_filters(model, scores_cache[name], target_macs=target, scope=scope).model
+            macs = count_macs_params(pruned, shape)[0]
+            assert abs(model_macs(model, shape) / macs - record["macs_ratio"]) < 1e-6, key  # same architecture
+            cache[key] = speedups(model, pruned.eval(), shape)
+            print(f"{name:>16} {scope:>7} −{target:.0%}: b64 {cache[key]['speedup_batch64']:.2f}× "
+                  f"(min {cache[key]['speedup_batch64_min']:.2f}×) b1 {cache[key]['speedup_batch1']:.2f}× "
+                  f"for MACs {record['macs_ratio']:.2f}×", flush=True)
+        record.update(cache[key])
+        record["speedup_to_macs_ratio"] = record["speedup_batch64"] / record["macs_ratio"]
+    rounding = []
+    scores = scores_cache.get("l1") or get_criterion("l1")(model)
+    for target in sorted({r["target_macs_reduction"] for r in result["records"]}):
+        for round_to in (None, 8):
+            try:
+                res = prune_filters(model, scores, target_macs=target, round_to=round_to)
+            except Exception as exc:  # a target beyond what rounding allows is a finding, not a crash
+                rounding.append({"target_macs_reduction": target, "round_to": round_to, "error": str(exc)})
+                continue
+            row = {"target_macs_reduction": target, "round_to": round_to, "macs_reduction": res.macs_reduction,
+                   "macs_ratio": 1 / (1 - res.macs_reduction), **speedups(model, res.model.eval(), shape)}
+            row["speedup_to_macs_ratio"] = row["speedup_batch64"] / row["macs_ratio"]
+            rounding.append(row)
+            print(f"l1 uniform −{target:.0%} round_to={round_to}: MACs {row['macs_ratio']:.2f}× "
+                  f"b64 {row['speedup_batch64']:.2f}×", flush=True)
+    result["speed_machine"] = machine() + ", measured on an otherwise idle machine"
+    result["round_to"] = rounding
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    print(f"updated {path}")
+
+
+def model_macs(model, shape) -> int:
+    return count_macs_params(model, shape)[0]
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
