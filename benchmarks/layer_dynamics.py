@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from neurotomy.data import load_dataset
+from neurotomy.files import write_json
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.models.summary import count_macs_params
 from neurotomy.models.zoo import load_model
@@ -89,11 +90,7 @@ def main() -> None:
             result["layer_pruning"].append(record)
             print(f"  {method:>10}: remove {blocks} MACs −{record['macs_reduction']:.1%} "
                   f"cut {acc_cut:.4f} recal {acc_recal:.4f} ft {acc_ft:.4f}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    out = write_json(args.out, result)
     plot(result, out.with_suffix(".png"))
     print(f"wrote {out}")
 
@@ -113,9 +110,7 @@ def retime(args) -> None:
             result["single_graph"][name]["seconds_idle"] = single.seconds
         print(f"{name}: curve {min(times):.1f}s on an idle machine (best of 3)")
     result["timing_note"] = "seconds: measured during the full run beside other jobs; seconds_idle: re-measured alone"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(out, result)
 
 
 def plot(result: dict, path: Path) -> None:

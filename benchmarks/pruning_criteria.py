@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ import torch
 import torch_pruning as tp
 
 from neurotomy.data import load_dataset
+from neurotomy.files import write_json
 from neurotomy.models.summary import count_macs_params
 from neurotomy.models.zoo import load_model
 from neurotomy.pruning import PruneJob, forward_seconds
@@ -168,11 +168,7 @@ def main() -> None:
                           f"{args.finetune_epochs}, batch 128, full 60k train set; only tp-default and the "
                           f"top {args.finetune_top} criteria by recalibrated accuracy per target/scope",
               "records": records}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    out = write_json(args.out, result)
     plot(result, out.with_suffix(".png"))
     print(f"wrote {out}")
 

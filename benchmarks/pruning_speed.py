@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pruning_criteria import RESULTS, machine, tp_default_prune  # noqa: E402
 
-from neurotomy.data import load_dataset  # noqa: E402
+from neurotomy.data import load_dataset
+from neurotomy.files import write_json  # noqa: E402
 from neurotomy.measure import interleaved_latency  # noqa: E402
 from neurotomy.models.summary import count_macs_params  # noqa: E402
 from neurotomy.models.zoo import load_model  # noqa: E402
@@ -87,9 +88,7 @@ def main() -> None:
                   f"b64 {row['speedup_batch64']:.2f}×", flush=True)
     result["speed_machine"] = machine() + ", measured on an otherwise idle machine"
     result["round_to"] = rounding
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, result)
     print(f"updated {path}")
 
 

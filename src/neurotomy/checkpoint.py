@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from neurotomy.errors import CheckpointError, NeurotomyError
+from neurotomy.files import atomic_write
 
 FORMAT_VERSION = 1
 _META_KEY = "neurotomy"
@@ -79,21 +80,6 @@ def library_versions() -> dict[str, str]:
 
     return {"neurotomy": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version()}
-
-
-def atomic_write(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)`` then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        writer(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # temp files are created private; the result should not be
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike) -> Path:

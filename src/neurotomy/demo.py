@@ -5,10 +5,9 @@ BatchNorm → measure). Later issues extend this into the full dissection report
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from neurotomy.checkpoint import atomic_write
+from neurotomy.files import write_json
 from neurotomy.data import load_dataset
 from neurotomy.models.summary import layer_table
 from neurotomy.models.zoo import load_model
@@ -42,5 +41,5 @@ def run_demo(out_dir: Path, root: str | None = None, quiet: bool = False, seed: 
                "recorded_test_accuracy": meta.metrics.get("test", {}).get("accuracy"),
                "score_agreement_l1_vs_hrank": agreement, "pruning": record}
     path = Path(out_dir) / "summary.json"
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    write_json(path, summary)
     return summary

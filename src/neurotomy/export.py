@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from neurotomy.checkpoint import atomic_write
+from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
 from neurotomy.scores.base import model_input_shape
 

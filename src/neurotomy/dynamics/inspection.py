@@ -6,13 +6,12 @@ CKA matrix), ``modularity.png`` and ``cka.png``; every file is written atomicall
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
 from torch.utils.data import Dataset
 
-from neurotomy.checkpoint import atomic_write
+from neurotomy.files import write_json
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import plot_similarity, similarity_matrix
 from neurotomy.models.summary import layer_table
@@ -34,7 +33,7 @@ def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int
         "redundancy_threshold": threshold,
         "cka": cka,
     }
-    atomic_write(out_dir / "inspect.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    write_json(out_dir / "inspect.json", result)
     curve.plot(out_dir / "modularity.png")
     plot_similarity(cka, out_dir / "cka.png", "linear CKA between layers")
     return result

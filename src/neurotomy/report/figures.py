@@ -13,7 +13,7 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and close it."""
     import matplotlib.pyplot as plt
 
-    from neurotomy.checkpoint import atomic_write
+    from neurotomy.files import atomic_write
 
     path = Path(path)
 

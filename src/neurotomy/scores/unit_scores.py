@@ -96,7 +96,7 @@ class UnitScores(Mapping[str, torch.Tensor]):
 
     # Persistence: one .npz holding the arrays and a JSON header (no pickle).
     def save(self, path: str | os.PathLike) -> Path:
-        from neurotomy.checkpoint import atomic_write
+        from neurotomy.files import atomic_write
 
         path = Path(path)
         header = json.dumps({"criterion": self.criterion, "axis": self.axis, "info": self.info,
