@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--models", nargs="+", default=["zoo:resnet20-fmnist"])
     parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--threshold", type=float, default=0.25)
     parser.add_argument("--single-graph", nargs="*", default=["zoo:resnet20-fmnist"],
                         help="models whose curve is also computed as one graph over all samples (costly)")
     parser.add_argument("--out", default=str(RESULTS / "layer_dynamics.json"))

@@ -196,7 +196,7 @@ def cmd_inspect(args) -> None:
     curve = result["modularity"]
     for layer, q, dq in zip(curve["layers"], curve["q"], result["delta_q"]):
         print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")
-    print(f"redundant by the rule (ΔQ < {args.layer_threshold} × range): "
+    print(f"redundant by the rule (ΔQ < {args.layer_threshold} × mean rise per layer): "
           f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {args.out}/")
 
 
@@ -290,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     amount.add_argument("--ratio", type=float, help="fraction of channels to remove")
     amount.add_argument("--layers", help="remove residual blocks: modularity, random, last, or NAME,NAME")
     p.add_argument("--blocks", type=int, help="how many blocks --layers removes (modularity: default by rule)")
-    p.add_argument("--layer-threshold", type=float, default=0.05,
-                   help="modularity rule: remove blocks whose ΔQ < this × the curve's range")
+    p.add_argument("--layer-threshold", type=float, default=0.25,
+                   help="modularity rule: remove blocks whose ΔQ < this × the curve's mean per-layer rise")
     p.add_argument("--scope", choices=["uniform", "global"], default="uniform")
     p.add_argument("--min-channels", type=int, default=1)
     p.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--per-class", type=int, default=100, help="probe samples per class")
     p.add_argument("--k", type=int, default=3, help="neighbours per sample in the kNN graph")
-    p.add_argument("--layer-threshold", type=float, default=0.05)
+    p.add_argument("--layer-threshold", type=float, default=0.25,
+                   help="redundant: ΔQ < this × the curve's mean per-layer rise")
     p.add_argument("--out", required=True, help="directory to write")
     _common(p)
     p.set_defaults(func=cmd_inspect)

@@ -54,7 +54,7 @@ class PruneJob:
     finetune_epochs: int = 0
     layers: str | None = None  # remove residual blocks instead: modularity | random | last | a list
     blocks: int | None = None
-    layer_threshold: float = 0.05
+    layer_threshold: float = 0.25
     steps: int = 1
     finetune_between: int = 0
     sfp_epochs: int = 0

@@ -61,7 +61,9 @@ def test_curve_on_trained_lenet_rises():
 
 
 def test_redundancy_rule():
+    # mean rise (0.69 - 0.2) / 4 = 0.1225; a quarter of it is 0.0306
     curve = ModularityCurve(["stem", "b1", "b2", "b3", "b4"], [0.2, 0.5, 0.7, 0.705, 0.69], 3, 100, 50, 0.0)
-    assert curve.redundant(["b1", "b2", "b3", "b4"], threshold=0.05) == ["b4", "b3"]
-    assert curve.redundant(["b1", "b2", "b4"], threshold=0.05) == ["b4"]
+    assert curve.redundant(["b1", "b2", "b3", "b4"], threshold=0.25) == ["b4", "b3"]
+    assert curve.redundant(["b1", "b2", "b4"], threshold=0.25) == ["b4"]
+    assert curve.redundant(["b1", "b2", "b3", "b4"], threshold=0.01) == ["b4"]
     assert curve.redundant(["b1", "b2", "b3", "b4"], count=1) == ["b4"]

@@ -20,7 +20,7 @@ from neurotomy.surgery.layers import removable_blocks
 
 
 def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int = 100, k: int = 3,
-                  threshold: float = 0.05, cka_samples: int = 500, seed: int = 0, quiet: bool = False) -> dict:
+                  threshold: float = 0.25, cka_samples: int = 500, seed: int = 0, quiet: bool = False) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     curve = modularity_curve(model, data, per_class=per_class, k=k, seed=seed, quiet=quiet)

@@ -84,7 +84,7 @@ class UnitScores(Mapping[str, torch.Tensor]):
         Example:
             >>> import torch
             >>> a = UnitScores({"c": torch.tensor([1., 2., 3.])}); b = UnitScores({"c": torch.tensor([3., 2., 1.])})
-            >>> a.rank_correlation(b)
+            >>> {k: round(v, 6) for k, v in a.rank_correlation(b).items()}
             {'c': -1.0, 'mean': -1.0}
         """
         shared = [n for n in self if n in other and self[n].shape == other[n].shape]

@@ -81,7 +81,7 @@ LAYER_METHODS = ("modularity", "random", "last")
 
 
 def choose_blocks(model: nn.Module, method: str, data=None, count: int | None = None,
-                  threshold: float = 0.05, seed: int = 0, per_class: int = 100,
+                  threshold: float = 0.25, seed: int = 0, per_class: int = 100,
                   quiet: bool = False) -> tuple[list[str], dict]:
     """Blocks to remove, and what the choice was based on.
 
