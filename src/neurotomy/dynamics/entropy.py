@@ -83,10 +83,6 @@ class FeatureEntropy(DataCriterion):
     def __init__(self, bins: int = 10, density: float = 0.8) -> None:
         self.bins, self.density = bins, density
 
-    def compute(self, model, units, data, **kw):
-        self._labels = []
-        return super().compute(model, units, data, **kw)
-
     def update(self, layer, response, grad):
         maps = response.relu()
         births = [[first_loop_birth(maps[n, c], self.density) for c in range(maps.shape[1])]

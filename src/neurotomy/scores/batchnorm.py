@@ -14,6 +14,7 @@ import math
 import torch
 
 from neurotomy.scores.base import ConvUnit, WeightCriterion
+from neurotomy.scores.norms import L1Norm
 
 
 def expected_relu_of_gaussian(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -26,21 +27,29 @@ def expected_relu_of_gaussian(mean: torch.Tensor, std: torch.Tensor) -> torch.Te
     return torch.where(std > 0, mean * cdf + std * pdf, mean.clamp(min=0))
 
 
-class BNScale(WeightCriterion):
+class _BatchNormCriterion(WeightCriterion):
+    """Scores from the BatchNorm after each conv; a conv without an affine BN falls back to L1."""
+
+    def score_layer(self, unit: ConvUnit):
+        if unit.bn is None or unit.bn.weight is None:
+            return L1Norm().score_layer(unit)
+        return self.score_batchnorm(unit.bn)
+
+    def score_batchnorm(self, bn) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BNScale(_BatchNormCriterion):
     name = "bn_scale"
     paper = "Liu et al., ICCV 2017, Network Slimming (|γ| of the following BatchNorm)"
 
-    def score_layer(self, unit: ConvUnit):
-        if unit.bn is None or unit.bn.weight is None:
-            return unit.conv.weight.flatten(1).abs().sum(1)
-        return unit.bn.weight.abs()
+    def score_batchnorm(self, bn):
+        return bn.weight.abs()
 
 
-class BNStatistics(WeightCriterion):
+class BNStatistics(_BatchNormCriterion):
     name = "bn_stats"
     paper = "data-free expected post-BN/ReLU activation from γ, β (rectified-Gaussian mean)"
 
-    def score_layer(self, unit: ConvUnit):
-        if unit.bn is None or unit.bn.weight is None:
-            return unit.conv.weight.flatten(1).abs().sum(1)
-        return expected_relu_of_gaussian(unit.bn.bias.double(), unit.bn.weight.double())
+    def score_batchnorm(self, bn):
+        return expected_relu_of_gaussian(bn.bias.double(), bn.weight.double())
