@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# the report's browser test drives Debian's chromium through Playwright (no browser download)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
+	  echo "chromium not installed: the browser test will be skipped"
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
