@@ -26,3 +26,7 @@ class ModelError(NeurotomyError):
 
 class PruningError(NeurotomyError):
     """A pruning request is impossible (ratio, target, layer, untraceable op)."""
+
+
+class OptionError(NeurotomyError):
+    """An option's value is unknown or out of range (a training rule, an attack budget)."""
