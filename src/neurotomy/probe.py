@@ -3,7 +3,9 @@
 A :class:`Probe` attaches forward hooks (and, when asked, hooks on the gradient of the outputs) to
 named modules and passes what they see to callbacks, which reduce it on the spot — so memory stays
 bounded by one batch, never by the dataset. Hooks are removed on exit, even when an error escapes.
-Forward hooks may also *replace* an output (return a tensor): that is how masks are applied.
+Forward hooks may also *replace* an output (return a tensor): that is how masks are applied; a
+gradient callback may likewise return a replacement gradient (how :mod:`neurotomy.grad_mask`
+filters back-propagation).
 
 Example:
     >>> import torch
@@ -26,7 +28,7 @@ from torch import nn
 from neurotomy.errors import ModelError
 
 OutputCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
-GradCallback = Callable[[str, torch.Tensor, torch.Tensor], None]
+GradCallback = Callable[[str, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 ModuleCallback = Callable[[str, nn.Module, tuple, torch.Tensor], None]
 
 
@@ -45,7 +47,8 @@ class Probe:
 
     ``on_output(name, output)`` sees each forward output and may return a replacement;
     ``on_module(name, module, inputs, output)`` sees the module and its inputs too;
-    ``on_grad(name, output, grad)`` sees the gradient of the loss w.r.t. that output.
+    ``on_grad(name, output, grad)`` sees the gradient of the loss w.r.t. that output and may
+    return a replacement, which is what flows on to the layers below.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], on_output: OutputCallback | None = None,

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from neurotomy.data.augment import random_crop_flip
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.grad_mask import training_mask
 from neurotomy.progress import add_task, progress_bar
 
 
@@ -55,6 +56,12 @@ class TrainConfig:
     distill_temperature: float = 4.0
     max_images: int | None = None
     quiet: bool = False
+    # Gradient mask (lateral inhibition, arXiv 2208.06918; our rule, see neurotomy.grad_mask).
+    grad_mask: bool = False
+    grad_mask_rule: str = "mean"  # "mean" | "topq" | "act-grad"
+    grad_mask_tau: float = 1.0
+    grad_mask_q: float = 0.5
+    grad_mask_sites: str = "relu"  # "relu" | "conv"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,7 +123,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
     if teacher is not None:
         teacher.eval()
     history = []
-    with progress_bar(config.quiet) as bar:
+    with progress_bar(config.quiet) as bar, training_mask(model, config):
         task = add_task(bar, description, per_epoch * config.epochs)
         for epoch in range(config.epochs):
             model.train()
