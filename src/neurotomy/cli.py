@@ -77,7 +77,13 @@ def cmd_train(args) -> None:
 
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                          schedule=args.schedule, augment=args.augment, quiet=args.quiet,
-                         max_images=args.max_images)
+                         max_images=args.max_images, grad_mask=args.grad_mask,
+                         grad_mask_rule=args.grad_mask_rule, grad_mask_tau=args.grad_mask_tau,
+                         grad_mask_q=args.grad_mask_q, grad_mask_sites=args.grad_mask_sites)
+    if config.grad_mask:
+        from neurotomy.grad_mask import GradMaskConfig
+        GradMaskConfig(config.grad_mask_rule, config.grad_mask_tau, config.grad_mask_q,
+                       config.grad_mask_sites)  # a bad value fails here, before any data is read
     model = train_new_model(args.model, args.data, args.root, config)
     path = save_checkpoint(model, model.neurotomy_meta, args.out)
     acc = model.neurotomy_meta.metrics["test"]["accuracy"]
@@ -252,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=["auto", "crop-flip", "crop", "none"], default="auto")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
+    p.add_argument("--grad-mask", action="store_true",
+                   help="gradient mask (lateral inhibition, arXiv 2208.06918; our rule): zero weak "
+                        "gradients at every ReLU output while training")
+    p.add_argument("--grad-mask-rule", choices=["mean", "topq", "act-grad"], default="mean",
+                   help="mean: keep |g| >= tau * mean |g| per sample and channel (default); topq: keep "
+                        "the top q of each map; act-grad: as mean, scored by |activation * g|")
+    p.add_argument("--grad-mask-tau", type=float, default=1.0, help="threshold factor of mean/act-grad")
+    p.add_argument("--grad-mask-q", type=float, default=0.5, help="fraction of each map kept by topq")
+    p.add_argument("--grad-mask-sites", choices=["relu", "conv"], default="relu",
+                   help="which layers' output gradients are masked")
     _common(p)
     p.set_defaults(func=cmd_train)
 
