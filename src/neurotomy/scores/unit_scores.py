@@ -58,6 +58,24 @@ class UnitScores(Mapping[str, torch.Tensor]):
         """Indices of the ``k`` lowest-scoring units per layer (lowest first)."""
         return {n: s.topk(min(k, s.shape[-1]), dim=-1, largest=False).indices for n, s in self._scores.items()}
 
+    def for_class(self, index: int) -> "UnitScores":
+        """The 1-D scores of one entry of the leading class axis (what pruning and splitting take).
+
+        Example:
+            >>> import torch
+            >>> s = UnitScores({"c": torch.tensor([[1., 2.], [5., 0.]])}, "taylor_class", axis="class")
+            >>> s.for_class(1)["c"].tolist()
+            [5.0, 0.0]
+        """
+        if self.axis != "class":
+            raise NeurotomyError(f"scores of {self.criterion!r} have no class axis; use a class-wise "
+                                 "criterion (see neurotomy.scores.classwise)")
+        classes = next(iter(self._scores.values())).shape[0] if self._scores else 0
+        if not 0 <= index < classes:
+            raise NeurotomyError(f"class index {index} is out of range; these scores cover classes 0…{classes - 1}")
+        return UnitScores({n: s[index] for n, s in self._scores.items()}, self.criterion, None,
+                          {**self.info, "class_index": index})
+
     def normalized(self, how: str = "mean") -> "UnitScores":
         """Per-layer rescaling so layers can be compared: ``mean`` (divide by the layer mean, the
         torch-pruning convention), ``max``, ``l2``, ``minmax`` or ``rank`` (0…1 by rank)."""

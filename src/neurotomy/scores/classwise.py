@@ -1,0 +1,148 @@
+"""Class-wise unit scores: which filters of every conv layer matter for class c.
+
+Each criterion returns a :class:`UnitScores` with a leading *class* axis — ``scores[layer]`` has
+shape (classes, filters) — so any action that takes 1-D scores can act for one class through
+``scores.for_class(c)`` (splitting a network into per-class modules, :mod:`neurotomy.surgery.modules`).
+
+* ``class_activation`` — CNNSplitter (Qi et al., ASE 2022, §3.2): a kernel's relevance to class c is
+  its mean activation (post-BN, ReLU, mean over positions) on the training images of c that the
+  model classifies *confidently* (correct, softmax ≥ ``confidence`` = 0.9).
+* ``class_taylor`` — first-order Taylor relevance (Molchanov et al., ICLR 2017, eq. 8) taken with
+  respect to the class's own logit instead of the loss: |mean over positions of A·∂y_c/∂A| averaged
+  over the images of class c. The loss gradient vanishes on well-classified images; the logit's
+  does not, so this says how much the class's evidence moves with the channel.
+
+Both see each image once: per-image, per-channel statistics are computed in the hook and added to
+their class's running sum after the batch (once the logits say which images count).
+
+Example:
+    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.data import load_dataset
+    >>> model = load_model("zoo:lenet5-digits")
+    >>> scores = ClassActivation()(model, load_dataset("digits"), max_images=64, quiet=True)
+    >>> scores.axis, tuple(scores["features.0"].shape)
+    ('class', (10, 6))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.errors import NeurotomyError
+from neurotomy.probe import Probe
+from neurotomy.progress import add_task, progress_bar
+from neurotomy.scores.base import Criterion
+from neurotomy.scores.unit_scores import UnitScores
+
+
+def num_classes_of(model: nn.Module, data: Dataset | None = None) -> int:
+    """Number of classes: from the checkpoint metadata, else the dataset, else the last Linear."""
+    meta = getattr(model, "neurotomy_meta", None)
+    if meta is not None and "num_classes" in meta.arch_args:
+        return int(meta.arch_args["num_classes"])
+    if data is not None and getattr(data, "classes", None):
+        return len(data.classes)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise NeurotomyError("cannot tell how many classes the model has; give data with a classes list")
+    return linears[-1].out_features
+
+
+class ClassWiseCriterion(Criterion):
+    """Base of class-wise criteria: per-image statistics, summed per class.
+
+    Subclasses implement :meth:`per_image` (N × channels for one layer's batch) and may override
+    :meth:`image_weights` to say which images count (CNNSplitter: the confidently classified ones).
+    """
+
+    needs_data = True
+    needs_grad = False
+    default_images = 2000
+
+    def __call__(self, model: nn.Module, data: Dataset | None = None, **kw) -> UnitScores:
+        scores = super().__call__(model, data, **kw)
+        return UnitScores(dict(scores), scores.criterion, "class", {**scores.info, **self.summary})
+
+    def compute(self, model, units, data, *, batch_size, max_images, seed, quiet) -> dict[str, torch.Tensor]:
+        if data is None:
+            raise NeurotomyError(f"criterion {self.name!r} needs data; pass --data NAME")
+        classes = num_classes_of(model, data)
+        sites = {u.site: u.conv_name for u in units}
+        sums = {u.conv_name: torch.zeros(classes, u.conv.out_channels, dtype=torch.float64) for u in units}
+        counts = torch.zeros(classes, dtype=torch.float64)
+        pending: dict[str, torch.Tensor] = {}
+
+        def on_output(site: str, out: torch.Tensor) -> None:
+            if not self.needs_grad:
+                pending[sites[site]] = self.per_image(out.detach(), None)
+
+        def on_grad(site: str, out: torch.Tensor, grad: torch.Tensor) -> None:
+            pending[sites[site]] = self.per_image(out, grad.detach())
+
+        generator = torch.Generator().manual_seed(seed)
+        max_images = max_images or self.default_images
+        with progress_bar(quiet) as bar, Probe(model, sites, on_output=on_output,
+                                               on_grad=on_grad if self.needs_grad else None):
+            task = add_task(bar, f"score {self.name}", num_batches(data, batch_size, max_images))
+            for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
+                                                   max_images=max_images):
+                pending.clear()
+                with torch.set_grad_enabled(self.needs_grad):
+                    logits = model(images)
+                    if self.needs_grad:
+                        model.zero_grad(set_to_none=True)
+                        # eval mode: each image's logit depends on that image only, so one backward of
+                        # the sum gives every image its own ∂y_target/∂A
+                        logits.gather(1, targets[:, None]).sum().backward()
+                weights = self.image_weights(logits.detach(), targets).double()
+                for layer, stats in pending.items():
+                    sums[layer].index_add_(0, targets, stats.double() * weights[:, None])
+                counts.index_add_(0, targets, weights)
+                bar.advance(task)
+        if self.needs_grad:
+            model.zero_grad(set_to_none=True)
+        self.summary = {"images_per_class": counts.long().tolist()}
+        return {layer: s / counts.clamp(min=1)[:, None] for layer, s in sums.items()}
+
+    def per_image(self, response: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_weights(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.ones(len(targets))
+
+
+class ClassActivation(ClassWiseCriterion):
+    name = "class_activation"
+    paper = "Qi et al., ASE 2022 (CNNSplitter): mean activation on confidently classified images of each class"
+
+    def __init__(self, confidence: float = 0.9) -> None:
+        self.confidence = confidence
+
+    def per_image(self, response, grad):
+        return response.relu().mean((2, 3))
+
+    def image_weights(self, logits, targets):
+        probs = logits.softmax(1)
+        return ((logits.argmax(1) == targets) & (probs.gather(1, targets[:, None])[:, 0] >= self.confidence)).double()
+
+
+class ClassTaylor(ClassWiseCriterion):
+    name = "class_taylor"
+    paper = "Molchanov et al., ICLR 2017 Taylor relevance, w.r.t. each class's logit on its images"
+    needs_grad = True
+
+    def per_image(self, response, grad):
+        return (response * grad).mean((2, 3)).abs()
+
+
+CLASSWISE_CRITERIA: dict[str, type[ClassWiseCriterion]] = {c.name: c for c in (ClassActivation, ClassTaylor)}
+
+
+def get_classwise_criterion(name: str) -> ClassWiseCriterion:
+    """A class-wise criterion by name: ``class_activation`` or ``class_taylor``."""
+    if name not in CLASSWISE_CRITERIA:
+        raise NeurotomyError(f"unknown class-wise criterion {name!r}; use one of {', '.join(CLASSWISE_CRITERIA)}")
+    return CLASSWISE_CRITERIA[name]()
