@@ -147,8 +147,12 @@ class _Planner:
         return n_remove
 
     def plan(self, ratio: float, scope: str) -> list[Cut]:
-        counts = self._counts(ratio, scope)
-        return [Cut(self.groups[g].root_name, sorted(self._feasible[g][:n]))
+        return self.cuts_for_counts(self._counts(ratio, scope))
+
+    def cuts_for_counts(self, counts: list[int]) -> list[Cut]:
+        """Remove the ``counts[g]`` lowest-scoring feasible channels of each group ``g`` (used by
+        searches that choose a count per group themselves, e.g. splitting into class modules)."""
+        return [Cut(self.groups[g].root_name, sorted(self._feasible[g][:min(n, self.capacity(g))]))
                 for g, n in enumerate(counts) if n > 0]
 
     def _counts(self, ratio: float, scope: str) -> list[int]:
@@ -352,12 +356,16 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
 
 
 @torch.no_grad()
-def mask_filters(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) -> None:
+def mask_filters(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],
+                 groups: list[CoupledGroup] | None = None) -> None:
     """Zero, in place, exactly what :func:`apply_cuts` would remove: each cut filter's weights and
-    bias, and the γ, β of every BatchNorm slice coupled to it (input weights are left alone)."""
-    graph = dependency_graph(model, torch.zeros(1, *input_shape))
+    bias, and the γ, β of every BatchNorm slice coupled to it (input weights are left alone).
+    ``groups`` (e.g. a planner's, traced on a model of the same architecture) saves re-tracing
+    when many masks are tried; members are looked up by name in ``model``."""
+    if groups is None:
+        groups = coupled_groups(dependency_graph(model, torch.zeros(1, *input_shape)), model, [])
     modules = dict(model.named_modules())
-    groups = {g.root_name: g for g in coupled_groups(graph, model, [])}
+    groups = {g.root_name: g for g in groups}
     for cut in cuts:
         chosen = set(cut.idxs)
         if cut.layer not in groups:
