@@ -1,0 +1,186 @@
+"""``neurotomy dissect``: the main job, from a trained model to a readable verdict.
+
+layer table → unit scores (several criteria and their rank agreement) → pruning to a MACs target
+with recalibration and a short fine-tune → layer dynamics (modularity curves, CKA original vs
+pruned) → class subsets → explanations of both models side by side → ``report.json`` (every
+number, every figure) and ``report.html`` rendered from it, plus the pruned checkpoint.
+
+Each stage is a call into the library; each section of the report is one function of
+:mod:`neurotomy.report.sections`. Sections whose library parts are absent are left out and named
+in ``report["sections_missing"]``.
+
+Example:
+    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.data import load_dataset
+    >>> report = dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"),
+    ...                  load_dataset("digits", split="test"), budget="tiny", quiet=True)
+    >>> [s["id"] for s in report["sections"]][:4]
+    ['layers', 'scores', 'pruning', 'dynamics']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.errors import PruningError
+from neurotomy.report.budget import DissectBudget, finetune_epochs_for, parse_budget
+from neurotomy.report.record import add_table, section
+
+
+class _Stages:
+    """Prints one line per stage (unless quiet) and records how long each took."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.done = total, quiet, 0
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self.done += 1
+        if not self.quiet:
+            print(f"dissect [{self.done}/{self.total}] {name}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _take(data: Dataset, images: int | None, seed: int) -> Dataset:
+    """A class-balanced random subset of ``images`` images (the whole set when None or larger)."""
+    if images is None or images >= len(data):
+        return data
+    from neurotomy.dynamics.features import balanced_indices
+
+    targets = torch.as_tensor(data.targets)
+    per_class = max(1, images // len(targets.unique()))
+    return data.subset(balanced_indices(targets, per_class, seed))
+
+
+def machine() -> dict:
+    """What the timings were measured on."""
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "gpu": torch.cuda.is_available()}
+
+
+def _epoch_seconds(model: nn.Module, train: Dataset) -> float:
+    """Estimated seconds of one fine-tune epoch: a timed forward pass over up to 512 images,
+    scaled to the training set, ×3 for the backward pass and the update."""
+    from neurotomy.pruning import forward_seconds
+
+    images = min(512, len(train))
+    return 3 * forward_seconds(model, train, images) * len(train) / images
+
+
+def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.PathLike | None = None,
+            budget: str | DissectBudget = "fast", target_macs: float = 0.5, criterion: str = "l1",
+            scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None) -> dict:
+    """Run the whole dissection of ``model`` and return the report; with ``out_dir``, write
+    ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically)."""
+    from neurotomy.dynamics.modularity import modularity_curve
+    from neurotomy.dynamics.similarity import similarity_matrix
+    from neurotomy.pruning import PruneJob
+    from neurotomy.measure import compare_models
+    from neurotomy.report import sections
+    from neurotomy.report.verdict import verdict
+    from neurotomy.scores import get_criterion
+    from neurotomy.scores.base import model_input_shape
+    from neurotomy.train import evaluate, seed_everything
+
+    budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
+    if not 0 < target_macs < 1:
+        raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
+                           f"(e.g. 0.5)")
+    get_criterion(criterion)  # unknown name: fail before any work
+    criteria = list(dict.fromkeys([criterion, *budget.criteria]))
+    seed_everything(seed)
+    model.eval()
+    train, test = _take(train, budget.train_images, seed), _take(test, budget.test_images, seed)
+    shape = model_input_shape(model, train)
+    stages = _Stages(5, quiet)
+
+    with stages("evaluate the original model"):
+        original_metrics = evaluate(model, test, quiet=quiet)
+    with stages(f"unit scores: {', '.join(criteria)}"):
+        scores = {name: get_criterion(name)(model, train, seed=seed, quiet=quiet, max_images=budget.score_images)
+                  for name in criteria}
+    epochs = budget.finetune_epochs
+    if budget.minutes is not None:
+        epochs = finetune_epochs_for(budget, stages.elapsed, _epoch_seconds(model, train))
+    with stages(f"prune −{target_macs:.0%} MACs ({criterion}, {scope}), recalibrate, fine-tune {epochs} epoch(s)"):
+        job = PruneJob(criterion=criterion, target_macs=target_macs, scope=scope,
+                       recalibrate_images=budget.recalibrate_images, finetune_epochs=epochs,
+                       measure_latency=False, seed=seed, quiet=quiet)
+        pruned, record = job.run(model, train, test, scores=scores[criterion], original_metrics=original_metrics)
+        pruned_metrics = {"accuracy": record["comparison"]["pruned"]["accuracy"],
+                          "per_class_recall": record["comparison"]["pruned"]["per_class_recall"]}
+    with stages(f"latency at batch {', '.join(map(str, budget.latency_batches))}"):
+        record["comparison"] = compare_models(model, pruned, shape, original_metrics, pruned_metrics,
+                                              latency_batches=budget.latency_batches)
+    with stages("layer dynamics: modularity curves, CKA original vs pruned"):
+        graph = min(500, budget.modularity_per_class * len(test.classes))
+        curve_o = modularity_curve(model, test, per_class=budget.modularity_per_class, graph_size=graph,
+                                   seed=seed, quiet=quiet)
+        curve_p = modularity_curve(pruned, test, per_class=budget.modularity_per_class, graph_size=graph,
+                                   seed=seed, quiet=quiet)
+        cka = similarity_matrix(model, test, pruned, samples=budget.cka_samples, seed=seed)
+    report_sections = [sections.layers_section(model, pruned, shape),
+                       sections.scores_section(scores, criterion),
+                       sections.pruning_section(record, original_metrics, {**original_metrics, **pruned_metrics}),
+                       sections.dynamics_section(curve_o, curve_p, cka)]
+    meta = getattr(model, "neurotomy_meta", None)
+    report = {
+        "tool": "neurotomy dissect",
+        "model": model_name or (meta.arch if meta else type(model).__name__),
+        "arch": meta.arch if meta else type(model).__name__,
+        "dataset": getattr(train, "name", "") or (meta.dataset if meta else ""),
+        "train_images": len(train), "test_images": len(test),
+        "budget": budget.to_dict(), "finetune_epochs": epochs, "target_macs": target_macs,
+        "criterion": criterion, "scope": scope, "seed": seed,
+        "machine": machine(),
+        "sections_missing": list(MISSING_SECTIONS),
+    }
+    report["verdict"] = verdict(record, report_sections)
+    report["sections"] = report_sections + [_run_section(stages, report)]
+    if out_dir is not None:
+        from neurotomy.checkpoint import save_checkpoint
+        from neurotomy.report.html import write_report
+
+        out_dir = Path(out_dir)
+        report["files"] = {"report_json": "report.json", "report_html": "report.html",
+                           "pruned_checkpoint": "pruned.safetensors"}
+        save_checkpoint(pruned, pruned.neurotomy_meta, out_dir / "pruned.safetensors")
+        write_report(report, out_dir)
+    return report
+
+
+def _run_section(stages: _Stages, report: dict) -> dict:
+    """How the report was made: stage timings and the machine."""
+    m = report["machine"]
+    sec = section("run", "How this report was made",
+                  f"Budget {report['budget']['name']}, seed {report['seed']}, {report['train_images']} training and "
+                  f"{report['test_images']} test images. Machine: {m['platform']}, {m['cpu_count']} CPUs, "
+                  f"{m['torch_threads']} torch threads, GPU {'yes' if m['gpu'] else 'no'}; torch {m['torch']}.")
+    add_table(sec, "stages", [("stage", "text"), ("seconds", "seconds")],
+              [[name, s] for name, s in stages.seconds.items()] + [["total", stages.elapsed]])
+    return sec
+
+
+# Sections whose library parts have not landed yet (named in the report, not silently dropped).
+MISSING_SECTIONS: list[str] = ["class subsets", "explanations: original vs pruned"]
+
+
+__all__ = ["MISSING_SECTIONS", "dissect", "machine"]

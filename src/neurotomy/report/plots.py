@@ -1,0 +1,87 @@
+"""The report's figures: small matplotlib functions, each returning a figure (the caller stores it
+with :func:`neurotomy.report.record.add_figure`). Original model in blue, pruned in orange, always.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ORIGINAL, PRUNED = "#2b6cb0", "#dd6b20"
+
+
+def _style(ax) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(alpha=0.25, linewidth=0.6)
+    ax.tick_params(labelsize=7)
+
+
+def paired_bars(labels: list[str], original: list[float], pruned: list[float], ylabel: str, title: str):
+    """Original vs pruned value per label (channels per layer, recall per class)."""
+    fig, ax = plt.subplots(figsize=(max(4.8, 0.28 * len(labels) + 1.5), 3.0))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, original, 0.4, color=ORIGINAL, label="original")
+    ax.bar(x + 0.2, pruned, 0.4, color=PRUNED, label="pruned")
+    ax.set_xticks(x, labels, rotation=60 if len(labels) > 10 else 0, ha="right" if len(labels) > 10 else "center")
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.legend(fontsize=7, frameon=False, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 1.0))
+    _style(ax)
+    fig.tight_layout()
+    return fig
+
+
+def matrix_heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: str,
+                   vmin: float = 0.0, vmax: float = 1.0, cmap: str = "viridis", annotate: bool = True):
+    """A labelled heatmap (criteria agreement, CKA between models)."""
+    data = np.array(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.42 * len(cols), 1.2 + 0.36 * len(rows)))
+    im = ax.imshow(data, vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    if annotate and data.size <= 144:
+        for (i, j), v in np.ndenumerate(data):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if v < (vmin + vmax) / 2 else "black")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def per_layer_lines(layers: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+                    colors: dict[str, str] | None = None):
+    """One line per series over the layers (modularity curves, per-layer score agreement)."""
+    fig, ax = plt.subplots(figsize=(max(4.8, 0.3 * len(layers) + 1.5), 3.0))
+    for name, values in series.items():
+        ax.plot(range(len(values)), values, marker="o", markersize=3, linewidth=1.4, label=name,
+                color=(colors or {}).get(name))
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right")
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.legend(fontsize=7, frameon=False, ncol=min(3, len(series)), loc="lower right", bbox_to_anchor=(1.0, 1.0))
+    _style(ax)
+    fig.tight_layout()
+    return fig
+
+
+def image_map_grid(images: np.ndarray, maps_original: np.ndarray, maps_pruned: np.ndarray,
+                   titles: list[str]):
+    """Rows of (input, original model's map, pruned model's map), maps normalised per image."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.45 * n), squeeze=False)
+    for i in range(n):
+        for j, (img, cmap, head) in enumerate(((images[i], "gray", "input"), (maps_original[i], "inferno", "original"),
+                                                (maps_pruned[i], "inferno", "pruned"))):
+            ax = axes[i, j]
+            ax.imshow(img, cmap=cmap)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(head, fontsize=8)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig

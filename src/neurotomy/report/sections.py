@@ -1,0 +1,151 @@
+"""The sections of the dissection report, one function each. Every function takes what earlier
+stages produced and returns a section record (:mod:`neurotomy.report.record`) holding its numbers,
+tables and figures — nothing is computed in the HTML.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from neurotomy.models.summary import layer_table
+from neurotomy.report import plots
+from neurotomy.report.record import add_figure, add_number, add_table, section
+from neurotomy.scores import CRITERIA
+from neurotomy.scores.unit_scores import UnitScores
+
+
+def _shape(shape) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def layers_section(original: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Per-layer table (conv and linear layers) of the original and pruned model, side by side."""
+    before, after = layer_table(original, input_shape), layer_table(pruned, input_shape)
+    after_rows = {r["name"]: r for r in after.rows}
+    sec = section("layers", "Layers", "Every convolution and linear layer: output shape, parameters and "
+                  "multiply-accumulates (MACs) before and after pruning.")
+    add_number(sec, "params_original", "parameters, original", before.total_params, "int")
+    add_number(sec, "params_pruned", "parameters, pruned", after.total_params, "int")
+    add_number(sec, "macs_original", "MACs, original", before.total_macs, "int")
+    add_number(sec, "macs_pruned", "MACs, pruned", after.total_macs, "int")
+    rows = []
+    for r in before.rows:
+        if r["type"] not in ("Conv2d", "Linear"):
+            continue
+        p = after_rows.get(r["name"])
+        rows.append([r["name"], r["type"], _shape(r["output_shape"]), _shape(p["output_shape"]) if p else "removed",
+                     r["params"], p["params"] if p else 0, r["macs"], p["macs"] if p else 0])
+    rows.append(["total", "", "", "", before.total_params, after.total_params, before.total_macs, after.total_macs])
+    add_table(sec, "conv and linear layers", [("layer", "text"), ("type", "text"), ("output, original", "text"),
+              ("output, pruned", "text"), ("params, original", "int"), ("params, pruned", "int"),
+              ("MACs, original", "int"), ("MACs, pruned", "int")], rows,
+              note="totals include every layer (BatchNorm parameters too)")
+    return sec
+
+
+def scores_section(scores: dict[str, UnitScores], pruning_criterion: str) -> dict:
+    """Each criterion's cost and the Spearman rank agreement of every pair (mean over layers)."""
+    names = list(scores)
+    agreement = [[1.0 if a == b else scores[a].rank_correlation(scores[b])["mean"] for b in names] for a in names]
+    sec = section("scores", "Unit scores", f"{len(names)} criteria scored every convolution filter. Do they agree "
+                  f"on which filters matter? Spearman rank correlation per layer, averaged over layers; "
+                  f"pruning used {pruning_criterion}.")
+    others = [n for n in names if n != pruning_criterion]
+    i = names.index(pruning_criterion)
+    off_diagonal = [agreement[a][b] for a in range(len(names)) for b in range(len(names)) if a != b]
+    if off_diagonal:
+        add_number(sec, "mean_pairwise_agreement", "mean agreement of all pairs",
+                   sum(off_diagonal) / len(off_diagonal), "float3")
+    rows = []
+    for j, name in enumerate(names):
+        crit = CRITERIA[name]
+        rows.append([name, crit.paper, "data" if crit.needs_data else "weights",
+                     scores[name].info.get("seconds"), agreement[i][j]])
+    add_table(sec, "criteria", [("criterion", "text"), ("paper", "text"), ("needs", "text"),
+              ("seconds", "seconds"), (f"agreement with {pruning_criterion}", "float3")], rows)
+    add_table(sec, "rank agreement (mean Spearman over layers)",
+              [("criterion", "text")] + [(n, "float3") for n in names],
+              [[a] + agreement[k] for k, a in enumerate(names)])
+    add_figure(sec, "rank agreement between criteria",
+               plots.matrix_heatmap(agreement, names, names, "Spearman agreement (mean over layers)",
+                                    vmin=-1, vmax=1, cmap="RdBu_r"),
+               data={"criteria": names, "agreement": agreement})
+    if others:
+        layers = [n for n in scores[pruning_criterion]]
+        series = {o: [scores[pruning_criterion].rank_correlation(scores[o]).get(layer) for layer in layers]
+                  for o in others}
+        add_figure(sec, f"per-layer agreement with {pruning_criterion}",
+                   plots.per_layer_lines(layers, series, "Spearman", f"agreement with {pruning_criterion} per layer"),
+                   data={"layers": layers, "spearman": series})
+    return sec
+
+
+def pruning_section(record: dict, original_metrics: dict, final_metrics: dict) -> dict:
+    """The prune: target, accuracy at each stage, size and speed, per-class recall, channels."""
+    cmp = record["comparison"]
+    o, p = cmp["original"], cmp["pruned"]
+    stages = [("original", "acc_original"), ("right after the cut", "acc_pruned"),
+              ("after BatchNorm recalibration", "acc_recalibrated"),
+              (f"after {record['finetune_epochs']} fine-tune epoch(s)", "acc_finetuned")]
+    sec = section("pruning", "Pruning", f"Criterion {record['criterion']}, {record['scope']} scope, target: "
+                  f"remove {record['settings']['target_macs']:.0%} of the MACs; then BatchNorm recalibration "
+                  f"and {record['finetune_epochs']} fine-tune epoch(s). Latency: CPU, {cmp['threads']} threads, "
+                  f"interleaved rounds, median.")
+    add_number(sec, "macs_reduction", "MACs removed", record["macs_reduction"], "pct")
+    add_number(sec, "params_reduction", "parameters removed", record["params_reduction"], "pct")
+    add_number(sec, "params_ratio", "smaller by (parameters)", cmp["params_ratio"], "ratio")
+    speedups = sorted(k for k in cmp if k.startswith("speedup_batch"))
+    for key in speedups:
+        add_number(sec, key, f"faster at batch {key.removeprefix('speedup_batch')}", cmp[key], "ratio")
+    add_number(sec, "accuracy_change", "accuracy change", final_metrics["accuracy"] - original_metrics["accuracy"], "pt")
+    add_table(sec, "accuracy at each stage", [("stage", "text"), ("accuracy", "pct"), ("change", "pt")],
+              [[label, record[key], record[key] - record["acc_original"]] for label, key in stages if key in record])
+    latency_keys = sorted(k for k in o if k.startswith("latency_b"))
+    columns = [("model", "text"), ("params", "int"), ("MACs", "int"), ("checkpoint", "mb"), ("accuracy", "pct")]
+    columns += [(f"latency b{k.removeprefix('latency_b')}", "ms") for k in latency_keys]
+    add_table(sec, "size and speed", columns,
+              [[name, m["params"], m["macs"], m["file_bytes"], m.get("accuracy")]
+               + [m[k]["median_ms"] for k in latency_keys] for name, m in (("original", o), ("pruned", p))])
+    classes = [str(c) for c in original_metrics["classes"]]
+    recall_o, recall_p = original_metrics["per_class_recall"], final_metrics["per_class_recall"]
+    add_table(sec, "recall per class", [("class", "text"), ("original", "pct"), ("pruned", "pct"), ("change", "pt")],
+              [[c, a, b, b - a] for c, a, b in zip(classes, recall_o, recall_p)])
+    add_figure(sec, "recall per class", plots.paired_bars(classes, recall_o, recall_p, "recall", "recall per class"),
+               data={"classes": classes, "original": recall_o, "pruned": recall_p})
+    channels = record.get("channels", {})
+    if channels:
+        layers = list(channels)
+        kept_before = [v[0] for v in channels.values()]
+        kept_after = [v[1] for v in channels.values()]
+        add_figure(sec, "channels per layer", plots.paired_bars(layers, kept_before, kept_after, "channels",
+                   "output channels per pruned layer"), data={"layers": layers, "original": kept_before,
+                                                              "pruned": kept_after})
+    return sec
+
+
+def dynamics_section(curve_original, curve_pruned, cka: dict) -> dict:
+    """Modularity curves of both models (Lu et al., ECCV 2022) and linear CKA between their layers
+    (Kornblith et al., ICML 2019): did the pruned model keep the original's layer dynamics?"""
+    sec = section("dynamics", "Layer dynamics", f"Modularity Q of class-balanced kNN graphs (k={curve_original.k}, "
+                  f"{curve_original.n_samples} samples) at every block, and linear CKA between the two models' "
+                  f"layers on {cka['samples']} images. Q rising with depth = classes separating.")
+    diagonal = [cka["values"][i][cka["layers_b"].index(layer)] for i, layer in enumerate(cka["layers_a"])
+                if layer in cka["layers_b"]]
+    add_number(sec, "q_last_original", "final-layer Q, original", curve_original.q[-1], "float3")
+    add_number(sec, "q_last_pruned", "final-layer Q, pruned", curve_pruned.q[-1], "float3")
+    if diagonal:
+        add_number(sec, "cka_same_layer_mean", "same-layer CKA, mean", sum(diagonal) / len(diagonal), "float3")
+    pruned_q = dict(zip(curve_pruned.layers, curve_pruned.q))
+    same = dict(zip([a for a in cka["layers_a"] if a in cka["layers_b"]], diagonal))
+    add_table(sec, "per layer", [("layer", "text"), ("Q original", "float3"), ("Q pruned", "float3"),
+              ("CKA original vs pruned", "float3")],
+              [[layer, q, pruned_q.get(layer), same.get(layer)] for layer, q in zip(curve_original.layers,
+                                                                                    curve_original.q)])
+    add_figure(sec, "modularity curves", plots.per_layer_lines(
+        curve_original.layers, {"original": curve_original.q, "pruned": [pruned_q.get(x) for x in curve_original.layers]},
+        "modularity Q", "modularity per layer", colors={"original": plots.ORIGINAL, "pruned": plots.PRUNED}),
+        data={"layers": curve_original.layers, "original": curve_original.q, "pruned": curve_pruned.q})
+    add_figure(sec, "linear CKA, original (rows) vs pruned (columns)",
+               plots.matrix_heatmap(cka["values"], cka["layers_a"], cka["layers_b"], "linear CKA",
+                                    annotate=len(cka["layers_a"]) <= 12), data=cka)
+    return sec
