@@ -16,9 +16,10 @@ def test_spearman_matches_scipy_with_ties():
         assert float(ours[i]) == pytest.approx(expected, abs=1e-6)
 
 
-def test_spearman_of_a_flat_map_is_zero_not_nan():
+def test_spearman_of_flat_maps_is_defined():
     a = torch.rand(2, 4, 4)
     assert spearman(a, torch.zeros(2, 4, 4)).tolist() == [0.0, 0.0]
+    assert spearman(torch.zeros(2, 4, 4), torch.zeros(2, 4, 4)).tolist() == [1.0, 1.0]
 
 
 def test_ssim_matches_scikit_image():

@@ -119,6 +119,8 @@ def roar(model: nn.Module, train_data: Dataset, test_data: Dataset, explainers: 
     threshold), ``arch``, ``train_config``, ``n_train``, ``n_test``, ``fill``, ``targets``, ``seconds``.
     """
     thresholds = [check_fraction(t, "threshold") for t in thresholds]
+    if targets not in ("label", "predicted"):
+        raise MetricError(f"unknown ROAR target {targets!r}; use label or predicted")
     config = train_config if train_config is not None else TrainConfig(epochs=3, lr=0.05, batch_size=64)
     config = replace(config, seed=seed, quiet=True)
     methods = dict(explainers)

@@ -46,13 +46,15 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation per row of two ``B × n`` tensors; 0 where a row is constant (a flat map
-    carries no ranking, so it agrees with nothing — rather than a NaN that poisons averages)."""
+    """Pearson correlation per row of two ``B × n`` tensors. Where a row is constant the coefficient
+    is undefined (NaN in scipy, which would poison every average): a flat map against a varied one
+    counts 0 (no shared ranking), two flat maps count 1 (they are the same ranking)."""
     a = a - a.mean(1, keepdim=True)
     b = b - b.mean(1, keepdim=True)
-    denominator = (a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt()
-    return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp(min=1e-300),
-                       torch.zeros_like(denominator))
+    var_a, var_b = a.pow(2).sum(1), b.pow(2).sum(1)
+    denominator = (var_a * var_b).sqrt()
+    undefined = torch.where((var_a == 0) & (var_b == 0), torch.ones_like(var_a), torch.zeros_like(var_a))
+    return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp(min=1e-300), undefined)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
