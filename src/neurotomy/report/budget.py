@@ -91,5 +91,5 @@ def finetune_epochs_for(budget: DissectBudget, elapsed_s: float, epoch_s: float,
     """
     if budget.minutes is None:
         return budget.finetune_epochs
-    left = budget.minutes * 60 * (1 - reserve_fraction) - elapsed_s
+    left = round(budget.minutes * 60 * (1 - reserve_fraction) - elapsed_s, 6)  # 180 × 0.7 is 125.99999…
     return max(0, min(MAX_BUDGET_EPOCHS, int(left // max(epoch_s, 1e-9))))

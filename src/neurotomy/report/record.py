@@ -106,6 +106,6 @@ def format_value(value: Any, fmt: str) -> str:
     shown = f"{value * scale:.{decimals}f}"
     if float(shown) == 0:
         shown = f"{0:.{decimals}f}"  # never "−0.00"
-    if fmt == "pt":
-        shown = ("+" if value * scale >= 0 else "") + shown
+    if fmt == "pt" and not shown.startswith("-"):
+        shown = "+" + shown
     return shown.replace("-", "−") + suffix

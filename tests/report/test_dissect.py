@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from neurotomy.data import load_dataset
+from neurotomy.errors import NeurotomyError
+from neurotomy.models.zoo import load_model
+from neurotomy.report.dissect import dissect
+
+SECTIONS = ["layers", "scores", "pruning", "dynamics", "class_subsets", "explanations", "run"]
+
+
+def _numbers(report, section_id):
+    sec = next(s for s in report["sections"] if s["id"] == section_id)
+    return {n["key"]: n["value"] for n in sec["numbers"]}
+
+
+def test_report_files_and_sections(tiny_report_dir, tiny_report):
+    assert sorted(p.name for p in tiny_report_dir.iterdir()) == ["pruned.safetensors", "report.html", "report.json"]
+    assert [s["id"] for s in tiny_report["sections"]] == SECTIONS
+    assert tiny_report["sections_missing"] == []
+    for sec in tiny_report["sections"]:
+        assert sec["title"] and (sec["numbers"] or sec["tables"]), sec["id"]
+    assert tiny_report["budget"]["name"] == "tiny" and tiny_report["train_images"] <= 300
+
+
+def test_numbers_agree_across_sections_and_with_the_checkpoint(tiny_report_dir, tiny_report):
+    layers, pruning = _numbers(tiny_report, "layers"), _numbers(tiny_report, "pruning")
+    # the layer table and the prune record count parameters independently
+    assert pruning["params_ratio"] == pytest.approx(layers["params_original"] / layers["params_pruned"])
+    assert pruning["macs_reduction"] == pytest.approx(1 - layers["macs_pruned"] / layers["macs_original"])
+    assert abs(pruning["macs_reduction"] - 0.5) <= 0.05  # LeNet-5's 6 and 16 channels make the steps coarse
+    pruned = load_model(tiny_report_dir / "pruned.safetensors")
+    assert sum(p.numel() for p in pruned.parameters()) == layers["params_pruned"]
+    from neurotomy.train import evaluate
+    test = load_dataset("digits", split="test")
+    stages = next(s for s in tiny_report["sections"] if s["id"] == "pruning")["tables"][0]["rows"]
+    assert stages[0][1] + pruning["accuracy_change"] == pytest.approx(stages[-1][1])  # original + change = final
+    from neurotomy.report.dissect import _take
+    subset = _take(test, tiny_report["test_images"], tiny_report["seed"])
+    assert evaluate(pruned, subset, quiet=True)["accuracy"] == pytest.approx(stages[-1][1])
+
+
+def test_scores_section_agreement_is_spearman_of_the_criteria(tiny_report):
+    from neurotomy.scores import get_criterion
+
+    sec = next(s for s in tiny_report["sections"] if s["id"] == "scores")
+    names = [row[0] for row in sec["tables"][0]["rows"]]
+    matrix = {row[0]: dict(zip(names, row[1:])) for row in sec["tables"][1]["rows"]}
+    model = load_model("zoo:lenet5-digits")
+    l1, fpgm = get_criterion("l1")(model), get_criterion("fpgm")(model)
+    assert matrix["l1"]["fpgm"] == pytest.approx(l1.rank_correlation(fpgm)["mean"])
+    assert matrix["fpgm"]["l1"] == matrix["l1"]["fpgm"] and matrix["l1"]["l1"] == 1.0
+
+
+def test_same_seed_same_report(tiny_report):
+    again = dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test"),
+                    budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits")
+    again = json.loads(json.dumps(again))
+
+    def measured(report):  # everything but wall-clock times
+        out = []
+        for sec in report["sections"]:
+            if sec["id"] == "run":
+                continue
+            timed = {"seconds"} | {n["key"] for n in sec["numbers"] if n["key"].startswith("speedup")}
+            out.append(([n for n in sec["numbers"] if n["key"] not in timed],
+                        [[[v for v, c in zip(r, t["columns"]) if c["format"] not in ("seconds", "ms")]
+                          for r in t["rows"]] for t in sec["tables"]],
+                        [f["png_base64"] for f in sec["figures"] if "latency" not in f["title"]]))
+        return out
+    assert measured(again) == measured(tiny_report)
+
+
+def test_bad_requests_fail_before_any_work(tmp_path):
+    model, data = load_model("zoo:lenet5-digits"), load_dataset("digits")
+    with pytest.raises(NeurotomyError, match="between 0 and 1"):
+        dissect(model, data, data, tmp_path, budget="tiny", target_macs=1.5, quiet=True)
+    with pytest.raises(NeurotomyError, match="unknown criterion"):
+        dissect(model, data, data, tmp_path, budget="tiny", criterion="l7", quiet=True)
+    with pytest.raises(NeurotomyError, match="positive number of minutes"):
+        dissect(model, data, data, tmp_path, budget="soon", quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_render_leaves_no_partial_html(tmp_path, monkeypatch, tiny_report):
+    import neurotomy.report.html as html
+
+    def broken(report):
+        raise RuntimeError("render failed")
+    monkeypatch.setattr(html, "render_html", broken)
+    with pytest.raises(RuntimeError):
+        html.write_report(tiny_report, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["report.json"]  # complete JSON, no HTML, no temporary file

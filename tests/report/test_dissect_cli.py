@@ -1,0 +1,30 @@
+import json
+
+import pytest
+
+from neurotomy.cli import main
+
+
+def test_dissect_command_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["dissect", "zoo:lenet5-digits", "--budget", "tiny", "--target-macs", "0.4", "--criterion", "fpgm",
+                 "--scope", "global", "--seed", "3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert (report["criterion"], report["scope"], report["seed"], report["target_macs"]) == ("fpgm", "global", 3, 0.4)
+    assert printed.startswith("smaller by") and "report.html" in printed
+    assert (out / "report.html").exists() and (out / "pruned.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--budget", "soon"], "positive number of minutes"),
+    (["--target-macs", "1.5"], "between 0 and 1"),
+    (["--criterion", "l7"], "unknown criterion"),
+    (["--data", "imagenet-42"], "unknown dataset"),
+])
+def test_dissect_user_errors_one_line(tmp_path, capsys, argv, needle):
+    out = tmp_path / "r"
+    assert main(["dissect", "zoo:lenet5-digits", "--out", str(out), "--quiet"] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neurotomy: error:") and needle in err[0]
+    assert not out.exists()
