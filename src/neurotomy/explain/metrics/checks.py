@@ -26,7 +26,8 @@ Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``explainer(model, inputs, targets) -> maps (B × H × W)``; e.g.
 ``lambda m, x, t: attribute(m, x, t, method="gradient")``."""
 
-Targets = Sequence[int] | torch.Tensor | None
+Targets = int | Sequence[int] | torch.Tensor | None
+"""One class per image; an ``int`` is that class for every image; ``None`` each image's prediction."""
 
 
 class MetricError(NeurotomyError):
@@ -58,7 +59,9 @@ def check_maps(maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def check_targets(targets: Targets, batch: int) -> torch.Tensor:
-    """One class index per image as a ``long`` tensor of length ``batch``."""
+    """One class index per image as a ``long`` tensor of length ``batch`` (an ``int`` is repeated)."""
+    if isinstance(targets, int):
+        return torch.full((batch,), targets, dtype=torch.long)
     targets = torch.as_tensor(targets, dtype=torch.long).flatten()
     if targets.numel() != batch:
         raise MetricError(f"{targets.numel()} targets for a batch of {batch} images; "

@@ -82,11 +82,11 @@ def randomize_modules(model: nn.Module, names: Sequence[str], seed: int = 0) -> 
         torch.manual_seed(seed)
         for name in names:
             module = modules[name]
-            if isinstance(module, _NormBase):
-                module.reset_running_stats()
             if not hasattr(module, "reset_parameters"):
                 raise MetricError(f"layer {name!r} ({type(module).__name__}) has no reset_parameters(); "
                                   "pass blocks= without it")
+            if isinstance(module, _NormBase):
+                module.reset_running_stats()
             module.reset_parameters()
 
 
