@@ -42,13 +42,16 @@ def test_curve_matches_one_image_at_a_time(linear_problem):
     assert batch.to_dict()["fractions"] == pytest.approx([k / 8 for k in range(9)])
 
 
-def test_deletion_step_removes_the_right_pixels():
-    """With a 1-pixel probe model the deletion step at which the pixel vanishes is set by its rank."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_deletion_step_removes_the_right_pixels(channels):
+    """A model that reads one value of the last pixel (in the last channel): the step at which it
+    vanishes is set by that pixel's rank, and deleting a pixel deletes all of its channels."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4 * channels, 2))
     with torch.no_grad():
-        model[1].weight.copy_(torch.tensor([[0.0, 0, 0, 0], [0.0, 0, 0, 5.0]]))
+        model[1].weight.zero_()
+        model[1].weight[1, -1] = 5.0
         model[1].bias.zero_()
-    x = torch.ones(1, 1, 2, 2)
+    x = torch.ones(1, channels, 2, 2)
     ranked_last = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]])  # the informative pixel ranks last
     curve = deletion_curve(model, x, ranked_last, torch.tensor([1]), steps=4)
     high = torch.softmax(torch.tensor([0.0, 5.0]), 0)[1]
