@@ -1,0 +1,185 @@
+"""The CAM family in torch, batched, on our probe — raw maps kept.
+
+pytorch-grad-cam is the reference (tests compare against it); we re-implement because it moves
+every map through numpy and returns only min–max normalised maps, while users and our metrics
+need the raw ones, and because batching in torch is faster on our hot path. Like that library, one
+base class does the plumbing (observe a layer's activations and gradients, upsample) and each paper
+overrides one method:
+
+- Grad-CAM (Selvaraju et al. 2017): channel weight = spatial mean of ∂y_c/∂A.
+- Grad-CAM++ (Chattopadhay et al. 2018): weights from second/third powers of the gradient.
+- HiResCAM (Draelos & Carin 2020): Σ_k ∂y_c/∂A_k ⊙ A_k, element-wise.
+- LayerCAM (Jiang et al. 2021): Σ_k ReLU(∂y_c/∂A_k) ⊙ A_k.
+- Score-CAM (Wang et al. 2020): weight = softmax over channels of y_c(x ⊙ upsampled, rescaled A_k).
+- Ablation-CAM (Desai & Ramaswamy 2020): weight = (y_c − y_c with channel k zeroed) / y_c.
+- Eigen-CAM (Muhammad & Yeasin 2020): projection of the centred activations on their first
+  principal component.
+
+Each returns ``N × H × W`` at the input's resolution: the layer map (after ReLU, as every one of
+these papers defines it; ``relu=False`` keeps the sign) upsampled bilinearly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurotomy.explain.common import ExplainError, class_scores, default_cam_layer, forward, upsample
+from neurotomy.probe import Probe
+
+
+def observe_layer(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, layer: str,
+                  gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Activations ``A`` of ``layer``, ``∂y_c/∂A`` for each image's own target, and the logits."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, output: torch.Tensor) -> None:
+        seen.setdefault("A", output)  # a module called twice: the first call is the layer's map
+
+    with torch.set_grad_enabled(gradients), Probe(model, [layer], on_output=keep):
+        x = inputs.detach().clone().requires_grad_(gradients)
+        logits = forward(model, x)
+    activations = seen["A"]
+    grads = None
+    if gradients:
+        # Each image's score depends only on its own activations (eval mode), so the gradient of
+        # the sum gives every image's gradient in one backward pass.
+        grads, = torch.autograd.grad(class_scores(logits, targets).sum(), activations)
+    return activations.detach(), grads, logits.detach()
+
+
+def run_with_layer_output(model: nn.Module, inputs: torch.Tensor, layer: str, replace) -> torch.Tensor:
+    """Logits of ``inputs`` when ``layer``'s output is replaced by ``replace(output)``."""
+    with torch.no_grad(), Probe(model, [layer], on_output=lambda name, out: replace(out)):
+        return forward(model, inputs)
+
+
+class CAM:
+    """Plumbing shared by the family. Subclasses override :meth:`channel_weights` or :meth:`layer_map`.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> model = build_model("resnet20", 1, 10, 28).eval()
+        >>> GradCAM(layer="layer3")(model, torch.randn(2, 1, 28, 28), torch.tensor([0, 1])).shape
+        torch.Size([2, 28, 28])
+    """
+
+    name = ""
+    uses_gradients = True
+
+    def __init__(self, layer: str | None = None, relu: bool = True, batch_size: int = 128) -> None:
+        self.layer, self.relu, self.batch_size = layer, relu, batch_size
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        layer = self.layer or default_cam_layer(model, inputs)
+        activations, grads, logits = observe_layer(model, inputs, targets, layer, self.uses_gradients)
+        if activations.dim() != 4:
+            raise ExplainError(f"layer {layer!r} outputs shape {tuple(activations.shape)}; CAM methods "
+                               "need a conv feature map N×C×h×w — pick a conv layer or block")
+        cam = self.layer_map(model, inputs, targets, layer, activations, grads, logits)
+        if self.relu:
+            cam = cam.clamp(min=0)
+        return upsample(cam, tuple(inputs.shape[-2:]))
+
+    def layer_map(self, model, inputs, targets, layer, activations, grads, logits) -> torch.Tensor:
+        weights = self.channel_weights(model, inputs, targets, layer, activations, grads, logits)
+        return (weights[:, :, None, None] * activations).sum(1)
+
+    def channel_weights(self, model, inputs, targets, layer, activations, grads, logits) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GradCAM(CAM):
+    name = "gradcam"
+
+    def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
+        return grads.mean((2, 3))
+
+
+class GradCAMPlusPlus(CAM):
+    name = "gradcam_pp"
+
+    def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
+        # Chattopadhay et al. eq. 19 with exp(S) folded into the gradient powers, as the authors' code does.
+        g2, g3 = grads ** 2, grads ** 3
+        alpha = g2 / (2 * g2 + activations.sum((2, 3), keepdim=True) * g3 + 1e-6)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        return (grads.clamp(min=0) * alpha).sum((2, 3))
+
+
+class HiResCAM(CAM):
+    name = "hirescam"
+
+    def layer_map(self, model, inputs, targets, layer, activations, grads, logits):
+        return (grads * activations).sum(1)
+
+
+class LayerCAM(CAM):
+    name = "layercam"
+
+    def layer_map(self, model, inputs, targets, layer, activations, grads, logits):
+        return (grads.clamp(min=0) * activations).sum(1)
+
+
+class ScoreCAM(CAM):
+    name = "scorecam"
+    uses_gradients = False
+
+    def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
+        n, c = activations.shape[:2]
+        # Wang et al. §3.2: each channel, upsampled and rescaled to [0, 1], masks the input
+        # (align_corners=True is what the reference library's UpsamplingBilinear2d does).
+        masks = F.interpolate(activations, size=inputs.shape[-2:], mode="bilinear", align_corners=True)
+        flat = masks.flatten(2)
+        lo, hi = flat.amin(2)[..., None, None], flat.amax(2)[..., None, None]
+        masks = (masks - lo) / (hi - lo + 1e-8)
+        scores = torch.empty(n, c)
+        with torch.no_grad():
+            for i in range(n):
+                masked = inputs[i][None] * masks[i][:, None]  # C × channels × H × W
+                for start in range(0, c, self.batch_size):
+                    chunk = masked[start:start + self.batch_size]
+                    scores[i, start:start + len(chunk)] = forward(model, chunk)[:, targets[i]]
+        return scores.softmax(1).to(activations)
+
+
+class AblationCAM(CAM):
+    name = "ablationcam"
+    uses_gradients = False
+
+    def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
+        n, c = activations.shape[:2]
+        original = class_scores(logits, targets)
+        ablated = torch.empty(n, c)
+        for i in range(n):
+            for start in range(0, c, self.batch_size):
+                channels = torch.arange(start, min(c, start + self.batch_size))
+                # Desai & Ramaswamy: set channel k of the layer to zero, one copy of the image per k.
+                keep = torch.ones(len(channels), c, 1, 1, dtype=activations.dtype)
+                keep[torch.arange(len(channels)), channels] = 0
+                copies = inputs[i][None].expand(len(channels), *inputs.shape[1:])
+                out = run_with_layer_output(model, copies, layer, lambda a, keep=keep: a * keep)
+                ablated[i, channels] = out[:, targets[i]]
+        return ((original[:, None] - ablated.to(original)) / original[:, None]).to(activations)
+
+
+class EigenCAM(CAM):
+    name = "eigencam"
+    uses_gradients = False
+
+    def layer_map(self, model, inputs, targets, layer, activations, grads, logits):
+        n, c, h, w = activations.shape
+        points = activations.flatten(2).transpose(1, 2)  # N × positions × C
+        centred = points - points.mean(1, keepdim=True)
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        projection = (centred @ vh[:, 0, :, None]).squeeze(-1)
+        # An SVD's sign is arbitrary; orient each map to agree with the summed activation so that
+        # "hot" means "strongly active" (the reference library leaves the sign to LAPACK).
+        sign = torch.sign((projection * points.sum(2)).sum(1, keepdim=True))
+        sign[sign == 0] = 1
+        return (projection * sign).view(n, h, w)
+
+
+CAM_METHODS: dict[str, type[CAM]] = {cls.name: cls for cls in
+                                     (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, AblationCAM, EigenCAM)}

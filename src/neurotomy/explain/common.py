@@ -1,0 +1,150 @@
+"""What every attribution method shares: checking inputs, resolving targets, picking a layer,
+turning a per-channel input attribution into one map per image, and display normalisation.
+
+One convention everywhere (as in Captum): ``target=None`` explains the predicted class of *each*
+image, an ``int`` explains that class for every image, and a sequence or tensor must give one class
+per image — a length mismatch is an error, never a silent "explain only the first image".
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurotomy.errors import ModelError, NeurotomyError
+from neurotomy.probe import Probe
+
+Target = int | Sequence[int] | torch.Tensor | None
+
+
+class ExplainError(NeurotomyError):
+    """An explanation request cannot be served (inputs, targets, layer or method)."""
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Explain the deployed model: BatchNorm uses running statistics, dropout is off; the caller's
+    training flag is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
+    """A float image batch ``N × C × H × W``; anything else is a user error."""
+    if not isinstance(inputs, torch.Tensor):
+        raise ExplainError(f"inputs must be a tensor, got {type(inputs).__name__}")
+    if inputs.dim() == 3:
+        raise ExplainError(f"inputs have shape {tuple(inputs.shape)}; pass a batch N×C×H×W "
+                           "(use inputs.unsqueeze(0) for one image)")
+    if inputs.dim() != 4:
+        raise ExplainError(f"inputs have shape {tuple(inputs.shape)}; expected a batch N×C×H×W")
+    if not inputs.is_floating_point():
+        raise ExplainError(f"inputs have dtype {inputs.dtype}; pass normalised float images")
+    return inputs
+
+
+def forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Logits ``N × classes``, with a clear error when the inputs do not fit the model."""
+    try:
+        logits = model(inputs)
+    except RuntimeError as exc:
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        expects = f" (its first conv takes {first_conv.in_channels} channels)" if first_conv else ""
+        raise ExplainError(f"inputs of shape {tuple(inputs.shape)} do not fit the model{expects}: "
+                           f"{str(exc).splitlines()[0]}") from None
+    if logits.dim() != 2:
+        raise ExplainError(f"the model returns shape {tuple(logits.shape)}; explanations need "
+                           "class scores N×classes")
+    return logits
+
+
+def resolve_targets(model: nn.Module, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+    """One class index per image (a ``long`` tensor of length N)."""
+    n = inputs.shape[0]
+    if target is None:
+        with torch.no_grad():
+            return forward(model, inputs).argmax(1)
+    if isinstance(target, int):
+        targets = torch.full((n,), target, dtype=torch.long)
+    else:
+        targets = torch.as_tensor(target, dtype=torch.long).flatten()
+        if targets.numel() != n:
+            raise ExplainError(f"{targets.numel()} targets for a batch of {n} images; give one class "
+                               "per image, one int for all, or None for the predicted classes")
+    with torch.no_grad():
+        classes = forward(model, inputs[:1]).shape[1]
+    bad = targets[(targets < 0) | (targets >= classes)]
+    if bad.numel():
+        raise ExplainError(f"target class {int(bad[0])} does not exist: the model has {classes} classes")
+    return targets.to(inputs.device)
+
+
+def class_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each image's logit for its own target (length N)."""
+    return logits.gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+def pixel_map(attribution: torch.Tensor) -> torch.Tensor:
+    """``N × C × H × W`` → ``N × H × W``: per pixel the channel value of largest magnitude, sign kept
+    (the display rule of Khakzar et al.; for one channel it is the identity)."""
+    if attribution.shape[1] == 1:
+        return attribution[:, 0]
+    index = attribution.abs().argmax(1, keepdim=True)
+    return attribution.gather(1, index).squeeze(1)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``N × h × w`` → ``N × H × W``, bilinear with half-pixel centres (what OpenCV's resize does)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalize(maps: torch.Tensor, how: str = "minmax") -> torch.Tensor:
+    """Per-image rescaling for display: ``minmax`` → [0, 1] (pytorch-grad-cam's convention),
+    ``maxabs`` → [−1, 1] keeping the sign and zero (Khakzar et al.'s display).
+
+    Example:
+        >>> normalize(torch.tensor([[[1.0, 3.0]]])).tolist()
+        [[[0.0, 1.0]]]
+    """
+    flat = maps.flatten(1)
+    if how == "minmax":
+        lo, hi = flat.amin(1), flat.amax(1)
+        out = (flat - lo[:, None]) / (hi - lo).clamp(min=1e-12)[:, None]
+    elif how == "maxabs":
+        out = flat / flat.abs().amax(1).clamp(min=1e-12)[:, None]
+    else:
+        raise ExplainError(f"unknown normalisation {how!r}; use minmax or maxabs")
+    return out.view_as(maps)
+
+
+def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
+    """Names of modules (any depth) whose output is a 4-D feature map, in the order they finish."""
+    finished: list[str] = []
+    names = [n for n, _ in model.named_modules() if n]
+
+    def record(name: str, output) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
+            finished.append(name)
+
+    with torch.no_grad(), Probe(model, names, on_output=record):
+        forward(model, inputs[:1])
+    return list(dict.fromkeys(finished))
+
+
+def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The last module to produce a spatial feature map — for ResNets the last stage, for VGG the
+    feature extractor: the layer Grad-CAM's authors recommend."""
+    layers = spatial_layers(model, inputs)
+    if not layers:
+        raise ModelError("the model has no layer with a spatial output; CAM methods need a conv layer")
+    return layers[-1]

@@ -1,0 +1,179 @@
+"""Pathway gradient — input-specific pruning (Khakzar et al., "Neural Response Interpretation
+through the Lens of Critical Pathways", CVPR 2021; arXiv 1911.11081).
+
+For one input, score every output element of every ReLU (channel × position; a ReLU module called
+twice is two layers) by its contribution to the explained logit, s = |a · ∂y_c/∂a| (NeuronMCT), or
+the integrated variant s = |a · mean_α ∂y_c/∂(αa)| with one layer's activations scaled by
+α ∈ {0, 0.1, …, 1}. Keep the top (1 − p) of all units of all layers together, zero the rest through
+multiplicative masks on the ReLU outputs (weights untouched, no retraining), and return the plain
+input gradient of y_c through the masked network — the gradient along the input's critical pathway.
+
+The same per-input relevance, summed over positions at each conv filter's response, gives
+per-input *channel* scores as :class:`~neurotomy.scores.UnitScores` (``axis="input"``): a criterion
+that can drive pruning like any other (``neurotomy prune --criterion pathway``).
+
+Example:
+    >>> from neurotomy.models import build_model
+    >>> model = build_model("lenet5", 1, 10, 28).eval()
+    >>> x = torch.randn(2, 1, 28, 28)
+    >>> masks = pathway_masks(model, x, torch.tensor([3, 4]), prune_fraction=0.85)
+    >>> total = sum(m[0].numel() for m in masks); kept = sum(int(m[0].sum()) for m in masks)
+    >>> kept == round(0.15 * total)
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neurotomy.explain.common import ExplainError, class_scores, forward
+from neurotomy.probe import Probe
+from neurotomy.scores.base import conv_units
+from neurotomy.scores.unit_scores import UnitScores
+
+RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+
+
+def relu_layers(model: nn.Module) -> list[str]:
+    """Names of the rectifier modules — the units of a pathway."""
+    names = [n for n, m in model.named_modules() if isinstance(m, RECTIFIERS)]
+    if not names:
+        raise ExplainError("the model has no nn.ReLU modules (functional relu cannot be masked); "
+                           "the pathway method needs ReLU layers as modules")
+    return names
+
+
+class _ReluCalls:
+    """Forward hooks on every ReLU, indexed by call order so a reused module counts twice.
+
+    ``transform(call, output)`` may return a replacement output (a mask, a scaling); every
+    output that flows on is recorded in ``outputs``.
+    """
+
+    def __init__(self, model: nn.Module, transform=None) -> None:
+        self.model, self.transform = model, transform
+        self.outputs: list[torch.Tensor] = []
+
+    def __enter__(self) -> "_ReluCalls":
+        def on_output(name: str, out: torch.Tensor) -> torch.Tensor:
+            call = len(self.outputs)
+            if self.transform is not None:
+                out = self.transform(call, out)
+            else:
+                out = out.clone()  # the tensor we differentiate must not be changed in place later
+            self.outputs.append(out)
+            return out
+
+        self.probe = Probe(self.model, relu_layers(self.model), on_output=on_output).__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.probe.__exit__(*exc)
+
+
+def neuron_relevance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     integrated: bool = False, alphas: int = 11) -> list[torch.Tensor]:
+    """Per ReLU call, ``N × C × H × W`` (or ``N × F``) relevances s = |a · ∂y_c/∂a|."""
+    with torch.enable_grad(), _ReluCalls(model) as calls:
+        logits = forward(model, inputs)
+        acts = list(calls.outputs)
+        grads = torch.autograd.grad(class_scores(logits, targets).sum(), acts, allow_unused=True)
+    grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
+    if not integrated:
+        return [(a * g).abs().detach() for a, g in zip(acts, grads)]
+    return [(a.detach() * _integrated_gradient(model, inputs, targets, call, alphas)).abs()
+            for call, a in enumerate(acts)]
+
+
+def _integrated_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, layer_call: int,
+                         alphas: int) -> torch.Tensor:
+    """mean over α ∈ {0, 1/(alphas−1), …, 1} of ∂y_c/∂(α·a) for one ReLU call, all α in one batch."""
+    n = inputs.shape[0]
+    scale = torch.linspace(0, 1, alphas).repeat_interleave(n)  # α-major: block k is α_k for every image
+
+    def scale_layer(call: int, out: torch.Tensor) -> torch.Tensor:
+        if call != layer_call:
+            return out
+        return out * scale.view(-1, *([1] * (out.dim() - 1))).to(out)
+
+    with torch.enable_grad(), _ReluCalls(model, scale_layer) as calls:
+        logits = forward(model, inputs.repeat(alphas, *([1] * (inputs.dim() - 1))))
+        scaled = calls.outputs[layer_call]
+        grad, = torch.autograd.grad(class_scores(logits, targets.repeat(alphas)).sum(), scaled)
+    return grad.view(alphas, n, *grad.shape[1:]).mean(0)
+
+
+def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, prune_fraction: float = 0.85,
+                  integrated: bool = False, granularity: str = "neuron") -> list[torch.Tensor]:
+    """Binary masks, one per ReLU call, keeping each input's top ``1 − prune_fraction`` units
+    network-wide (exactly ``round((1 − p) · units)`` of them; ties broken by index).
+
+    ``granularity="channel"`` scores and keeps whole channels (relevance summed over positions).
+    """
+    if not 0.0 <= prune_fraction < 1.0:
+        raise ExplainError(f"prune_fraction {prune_fraction} is outside [0, 1); it is the share of units "
+                           "masked, e.g. 0.85")
+    if granularity not in ("neuron", "channel"):
+        raise ExplainError(f"unknown granularity {granularity!r}; use neuron or channel")
+    relevance = neuron_relevance(model, inputs, targets, integrated)
+    if granularity == "channel":
+        relevance = [r.flatten(2).sum(2) if r.dim() > 2 else r for r in relevance]
+    n = inputs.shape[0]
+    flat = torch.cat([r.reshape(n, -1) for r in relevance], 1)
+    keep = round((1.0 - prune_fraction) * flat.shape[1])
+    mask = torch.zeros_like(flat)
+    mask.scatter_(1, flat.topk(keep, dim=1).indices, 1.0)
+    masks, start = [], 0
+    for r in relevance:
+        size = r[0].numel()
+        masks.append(mask[:, start:start + size].view_as(r))
+        start += size
+    return masks
+
+
+def pathway_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
+                     prune_fraction: float = 0.85, integrated: bool = False,
+                     granularity: str = "neuron") -> torch.Tensor:
+    """The input gradient of y_c through the network with each input's non-critical units masked
+    (``N × C × H × W``). With ``prune_fraction=0`` it is the plain gradient."""
+    masks = pathway_masks(model, inputs, targets, prune_fraction, integrated, granularity)
+
+    def apply_mask(call: int, out: torch.Tensor) -> torch.Tensor:
+        mask = masks[call]
+        if mask.dim() < out.dim():  # channel granularity: broadcast over positions
+            mask = mask.view(*mask.shape, *([1] * (out.dim() - mask.dim())))
+        return out * mask.to(out)
+
+    x = inputs.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), _ReluCalls(model, apply_mask):
+        logits = forward(model, x)
+        grad, = torch.autograd.grad(class_scores(logits, targets).sum(), x)
+    return grad
+
+
+def pathway_channel_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> UnitScores:
+    """Per input, per conv filter: Σ_positions |a · ∂y_c/∂a| at the filter's response (after its
+    BatchNorm), as ``UnitScores`` with ``axis="input"`` (``N × filters`` per conv layer)."""
+    units = conv_units(model, tuple(inputs.shape[1:]))
+    sites = {u.site: u.conv_name for u in units}
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(site: str, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        seen.setdefault(site, out)
+        return out
+
+    with torch.enable_grad(), Probe(model, list(sites), on_output=keep):
+        logits = forward(model, inputs)
+        names = list(seen)
+        grads = torch.autograd.grad(class_scores(logits, targets).sum(), [seen[s] for s in names],
+                                    allow_unused=True)
+    scores = {}
+    for site, grad in zip(names, grads):
+        a = seen[site].detach()
+        g = torch.zeros_like(a) if grad is None else grad
+        scores[sites[site]] = (a * g).abs().flatten(2).sum(2)
+    ordered = {u.conv_name: scores[u.conv_name] for u in units if u.conv_name in scores}
+    return UnitScores(ordered, criterion="pathway", axis="input",
+                      info={"paper": "Khakzar et al., CVPR 2021 (NeuronMCT relevance per filter)"})
