@@ -48,6 +48,8 @@ def test_masked_coherence_uses_the_mask():
     assert not torch.allclose(plain[:, :conv], masked[:, :conv])  # the conv below the mask changes
     torch.testing.assert_close(plain[:, conv:], masked[:, conv:])  # the layer above does not
     assert model.training  # restored
+    only_conv = per_sample_gradients(model, x, y, parameters=model[0].parameters())
+    torch.testing.assert_close(only_conv, plain[:, :conv])
 
 
 def test_saliency_focus_by_hand():

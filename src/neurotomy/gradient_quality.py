@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +35,16 @@ from neurotomy.grad_mask import GradientMask, GradMaskConfig
 
 
 def per_sample_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                         mask: GradMaskConfig | None = None) -> torch.Tensor:
-    """(n, number of parameters) matrix of each sample's cross-entropy gradient, model in eval mode.
+                         mask: GradMaskConfig | None = None,
+                         parameters: Iterable[nn.Parameter] | None = None) -> torch.Tensor:
+    """(n, number of parameters) matrix of each sample's cross-entropy gradient, model in eval mode;
+    ``parameters`` (default: all trainable ones) picks the columns, e.g. only conv weights, which
+    the mask acts on while fully-connected layers may hold most of the parameters.
 
     One backward pass per sample, so the gradient mask (a tensor hook, which ``torch.func``
     transforms do not run) applies exactly as in training.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
     was_training = model.training
     model.eval()
     rows = []
@@ -67,9 +70,10 @@ def coherence_of(gradients: torch.Tensor) -> float:
 
 
 def gradient_coherence(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                       mask: GradMaskConfig | None = None) -> float:
+                       mask: GradMaskConfig | None = None,
+                       parameters: Iterable[nn.Parameter] | None = None) -> float:
     """Coherence of the per-sample parameter gradients on one batch (see module doc)."""
-    return coherence_of(per_sample_gradients(model, images, targets, mask))
+    return coherence_of(per_sample_gradients(model, images, targets, mask, parameters))
 
 
 class SaliencyFocus(NamedTuple):
