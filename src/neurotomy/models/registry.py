@@ -32,6 +32,10 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 10, input_si
     """
     if name.startswith("torchvision:"):
         return _torchvision_model(name.split(":", 1)[1], in_channels, num_classes)
+    if name == "patched":  # a weak model + a class module, saved by neurotomy.surgery.patching
+        from neurotomy.surgery.patching import build_patched
+
+        return build_patched(in_channels, num_classes, input_size, **kwargs)
     if name not in _BUILDERS:
         raise ModelError(f"unknown model {name!r}; use one of {', '.join(ARCHITECTURES)}")
     return _BUILDERS[name](in_channels=in_channels, num_classes=num_classes, input_size=input_size, **kwargs)

@@ -2,7 +2,8 @@
 
 Each step is JSON: ``{"op": "prune_out_channels", "layer": NAME, "idxs": [...]}`` (applied through
 torch-pruning's dependency graph, so one step removes the channel everywhere it is coupled: batch
-norm, the next layer's inputs, residual partners) or ``{"op": "remove_block", "layer": NAME}``. Replaying the recipe on a fresh model gives
+norm, the next layer's inputs, residual partners), ``{"op": "remove_block", "layer": NAME}`` or
+``{"op": "binary_head", "layer": NAME, "class_index": C}`` (a class module's c-vs-rest classifier). Replaying the recipe on a fresh model gives
 exactly the pruned architecture, ready for its saved weights.
 """
 
@@ -33,6 +34,11 @@ def replay_recipe(model: nn.Module, recipe: list[dict[str, Any]], input_shape: t
             prune_out_channels(graph, modules[step["layer"]], step["idxs"])
         elif op == "remove_block":
             remove_block_in_place(model, step["layer"])
+            graph = None
+        elif op == "binary_head":
+            from neurotomy.surgery.modules import replace_with_binary_head
+
+            replace_with_binary_head(model, step["layer"])
             graph = None
         else:
             raise CheckpointError(f"unknown surgery step {op!r}; upgrade neurotomy")

@@ -1,0 +1,123 @@
+"""Patch a weak model with a strong model's class module (CNNSplitter, Qi et al., ASE 2022, §5).
+
+The rule (METHODS.md E4): the weak model gives class probabilities p = softmax(weak(x)); the module
+of class c gives m(x), its probability of "c"; m is min-max rescaled to [0, 1] over a calibration
+set, ŝ = clip((m − lo) / (hi − lo), 0, 1), and replaces p_c; the prediction is the argmax of the
+result. Every other class keeps the weak model's probability, so the module only moves decisions
+that involve class c.
+
+Consistency of the rule: the composed prediction equals the weak model's wherever the module and
+the weak model *agree about c*, meaning ŝ ranks against the weak model's other probabilities the
+way p_c does (both above every other class, or both below the weak model's top class) — see
+:func:`agrees_about_class`.
+
+:class:`PatchedModel` is an ordinary ``nn.Module`` (forward returns log scores whose argmax is the
+decision); it saves as one safetensors checkpoint whose metadata holds both parts' architectures
+and recipes (arch ``"patched"``), so ``load_checkpoint`` rebuilds it without pickle.
+
+Example:
+    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.data import load_dataset
+    >>> from neurotomy.surgery.modules import split
+    >>> model, data = load_model("zoo:lenet5-digits"), load_dataset("digits")
+    >>> module = split(model, data, class_index=3, finetune_epochs=0, calibration_images=100, quiet=True).model
+    >>> patched = patch(model, module, data, quiet=True)
+    >>> patched.target_class, patched(data[0][0][None]).shape
+    (3, torch.Size([1, 10]))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.errors import NeurotomyError
+
+
+class PatchedModel(nn.Module):
+    """``weak`` answers every class but ``target_class``, whose probability comes from ``module``."""
+
+    def __init__(self, weak: nn.Module, module: nn.Module, target_class: int, low: float = 0.0,
+                 high: float = 1.0) -> None:
+        super().__init__()
+        self.weak, self.module, self.target_class = weak, module, int(target_class)
+        self.register_buffer("low", torch.tensor(float(low)))
+        self.register_buffer("high", torch.tensor(float(high)))
+
+    def module_probability(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's probability of the target class, min-max rescaled to [0, 1]."""
+        m = self.module(x).softmax(1)[:, 1]
+        return ((m - self.low) / (self.high - self.low).clamp(min=1e-12)).clamp(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.weak(x).softmax(1)
+        column = torch.arange(probs.shape[1], device=probs.device) == self.target_class
+        probs = torch.where(column, self.module_probability(x)[:, None], probs)
+        return probs.clamp(min=1e-12).log()
+
+
+def agrees_about_class(weak_probs: torch.Tensor, module_probability: torch.Tensor, target_class: int) -> torch.Tensor:
+    """Per image: does the rescaled module output rank against the weak model's other classes as
+    the weak model's own p_c does (both first, or both below the weak model's top class)?"""
+    others = weak_probs.clone()
+    others[:, target_class] = -1.0
+    rival = others.amax(1)
+    weak_says_c = weak_probs.argmax(1) == target_class
+    module_says_c = module_probability > rival
+    return weak_says_c == module_says_c
+
+
+@torch.no_grad()
+def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class: int | None = None,
+          quiet: bool = False) -> PatchedModel:
+    """Compose ``weak`` with ``module`` (its class from the module's recipe unless given), the
+    module's output range measured on ``calibration`` (e.g. the training data)."""
+    from neurotomy.checkpoint import ModelMeta
+    from neurotomy.surgery.modules import module_class_index, module_scores
+
+    c = module_class_index(module) if target_class is None else int(target_class)
+    weak_classes = _num_outputs(weak)
+    if not 0 <= c < weak_classes:
+        raise NeurotomyError(f"the module answers class {c} but the weak model has classes 0…{weak_classes - 1}; "
+                             "patch a model trained on the same classes")
+    probs, _ = module_scores(module, calibration)
+    low, high = float(probs.min()), float(probs.max())
+    if high - low < 1e-6:
+        raise NeurotomyError("the module gives the same output on every calibration image; calibrate on data "
+                             "that contains the module's class and others")
+    patched = PatchedModel(weak.eval(), module.eval(), c, low, high).eval()
+    weak_meta, module_meta = getattr(weak, "neurotomy_meta", None), getattr(module, "neurotomy_meta", None)
+    if weak_meta is not None and module_meta is not None:
+        in_channels, size, _ = weak_meta.input_shape
+        patched.neurotomy_meta = ModelMeta(
+            arch="patched",
+            arch_args={"in_channels": in_channels, "num_classes": weak_classes, "input_size": size,
+                       "weak": asdict(weak_meta), "module": asdict(module_meta), "target_class": c},
+            dataset=weak_meta.dataset, normalization=weak_meta.normalization, classes=weak_meta.classes,
+            metrics={"calibration": {"low": low, "high": high, "images": len(calibration)}},
+            seed=weak_meta.seed)
+    return patched
+
+
+def build_patched(in_channels: int, num_classes: int, input_size: int, weak: dict, module: dict,
+                  target_class: int) -> PatchedModel:
+    """The architecture of a saved patched model (called by ``build_model("patched", ...)``)."""
+    from neurotomy.checkpoint import ModelMeta, build_from_meta
+
+    weak_model = build_from_meta(ModelMeta.from_json(json.dumps(weak)))
+    module_model = build_from_meta(ModelMeta.from_json(json.dumps(module)))
+    return PatchedModel(weak_model, module_model, target_class)
+
+
+def _num_outputs(model: nn.Module) -> int:
+    meta = getattr(model, "neurotomy_meta", None)
+    if meta is not None and "num_classes" in meta.arch_args:
+        return int(meta.arch_args["num_classes"])
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise NeurotomyError("cannot tell how many classes the weak model has")
+    return linears[-1].out_features
