@@ -25,6 +25,23 @@ def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--root", help="directory of the dataset files (default: shipped subset / NEUROTOMY_DATA)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-images", type=int, default=None, help="use at most this many images")
+    _workers_arg(p)
+
+
+def _workers_arg(p: argparse.ArgumentParser) -> None:
+    def count(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes >= 0")
+        return int(text)
+    p.add_argument("--workers", type=count, default=0,
+                   help="DataLoader worker processes reading images from disk (image folders, torchvision); "
+                        "in-memory datasets are sliced directly (default 0)")
+
+
+def _main_process() -> bool:
+    """Under `accelerate launch` only the main process writes files and prints results."""
+    from neurotomy.distributed import is_main_process
+    return is_main_process()
 
 
 def _print_json(obj) -> None:
@@ -85,9 +102,10 @@ def cmd_train(args) -> None:
         GradMaskConfig(config.grad_mask_rule, config.grad_mask_tau, config.grad_mask_q,
                        config.grad_mask_sites)  # a bad value fails here, before any data is read
     model = train_new_model(args.model, args.data, args.root, config)
-    path = save_checkpoint(model, model.neurotomy_meta, args.out)
-    acc = model.neurotomy_meta.metrics["test"]["accuracy"]
-    print(f"test accuracy {acc:.4f} — saved {path}")
+    if _main_process():
+        path = save_checkpoint(model, model.neurotomy_meta, args.out)
+        acc = model.neurotomy_meta.metrics["test"]["accuracy"]
+        print(f"test accuracy {acc:.4f} — saved {path}")
 
 
 def cmd_evaluate(args) -> None:
@@ -159,6 +177,8 @@ def cmd_score(args) -> None:
     data = _data_for(model, args, "train") if criterion.needs_data else None
     scores = criterion(model, data, batch_size=args.batch_size, max_images=args.max_images,
                        seed=args.seed, quiet=args.quiet)
+    if not _main_process():
+        return
     path = scores.save(args.out)
     print(f"{args.criterion}: scored {sum(v.numel() for v in scores.values())} units in {len(scores)} "
           f"layers — wrote {path}")
@@ -200,11 +220,13 @@ def cmd_finetune(args) -> None:
     teacher = load_model(args.teacher) if args.teacher else None
     train, test = _data_for(model, args, "train"), _data_for(model, args, "test")
     before = evaluate(model, test, quiet=args.quiet)["accuracy"]
-    finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet)
+    finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet,
+             max_images=args.max_images)
     after = evaluate(model, test, quiet=args.quiet)
     model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
-    path = save_checkpoint(model, model.neurotomy_meta, args.out)
-    print(f"accuracy {before:.4f} → {after['accuracy']:.4f} — wrote {path}")
+    if _main_process():
+        path = save_checkpoint(model, model.neurotomy_meta, args.out)
+        print(f"accuracy {before:.4f} → {after['accuracy']:.4f} — wrote {path}")
 
 
 def cmd_inspect(args) -> None:
@@ -219,6 +241,102 @@ def cmd_inspect(args) -> None:
         print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")
     print(f"redundant by the rule (ΔQ < {args.layer_threshold} × mean rise per layer): "
           f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {args.out}/")
+
+
+def _explain_batch(model, args):
+    """``--n`` class-balanced test images (seeded) and their labels."""
+    from neurotomy.dynamics.features import balanced_indices
+
+    data = _data_for(model, args, "test")
+    classes = len(getattr(data, "classes", [])) or int(data.targets.max()) + 1
+    per_class = max(1, -(-args.n // classes))
+    picks = balanced_indices(data.targets, per_class, seed=args.seed)[:args.n]
+    return data.images[picks].float(), data.targets[picks], list(getattr(data, "classes", []))
+
+
+def _method_opts(method: str, args) -> dict:
+    from neurotomy.explain import METHODS
+
+    wanted = {"layer": args.layer, "prune_fraction": args.prune_fraction, "seed": args.seed}
+    return {k: v for k, v in wanted.items() if v is not None and k in METHODS[method].options()}
+
+
+def _split_names(values: list[str]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v]
+
+
+def cmd_explain(args) -> None:
+    import torch
+
+    from neurotomy.explain import METHODS, attribute
+    from neurotomy.explain.figure import attribution_grid
+    from neurotomy.models.zoo import load_model
+    from neurotomy.report.figures import save_figure
+
+    if args.list:
+        for name, m in METHODS.items():
+            print(f"{name:<22} {m.family:<9} {'signed' if m.signed else '≥ 0':<7} {m.paper}"
+                  f"{'  options: ' + ', '.join(m.options()) if m.options() else ''}")
+        return
+    if not args.model or not args.out:
+        from neurotomy.errors import NeurotomyError
+        raise NeurotomyError("neurotomy explain needs MODEL and --out maps.png (or --list)")
+    model = load_model(args.model)
+    images, labels, classes = _explain_batch(model, args)
+    target = args.target_class
+    maps = {m: attribute(model, images, target, method=m, **_method_opts(m, args)) for m in _split_names(args.method)}
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    names = [classes[int(p)] if int(p) < len(classes) else str(int(p)) for p in predicted]
+    fig = attribution_grid(images, maps, {m: METHODS[m].signed for m in maps}, names)
+    path = save_figure(fig, args.out)
+    print(f"explained {len(images)} images ({'class ' + str(target) if target is not None else 'predicted classes'})"
+          f" with {', '.join(maps)} — wrote {path}")
+
+
+def cmd_rate_explanations(args) -> None:
+    from neurotomy.explain.rating import rate_explanations
+    from neurotomy.files import write_json
+    from neurotomy.models.zoo import load_model
+
+    model = load_model(args.model)
+    images, _, _ = _explain_batch(model, args)
+    methods, metrics = _split_names(args.methods), _split_names(args.metrics)
+    record = rate_explanations(model, images, methods=methods, metrics=metrics, seed=args.seed, quiet=args.quiet,
+                               options={m: _method_opts(m, args) for m in methods})
+    record["model"] = args.model
+    if args.out:
+        write_json(args.out, record)
+    if args.json:
+        _print_json({k: record[k] for k in ("scores", "better", "seconds", "n")})
+        return
+    print(f"{'method':<22}" + "".join(f"{m + ' (' + record['better'][m][0] + ')':>22}" for m in metrics))
+    for method, row in record["scores"].items():
+        print(f"{method:<22}" + "".join(f"{row[m]:>22.4f}" for m in metrics))
+    print(f"{record['n']} test images; (l)ower / (h)igher is better" + (f" — wrote {args.out}" if args.out else ""))
+
+
+def cmd_compare_reasons(args) -> None:
+    from neurotomy.explain.rating import compare_reasons
+    from neurotomy.files import write_json
+    from neurotomy.models.zoo import load_model
+
+    original, pruned = load_model(args.original), load_model(args.pruned)
+    images, _, _ = _explain_batch(original, args)
+    methods = _split_names(args.methods)
+    record = compare_reasons(original, pruned, images, methods=methods, top=args.top, seed=args.seed,
+                             quiet=args.quiet, options={m: _method_opts(m, args) for m in methods})
+    record.update(original=args.original, pruned=args.pruned)
+    if args.out:
+        write_json(args.out, record)
+    if args.json:
+        _print_json(record)
+        return
+    print(f"{'method':<22}{'Spearman':>10}{'top-' + format(args.top, '.0%') + ' IoU':>14}")
+    for method, r in record["methods"].items():
+        print(f"{method:<22}{r['spearman']:>10.3f}{r['iou']:>14.3f}")
+    print(f"{record['n']} test images; same predicted class {record['prediction_agreement']:.1%}"
+          + (f" — wrote {args.out}" if args.out else ""))
 
 
 def cmd_export(args) -> None:
@@ -250,7 +368,12 @@ def cmd_export(args) -> None:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurotomy", description="Score, prune, split and explain CNNs.")
+    parser = argparse.ArgumentParser(
+        prog="neurotomy", description="Score, prune, split and explain CNNs.",
+        epilog="Several processes: `accelerate launch --multi_gpu --num_processes N -m neurotomy.cli COMMAND ...` "
+               "(or torchrun; gloo on CPU). train/finetune then run data-parallel (DDP, each process trains on "
+               "its shard of every global batch, BatchNorm uses global-batch statistics), score/inspect split "
+               "the images and all-reduce their statistics; only the main process shows progress and writes files.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="per-layer table: output shape, params, MACs")
@@ -272,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
     p.add_argument("--augment", choices=["auto", "crop-flip", "crop", "none"], default="auto")
     p.add_argument("--max-images", type=int, default=None)
+    _workers_arg(p)
     p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
     p.add_argument("--grad-mask", action="store_true",
                    help="gradient mask (lateral inhibition, arXiv 2208.06918; our rule): zero weak "
@@ -356,6 +480,49 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("explain", help="attribution maps of test images, one column per method (PNG)")
+    p.add_argument("model", nargs="?", help="checkpoint or zoo:NAME")
+    p.add_argument("--method", nargs="+", default=["gradcam", "pathway"],
+                   help="one or more methods (see --list), e.g. gradcam pathway")
+    p.add_argument("--list", action="store_true", help="list the methods, their family and paper, and exit")
+    p.add_argument("--n", type=int, default=8, help="images to explain, class-balanced from the test split")
+    p.add_argument("--target-class", type=int, default=None, help="explain this class (default: each prediction)")
+    p.add_argument("--layer", help="module name for CAM methods (default: the last feature map)")
+    p.add_argument("--prune-fraction", type=float, default=None, help="pathway: share of units masked (0.85)")
+    _data_args(p)
+    p.add_argument("--out", help="PNG to write")
+    _common(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("rate-explanations", help="faithfulness metrics of attribution methods (table + JSON)")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--methods", nargs="+", default=["gradient", "integrated_gradients", "gradcam", "pathway",
+                                                    "sobel", "random"])
+    p.add_argument("--metrics", nargs="+", default=["deletion", "insertion", "morf", "lerf"],
+                   help="deletion insertion morf lerf sanity_cascading sanity_independent")
+    p.add_argument("--n", type=int, default=64, help="test images, class-balanced")
+    p.add_argument("--layer", help="module name for CAM methods")
+    p.add_argument("--prune-fraction", type=float, default=None)
+    _data_args(p)
+    p.add_argument("--out", help="JSON to write (scores and full curves)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_rate_explanations)
+
+    p = sub.add_parser("compare-reasons", help="do two models (original, pruned) point at the same pixels?")
+    p.add_argument("original", help="checkpoint or zoo:NAME")
+    p.add_argument("pruned", help="checkpoint or zoo:NAME")
+    p.add_argument("--methods", nargs="+", default=["gradient", "gradcam", "pathway"])
+    p.add_argument("--n", type=int, default=64, help="test images, class-balanced")
+    p.add_argument("--top", type=float, default=0.1, help="top fraction of pixels for the IoU")
+    p.add_argument("--layer", help="module name for CAM methods")
+    p.add_argument("--prune-fraction", type=float, default=None)
+    _data_args(p)
+    p.add_argument("--out", help="JSON to write")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_compare_reasons)
+
     p = sub.add_parser("export", help="write an ONNX file, verified against PyTorch in onnxruntime")
     p.add_argument("model", help="checkpoint or zoo:NAME")
     p.add_argument("--onnx", required=True, help="ONNX file to write")
@@ -401,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
+    from neurotomy.data.batches import set_default_workers
+    set_default_workers(getattr(args, "workers", 0))
     try:
         args.func(args)
     except NeurotomyError as exc:

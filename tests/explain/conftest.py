@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from neurotomy.data import load_dataset
 from neurotomy.models.zoo import load_model

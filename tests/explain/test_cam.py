@@ -6,7 +6,7 @@ must be the same maps (bilinear resizing commutes with the affine normalisation)
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
+from pytorch_grad_cam import (AblationCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
                               ScoreCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection

@@ -1,0 +1,143 @@
+"""Rating methods with the metrics, and comparing two models' reasons — the composition behind
+``neurotomy rate-explanations`` and ``neurotomy compare-reasons``.
+
+Each metric is summarised by one number per method (the full curves stay in ``details``):
+
+====================  ===========================================================  =========
+metric                number                                                       better
+====================  ===========================================================  =========
+deletion              mean deletion AUC (RISE)                                     lower
+insertion             mean insertion AUC (RISE)                                    higher
+morf                  mean over k of |Δp|/p removing the most relevant k %          higher
+lerf                  mean over k of |Δp|/p removing the least relevant k %         lower
+sanity_cascading      mean Spearman(|map|) to the trained maps over the cascade     lower
+sanity_independent    mean Spearman(|map|) over single-block randomisations         lower
+====================  ===========================================================  =========
+
+ROAR retrains models, so it is not a per-batch metric: see :func:`neurotomy.explain.metrics.roar`.
+
+Example:
+    >>> import torch
+    >>> from neurotomy.models import build_model
+    >>> model = build_model("lenet5", 1, 10, 28)
+    >>> rated = rate_explanations(model, torch.randn(4, 1, 28, 28), methods=["gradient", "sobel"],
+    ...                           metrics=["deletion", "lerf"], quiet=True)
+    >>> sorted(rated["scores"]["gradient"])
+    ['deletion', 'lerf']
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from neurotomy.explain import METHODS, ExplainError, attribute
+from neurotomy.explain.common import Target, eval_mode, resolve_targets
+from neurotomy.explain.metrics import (cascading_randomization, deletion_curve, independent_randomization,
+                                       insertion_curve, model_agreement, morf_lerf)
+from neurotomy.progress import add_task, progress_bar
+
+METRICS: dict[str, str] = {"deletion": "lower", "insertion": "higher", "morf": "higher", "lerf": "lower",
+                           "sanity_cascading": "lower", "sanity_independent": "lower"}
+"""Metric name → which direction is better."""
+
+
+def explainer(method: str, **opts):
+    """``(model, inputs, targets) -> maps`` for one method, the shape every metric accepts."""
+    if method not in METHODS:
+        raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    return lambda model, inputs, targets: attribute(model, inputs, targets, method=method, **opts)
+
+
+def _check(methods: Sequence[str], metrics: Sequence[str]) -> None:
+    for method in methods:
+        if method not in METHODS:
+            raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ExplainError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)} "
+                               "(ROAR runs in benchmarks/explanations.py: it retrains models)")
+
+
+def _rate_one(model, inputs, targets, maps, method, metric, seed, steps, opts) -> tuple[float, dict]:
+    if metric == "deletion":
+        curve = deletion_curve(model, inputs, maps, targets, steps=steps)
+        return curve.mean_auc, curve.to_dict()
+    if metric == "insertion":
+        curve = insertion_curve(model, inputs, maps, targets, steps=steps)
+        return curve.mean_auc, curve.to_dict()
+    if metric in ("morf", "lerf"):
+        record = morf_lerf(model, inputs, maps, targets)
+        return sum(record[metric]) / len(record[metric]), record
+    randomize = cascading_randomization if metric == "sanity_cascading" else independent_randomization
+    record = randomize(model, inputs, explainer(method, **opts), targets, seed=seed, quiet=True)
+    return sum(s["spearman_abs"] for s in record["steps"]) / len(record["steps"]), record
+
+
+def _seeded(method: str, seed: int, options: Mapping[str, dict] | None = None) -> dict:
+    """The method's options, plus the seed where the method draws random numbers."""
+    opts = dict((options or {}).get(method, {}))
+    if "seed" in METHODS[method].options():
+        opts.setdefault("seed", seed)
+    return opts
+
+
+def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = None,
+                      methods: Sequence[str] = ("gradient", "integrated_gradients", "gradcam", "pathway", "sobel",
+                                                "random"),
+                      metrics: Sequence[str] = ("deletion", "insertion", "morf", "lerf"), *, steps: int = 28,
+                      options: Mapping[str, dict] | None = None, seed: int = 0, quiet: bool | None = None) -> dict:
+    """Every method × every metric on one batch: ``{"scores": {method: {metric: number}}, "details": …,
+    "seconds": {method: seconds to compute the maps}, "better": {metric: "lower"|"higher"}}``.
+
+    Deletion/insertion and pixel perturbation rank pixels by |map| (a strongly negative pixel
+    matters as much as a positive one; for non-negative maps this is the map itself). ``options``
+    gives per-method options, e.g. ``{"gradcam": {"layer": "layer2"}}``.
+    """
+    _check(methods, metrics)
+    record: dict = {"scores": {}, "details": {}, "seconds": {}, "n": int(len(inputs)),
+                    "better": {m: METRICS[m] for m in metrics}}
+    with eval_mode(model):
+        targets = resolve_targets(model, inputs, target)
+        with progress_bar(quiet) as bar:
+            task = add_task(bar, "rate explanations", len(methods) * len(metrics))
+            for method in methods:
+                start = time.perf_counter()
+                maps = attribute(model, inputs, targets, method=method, **_seeded(method, seed, options)).abs()
+                record["seconds"][method] = time.perf_counter() - start
+                record["scores"][method], record["details"][method] = {}, {}
+                for metric in metrics:
+                    value, detail = _rate_one(model, inputs, targets, maps, method, metric, seed, steps,
+                                              _seeded(method, seed, options))
+                    record["scores"][method][metric] = value
+                    record["details"][method][metric] = detail
+                    bar.advance(task)
+    record["targets"] = targets.tolist()
+    return record
+
+
+def compare_reasons(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, target: Target = None,
+                    methods: Sequence[str] = ("gradient", "gradcam", "pathway"), top: float = 0.1,
+                    options: Mapping[str, dict] | None = None, seed: int = 0, quiet: bool | None = None) -> dict:
+    """Do the two models decide for the same reasons? Per method: Spearman correlation of the maps
+    and IoU of their top-``top`` pixels, overall and per class, for the original's predicted classes
+    (or ``target``), plus how often the two models predict the same class.
+
+    Maps are compared by magnitude (|map|): a pixel that pushes strongly either way is a reason.
+    """
+    _check(methods, [])
+    out: dict = {"methods": {}, "top": top, "n": int(len(inputs))}
+    with eval_mode(original), eval_mode(pruned):
+        targets = resolve_targets(original, inputs, target)
+        with progress_bar(quiet) as bar:
+            task = add_task(bar, "compare reasons", len(methods))
+            for method in methods:
+                explain = explainer(method, **_seeded(method, seed, options))
+                out["methods"][method] = model_agreement(
+                    original, pruned, inputs, lambda m, x, t, e=explain: e(m, x, t).abs(), targets, top)
+                bar.advance(task)
+    out["prediction_agreement"] = next(iter(out["methods"].values()))["prediction_agreement"] if methods else None
+    return out
