@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the top q of each map; act-grad: as mean, scored by |activation * g|")
     p.add_argument("--grad-mask-tau", type=float, default=1.0, help="threshold factor of mean/act-grad")
     p.add_argument("--grad-mask-q", type=float, default=0.5, help="fraction of each map kept by topq")
-    p.add_argument("--grad-mask-sites", choices=["relu", "conv"], default="relu",
+    p.add_argument("--grad-mask-sites", choices=["relu", "conv", "pool"], default="relu",
                    help="which layers' output gradients are masked")
     _common(p)
     p.set_defaults(func=cmd_train)

@@ -6,8 +6,10 @@ adversarial accuracy, and saliency maps focused on the object. No code is public
 abstract could be read here (the full text was not reachable), so the exact mask is *our*
 hypothesis, configurable and measured by ``benchmarks/grad_mask.py`` (METHODS.md §E5):
 
-- **where**: the gradient w.r.t. the output of every ReLU (``sites="relu"``, default) or every
-  conv (``sites="conv"``), or named layers; only spatial maps (N, C, H, W) are masked;
+- **where**: the gradient w.r.t. the output of every ReLU (``sites="relu"``, default), every
+  conv (``sites="conv"``), every max/avg-pool (``sites="pool"``), or named layers; only spatial
+  maps (N, C, H, W) are masked. Where a ReLU feeds a max-pool (LeNet-5), its output gradient is
+  already zero off each window's maximum, so the mask can only act on the pooled positions;
 - **rule** ``"mean"`` (default): per sample and channel keep g where |g| ≥ τ · mean over the map's
   positions of |g| (τ = 1), zero the rest — strong responses inhibit their weak neighbours;
   ``"topq"``: keep the top ``q`` fraction of each map by |g| (ties at the cut are kept);
@@ -41,13 +43,13 @@ from neurotomy.errors import ModelError, OptionError
 from neurotomy.probe import Probe
 
 RULES = ("mean", "topq", "act-grad")
-SITE_KINDS = {"relu": (nn.ReLU, nn.ReLU6), "conv": (nn.Conv2d,)}
+SITE_KINDS = {"relu": (nn.ReLU, nn.ReLU6), "conv": (nn.Conv2d,), "pool": (nn.MaxPool2d, nn.AvgPool2d)}
 
 
 @dataclass(frozen=True)
 class GradMaskConfig:
     """Which gradients to keep: ``rule`` (see module doc), its ``tau`` or ``q``, and the ``sites``
-    ("relu", "conv" or a tuple of layer names)."""
+    ("relu", "conv", "pool" or a tuple of layer names)."""
 
     rule: str = "mean"
     tau: float = 1.0
@@ -62,7 +64,7 @@ class GradMaskConfig:
         if not 0 < self.q <= 1:
             raise OptionError(f"gradient-mask q must be in (0, 1] (the fraction of each map kept), got {self.q}")
         if isinstance(self.sites, str) and self.sites not in SITE_KINDS:
-            raise OptionError(f"unknown gradient-mask sites {self.sites!r}; use relu, conv or layer names")
+            raise OptionError(f"unknown gradient-mask sites {self.sites!r}; use relu, conv, pool or layer names")
 
 
 def keep_mask(grad: torch.Tensor, activation: torch.Tensor, config: GradMaskConfig) -> torch.Tensor:
@@ -84,39 +86,45 @@ def keep_mask(grad: torch.Tensor, activation: torch.Tensor, config: GradMaskConf
 
 
 def mask_sites(model: nn.Module, sites: str | Iterable[str] = "relu") -> list[str]:
-    """Names of the layers whose output gradients get masked: every ReLU, every conv, or a list."""
+    """Names of the layers whose output gradients get masked: every ReLU, conv or pool, or a list."""
     if not isinstance(sites, str):
         return list(sites)
     names = [name for name, m in model.named_modules() if name and isinstance(m, SITE_KINDS[sites])]
     if not names:
-        raise ModelError(f"the model has no {sites} layers to mask; pass sites='relu', 'conv' or layer names")
+        raise ModelError(f"the model has no {sites} layers to mask; pass sites='relu', 'conv', 'pool' or layer names")
     return names
 
 
 class GradientMask:
     """Context manager: while inside, gradients at ``config.sites`` are masked by ``config.rule``.
 
-    ``only_in_training`` (default) leaves modules in eval mode alone. ``kept_fraction()`` reports,
-    per site, the share of gradient entries kept so far.
+    ``only_in_training`` (default) leaves modules in eval mode alone. Per site, ``kept_fraction()``
+    reports the share of *non-zero* gradient entries kept so far (entries a ReLU or max-pool already
+    zeroed are not counted: dropping them changes nothing) and ``kept_mass()`` the share of Σ|g| kept.
     """
 
     def __init__(self, model: nn.Module, config: GradMaskConfig, only_in_training: bool = True) -> None:
         self.config = config
         self.only_in_training = only_in_training
         self.probe = Probe(model, mask_sites(model, config.sites), on_grad=self._filter)
-        self._kept: dict[str, int] = {}
-        self._seen: dict[str, int] = {}
+        self._kept: dict[str, list[float]] = {}  # site -> [kept non-zero, non-zero, kept Σ|g|, Σ|g|]
 
     def _filter(self, name: str, output: torch.Tensor, grad: torch.Tensor) -> torch.Tensor | None:
         if grad.ndim != 4 or (self.only_in_training and not self.probe.modules[name].training):
             return None  # not a spatial map, or not training: the gradient passes unchanged
         keep = keep_mask(grad, output, self.config)
-        self._kept[name] = self._kept.get(name, 0) + int(keep.sum())
-        self._seen[name] = self._seen.get(name, 0) + keep.numel()
-        return torch.where(keep, grad, torch.zeros((), dtype=grad.dtype))
+        masked = torch.where(keep, grad, torch.zeros((), dtype=grad.dtype))
+        nonzero, magnitude = grad != 0, grad.abs()
+        counts = self._kept.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+        for i, value in enumerate(((keep & nonzero).sum(), nonzero.sum(), masked.abs().sum(), magnitude.sum())):
+            counts[i] += float(value)
+        return masked
 
     def kept_fraction(self) -> dict[str, float]:
-        return {name: self._kept[name] / self._seen[name] for name in self._seen}
+        return {name: c[0] / c[1] if c[1] else 1.0 for name, c in self._kept.items()}
+
+    def kept_mass(self) -> dict[str, float]:
+        return {name: c[2] / c[3] if c[3] else 1.0 for name, c in self._kept.items()}
 
     def __enter__(self) -> "GradientMask":
         self.probe.__enter__()

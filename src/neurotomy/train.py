@@ -61,7 +61,7 @@ class TrainConfig:
     grad_mask_rule: str = "mean"  # "mean" | "topq" | "act-grad"
     grad_mask_tau: float = 1.0
     grad_mask_q: float = 0.5
-    grad_mask_sites: str = "relu"  # "relu" | "conv"
+    grad_mask_sites: str = "relu"  # "relu" | "conv" | "pool"
 
     def to_dict(self) -> dict:
         return asdict(self)
