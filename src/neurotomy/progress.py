@@ -29,8 +29,11 @@ def is_quiet() -> bool:
 
 @contextlib.contextmanager
 def progress_bar(quiet: bool | None = None) -> Iterator[Progress]:
-    """A rich Progress on stderr; disabled when quiet (explicitly or via :func:`set_quiet`)."""
-    quiet = _state["quiet"] if quiet is None else quiet
+    """A rich Progress on stderr; disabled when quiet (explicitly or via :func:`set_quiet`) and on
+    every process but the main one when several run (``accelerate launch``)."""
+    from neurotomy.distributed import is_main_process
+
+    quiet = (_state["quiet"] if quiet is None else quiet) or not is_main_process()
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),

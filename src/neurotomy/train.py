@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.augment import random_crop_flip
-from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.data.batches import batch_sizes, iterate_batches, num_batches
+from neurotomy.distributed import data_parallel, sum_over_processes
 from neurotomy.grad_mask import training_mask
 from neurotomy.progress import add_task, progress_bar
 
@@ -123,24 +124,29 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
     if teacher is not None:
         teacher.eval()
     history = []
-    with progress_bar(config.quiet) as bar, training_mask(model, config):
+    # Under `accelerate launch`, each process trains on its shard of every global batch (one process:
+    # parallel.module is the model and every step below is unchanged); see neurotomy.distributed.
+    with progress_bar(config.quiet) as bar, training_mask(model, config), data_parallel(model) as parallel:
         task = add_task(bar, description, per_epoch * config.epochs)
+        sizes = parallel.step_sizes(batch_sizes(data, config.batch_size, config.max_images))
         for epoch in range(config.epochs):
             model.train()
             seen = correct = 0
             total_loss = 0.0
-            for images, targets in iterate_batches(data, config.batch_size, shuffle=True,
-                                                   generator=generator, max_images=config.max_images):
+            for (images, targets), global_size in zip(iterate_batches(
+                    data, config.batch_size, shuffle=True, generator=generator, max_images=config.max_images,
+                    shard=parallel.shard, split_batches=True), sizes):
                 if crop:
-                    images = random_crop_flip(images, generator, padding=padding, flip=flip, fill=background)
-                logits = model(images)
+                    images = random_crop_flip(images, generator, padding=padding, flip=flip, fill=background,
+                                              part=parallel.part(global_size))
+                logits = parallel.module(images)
                 teacher_logits = None
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(images)
                 loss = _loss(logits, targets, teacher_logits, config)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                parallel.loss_for_backward(loss, len(targets), global_size).backward()
                 optimizer.step()
                 scheduler.step()
                 seen += len(targets)
@@ -148,6 +154,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
                 total_loss += float(loss.detach()) * len(targets)
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} "
                            f"loss {total_loss / seen:.3f} acc {correct / seen:.3f}")
+            seen, correct, total_loss = sum_over_processes(seen, correct, total_loss)
             if on_epoch_end is not None:
                 on_epoch_end(model, epoch)
             history.append({"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen})

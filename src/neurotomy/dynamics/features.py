@@ -50,9 +50,11 @@ def default_layers(model: nn.Module) -> list[str]:
 
 @torch.no_grad()
 def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_size: int = 500,
-                    max_images: int | None = None, indices: torch.Tensor | None = None
+                    max_images: int | None = None, indices: torch.Tensor | None = None,
+                    shard: tuple[int, int] | None = None, split_batches: bool = False,
                     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    """Yield ({layer: flattened features (B × D)}, labels) one batch at a time."""
+    """Yield ({layer: flattened features (B × D)}, labels) one batch at a time; ``shard`` and
+    ``split_batches`` select one process's part (see :func:`neurotomy.data.batches.select_shard`)."""
     modules = [layer.removesuffix(INPUT_SUFFIX) for layer in layers]
     grabbed: dict[str, torch.Tensor] = {}
 
@@ -65,7 +67,8 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
     subset = data if indices is None else _Subset(data, indices)
     model.eval()
     with Probe(model, sorted(set(modules)), on_module=grab):
-        for x, y in iterate_batches(subset, batch_size, max_images=max_images):
+        for x, y in iterate_batches(subset, batch_size, max_images=max_images, shard=shard,
+                                    split_batches=split_batches):
             grabbed.clear()
             model(x)
             yield {layer: grabbed[layer] for layer in layers}, y

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.distributed import gather_records, probe_shard
 from neurotomy.dynamics.features import balanced_indices, default_layers, stream_features
 from neurotomy.errors import NeurotomyError
 from neurotomy.progress import add_task, progress_bar
@@ -121,14 +122,23 @@ def modularity_curve(model: nn.Module, data: Dataset, layers: list[str] | None =
     if batch < k + 1:
         raise NeurotomyError(f"a graph of {batch} samples cannot have {k} neighbours per sample")
     start = time.perf_counter()
-    per_graph: dict[str, list[float]] = {layer: [] for layer in layers}
+    # Several processes (accelerate launch): each builds every N-th graph; the per-graph Q values are
+    # gathered and put back in graph order, so mean and std are exactly those of one process.
+    shard = probe_shard()
+    graphs = range((len(indices) + batch - 1) // batch)
+    mine = graphs if shard is None else graphs[shard[0]::shard[1]]
+    records = []
     with progress_bar(quiet) as bar:
-        task = add_task(bar, "modularity", (len(indices) + batch - 1) // batch)
-        for feats, labels in stream_features(model, data, layers, batch_size=batch, indices=indices):
+        task = add_task(bar, "modularity", len(mine))
+        for graph, (feats, labels) in zip(mine, stream_features(model, data, layers, batch_size=batch,
+                                                                indices=indices, shard=shard)):
             if len(labels) > k:
-                for layer in layers:
-                    per_graph[layer].append(modularity(knn_graph(feats[layer], k), labels))
+                records.append((graph, [modularity(knn_graph(feats[layer], k), labels) for layer in layers]))
             bar.advance(task)
+    per_graph: dict[str, list[float]] = {layer: [] for layer in layers}
+    for _, values in sorted(gather_records(records)):
+        for layer, q in zip(layers, values):
+            per_graph[layer].append(q)
     q = [float(torch.tensor(v).mean()) for v in per_graph.values()]
     q_std = [float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for v in per_graph.values()]
     return ModularityCurve(list(layers), q, k, len(indices), graph_size, time.perf_counter() - start, q_std)

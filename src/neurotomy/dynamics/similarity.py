@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.distributed import gather_rows, probe_shard
 from neurotomy.dynamics.features import balanced_indices, default_layers, stream_features
 
 
@@ -87,12 +88,21 @@ def similarity_matrix(model_a: nn.Module, data: Dataset, model_b: nn.Module | No
     layers_b = layers_b or default_layers(model_b)
     per_class = max(1, samples // len(data.classes))
     indices = balanced_indices(torch.as_tensor(data.targets), per_class, seed)
-    fa, _ = next(stream_features(model_a, data, layers_a, batch_size=len(indices), indices=indices))
-    fb, _ = next(stream_features(model_b, data, layers_b, batch_size=len(indices), indices=indices))
+    fa = _features(model_a, data, layers_a, indices)
+    fb = _features(model_b, data, layers_b, indices)
     fn = MEASURES[measure]
     values = [[fn(fa[a], fb[b]) for b in layers_b] for a in layers_a]
     return {"measure": measure, "layers_a": layers_a, "layers_b": layers_b, "values": values,
             "samples": len(indices)}
+
+
+def _features(model: nn.Module, data: Dataset, layers: list[str], indices: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Features of the whole sample batch. Several processes (accelerate launch) each compute their
+    rows and gather the rest: CKA compares every pair of samples, so it needs all of them."""
+    shard = probe_shard()
+    feats, _ = next(stream_features(model, data, layers, batch_size=len(indices), indices=indices,
+                                    shard=shard, split_batches=True))
+    return {layer: gather_rows(f, len(indices)) for layer, f in feats.items()}
 
 
 def plot_similarity(result: dict, path, title: str = "") -> None:

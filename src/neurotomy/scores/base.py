@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.distributed import probe_shard, reduce_state
 from neurotomy.errors import NeurotomyError
 from neurotomy.probe import Probe, leaf_modules
 from neurotomy.progress import add_task, progress_bar
@@ -158,11 +159,15 @@ class DataCriterion(Criterion):
             self.update(sites[site].conv_name, out, grad.detach())
 
         generator = torch.Generator().manual_seed(seed)
+        # Under `accelerate launch` each process takes every N-th batch of the same order and the
+        # sums are all-reduced below, so N processes score exactly what one process scores.
+        shard = probe_shard()
+        batches = range(num_batches(data, batch_size, max_images))
         with progress_bar(quiet) as bar, Probe(model, sites, on_output=on_output,
                                                on_grad=on_grad if self.needs_grad else None):
-            task = add_task(bar, f"score {self.name}", num_batches(data, batch_size, max_images))
+            task = add_task(bar, f"score {self.name}", len(batches if shard is None else batches[shard[0]::shard[1]]))
             for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
-                                                   max_images=max_images):
+                                                   max_images=max_images, shard=shard):
                 if self.needs_grad:
                     model.zero_grad(set_to_none=True)
                     F.cross_entropy(model(images), targets, reduction="sum").backward()
@@ -172,6 +177,7 @@ class DataCriterion(Criterion):
                 bar.advance(task)
         if self.needs_grad:
             model.zero_grad(set_to_none=True)
+        reduce_state(self.state)
         return {name: self.result(name).double() for name in self.state}
 
     def update(self, layer: str, response: torch.Tensor, grad: torch.Tensor | None) -> None:
