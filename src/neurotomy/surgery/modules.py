@@ -325,6 +325,10 @@ def split(model: nn.Module, data: Dataset, class_index: int, *, scores: UnitScor
     model = model.eval()
     if scores is None:
         scores = ClassActivation()(model, data, seed=seed, quiet=quiet)
+    counted = scores.info.get("images_per_class")
+    if counted is not None and counted[class_index] == 0:
+        raise NeurotomyError(f"no image of class {class_index} counted for the relevance scores (none classified "
+                             "confidently?); give more data or scores from another class-wise criterion")
     calibration = one_vs_rest(data, class_index, calibration_images, seed=seed)
     cand = _Candidates(model, scores.for_class(class_index), class_index, calibration, input_shape)
     if search == "threshold":

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neurotomy.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from neurotomy.data import load_dataset
+from neurotomy.errors import NeurotomyError
+from neurotomy.models.zoo import load_model
+from neurotomy.surgery.modules import split
+from neurotomy.surgery.patching import agrees_about_class, patch
+
+
+@pytest.fixture(scope="module")
+def model_module_data():
+    model = load_model("zoo:lenet5-digits")
+    train, test = load_dataset("digits"), load_dataset("digits", split="test")
+    module = split(model, train, 3, calibration_images=200, finetune_epochs=1, finetune_images=300, quiet=True)
+    return model, module.model, train, test
+
+
+@torch.no_grad()
+def test_patched_prediction_follows_the_documented_rule(model_module_data):
+    model, module, train, test = model_module_data
+    patched = patch(model, module, train)
+    # the rule computed independently: min-max over the calibration set, replace p_3, argmax
+    calibration = module(train.images).softmax(1)[:, 1]
+    low, high = calibration.min(), calibration.max()
+    probs = model(test.images).softmax(1)
+    rescaled = ((module(test.images).softmax(1)[:, 1] - low) / (high - low)).clamp(0, 1)
+    expected = probs.clone()
+    expected[:, 3] = rescaled
+    out = patched(test.images)
+    torch.testing.assert_close(out.exp(), expected.clamp(min=1e-12), rtol=1e-5, atol=1e-6)
+    assert torch.equal(out.argmax(1), expected.argmax(1))
+
+
+@torch.no_grad()
+def test_own_module_keeps_the_models_predictions_where_both_agree(model_module_data):
+    model, module, train, test = model_module_data
+    patched = patch(model, module, train)
+    weak_probs = model(test.images).softmax(1)
+    agree = agrees_about_class(weak_probs, patched.module_probability(test.images), 3)
+    before, after = weak_probs.argmax(1), patched(test.images).argmax(1)
+    assert agree.double().mean() > 0.9 and (before[agree] == 3).sum() > 20  # both kinds of agreement occur
+    assert torch.equal(after[agree], before[agree])
+    # where they disagree, only decisions involving class 3 move
+    moved = after != before
+    assert ((after[moved] == 3) | (before[moved] == 3)).all()
+
+
+def test_patched_model_saves_and_loads_without_pickle(model_module_data, tmp_path):
+    model, module, train, test = model_module_data
+    patched = patch(model, module, train)
+    path = save_checkpoint(patched, patched.neurotomy_meta, tmp_path / "patched")
+    meta = read_meta(path)
+    assert meta.arch == "patched" and meta.arch_args["target_class"] == 3
+    assert {k.split(".")[0] for k in load_file(str(path))} == {"weak", "module", "low", "high"}
+    loaded = load_checkpoint(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(test.images), patched(test.images))
+    assert loaded.target_class == 3
+
+
+def test_patch_rejects_a_module_for_a_class_the_weak_model_lacks(model_module_data):
+    model, module, train, _ = model_module_data
+    with pytest.raises(NeurotomyError, match="weak model has classes"):
+        patch(model, module, train, target_class=12)
