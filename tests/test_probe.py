@@ -30,3 +30,16 @@ def test_output_replacement_and_gradients():
 def test_unknown_layer():
     with pytest.raises(ModelError, match="no layer 'nope'"):
         Probe(nn.Linear(1, 1), ["nope"])
+
+
+def test_gradient_replacement():
+    # on_grad may return the gradient to propagate instead (how neurotomy.grad_mask filters it).
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    with Probe(model, ["0"], on_grad=lambda n, o, g: torch.zeros_like(g)):
+        model(torch.ones(2, 3)).sum().backward()
+    assert torch.count_nonzero(model[0].weight.grad) == 0 and torch.count_nonzero(model[2].weight.grad) > 0
+    plain = torch.autograd.grad(model(torch.ones(2, 3)).sum(), model[0].weight)[0]
+    with Probe(model, ["0"], on_grad=lambda n, o, g: None):  # None: the gradient passes unchanged
+        observed = torch.autograd.grad(model(torch.ones(2, 3)).sum(), model[0].weight)[0]
+    assert torch.equal(plain, observed) and torch.count_nonzero(plain) > 0
+    assert all(not m._forward_hooks for m in model.modules())
