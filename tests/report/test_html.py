@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import pytest
 
 # how each format is displayed: value × scale, rounded to this many decimals (independent of the code)
-DISPLAY = {"pct": (100, 2), "pt": (100, 2), "ratio": (1, 2), "float3": (1, 3), "ms": (1, 2), "seconds": (1, 2),
+DISPLAY = {"pct": (100, 2), "pt": (100, 2), "ratio": (1, 2), "float3": (1, 3), "float1": (1, 1), "ms": (1, 2), "seconds": (1, 2),
            "mb": (1e-6, 3), "int": (1, 0)}
 
 

@@ -52,7 +52,7 @@ PRESETS: dict[str, DissectBudget] = {
     "fast": DissectBudget("fast", train_images=None, test_images=None,
                           criteria=("l1", "fpgm", "bn_scale", "taylor", "apoz", "hrank"), score_images=None,
                           finetune_epochs=1, recalibrate_images=4096, latency_batches=(1, 64),
-                          modularity_per_class=100, cka_samples=500, explain_images=64, subset_images=None),
+                          modularity_per_class=100, cka_samples=500, explain_images=40, subset_images=2000),
     "full": DissectBudget("full", train_images=None, test_images=None,
                           criteria=("l1", "l2", "fpgm", "bn_scale", "bn_stats", "taylor", "mean_activation",
                                     "apoz", "hrank", "chip"), score_images=None,

@@ -48,10 +48,11 @@ def class_subsets_section(model: nn.Module, pruned: nn.Module, train: Dataset, t
     for key, label in (("original", "original"), ("pruned", "pruned")):
         r = results[key]
         sizes = r["subsets"].sizes
-        add_number(sec, f"mean_subset_{key}", f"mean subset size, {label} (of {r['subsets'].width})",
-                   sum(sizes) / len(sizes), "float3")
-    add_number(sec, "subset_head_acc_change_pruned", "subset head − full head, pruned",
-               results["pruned"]["acc_subsets"] - results["pruned"]["acc_full"], "pt")
+        add_number(sec, f"mean_subset_{key}", f"mean subset size, {label} (of {r['subsets'].width} features)",
+                   sum(sizes) / len(sizes), "float1")
+    for key in results:
+        add_number(sec, f"subset_head_accuracy_change_{key}", f"accuracy, subset head − full head, {key}",
+                   results[key]["acc_subsets"] - results[key]["acc_full"], "pt")
     classes = [str(c) for c in getattr(test, "classes", range(len(o.sizes)))]
     add_table(sec, "subset size per class", [("class", "text"), ("original", "int"), ("pruned", "int"),
               ("recall, original subset", "pct"), ("recall, pruned subset", "pct")],

@@ -62,11 +62,11 @@ def _take(data: Dataset, images: int | None, seed: int) -> Dataset:
     """A class-balanced random subset of ``images`` images (the whole set when None or larger)."""
     if images is None or images >= len(data):
         return data
-    from neurotomy.dynamics.features import balanced_indices
+    from neurotomy.dynamics.features import _Subset, balanced_indices
 
     targets = torch.as_tensor(data.targets)
     per_class = max(1, images // len(targets.unique()))
-    return data.subset(balanced_indices(targets, per_class, seed))
+    return _Subset(data, balanced_indices(targets, per_class, seed))  # in-memory datasets slice in one go
 
 
 def machine() -> dict:

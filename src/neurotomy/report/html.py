@@ -60,6 +60,7 @@ tbody tr:hover { background: #fafbfd; }
 .note { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
 .figures { display:grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; margin-top: 16px; }
 figure { margin: 0; background: #fff; border:1px solid var(--line); border-radius: 8px; padding: 10px; }
+figure.wide { grid-column: 1 / -1; }
 figure img { max-width: 100%; height: auto; display:block; margin: 0 auto; }
 figcaption { font-size: 12px; color: var(--muted); margin-top: 6px; text-align: center; }
 footer { color: var(--muted); font-size: 12px; text-align:center; margin-top: 30px; }
@@ -107,7 +108,7 @@ def _section_html(sec: dict) -> str:
     cards = "".join(f'<div class="card" data-key="{escape(n["key"])}"><div class="value">'
                     f'{escape(format_value(n["value"], n["format"]))}</div><div class="label">{escape(n["label"])}'
                     f'</div></div>' for n in sec["numbers"])
-    figures = "".join(f'<figure><img alt="{escape(f["title"])}" src="data:image/png;base64,{f["png_base64"]}">'
+    figures = "".join(f'<figure{" class=wide" if f.get("wide") else ""}><img alt="{escape(f["title"])}" src="data:image/png;base64,{f["png_base64"]}">'
                       f'<figcaption>{escape(f["title"])}{" — " + escape(f["caption"]) if f.get("caption") else ""}'
                       f'</figcaption></figure>' for f in sec["figures"])
     return (f'<section id="sec-{escape(sec["id"])}" data-section="{escape(sec["id"])}"><h2>{escape(sec["title"])}</h2>'

@@ -25,7 +25,9 @@ def paired_bars(labels: list[str], original: list[float], pruned: list[float], y
     x = np.arange(len(labels))
     ax.bar(x - 0.2, original, 0.4, color=ORIGINAL, label="original")
     ax.bar(x + 0.2, pruned, 0.4, color=PRUNED, label="pruned")
-    ax.set_xticks(x, labels, rotation=60 if len(labels) > 10 else 0, ha="right" if len(labels) > 10 else "center")
+    crowded = len(labels) > 10 or sum(len(label) for label in labels) > 45  # labels would overlap flat
+    ax.set_xticks(x, labels, rotation=45 if crowded else 0, ha="right" if crowded else "center",
+                  rotation_mode="anchor")
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9, loc="left")
     ax.legend(fontsize=7, frameon=False, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 1.0))
@@ -43,9 +45,11 @@ def matrix_heatmap(values: list[list[float]], rows: list[str], cols: list[str], 
     ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     if annotate and data.size <= 144:
+        colormap = plt.get_cmap(cmap)
         for (i, j), v in np.ndenumerate(data):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if v < (vmin + vmax) / 2 else "black")
+            r, g, b, _ = colormap((v - vmin) / (vmax - vmin))
+            dark_cell = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # text must contrast with the cell's colour
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if dark_cell else "black")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -70,18 +74,19 @@ def per_layer_lines(layers: list[str], series: dict[str, list[float]], ylabel: s
 
 def image_map_grid(images: np.ndarray, maps_original: np.ndarray, maps_pruned: np.ndarray,
                    titles: list[str]):
-    """Rows of (input, original model's map, pruned model's map), maps normalised per image."""
+    """Three rows — the inputs, the original model's maps, the pruned model's maps — one column per
+    image (maps normalised per image by the caller)."""
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.45 * n), squeeze=False)
-    for i in range(n):
-        for j, (img, cmap, head) in enumerate(((images[i], "gray", "input"), (maps_original[i], "inferno", "original"),
-                                                (maps_pruned[i], "inferno", "pruned"))):
+    fig, axes = plt.subplots(3, n, figsize=(0.95 * n + 0.7, 3.3), squeeze=False)
+    rows = ((images, "gray", "input"), (maps_original, "inferno", "original"), (maps_pruned, "inferno", "pruned"))
+    for i, (pictures, cmap, label) in enumerate(rows):
+        for j in range(n):
             ax = axes[i, j]
-            ax.imshow(img, cmap=cmap)
+            ax.imshow(pictures[j], cmap=cmap)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(head, fontsize=8)
-        axes[i, 0].set_ylabel(titles[i], fontsize=7)
-    fig.tight_layout()
+                ax.set_title(titles[j], fontsize=7)
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    fig.tight_layout(pad=0.4)
     return fig

@@ -26,6 +26,7 @@ FORMATS: dict[str, tuple[float, int, str]] = {
     "pt": (100.0, 2, " pt"),      # a difference of fractions shown in percentage points, signed
     "ratio": (1.0, 2, "×"),       # "2.01×"
     "float3": (1.0, 3, ""),       # correlations, CKA, modularity
+    "float1": (1.0, 1, ""),       # means of counts
     "ms": (1.0, 2, " ms"),
     "seconds": (1.0, 2, " s"),
     "mb": (1e-6, 3, " MB"),       # bytes shown in megabytes
@@ -66,10 +67,11 @@ def add_table(sec: dict, title: str, columns: list[tuple[str, str]], rows: list[
                           "rows": [[_plain(v) for v in r] for r in rows], "note": note})
 
 
-def add_figure(sec: dict, title: str, fig, data: dict | None = None, caption: str = "") -> None:
-    """A matplotlib figure, stored as base64 PNG with the numbers it plots (``data``); closes it."""
+def add_figure(sec: dict, title: str, fig, data: dict | None = None, caption: str = "", wide: bool = False) -> None:
+    """A matplotlib figure, stored as base64 PNG with the numbers it plots (``data``); closes it.
+    ``wide`` figures take a whole row of the report's figure grid."""
     sec["figures"].append({"title": title, "caption": caption, "png_base64": figure_base64(fig),
-                           "data": data or {}})
+                           "data": data or {}, "wide": wide})
 
 
 def figure_base64(fig, dpi: int = 110) -> str:

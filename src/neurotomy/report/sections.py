@@ -76,7 +76,7 @@ def scores_section(scores: dict[str, UnitScores], pruning_criterion: str) -> dic
                   for o in others}
         add_figure(sec, f"per-layer agreement with {pruning_criterion}",
                    plots.per_layer_lines(layers, series, "Spearman", f"agreement with {pruning_criterion} per layer"),
-                   data={"layers": layers, "spearman": series})
+                   data={"layers": layers, "spearman": series}, wide=len(layers) > 10)
     return sec
 
 
@@ -119,7 +119,7 @@ def pruning_section(record: dict, original_metrics: dict, final_metrics: dict) -
         kept_after = [v[1] for v in channels.values()]
         add_figure(sec, "channels per layer", plots.paired_bars(layers, kept_before, kept_after, "channels",
                    "output channels per pruned layer"), data={"layers": layers, "original": kept_before,
-                                                              "pruned": kept_after})
+                                                              "pruned": kept_after}, wide=len(layers) > 16)
     return sec
 
 
