@@ -255,8 +255,10 @@ def _explain_batch(model, args):
 
 
 def _method_opts(method: str, args) -> dict:
-    from neurotomy.explain import METHODS
+    from neurotomy.explain import METHODS, ExplainError
 
+    if method not in METHODS:
+        raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     wanted = {"layer": args.layer, "prune_fraction": args.prune_fraction, "seed": args.seed}
     return {k: v for k, v in wanted.items() if v is not None and k in METHODS[method].options()}
 
@@ -366,6 +368,74 @@ def cmd_export(args) -> None:
 
 
 # ---------------------------------------------------------------- parser
+
+def cmd_subsets(args) -> None:
+    from neurotomy.decomposition import subsets_job
+    from neurotomy.files import write_json
+    from neurotomy.models.zoo import load_model
+
+    model = load_model(args.model)
+    record = subsets_job(model, _data_for(model, args, "train"), _data_for(model, args, "test"),
+                         criterion=args.criterion, k=args.k, retention=args.retention, ks=args.head_k,
+                         finetune_epochs=args.finetune_epochs, seed=args.seed, quiet=args.quiet)
+    if args.out:
+        write_json(args.out, record)
+    if args.json:
+        _print_json(record)
+        return
+    print(f"smallest {args.criterion} subsets keeping {args.retention:.0%} of each class's precision and recall "
+          f"({record['layer']}, width {record['width']}):")
+    for r in record["subsets"]:
+        print(f"  class {r['class']}: {r['size']:>3} / {r['width']}  features {r['features'][:8]}"
+              f"{' …' if r['size'] > 8 else ''}")
+    for h in record["heads"]:
+        tuned = "" if h["acc_subsets_finetuned"] is None else f" → {h['acc_subsets_finetuned']:.4f} after fine-tune"
+        print(f"head with k={h['k']} features per class ({h['macs']} of {h['macs_full']} MACs): test accuracy "
+              f"{h['acc_subsets']:.4f}{tuned} (full layer {h['acc_full']:.4f})")
+
+
+def cmd_split(args) -> None:
+    from neurotomy.decomposition import parse_classes, split_job
+    from neurotomy.models.zoo import load_model
+    from neurotomy.scores.classwise import num_classes_of
+    from neurotomy.surgery.modules import GAConfig
+
+    model = load_model(args.model)
+    train, test = _data_for(model, args, "train"), _data_for(model, args, "test")
+    classes = parse_classes(args.classes, num_classes_of(model, train))
+    ga = GAConfig(population=args.ga_population, generations=args.ga_generations)
+    result = split_job(model, train, test, classes, args.out, criterion=args.criterion, search=args.search,
+                       tolerance=args.tolerance, finetune_epochs=args.finetune_epochs, score_images=args.max_images,
+                       ga=ga, seed=args.seed, quiet=args.quiet)
+    result.pop("_modules")
+    if args.json:
+        _print_json(result)
+        return
+    for r in result["modules"]:
+        print(f"class {r['class']}: kept {r['kept_fraction']:.1%} of filters, {r['macs'] / 1e6:.1f}M MACs, "
+              f"one-vs-rest accuracy {r['ovr_accuracy']:.4f}, precision {r['precision']:.3f}, recall {r['recall']:.3f}")
+    s = result["set"]
+    print(f"coupling (mean Jaccard overlap) {s['coupling']:.3f}, cohesion {s['cohesion']:.3f} — wrote {args.out}/")
+
+
+def cmd_patch(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.decomposition import patch_job, resolve_checkpoint
+    from neurotomy.models.zoo import load_model
+
+    weak = load_model(args.weak)
+    module = load_model(resolve_checkpoint(args.module))
+    patched, record = patch_job(weak, module, _data_for(weak, args, "train"), _data_for(weak, args, "test"),
+                                quiet=args.quiet)
+    record["checkpoint"] = str(save_checkpoint(patched, patched.neurotomy_meta, args.out))
+    if args.json:
+        _print_json(record)
+        return
+    c = record["target_class"]
+    print(f"class {c}: precision {record['precision_before']:.3f} → {record['precision_after']:.3f}, recall "
+          f"{record['recall_before']:.3f} → {record['recall_after']:.3f}; other classes' accuracy "
+          f"{record['other_acc_before']:.4f} → {record['other_acc_after']:.4f} — wrote {record['checkpoint']}")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -555,6 +625,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", choices=["uniform", "global"], default="uniform")
     _common(p)
     p.set_defaults(func=cmd_dissect)
+
+    p = sub.add_parser("subsets", help="smallest penultimate-feature subset per class; decomposed final layer")
+    p.add_argument("model")
+    p.add_argument("--criterion", default="frequency", choices=["frequency", "contribution", "weight"],
+                   help="feature ranking: Badola et al.'s top-k frequency (default), W·f contribution, weight")
+    p.add_argument("--k", type=int, default=5, help="top-k of the frequency rule (default 5, the paper's)")
+    p.add_argument("--retention", type=float, default=0.99,
+                   help="keep this fraction of each class's precision and recall (default 0.99)")
+    p.add_argument("--head-k", type=int, nargs="+", default=[5], help="features per class of the decomposed head(s)")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="Adam (lr 2e-4) epochs of the decomposed head")
+    p.add_argument("--out", help="also write the record as JSON here")
+    p.add_argument("--json", action="store_true")
+    _data_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_subsets)
+
+    p = sub.add_parser("split", help="split a model into per-class modules (c vs rest sub-networks)")
+    p.add_argument("model")
+    p.add_argument("--classes", default="all", help="'all' or class indices, e.g. 0,3,7")
+    p.add_argument("--out", required=True, help="directory for class{c}.safetensors and summary.json")
+    p.add_argument("--criterion", default="class_activation", choices=["class_activation", "class_taylor"])
+    p.add_argument("--search", default="threshold", choices=["threshold", "ga"],
+                   help="one kept fraction for all layers (default) or the paper's genetic search")
+    p.add_argument("--tolerance", type=float, default=0.99,
+                   help="threshold search: keep ≥ this × the full model's c-vs-rest accuracy (default 0.99)")
+    p.add_argument("--ga-population", type=int, default=16)
+    p.add_argument("--ga-generations", type=int, default=10)
+    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    _data_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("patch", help="correct a weak model's class-c decisions with a strong model's module")
+    p.add_argument("weak", help="the weak model (checkpoint or zoo:NAME)")
+    p.add_argument("--module", required=True, help="a module from `neurotomy split`, e.g. modules/class3")
+    p.add_argument("--out", required=True, help="the patched model's checkpoint")
+    p.add_argument("--json", action="store_true")
+    _data_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_patch)
 
     p = sub.add_parser("demo", help="the main job on the shipped model and data: dissect zoo:resnet20-fmnist")
     p.add_argument("--out", default="demo-out")
