@@ -7,11 +7,16 @@ from neurotomy.cli import main
 
 def test_dissect_command_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["dissect", "zoo:lenet5-digits", "--budget", "tiny", "--target-macs", "0.4", "--criterion", "fpgm",
+    assert main(["dissect", "zoo:lenet5-digits", "--budget", "0.3", "--target-macs", "0.4", "--criterion", "fpgm",
                  "--scope", "global", "--seed", "3", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert (report["criterion"], report["scope"], report["seed"], report["target_macs"]) == ("fpgm", "global", 3, 0.4)
+    # a minutes budget: the fast preset's data and criteria, fine-tune epochs fitted to the time left
+    assert report["budget"]["minutes"] == 0.3 and report["train_images"] == 1437
+    assert 0 <= report["finetune_epochs"] <= 10
+    stages = next(s for s in report["sections"] if s["id"] == "pruning")["tables"][0]["rows"]
+    assert any("fine-tune" in row[0] for row in stages) == (report["finetune_epochs"] > 0)
     assert printed.startswith("smaller by") and "report.html" in printed
     assert (out / "report.html").exists() and (out / "pruned.safetensors").exists()
 
