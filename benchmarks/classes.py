@@ -1,0 +1,271 @@
+"""Class-level decomposition on Fashion-MNIST: feature subsets, decomposed heads, modules, patching.
+
+Questions (issue #6):
+1. ``subsets``: how many penultimate features does each class need (Badola et al.'s frequency rule,
+   and the W·f contribution ranking), ResNet-20 vs ResNet-56? ``heads``: accuracy of the decomposed
+   final layer with k features per class, before and after an Adam (lr 2e-4) fine-tune of the head.
+2. ``modules``: one c-vs-rest module per class of ResNet-20 (threshold search): one-vs-rest
+   accuracy, precision, recall, kept filters, MACs; coupling and cohesion of the set; and the
+   genetic search beside the threshold search on a few classes (``search_comparison``).
+3. ``patching``: weak models patched with ResNet-20's modules — target-class precision and recall
+   and accuracy on the other classes, before and after.
+
+Scale (2 shared CPU cores): features from a stratified 20,000-image subset of the 60k training set
+(the full 10k test set for every accuracy); modules scored on 2,000 training images, judged on a
+balanced 400-image calibration set, fine-tuned 1 epoch on 1,000 balanced images; weak models are
+LeNet-5s trained for 1–2 epochs on 10,000 training images. Everything is seeded.
+
+Usage: python benchmarks/classes.py --root ../shared/data/fashion-mnist
+Writes benchmarks/results/classes.json (after every record) and classes_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from neurotomy.data import load_dataset
+from neurotomy.decomposition import patch_job, split_job, subsets_job
+from neurotomy.files import write_json
+from neurotomy.models import build_model
+from neurotomy.models.zoo import load_model
+from neurotomy.surgery.modules import GAConfig, module_metrics, split
+from neurotomy.train import TrainConfig, fit, seed_everything
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAPER_PATCHING = {"precision_gain_pt": 12.5, "recall_gain_pt": 2.1, "other_acc_gain_pt": 1.2,
+                  "source": "Qi et al., ASE 2022 (CNNSplitter), averaged over their settings"}
+PAPER_HEADS = {"k5_before_finetune": 0.931, "k16_before_finetune": 0.941, "full": 0.942,
+               "source": "issue #6, measured on a ResNet-20 of 94.2 % (64 features) with the frequency rule",
+               "target": "after the head's fine-tune, k ≤ 5 within 0.2 pt of the full layer"}
+
+
+def stratified(data, per_class: int, seed: int, exclude_class: int | None = None, keep_of_excluded: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(len(data.classes)):
+        rows = torch.nonzero(data.targets == c)[:, 0]
+        n = keep_of_excluded if c == exclude_class else per_class
+        picks.append(rows[torch.randperm(len(rows), generator=g)[:n]])
+    picks = torch.cat(picks)
+    return data.subset(picks[torch.randperm(len(picks), generator=g)])
+
+
+def save(result: dict, path: Path) -> None:
+    result["seconds_so_far"] = round(time.perf_counter() - START, 1)
+    write_json(path, result)
+
+
+def run_subsets(result, path, train20k, test, models):
+    for spec in models:
+        name = spec.removeprefix("zoo:")
+        if any(r["model"] == name for r in result["subsets"]):
+            continue
+        model = load_model(spec)
+        for criterion in ("frequency", "contribution"):
+            t = time.perf_counter()
+            record = subsets_job(model, train20k, test, criterion=criterion, k=5, retention=0.99,
+                                 ks=[1, 2, 3, 5, 8, 16, 32], finetune_epochs=3, seed=0, quiet=True)
+            for r in record["subsets"]:
+                result["subsets"].append({"model": name, "criterion": criterion, "class": r["class"],
+                                          "size": r["size"], "width": r["width"], "retention": 0.99,
+                                          "precision_full": r["precision_full"], "recall_full": r["recall_full"],
+                                          "precision_subset": r["precision_subset"], "recall_subset": r["recall_subset"]})
+            for h in record["heads"]:
+                result["heads"].append({"model": name, "criterion": criterion, "k": h["k"], "acc_full": h["acc_full"],
+                                        "acc_subsets": h["acc_subsets"],
+                                        "acc_subsets_finetuned": h["acc_subsets_finetuned"],
+                                        "macs": h["macs"], "macs_full": h["macs_full"]})
+            print(f"{name} {criterion}: sizes {[r['size'] for r in record['subsets']]}, heads "
+                  f"{[(h['k'], round(h['acc_subsets'], 4), round(h['acc_subsets_finetuned'], 4)) for h in record['heads']]}"
+                  f" full {record['acc_full']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+            save(result, path)
+
+
+def run_modules(result, path, strong, train, test, classes, module_dir):
+    done = {r["class"] for r in result["modules"]}
+    todo = [c for c in classes if c not in done]
+    if not todo:
+        return
+    t = time.perf_counter()
+    for c in todo:
+        record = split_job(strong, train, test, [c], module_dir / f"c{c}", score_images=2000,
+                           calibration_images=400, finetune_images=1000, tolerance=0.98, finetune_epochs=1,
+                           seed=0, quiet=True)
+        (m,) = record["modules"]
+        module = record["_modules"][0]
+        result["modules"].append({**{k: v for k, v in m.items() if k != "checkpoint"},
+                                  "kept": module.kept, "checkpoint": m.get("checkpoint")})
+        print(f"module {c}: kept {m['kept_fraction']:.3f}, macs {m['macs']}, ovr {m['ovr_accuracy']:.4f}, "
+              f"P {m['precision']:.3f} R {m['recall']:.3f} ({time.perf_counter() - t:.0f}s)", flush=True)
+        save(result, path)
+
+
+def module_set(result):
+    from neurotomy.surgery.modules import _jaccard
+
+    mods = result["modules"]
+    pairs = [(a, b) for i, a in enumerate(mods) for b in mods[i + 1:]]
+    return {"coupling": sum(_jaccard(a["kept"], b["kept"]) for a, b in pairs) / max(1, len(pairs)),
+            "cohesion": sum(m["cohesion"] for m in mods) / max(1, len(mods)), "modules": len(mods)}
+
+
+def train_weak(train, kind: str, target: int, seed: int = 0):
+    """``lenet_brief``: LeNet-5, 1 epoch on 10k images; ``few_target``: LeNet-5, 2 epochs on 9k images
+    of the other classes plus 1 % (10) of the target class's."""
+    if kind == "lenet_brief":
+        data, epochs = stratified(train, 1000, seed), 1
+    else:
+        data, epochs = stratified(train, 1000, seed, exclude_class=target, keep_of_excluded=10), 2
+    seed_everything(seed)
+    model = build_model("lenet5", 1, 10, 28)
+    fit(model, data, TrainConfig(epochs=epochs, lr=0.05, batch_size=64, seed=seed, quiet=True))
+    from neurotomy.checkpoint import ModelMeta
+
+    model.neurotomy_meta = ModelMeta(arch="lenet5", arch_args={"in_channels": 1, "num_classes": 10, "input_size": 28},
+                                     dataset="fashion-mnist", normalization=train.normalization.to_dict(),
+                                     classes=list(train.classes), seed=seed)
+    return model.eval()
+
+
+def run_patching(result, path, train, test, targets, module_dir):
+    calibration = stratified(train, 500, seed=7)
+    weak_cache = {}
+    for target in targets:
+        module = load_model(module_dir / f"c{target}" / f"class{target}.safetensors")
+        for kind in ("lenet_brief", "few_target"):
+            if any(r["target_class"] == target and r["weak_kind"] == kind for r in result["patching"]):
+                continue
+            key = kind if kind == "lenet_brief" else (kind, target)
+            if key not in weak_cache:
+                weak_cache[key] = train_weak(train, kind, target)
+            _, record = patch_job(weak_cache[key], module, calibration, test, quiet=True)
+            record["weak_kind"] = kind
+            result["patching"].append(record)
+            print(f"patch {target} {kind}: P {record['precision_before']:.3f}→{record['precision_after']:.3f} "
+                  f"R {record['recall_before']:.3f}→{record['recall_after']:.3f} other "
+                  f"{record['other_acc_before']:.4f}→{record['other_acc_after']:.4f}", flush=True)
+            save(result, path)
+
+
+def run_search_comparison(result, path, strong, train, test, classes):
+    from neurotomy.scores.classwise import ClassActivation
+
+    scores = ClassActivation()(strong, train, max_images=2000, quiet=True)
+    ga = GAConfig(population=8, generations=5, groups=8)
+    for c in classes:
+        for search in ("threshold", "ga"):
+            if any(r["class"] == c and r["search"] == search for r in result["search_comparison"]):
+                continue
+            t = time.perf_counter()
+            module = split(strong, train, c, scores=scores, search=search, ga=ga, tolerance=0.98,
+                           calibration_images=400, finetune_images=1000, finetune_epochs=1, quiet=True)
+            metrics = module_metrics(module.model, test, c)
+            result["search_comparison"].append({
+                "class": c, "search": search, "seconds": round(time.perf_counter() - t, 1), **metrics,
+                "kept_fraction": module.kept_fraction, "macs": module.macs,
+                "masked_balanced_accuracy": module.calibration["masked_balanced_accuracy"],
+                "evaluations": module.calibration.get("evaluations", len(module.calibration.get("trace", [])) + 1)})
+            print(f"search {search} class {c}: kept {module.kept_fraction:.3f} ovr {metrics['ovr_accuracy']:.4f} "
+                  f"({time.perf_counter() - t:.0f}s)", flush=True)
+            save(result, path)
+
+
+def plot(result) -> None:
+    import matplotlib.pyplot as plt
+
+    from neurotomy.report.figures import save_figure
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    for i, model in enumerate(sorted({r["model"] for r in result["subsets"]})):
+        rows = [r for r in result["subsets"] if r["model"] == model and r["criterion"] == "frequency"]
+        ax.bar([r["class"] + 0.4 * i for r in rows], [r["size"] for r in rows], width=0.4,
+               label=f"{model} (width {rows[0]['width']})")
+    ax.set(xlabel="class", ylabel="features kept (99 % retention)", title="class feature subsets (frequency rule)")
+    ax.legend()
+    ax = axes[1]
+    for model in sorted({r["model"] for r in result["heads"]}):
+        rows = [r for r in result["heads"] if r["model"] == model and r["criterion"] == "frequency"]
+        ax.plot([r["k"] for r in rows], [r["acc_subsets"] for r in rows], "o--", label=f"{model} before fine-tune")
+        ax.plot([r["k"] for r in rows], [r["acc_subsets_finetuned"] for r in rows], "o-", label=f"{model} fine-tuned")
+        ax.axhline(rows[0]["acc_full"], ls=":", color="grey")
+    ax.set(xscale="log", xlabel="features per class k", ylabel="test accuracy", title="decomposed final layer")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    rows = result["patching"]
+    labels = [f"{r['target_class']}/{r['weak_kind'][:5]}" for r in rows]
+    x = torch.arange(len(rows)).float()
+    for j, (key, name) in enumerate((("precision", "precision"), ("recall", "recall"), ("other_acc", "other acc"))):
+        ax.bar(x + 0.27 * j, [100 * (r[f"{key}_after"] - r[f"{key}_before"]) for r in rows], width=0.27, label=name)
+    ax.set_xticks(x + 0.27, labels, rotation=45, fontsize=7)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set(ylabel="change after patching (pt)", title="patching weak models with ResNet-20 modules")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, RESULTS / "classes.png")
+    if result["modules"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        mods = result["modules"]
+        ax.bar([m["class"] for m in mods], [m["kept_fraction"] for m in mods], label="filters kept")
+        ax.plot([m["class"] for m in mods], [m["ovr_accuracy"] for m in mods], "ko-", label="one-vs-rest accuracy")
+        ax.plot([m["class"] for m in mods], [m["balanced_accuracy"] for m in mods], "r^-", label="balanced accuracy")
+        ax.set(xlabel="class", ylim=(0, 1.02), title="ResNet-20 class modules (threshold search)")
+        ax.legend(fontsize=7)
+        save_figure(fig, RESULTS / "classes_modules.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--out", default=str(RESULTS / "classes.json"))
+    parser.add_argument("--module-dir", default="/tmp/neurotomy-class-modules")
+    parser.add_argument("--patch-classes", type=int, nargs="+", default=[0, 4, 6])
+    parser.add_argument("--compare-classes", type=int, nargs="+", default=[6, 9])
+    parser.add_argument("--parts", nargs="+", default=["subsets20", "modules_patch", "patching", "modules_rest",
+                                                           "subsets56", "search", "plot"])
+    args = parser.parse_args()
+    path = Path(args.out)
+    import json
+
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), "
+                                 f"{torch.get_num_threads()} threads, torch {torch.__version__}, no GPU")
+    result["scale"] = __doc__.split("Scale (2 shared CPU cores): ")[1].split("\n\n")[0].replace("\n", " ")
+    result["paper"] = {"patching": PAPER_PATCHING, "heads": PAPER_HEADS}
+    for key in ("subsets", "heads", "modules", "patching", "search_comparison"):
+        result.setdefault(key, [])
+    train = load_dataset("fashion-mnist", root=args.root, split="train")
+    test = load_dataset("fashion-mnist", root=args.root, split="test")
+    train20k = stratified(train, 2000, seed=0)
+    module_dir = Path(args.module_dir)
+    strong = load_model("zoo:resnet20-fmnist")
+    for part in args.parts:
+        if part == "subsets20":
+            run_subsets(result, path, train20k, test, ["zoo:resnet20-fmnist"])
+        elif part == "subsets56":
+            run_subsets(result, path, train20k, test, ["zoo:resnet56-fmnist"])
+        elif part == "modules_patch":
+            run_modules(result, path, strong, train20k, test, args.patch_classes, module_dir)
+        elif part == "patching":
+            run_patching(result, path, train, test, args.patch_classes, module_dir)
+        elif part == "modules_rest":
+            run_modules(result, path, strong, train20k, test, list(range(10)), module_dir)
+            result["module_set"] = module_set(result)
+            save(result, path)
+        elif part == "search":
+            run_search_comparison(result, path, strong, train20k, test, args.compare_classes)
+        elif part == "plot":
+            plot(result)
+    save(result, path)
+
+
+START = time.perf_counter()
+
+if __name__ == "__main__":
+    main()
