@@ -2,7 +2,10 @@
 
 Both arms — plain training and training with ``--grad-mask`` (our default rule: per sample and
 channel keep g ≥ τ·mean|g| at every ReLU output, τ = 1; see ``neurotomy.grad_mask``) — use the
-same seeds, data, schedule and epochs. Each trained model is measured on Fashion-MNIST:
+same seeds, data, schedule and epochs. LeNet-5 gets a third arm, ``mask-pool``, with the mask at its
+max-pool outputs: its ReLUs feed max-pools, so their output gradients are already zero off each
+window's maximum and the default mask there only trims the survivors. Each trained model is
+measured on Fashion-MNIST:
 
 - ``acc``: clean accuracy on the 10k test set;
 - ``acc_pruned50``: after removing 50 % of the filters of every prunable layer by L1 norm
@@ -13,7 +16,9 @@ same seeds, data, schedule and epochs. Each trained model is measured on Fashion
 - ``focus``: share of |∂y_true/∂x| on non-background pixels (pixel value 0 before normalisation),
   first 1,000 test images, with ``foreground_share`` (the focus a uniform map would have);
 - ``coherence_plain`` / ``coherence_masked``: ‖mean g_i‖² / mean ‖g_i‖² of per-sample parameter
-  gradients on 128 fixed training images, without and with the mask; ``coherence_conv_*`` the
+  gradients on 128 fixed training images, without and with the arm's mask (ReLU sites for the plain
+  arm); ``mask_kept_fraction`` / ``mask_kept_mass``: share of non-zero gradient entries / of Σ|g|
+  the mask keeps on 64 of them; ``coherence_conv_*`` the
   same over conv weights only (the mask acts on them; LeNet-5's parameters are mostly in its FC layers).
 
 Usage: python benchmarks/grad_mask.py --root ../shared/data/fashion-mnist
@@ -60,31 +65,37 @@ def pruned50_accuracy(model, train, test, seed: int) -> tuple[float, bool]:
     return evaluate(result.model, test, quiet=True)["accuracy"], recalibrated
 
 
-def kept_fraction(model, images: torch.Tensor, targets: torch.Tensor, mask: GradMaskConfig) -> float:
-    """Share of ReLU-output gradient entries the mask keeps on one batch (model in train mode)."""
+def kept_share(model, images: torch.Tensor, targets: torch.Tensor, mask: GradMaskConfig) -> tuple[float, float]:
+    """Mean over masked sites of the share of non-zero gradient entries, and of Σ|g|, the mask keeps
+    on one batch (model in train mode; BN running statistics restored afterwards)."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     with GradientMask(model, mask) as gm:
         torch.nn.functional.cross_entropy(model(images), targets).backward()
     model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
     model.eval()
-    fractions = gm.kept_fraction()
-    return sum(fractions.values()) / len(fractions)
+    entries, mass = gm.kept_fraction(), gm.kept_mass()
+    return statistics.fmean(entries.values()), statistics.fmean(mass.values())
 
 
-def run_one(arch: str, seed: int, masked: bool, args, train, test, probe_batch) -> dict:
-    spec = ARMS[arch]
+def run_one(arch: str, seed: int, arm: str, args, train, test, probe_batch) -> dict:
+    """Train one model in ``arm`` ("plain", "mask" at ReLU outputs, "mask-pool" at pool outputs)
+    and measure it."""
+    spec = MODELS[arch]
+    masked, sites = arm != "plain", "pool" if arm == "mask-pool" else "relu"
     config = TrainConfig(epochs=spec["epochs"], lr=args.lr, batch_size=128, seed=seed, augment="none",
                          max_images=spec["images"], quiet=True, grad_mask=masked, grad_mask_rule=args.rule,
-                         grad_mask_tau=args.tau)
+                         grad_mask_tau=args.tau, grad_mask_sites=sites)
     seed_everything(seed)
     model = build_model(arch, 1, 10, 28)
     start = time.perf_counter()
     history = fit(model, train, config)
     train_seconds = time.perf_counter() - start
-    mask = GradMaskConfig(rule=args.rule, tau=args.tau)
+    mask = GradMaskConfig(rule=args.rule, tau=args.tau, sites=sites)
     images, targets = probe_batch
-    record = {"model": arch, "seed": seed, "grad_mask": masked, "rule": args.rule if masked else None,
-              "tau": args.tau if masked else None, "epochs": spec["epochs"],
+    record = {"model": arch, "seed": seed, "grad_mask": masked, "arm": arm, "sites": sites if masked else None,
+              "rule": args.rule if masked else None, "tau": args.tau if masked else None, "epochs": spec["epochs"],
               "train_images": spec["images"] or len(train), "train_seconds": round(train_seconds, 1),
               "final_train_loss": history[-1]["loss"], "final_train_acc": history[-1]["accuracy"]}
     record["acc"] = evaluate(model, test, quiet=True)["accuracy"]
@@ -107,7 +118,7 @@ def run_one(arch: str, seed: int, masked: bool, args, train, test, probe_batch) 
     conv = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     record["coherence_conv_plain"] = gradient_coherence(model, images, targets, parameters=conv)
     record["coherence_conv_masked"] = gradient_coherence(model, images, targets, mask, parameters=conv)
-    record["mask_kept_fraction"] = kept_fraction(model, images[:64], targets[:64], mask)
+    record["mask_kept_fraction"], record["mask_kept_mass"] = kept_share(model, images[:64], targets[:64], mask)
     return record
 
 
@@ -119,17 +130,19 @@ def summarise(records: list[dict]) -> dict:
         entry = {}
         for metric in METRICS:
             arms = {}
-            for masked in (False, True):
-                values = [r[metric] for r in rows if r["grad_mask"] == masked]
-                if values:
-                    arms["mask" if masked else "plain"] = {
-                        "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-                        "n": len(values)}
-            by_seed = {(r["seed"], r["grad_mask"]): r[metric] for r in rows}
-            diffs = [by_seed[(s, True)] - by_seed[(s, False)] for s in sorted({r["seed"] for r in rows})
-                     if (s, True) in by_seed and (s, False) in by_seed]
-            arms["paired_diff"] = {"values": diffs, "mean": statistics.fmean(diffs) if diffs else None,
-                                   "masked_better_in": sum(d > 0 for d in diffs)}
+            by_seed = {(r["seed"], r["arm"]): r[metric] for r in rows}
+            for arm in ARM_NAMES:
+                values = [r[metric] for r in rows if r["arm"] == arm]
+                if not values:
+                    continue
+                arms[arm] = {"mean": statistics.fmean(values),
+                             "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+                if arm != "plain":
+                    diffs = [by_seed[(s, arm)] - by_seed[(s, "plain")] for s in sorted({r["seed"] for r in rows})
+                             if (s, arm) in by_seed and (s, "plain") in by_seed]
+                    arms[f"{arm}_minus_plain"] = {"by_seed": diffs,
+                                                  "mean": statistics.fmean(diffs) if diffs else None,
+                                                  "higher_in": f"{sum(d > 0 for d in diffs)} of {len(diffs)}"}
             entry[metric] = arms
         summary[arch] = entry
     return summary
@@ -148,13 +161,13 @@ def plot(result: dict, path: Path) -> None:
     for i, arch in enumerate(archs):
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
-            for x, masked in enumerate((False, True)):
-                values = [r[metric] for r in records if r["model"] == arch and r["grad_mask"] == masked]
-                ax.scatter([x] * len(values), values, color="C1" if masked else "C0", zorder=3)
+            for x, arm in enumerate(ARM_NAMES):
+                values = [r[metric] for r in records if r["model"] == arch and r["arm"] == arm]
+                ax.scatter([x] * len(values), values, color=f"C{x}", zorder=3)
                 if values:
                     ax.hlines(statistics.fmean(values), x - 0.25, x + 0.25, color="k")
-            ax.set_xticks([0, 1], ["plain", "mask"])
-            ax.set_xlim(-0.6, 1.6)
+            ax.set_xticks(range(len(ARM_NAMES)), ARM_NAMES, fontsize=7)
+            ax.set_xlim(-0.6, len(ARM_NAMES) - 0.4)
             ax.set_title(f"{arch}: {metric}", fontsize=8)
             ax.grid(alpha=0.3)
     fig.suptitle(f"Gradient mask vs plain training, Fashion-MNIST (eps={result['eps']} px) — {result['machine']}",
@@ -163,7 +176,8 @@ def plot(result: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-ARMS: dict[str, dict] = {}
+MODELS: dict[str, dict] = {}
+ARM_NAMES = ("plain", "mask", "mask-pool")
 
 
 def main() -> None:
@@ -183,6 +197,9 @@ def main() -> None:
     parser.add_argument("--pgd-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is several times faster than 2 on the shared 2-core machine)")
+    parser.add_argument("--lenet-pool-arm", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train LeNet-5 with the mask at its max-pool outputs (its ReLU-output "
+                             "gradients are already zero off each pooling window's maximum)")
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
@@ -192,7 +209,7 @@ def main() -> None:
         write_json(out, result)
         return plot(result, out.with_suffix(".png"))
     torch.set_num_threads(args.threads)
-    ARMS.update({
+    MODELS.update({
         "lenet5": {"epochs": args.lenet_epochs, "images": None, "attack_images": 2000, "eps_curve": True},
         "resnet20": {"epochs": args.resnet_epochs, "images": args.resnet_images, "attack_images": 1000,
                      "eps_curve": False},
@@ -212,7 +229,8 @@ def main() -> None:
                                  "augmentation (reduced budget for the shared 2-core machine), same seeds and "
                                  "epochs for both arms",
                      "epochs": {"lenet5": args.lenet_epochs, "resnet20": args.resnet_epochs},
-                     "mask": f"rule {args.rule}, tau {args.tau}, at every ReLU output (sites=relu)",
+                     "mask": f"rule {args.rule}, tau {args.tau}; arm 'mask': at every ReLU output (sites=relu); "
+                             "arm 'mask-pool' (LeNet-5 only): at every max-pool output (sites=pool)",
                      "pruning": "prune_filters(ratio=0.5, uniform) by L1 norm, no fine-tuning; BatchNorm "
                                 "recalibrated (4096 images) only where the model has BN (ResNet-20)",
                      "attacks": f"FGSM and PGD ({args.pgd_steps} steps of 2.5 eps/steps, random start), eps in "
@@ -228,15 +246,16 @@ def main() -> None:
         previous = json.loads(out.read_text())
         if previous.get("protocol") == result["protocol"]:
             result["records"] = previous["records"]
-    done = {(r["model"], r["seed"], r["grad_mask"]) for r in result["records"]}
+    done = {(r["model"], r["seed"], r["arm"]) for r in result["records"]}
     # One seed of each model first, so a run cut short still covers both models.
     lenet, resnet = [("lenet5", s) for s in args.lenet_seeds], [("resnet20", s) for s in args.resnet_seeds]
     plan = lenet[:1] + resnet[:1] + lenet[1:] + resnet[1:]
     for arch, seed in plan:
-        for masked in (False, True):
-            if (arch, seed, masked) in done:
+        arms = ARM_NAMES if arch == "lenet5" and args.lenet_pool_arm else ARM_NAMES[:2]
+        for arm in arms:
+            if (arch, seed, arm) in done:
                 continue
-            record = run_one(arch, seed, masked, args, train, test, probe_batch)
+            record = run_one(arch, seed, arm, args, train, test, probe_batch)
             result["records"].append(record)
             result["summary"] = summarise(result["records"])
             write_json(out, result)
