@@ -147,7 +147,8 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         report_sections.append(class_subsets_section(model, pruned, train, test, images=budget.subset_images,
                                                      quiet=quiet))
     with stages(f"explanations of {budget.explain_images} test images, original vs pruned"):
-        report_sections.append(explanations_section(model, pruned, _take(test, budget.explain_images, seed + 1)))
+        report_sections.append(explanations_section(model, pruned, _take(test, budget.explain_images, seed + 1),
+                                                    seed=seed, quiet=quiet))
     meta = getattr(model, "neurotomy_meta", None)
     report = {
         "tool": "neurotomy dissect",

@@ -70,23 +70,3 @@ def per_layer_lines(layers: list[str], series: dict[str, list[float]], ylabel: s
     _style(ax)
     fig.tight_layout()
     return fig
-
-
-def image_map_grid(images: np.ndarray, maps_original: np.ndarray, maps_pruned: np.ndarray,
-                   titles: list[str]):
-    """Three rows — the inputs, the original model's maps, the pruned model's maps — one column per
-    image (maps normalised per image by the caller)."""
-    n = len(images)
-    fig, axes = plt.subplots(3, n, figsize=(0.95 * n + 0.7, 3.3), squeeze=False)
-    rows = ((images, "gray", "input"), (maps_original, "inferno", "original"), (maps_pruned, "inferno", "pruned"))
-    for i, (pictures, cmap, label) in enumerate(rows):
-        for j in range(n):
-            ax = axes[i, j]
-            ax.imshow(pictures[j], cmap=cmap)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(titles[j], fontsize=7)
-        axes[i, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout(pad=0.4)
-    return fig
