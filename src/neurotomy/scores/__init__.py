@@ -16,6 +16,7 @@ from neurotomy.scores.clp import ChannelLipschitz, clp_outliers
 from neurotomy.scores.fpgm import FPGM
 from neurotomy.scores.hrank import HRank
 from neurotomy.scores.norms import L1Norm, L2Norm
+from neurotomy.scores.pathway import PathwayRelevance
 from neurotomy.scores.random import RandomCriterion
 from neurotomy.scores.taylor import TaylorFirstOrder
 from neurotomy.scores.unit_scores import UnitScores, spearman
@@ -23,7 +24,7 @@ from neurotomy.dynamics.entropy import FeatureEntropy  # noqa: E402  (lives with
 
 CRITERIA: dict[str, type[Criterion]] = {c.name: c for c in (
     RandomCriterion, L1Norm, L2Norm, BNScale, BNStatistics, FPGM, TaylorFirstOrder, MeanActivation,
-    APoZ, HRank, CHIP, ChannelLipschitz, FeatureEntropy)}
+    APoZ, HRank, CHIP, ChannelLipschitz, FeatureEntropy, PathwayRelevance)}
 
 
 def get_criterion(name: str) -> Criterion:

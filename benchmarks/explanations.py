@@ -1,0 +1,247 @@
+"""Explanation methods on zoo:resnet20-fmnist: every method × every metric, ROAR at reduced scale,
+throughput, and Grad-CAM against pytorch-grad-cam on the same model, layer and batch.
+
+Parts (``--parts``, default all; results are merged into the existing file, so parts can be re-run):
+  scores      deletion / insertion AUC, MoRF / LeRF on ``--n`` class-balanced test images, and the
+              cascading / independent sanity checks on ``--n-sanity`` of them
+  roar        remove-and-retrain: maps of ResNet-20 on a class-balanced Fashion-MNIST subset
+              (``--roar-train`` / ``--roar-test`` images), pixels replaced by the mean, a LeNet-5
+              retrained from scratch per method and threshold (the reduced scale Hooker et al. allow)
+  throughput  images/s of each method at batch 64; Grad-CAM interleaved with pytorch-grad-cam
+
+Usage: python benchmarks/explanations.py --root ../shared/data/fashion-mnist [--parts throughput]
+Writes benchmarks/results/explanations.json and explanations.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from neurotomy.data import load_dataset
+from neurotomy.dynamics.features import balanced_indices
+from neurotomy.explain import METHODS, attribute
+from neurotomy.explain.metrics import roar
+from neurotomy.explain.rating import METRICS, explainer, rate_explanations
+from neurotomy.files import write_json
+from neurotomy.models.zoo import load_model
+from neurotomy.report.figures import save_figure
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROAR_METHODS = ("gradient", "integrated_gradients", "smoothgrad_sq", "gradcam", "pathway")
+COMPARED = ("gradient", "integrated_gradients", "gradcam")  # the paper's claim: pathway beats these
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available(),
+            "note": "2 CPU cores shared with other jobs while this ran; timings are indicative"}
+
+
+def balanced(data, n: int, seed: int):
+    picks = balanced_indices(data.targets, -(-n // len(data.classes)), seed=seed)[:n]
+    return data.images[picks].float(), data.targets[picks]
+
+
+def part_scores(model, test, args, results: dict, save) -> None:
+    images, _ = balanced(test, args.n, args.seed)
+    methods = list(METHODS)
+    fast = ["deletion", "insertion", "morf", "lerf"]
+    rated = rate_explanations(model, images, methods=methods, metrics=fast, seed=args.seed)
+    sanity = rate_explanations(model, images[:args.n_sanity], methods=methods,
+                               metrics=["sanity_cascading", "sanity_independent"], seed=args.seed)
+    results["scores"] = {m: {**rated["scores"][m], **sanity["scores"][m]} for m in methods}
+    results["better"] = {k: METRICS[k] for k in METRICS}
+    results["curves"] = {m: {**{k: rated["details"][m][k] for k in fast},
+                             **{k: sanity["details"][m][k]["steps"] for k in ("sanity_cascading",
+                                                                             "sanity_independent")}}
+                         for m in methods}
+    results["scores_setup"] = {"images": len(images), "sanity_images": args.n_sanity, "deletion_steps": 28,
+                               "substrate": "0 in normalised space (the dataset mean)",
+                               "maps_ranked_by": "|map|", "targets": "predicted class"}
+    save()
+
+
+def part_roar(model, train, test, args, results: dict, save) -> None:
+    train_x, train_y = balanced(train, args.roar_train, args.seed)
+    test_x, test_y = balanced(test, args.roar_test, args.seed + 1)
+    explainers = {m: explainer(m, **({"seed": args.seed} if "seed" in METHODS[m].options() else {}))
+                  for m in ROAR_METHODS}
+
+    def partial(record: dict) -> None:
+        results["roar"] = record
+        save()
+
+    results["roar"] = roar(model, _dataset(train, train_x, train_y), _dataset(test, test_x, test_y), explainers,
+                           seed=args.seed, on_result=partial)
+    results["roar"]["scale"] = (f"maps from zoo:resnet20-fmnist; LeNet-5 retrained per method and threshold on "
+                                f"{len(train_x)} train / {len(test_x)} test images (class-balanced subset)")
+    save()
+
+
+def _dataset(like, images, targets):
+    from neurotomy.data.tensor_dataset import TensorImageDataset
+    return TensorImageDataset(images, targets, like.classes, like.normalization, like.name)
+
+
+def _images_per_second(fn, images: torch.Tensor, repeats: int) -> list[float]:
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(images)
+        rates.append(len(images) / (time.perf_counter() - start))
+    return rates
+
+
+def part_throughput(model, test, args, results: dict, save) -> None:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    images, _ = balanced(test, args.batch, args.seed)
+    with torch.no_grad():
+        targets = model(images).argmax(1)
+    throughput = {}
+    for method in METHODS:
+        opts = {"seed": 0} if "seed" in METHODS[method].options() else {}
+        fn = (lambda x, m=method, o=opts: attribute(model, x, targets[:len(x)], method=m, **o))
+        fn(images[:4])  # warm-up
+        repeats = 1 if METHODS[method].family == "cam" and method in ("scorecam", "ablationcam") else args.repeats
+        throughput[method] = statistics.median(_images_per_second(fn, images, repeats))
+        print(f"{method:<22} {throughput[method]:9.1f} images/s", flush=True)
+    # Grad-CAM vs pytorch-grad-cam, interleaved so both see the same machine load
+    ours, theirs = [], []
+    reference_targets = [ClassifierOutputTarget(int(t)) for t in targets]
+    with GradCAM(model=model, target_layers=[model.layer3]) as reference:
+        reference(input_tensor=images[:4], targets=reference_targets[:4])
+        for _ in range(args.repeats * 2):
+            ours += _images_per_second(lambda x: attribute(model, x, targets, method="gradcam", layer="layer3"),
+                                       images, 1)
+            theirs += _images_per_second(lambda x: reference(input_tensor=x, targets=reference_targets), images, 1)
+    results["throughput"] = throughput
+    results["gradcam_throughput"] = statistics.median(ours)
+    results["gradcam_reference_throughput"] = statistics.median(theirs)
+    results["gradcam_speedup"] = results["gradcam_throughput"] / results["gradcam_reference_throughput"]
+    results["throughput_setup"] = {"batch": args.batch, "repeats": args.repeats, "layer": "layer3",
+                                   "statistic": "median images/s", "machine": machine()}
+    print(f"Grad-CAM ours {results['gradcam_throughput']:.0f}/s vs pytorch-grad-cam "
+          f"{results['gradcam_reference_throughput']:.0f}/s → {results['gradcam_speedup']:.2f}×", flush=True)
+    save()
+
+
+def verdict(results: dict) -> dict:
+    """Does the pathway gradient beat gradient, IG and Grad-CAM, metric by metric (the paper's claim)?"""
+    out = {}
+    scores = results.get("scores", {})
+    if "pathway" in scores:
+        for metric, better in METRICS.items():
+            mine = scores["pathway"][metric]
+            beaten = [m for m in COMPARED if (mine < scores[m][metric] if better == "lower"
+                                              else mine > scores[m][metric])]
+            out[metric] = {"pathway": mine, **{m: scores[m][metric] for m in COMPARED}, "beats": beaten,
+                           "beats_all": len(beaten) == len(COMPARED)}
+    roar_record = results.get("roar", {})
+    accuracy = roar_record.get("accuracy", {})
+    if "pathway" in accuracy and all(m in accuracy and len(accuracy[m]) == len(accuracy["pathway"])
+                                     for m in COMPARED):
+        mean = {m: sum(v) / len(v) for m, v in accuracy.items() if v}  # lower accuracy = better map
+        out["roar_mean_accuracy"] = {**{m: mean[m] for m in (*COMPARED, "pathway", "random") if m in mean},
+                                     "beats": [m for m in COMPARED if mean["pathway"] < mean[m]]}
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in METRICS if "scores" in results]
+    panels = len(metrics) + (1 if results.get("roar") else 0) + (1 if results.get("throughput") else 0)
+    if not panels:
+        return
+    cols = 4
+    fig, axes = plt.subplots(-(-panels // cols), cols, figsize=(16, 3.4 * -(-panels // cols)), squeeze=False)
+    flat = list(axes.flat)
+    for ax, metric in zip(flat, metrics):
+        names = list(results["scores"])
+        values = [results["scores"][n][metric] for n in names]
+        colors = ["#c0392b" if n == "pathway" else "#7f8c8d" if n in ("random", "sobel") else "#2c7fb8"
+                  for n in names]
+        ax.barh(names, values, color=colors)
+        ax.set_title(f"{metric} ({results['better'][metric]} is better)", fontsize=9)
+        ax.tick_params(labelsize=7)
+    index = len(metrics)
+    if results.get("roar"):
+        ax = flat[index]
+        index += 1
+        record = results["roar"]
+        for name, accuracy in record["accuracy"].items():
+            if accuracy:
+                ax.plot([100 * t for t in record["thresholds"][:len(accuracy)]], accuracy, marker="o", label=name)
+        ax.axhline(record["baseline_accuracy"], color="k", ls=":", lw=1, label="no removal")
+        ax.set_xlabel("pixels removed (%)")
+        ax.set_ylabel("retrained accuracy")
+        ax.set_title("ROAR (lower = better map)", fontsize=9)
+        ax.legend(fontsize=6)
+    if results.get("throughput"):
+        ax = flat[index]
+        index += 1
+        names = list(results["throughput"])
+        ax.barh(names, [results["throughput"][n] for n in names], color="#2c7fb8")
+        ax.barh(["pytorch-grad-cam"], [results["gradcam_reference_throughput"]], color="#7f8c8d")
+        ax.set_xscale("log")
+        ax.set_title("images/s, batch 64 (log)", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in flat[index:]:
+        ax.axis("off")
+    fig.suptitle("Explanations of zoo:resnet20-fmnist (Fashion-MNIST)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", help="Fashion-MNIST IDX directory (default: the shipped subset)")
+    parser.add_argument("--parts", nargs="+", default=["throughput", "scores", "roar"])
+    parser.add_argument("--n", type=int, default=100, help="test images for the perturbation metrics")
+    parser.add_argument("--n-sanity", type=int, default=20)
+    parser.add_argument("--roar-train", type=int, default=2000)
+    parser.add_argument("--roar-test", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS / "explanations.json"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results.update(model="zoo:resnet20-fmnist", dataset="fashion-mnist", machine=machine(), seed=args.seed)
+    model = load_model("zoo:resnet20-fmnist").eval()
+    train = load_dataset("fashion-mnist", root=args.root, split="train")
+    test = load_dataset("fashion-mnist", root=args.root, split="test")
+
+    def save() -> None:
+        results["verdict"] = verdict(results)
+        write_json(out, results)
+        plot(results, out.with_suffix(".png"))
+
+    for part in args.parts:
+        start = time.perf_counter()
+        if part == "scores":
+            part_scores(model, test, args, results, save)
+        elif part == "roar":
+            part_roar(model, train, test, args, results, save)
+        elif part == "throughput":
+            part_throughput(model, test, args, results, save)
+        else:
+            raise SystemExit(f"unknown part {part!r}; use scores, roar, throughput")
+        results.setdefault("seconds", {})[part] = round(time.perf_counter() - start, 1)
+        save()
+    print(json.dumps(results.get("verdict", {}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
