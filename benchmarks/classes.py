@@ -10,10 +10,12 @@ Questions (issue #6):
 3. ``patching``: weak models patched with ResNet-20's modules — target-class precision and recall
    and accuracy on the other classes, before and after.
 
-Scale (2 shared CPU cores): features from a stratified 20,000-image subset of the 60k training set
-(the full 10k test set for every accuracy); modules scored on 2,000 training images, judged on a
-balanced 400-image calibration set, fine-tuned 1 epoch on 1,000 balanced images; weak models are
-LeNet-5s trained for 1–2 epochs on 10,000 training images. Everything is seeded.
+Scale (2 CPU cores shared with five other jobs, load ≈ 12): penultimate features of a stratified
+10,000-image subset of the 60k training set, head accuracies on the full 10k test set; modules
+scored on 2,000 training images, judged on a balanced 400-image calibration set, fine-tuned 1 epoch
+on 1,000 balanced images, measured on a stratified 5,000-image test subset (as is patching, min-max
+calibrated on 2,000 training images); weak models are LeNet-5s trained for 1–2 epochs on about
+10,000 training images. Everything is seeded.
 
 Usage: python benchmarks/classes.py --root ../shared/data/fashion-mnist
 Writes benchmarks/results/classes.json (after every record) and classes_*.png.
@@ -34,6 +36,7 @@ from neurotomy.decomposition import patch_job, split_job, subsets_job
 from neurotomy.files import write_json
 from neurotomy.models import build_model
 from neurotomy.models.zoo import load_model
+from neurotomy.scores.class_subsets import penultimate_features
 from neurotomy.surgery.modules import GAConfig, module_metrics, split
 from neurotomy.train import TrainConfig, fit, seed_everything
 
@@ -61,16 +64,20 @@ def save(result: dict, path: Path) -> None:
     write_json(path, result)
 
 
-def run_subsets(result, path, train20k, test, models):
+def run_subsets(result, path, train10k, test, models):
     for spec in models:
         name = spec.removeprefix("zoo:")
         if any(r["model"] == name for r in result["subsets"]):
             continue
         model = load_model(spec)
+        t = time.perf_counter()
+        features = penultimate_features(model, train10k, quiet=True), penultimate_features(model, test, quiet=True)
+        print(f"{name}: features in {time.perf_counter() - t:.0f}s", flush=True)
         for criterion in ("frequency", "contribution"):
             t = time.perf_counter()
-            record = subsets_job(model, train20k, test, criterion=criterion, k=5, retention=0.99,
-                                 ks=[1, 2, 3, 5, 8, 16, 32], finetune_epochs=3, seed=0, quiet=True)
+            record = subsets_job(model, train10k, test, criterion=criterion, k=5, retention=0.99,
+                                 ks=[1, 2, 3, 5, 8, 16, 32], finetune_epochs=3, seed=0, quiet=True,
+                                 features=features)
             for r in record["subsets"]:
                 result["subsets"].append({"model": name, "criterion": criterion, "class": r["class"],
                                           "size": r["size"], "width": r["width"], "retention": 0.99,
@@ -134,7 +141,7 @@ def train_weak(train, kind: str, target: int, seed: int = 0):
 
 
 def run_patching(result, path, train, test, targets, module_dir):
-    calibration = stratified(train, 500, seed=7)
+    calibration = stratified(train, 200, seed=7)
     weak_cache = {}
     for target in targets:
         module = load_model(module_dir / f"c{target}" / f"class{target}.safetensors")
@@ -226,7 +233,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "classes.json"))
     parser.add_argument("--module-dir", default="/tmp/neurotomy-class-modules")
     parser.add_argument("--patch-classes", type=int, nargs="+", default=[0, 4, 6])
-    parser.add_argument("--compare-classes", type=int, nargs="+", default=[6, 9])
+    parser.add_argument("--compare-classes", type=int, nargs="+", default=[6])
     parser.add_argument("--parts", nargs="+", default=["subsets20", "modules_patch", "patching", "modules_rest",
                                                            "subsets56", "search", "plot"])
     args = parser.parse_args()
@@ -236,30 +243,31 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.exists() else {}
     result.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), "
                                  f"{torch.get_num_threads()} threads, torch {torch.__version__}, no GPU")
-    result["scale"] = __doc__.split("Scale (2 shared CPU cores): ")[1].split("\n\n")[0].replace("\n", " ")
+    result["scale"] = __doc__.split("Scale ")[1].split("\n\n")[0].replace("\n", " ")
     result["paper"] = {"patching": PAPER_PATCHING, "heads": PAPER_HEADS}
     for key in ("subsets", "heads", "modules", "patching", "search_comparison"):
         result.setdefault(key, [])
     train = load_dataset("fashion-mnist", root=args.root, split="train")
     test = load_dataset("fashion-mnist", root=args.root, split="test")
-    train20k = stratified(train, 2000, seed=0)
+    train10k = stratified(train, 1000, seed=0)  # 10k images
+    test5k = stratified(test, 500, seed=0)
     module_dir = Path(args.module_dir)
     strong = load_model("zoo:resnet20-fmnist")
     for part in args.parts:
         if part == "subsets20":
-            run_subsets(result, path, train20k, test, ["zoo:resnet20-fmnist"])
+            run_subsets(result, path, train10k, test, ["zoo:resnet20-fmnist"])
         elif part == "subsets56":
-            run_subsets(result, path, train20k, test, ["zoo:resnet56-fmnist"])
+            run_subsets(result, path, train10k, test, ["zoo:resnet56-fmnist"])
         elif part == "modules_patch":
-            run_modules(result, path, strong, train20k, test, args.patch_classes, module_dir)
+            run_modules(result, path, strong, train10k, test5k, args.patch_classes, module_dir)
         elif part == "patching":
-            run_patching(result, path, train, test, args.patch_classes, module_dir)
+            run_patching(result, path, train, test5k, args.patch_classes, module_dir)
         elif part == "modules_rest":
-            run_modules(result, path, strong, train20k, test, list(range(10)), module_dir)
+            run_modules(result, path, strong, train10k, test5k, list(range(10)), module_dir)
             result["module_set"] = module_set(result)
             save(result, path)
         elif part == "search":
-            run_search_comparison(result, path, strong, train20k, test, args.compare_classes)
+            run_search_comparison(result, path, strong, train10k, test5k, args.compare_classes)
         elif part == "plot":
             plot(result)
     save(result, path)

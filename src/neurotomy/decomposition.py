@@ -28,17 +28,19 @@ from neurotomy.errors import CheckpointError, NeurotomyError
 
 def subsets_job(model: nn.Module, train: Dataset, test: Dataset, *, criterion: str = "frequency",
                 k: int = 5, retention: float = 0.99, ks: list[int] | None = None, finetune_epochs: int = 3,
-                lr: float = 2e-4, seed: int = 0, quiet: bool = False) -> dict:
+                lr: float = 2e-4, seed: int = 0, quiet: bool = False, features: tuple | None = None) -> dict:
     """Per-class smallest feature subsets (ranked on ``train``, retention checked on ``train``) and
-    decomposed heads with ``ks`` features per class: test accuracy before/after the Adam fine-tune."""
+    decomposed heads with ``ks`` features per class: test accuracy before/after the Adam fine-tune.
+    ``features``: the (train, test) :class:`PenultimateFeatures` when already computed."""
     from neurotomy.scores.class_subsets import (class_feature_scores, penultimate_features,
                                                 smallest_class_subsets, top_k_mask)
     from neurotomy.surgery.heads import SubspaceHead, finetune_head, head_accuracy, head_cost
     from neurotomy.train import seed_everything
 
     seed_everything(seed)
-    fit_features = penultimate_features(model, train, quiet=quiet)
-    test_features = penultimate_features(model, test, quiet=quiet)
+    if features is None:
+        features = penultimate_features(model, train, quiet=quiet), penultimate_features(model, test, quiet=quiet)
+    fit_features, test_features = features
     head = dict(model.named_modules())[fit_features.layer]
     scores = class_feature_scores(fit_features.features, fit_features.targets, head, criterion, k=k,
                                   layer=fit_features.layer)
