@@ -176,8 +176,8 @@ def run_search_comparison(result, path, strong, train, test, classes):
             result["search_comparison"].append({
                 "class": c, "search": search, "seconds": round(time.perf_counter() - t, 1), **metrics,
                 "kept_fraction": module.kept_fraction, "macs": module.macs,
-                "masked_balanced_accuracy": module.calibration["masked_balanced_accuracy"],
-                "evaluations": module.calibration.get("evaluations", len(module.calibration.get("trace", [])) + 1)})
+                "masked_balanced_accuracy": module.details["masked_balanced_accuracy"],
+                "evaluations": module.details.get("evaluations", len(module.details.get("trace", [])) + 1)})
             print(f"search {search} class {c}: kept {module.kept_fraction:.3f} ovr {metrics['ovr_accuracy']:.4f} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
             save(result, path)

@@ -106,7 +106,7 @@ def split_job(model: nn.Module, train: Dataset, test: Dataset, classes: list[int
         modules.append(module)
         record = {**module_metrics(module.model, test, c), "kept_fraction": module.kept_fraction,
                   "macs": module.macs, "macs_original": module.macs_original, "search": search,
-                  **{k: v for k, v in module.calibration.items() if k not in ("trace", "history")}}
+                  **{k: v for k, v in module.details.items() if k not in ("trace", "history")}}
         if out_dir is not None and getattr(module.model, "neurotomy_meta", None) is not None:
             record["checkpoint"] = str(save_checkpoint(module.model, module.model.neurotomy_meta,
                                                        Path(out_dir) / f"class{c}"))

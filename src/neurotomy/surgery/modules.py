@@ -91,11 +91,11 @@ class ClassModule:
     macs: int
     macs_original: int
     search: str
-    calibration: dict = field(default_factory=dict)  # balanced accuracy of the masked model, etc.
+    details: dict = field(default_factory=dict)  # what the search measured (masked accuracy, trace…), cohesion
 
     def summary(self) -> dict:
         return {"class": self.class_index, "kept_fraction": self.kept_fraction, "macs": self.macs,
-                "macs_original": self.macs_original, "search": self.search, **self.calibration}
+                "macs_original": self.macs_original, "search": self.search, **self.details}
 
 
 # ---------------------------------------------------------------- data
@@ -416,5 +416,5 @@ def module_set_metrics(modules: list[ClassModule]) -> dict:
     """Coupling (mean pairwise Jaccard overlap of kept filters) and mean cohesion of a set of modules."""
     pairs = [(a, b) for i, a in enumerate(modules) for b in modules[i + 1:]]
     coupling = sum(_jaccard(a.kept, b.kept) for a, b in pairs) / max(1, len(pairs))
-    cohesions = [m.calibration.get("cohesion") for m in modules if "cohesion" in m.calibration]
+    cohesions = [m.details["cohesion"] for m in modules if "cohesion" in m.details]
     return {"coupling": coupling, "cohesion": sum(cohesions) / max(1, len(cohesions)), "modules": len(modules)}
