@@ -40,7 +40,6 @@ nav a { font-size: 13px; color: var(--accent); text-decoration:none; background:
 .verdict .headline b.pos { color: var(--good); }
 .verdict .notes { display:flex; flex-wrap:wrap; gap: 4px 22px; color: var(--muted); font-size: 13px; margin:0;
                   padding:0; list-style:none; }
-.verdict .missing { color: var(--muted); font-size: 13px; margin: 10px 0 0; }
 section { background: var(--card); border:1px solid var(--line); border-radius: 10px; padding: 18px 22px 20px;
           margin: 0 0 22px; box-shadow: 0 1px 2px rgba(0,0,0,.03); }
 section h2 { font-size: 19px; margin: 0 0 6px; }
@@ -84,11 +83,8 @@ def _verdict_html(report: dict) -> str:
     notes = "".join(f'<li>{escape(d["label"])}: <b class="v" data-key="{escape(d["key"])}">'
                     f'{escape(format_value(d["value"], d["format"]))}</b></li>' for d in report["verdict"]["details"])
     notes += "".join(f'<li><i>{escape(i["label"])}</i> = {escape(i.get("note", ""))}</li>' for i in report["verdict"]["items"])
-    missing = report.get("sections_missing") or []
-    missing_html = (f'<p class="missing">Not in this report (library part not available): '
-                    f'{escape(", ".join(missing))}.</p>' if missing else "")
     return (f'<div class="verdict" id="verdict"><p class="headline">{", ".join(parts)}</p>'
-            f'<ul class="notes">{notes}</ul>{missing_html}</div>')
+            f'<ul class="notes">{notes}</ul></div>')
 
 
 def _table_html(table: dict) -> str:
