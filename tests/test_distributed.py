@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from neurotomy.data import load_dataset
-from neurotomy.data.batches import iterate_batches, select_shard, shard_rows
+from neurotomy.data.batches import iterate_batches
 from neurotomy.distributed import gather_records, probe_shard, process_count, reduce_state
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import similarity_matrix
@@ -129,14 +129,3 @@ def test_lists_are_concatenated_in_process_order(runs):
     for rank in range(2):
         assert two[rank]["lists"] == {"layer": {"records": [21, 21]}}
         assert two[rank]["gathered"] == ["rank2", "rank1"]
-
-
-def test_shards_partition_every_batch():
-    for n in range(1, 12):
-        for count in (1, 2, 3):
-            rows = [shard_rows(n, i, count) for i in range(count)]
-            assert [i for r in rows for i in range(n)[r]] == list(range(n))
-            assert max(r.stop - r.start for r in rows) - min(r.stop - r.start for r in rows) <= 1
-    batches = [torch.arange(0, 5), torch.arange(5, 10), torch.arange(10, 11)]
-    assert [b.tolist() for b in select_shard(batches, (1, 2))] == [[5, 6, 7, 8, 9]]
-    assert [b.tolist() for b in select_shard(batches, (1, 2), split_batches=True)] == [[3, 4], [8, 9]]
