@@ -201,6 +201,8 @@ def cmd_prune(args) -> None:
                    recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
                    measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet)
     pruned, record = job.run(model, _data_for(model, args, "train"), _data_for(model, args, "test"))
+    if not _main_process():
+        return
     path = save_checkpoint(pruned, pruned.neurotomy_meta, args.out)
     record["checkpoint"] = str(path)
     if args.json:
@@ -236,6 +238,8 @@ def cmd_inspect(args) -> None:
     model = load_model(args.model)
     result = inspect_model(model, _data_for(model, args, args.split), Path(args.out), per_class=args.per_class,
                            k=args.k, threshold=args.layer_threshold, seed=args.seed, quiet=args.quiet)
+    if not _main_process():
+        return
     curve = result["modularity"]
     for layer, q, dq in zip(curve["layers"], curve["q"], result["delta_q"]):
         print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.distributed import is_main_process
 from neurotomy.files import write_json
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import plot_similarity, similarity_matrix
@@ -33,7 +34,8 @@ def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int
         "redundancy_threshold": threshold,
         "cka": cka,
     }
-    write_json(out_dir / "inspect.json", result)
-    curve.plot(out_dir / "modularity.png")
-    plot_similarity(cka, out_dir / "cka.png", "linear CKA between layers")
+    if is_main_process():  # under accelerate launch every process holds the result; one writes it
+        write_json(out_dir / "inspect.json", result)
+        curve.plot(out_dir / "modularity.png")
+        plot_similarity(cka, out_dir / "cka.png", "linear CKA between layers")
     return result
