@@ -94,6 +94,31 @@ def run_subsets(result, path, train10k, test, models):
             save(result, path)
 
 
+def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(3, 5, 8), epochs=30):
+    """Is the 3-epoch head fine-tune simply too short? Test accuracy after each Adam epoch."""
+    from neurotomy.scores.class_subsets import class_feature_scores, top_k_mask
+    from neurotomy.surgery.heads import SubspaceHead, finetune_head, head_accuracy
+
+    if result.get("head_epochs"):
+        return
+    model = load_model(spec)
+    fit_f, test_f = penultimate_features(model, train10k, quiet=True), penultimate_features(model, test, quiet=True)
+    head = dict(model.named_modules())[fit_f.layer]
+    scores = class_feature_scores(fit_f.features, fit_f.targets, head, "frequency", k=5)[fit_f.layer]
+    records = []
+    for k in ks:
+        sub = SubspaceHead.from_linear(head, top_k_mask(scores, k))
+        curve = [head_accuracy(sub, test_f.features, test_f.targets)]
+        finetune_head(sub, fit_f.features, fit_f.targets, epochs=epochs, lr=2e-4, seed=0, quiet=True,
+                      on_epoch_end=lambda h, epoch: curve.append(head_accuracy(h, test_f.features, test_f.targets)))
+        records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": head_accuracy(head, test_f.features,
+                                                                                             test_f.targets),
+                        "test_accuracy_by_epoch": curve})
+        print(f"head k={k}: {[round(a, 4) for a in curve[::5]]}", flush=True)
+    result["head_epochs"] = records
+    save(result, path)
+
+
 def run_modules(result, path, strong, train, test, classes, module_dir):
     done = {r["class"] for r in result["modules"]}
     todo = [c for c in classes if c not in done]
@@ -268,6 +293,8 @@ def main() -> None:
             save(result, path)
         elif part == "search":
             run_search_comparison(result, path, strong, train10k, test5k, args.compare_classes)
+        elif part == "heads_epochs":
+            run_head_epochs(result, path, train10k, test)
         elif part == "plot":
             plot(result)
     save(result, path)

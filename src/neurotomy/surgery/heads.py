@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,8 +77,10 @@ def decompose_head(model: nn.Module, layer: str, mask: torch.Tensor) -> nn.Modul
 
 
 def finetune_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, epochs: int = 3,
-                  lr: float = 2e-4, batch_size: int = 128, seed: int = 0, quiet: bool = False) -> list[dict]:
-    """Fit ``head`` in place on fixed features with Adam; one ``{"epoch", "loss"}`` per epoch."""
+                  lr: float = 2e-4, batch_size: int = 128, seed: int = 0, quiet: bool = False,
+                  on_epoch_end: Callable[[nn.Module, int], None] | None = None) -> list[dict]:
+    """Fit ``head`` in place on fixed features with Adam; one ``{"epoch", "loss"}`` per epoch.
+    ``on_epoch_end(head, epoch)`` runs after each epoch (e.g. to measure test accuracy)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     features = features.float()
@@ -98,6 +101,10 @@ def finetune_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor
                 total += float(loss.detach()) * len(idx)
                 bar.advance(task)
             history.append({"epoch": epoch + 1, "loss": total / len(targets)})
+            if on_epoch_end is not None:
+                head.eval()
+                on_epoch_end(head, epoch)
+                head.train()
     head.eval()
     return history
 
