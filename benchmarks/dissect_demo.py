@@ -4,7 +4,7 @@ budget fast) take on this machine, and what does it find? Target (issue #7): ≤
 Records wall-clock and process CPU seconds (CPU time ÷ threads approximates the wall time of an
 idle machine when the machine is shared), the load average before and after, per-stage seconds,
 and the report's headline numbers; writes benchmarks/results/dissect_demo.{json,png}, the demo's
-report.html next to them, and a Chromium screenshot of it.
+report.html and report.json next to them (dissect_demo_report.*), and a Chromium screenshot of it.
 
     python benchmarks/dissect_demo.py [--budget fast] [--root FMNIST_DIR]
 """
@@ -15,6 +15,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,10 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="fast")
     parser.add_argument("--root", default=None)
-    parser.add_argument("--out", default=str(RESULTS / "dissect_demo"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    out = Path(args.out)
+    out = Path(tempfile.mkdtemp(prefix="dissect-demo-"))
     load_before = os.getloadavg()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     report = run_demo(out, root=args.root, quiet=True, seed=0, budget=args.budget)
@@ -69,9 +69,10 @@ def main() -> None:
         "stages_seconds": {name: s for name, s in stages},
         "verdict": verdict_sentence(report["verdict"]),
         "verdict_items": report["verdict"]["items"], "numbers": headline,
-        "report": str((out / "report.html").relative_to(RESULTS.parent.parent)) if out.is_relative_to(
-            RESULTS.parent.parent) else str(out / "report.html"),
+        "report": "benchmarks/results/dissect_demo_report.html (+ dissect_demo_report.json, its source)",
     }
+    for name in ("report.html", "report.json"):  # the demo's own output, kept as an example (not the checkpoint)
+        shutil.copyfile(out / name, RESULTS / f"dissect_demo_{name}")
     write_json(RESULTS / "dissect_demo.json", result)
     print(f"demo: {wall:.0f} s wall, {cpu:.0f} s CPU ({torch.get_num_threads()} threads), load {load_before[0]:.1f}"
           f"→{load_after[0]:.1f}; {result['verdict']}", file=sys.stderr)
@@ -79,6 +80,7 @@ def main() -> None:
     if screenshot(out / "report.html", RESULTS / "dissect_demo_screenshot.png"):
         result["screenshot"] = "benchmarks/results/dissect_demo_screenshot.png"
         write_json(RESULTS / "dissect_demo.json", result)
+    shutil.rmtree(out)
 
 
 def plot_stages(result: dict, path: Path) -> None:

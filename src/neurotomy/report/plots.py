@@ -49,7 +49,8 @@ def matrix_heatmap(values: list[list[float]], rows: list[str], cols: list[str], 
         for (i, j), v in np.ndenumerate(data):
             r, g, b, _ = colormap((v - vmin) / (vmax - vmin))
             dark_cell = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # text must contrast with the cell's colour
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if dark_cell else "black")
+            label = f"{v:.2f}".replace("-0.00", "0.00")
+            ax.text(j, i, label, ha="center", va="center", fontsize=6, color="white" if dark_cell else "black")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
