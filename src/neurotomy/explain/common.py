@@ -40,7 +40,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
     """A float image batch ``N × C × H × W``; anything else is a user error."""
     if not isinstance(inputs, torch.Tensor):
-        raise ExplainError(f"inputs must be a tensor, got {type(inputs).__name__}")
+        raise ExplainError(f"inputs must be a float batch N×C×H×W tensor, got {type(inputs).__name__}")
     if inputs.dim() == 3:
         raise ExplainError(f"inputs have shape {tuple(inputs.shape)}; pass a batch N×C×H×W "
                            "(use inputs.unsqueeze(0) for one image)")
@@ -60,25 +60,29 @@ def forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         expects = f" (its first conv takes {first_conv.in_channels} channels)" if first_conv else ""
         raise ExplainError(f"inputs of shape {tuple(inputs.shape)} do not fit the model{expects}: "
                            f"{str(exc).splitlines()[0]}") from None
-    if logits.dim() != 2:
-        raise ExplainError(f"the model returns shape {tuple(logits.shape)}; explanations need "
-                           "class scores N×classes")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != inputs.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ExplainError(f"the model returns {shape}; explanations need class scores N×classes")
     return logits
+
+
+def check_targets(target: int | Sequence[int] | torch.Tensor, batch: int) -> torch.Tensor:
+    """One class index per image as a ``long`` tensor of length ``batch`` (an ``int`` is repeated)."""
+    if isinstance(target, int):
+        return torch.full((batch,), target, dtype=torch.long)
+    targets = torch.as_tensor(target, dtype=torch.long).flatten()
+    if targets.numel() != batch:
+        raise ExplainError(f"{targets.numel()} targets for a batch of {batch} images; give one class "
+                           "per image, one int for all, or None for the predicted classes")
+    return targets
 
 
 def resolve_targets(model: nn.Module, inputs: torch.Tensor, target: Target) -> torch.Tensor:
     """One class index per image (a ``long`` tensor of length N)."""
-    n = inputs.shape[0]
     if target is None:
         with torch.no_grad():
             return forward(model, inputs).argmax(1)
-    if isinstance(target, int):
-        targets = torch.full((n,), target, dtype=torch.long)
-    else:
-        targets = torch.as_tensor(target, dtype=torch.long).flatten()
-        if targets.numel() != n:
-            raise ExplainError(f"{targets.numel()} targets for a batch of {n} images; give one class "
-                               "per image, one int for all, or None for the predicted classes")
+    targets = check_targets(target, inputs.shape[0])
     with torch.no_grad():
         classes = forward(model, inputs[:1]).shape[1]
     bad = targets[(targets < 0) | (targets >= classes)]

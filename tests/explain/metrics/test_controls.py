@@ -30,5 +30,5 @@ def test_random_map_is_seeded_and_fresh_per_draw_from_a_generator():
 
 
 def test_controls_reject_non_batches():
-    with pytest.raises(MetricError, match="B×C×H×W"):
+    with pytest.raises(MetricError, match="N×C×H×W"):
         sobel_map(torch.zeros(4, 4))

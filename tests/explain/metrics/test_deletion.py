@@ -72,7 +72,7 @@ def test_shape_errors(linear_problem):
         deletion_curve(model, x, torch.zeros(len(x), 7, 8))
     with pytest.raises(MetricError, match="3 targets for a batch of 16"):
         insertion_curve(model, x, torch.zeros(len(x), 8, 8), targets=[0, 1, 1])
-    with pytest.raises(MetricError, match="B×C×H×W"):
+    with pytest.raises(MetricError, match="N×C×H×W"):
         deletion_curve(model, x[0], torch.zeros(8, 8))
     with pytest.raises(MetricError, match="target class 5 does not exist"):
         deletion_curve(model, x, torch.zeros(len(x), 8, 8), targets=[5] * len(x))

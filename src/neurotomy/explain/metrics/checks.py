@@ -14,35 +14,26 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
 
-from neurotomy.errors import NeurotomyError
+# The batch, target and eval-mode conventions are the attribution methods' own (one way to do it);
+# metrics re-export them under the names they use.
+from neurotomy.explain.common import ExplainError, check_inputs, check_targets, resolve_targets  # noqa: F401
+from neurotomy.explain.common import Target as Targets  # noqa: F401
+from neurotomy.explain.common import eval_mode as evaluating  # noqa: F401
+from neurotomy.explain.common import forward as class_logits  # noqa: F401
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``explainer(model, inputs, targets) -> maps (B × H × W)``; e.g.
 ``lambda m, x, t: attribute(m, x, t, method="gradient")``."""
 
-Targets = int | Sequence[int] | torch.Tensor | None
-"""One class per image; an ``int`` is that class for every image; ``None`` each image's prediction."""
 
-
-class MetricError(NeurotomyError):
-    """Maps, inputs, targets or settings given to an explanation metric do not fit together."""
-
-
-def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
-    """A float image batch ``B × C × H × W``."""
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
-        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise MetricError(f"inputs have shape {shape}; pass a float batch B×C×H×W "
-                          "(use inputs.unsqueeze(0) for one image)")
-    if not inputs.is_floating_point():
-        raise MetricError(f"inputs have dtype {inputs.dtype}; pass normalised float images")
-    return inputs
+MetricError = ExplainError
+"""Maps, inputs, targets or settings given to an explanation metric do not fit together — the same
+error family as the attribution methods', so one ``except ExplainError`` catches both."""
 
 
 def check_maps(maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -58,17 +49,6 @@ def check_maps(maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return maps.detach().float()
 
 
-def check_targets(targets: Targets, batch: int) -> torch.Tensor:
-    """One class index per image as a ``long`` tensor of length ``batch`` (an ``int`` is repeated)."""
-    if isinstance(targets, int):
-        return torch.full((batch,), targets, dtype=torch.long)
-    targets = torch.as_tensor(targets, dtype=torch.long).flatten()
-    if targets.numel() != batch:
-        raise MetricError(f"{targets.numel()} targets for a batch of {batch} images; "
-                          "give one class per image (or None for the predicted classes)")
-    return targets
-
-
 def check_fraction(value: float, name: str, low_open: bool = True) -> float:
     """A fraction in (0, 1] (or [0, 1] when ``low_open`` is False)."""
     value = float(value)
@@ -77,40 +57,6 @@ def check_fraction(value: float, name: str, low_open: bool = True) -> float:
         bound = "(0, 1]" if low_open else "[0, 1]"
         raise MetricError(f"{name}={value} is not a fraction in {bound}; give e.g. 0.1 for 10 %")
     return value
-
-
-def class_logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """The model's ``B × classes`` scores, or a clear error when it returns anything else."""
-    logits = model(inputs)
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != inputs.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise MetricError(f"the model returns {shape}; explanation metrics need class scores B×classes")
-    return logits
-
-
-def resolve_targets(model: nn.Module, inputs: torch.Tensor, targets: Targets) -> torch.Tensor:
-    """``targets`` checked against the batch and the model's classes; ``None`` → each prediction."""
-    if targets is None:
-        with torch.no_grad():
-            return class_logits(model, inputs).argmax(1)
-    targets = check_targets(targets, inputs.shape[0])
-    with torch.no_grad():
-        classes = class_logits(model, inputs[:1]).shape[1]
-    bad = targets[(targets < 0) | (targets >= classes)]
-    if bad.numel():
-        raise MetricError(f"target class {int(bad[0])} does not exist: the model has {classes} classes")
-    return targets.to(inputs.device)
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode (running BatchNorm statistics, no dropout), its flag restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def explain(explainer: Explainer, model: nn.Module, inputs: torch.Tensor,
