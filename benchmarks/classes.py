@@ -119,6 +119,33 @@ def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks
     save(result, path)
 
 
+def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(5,), epochs=2):
+    """The decomposed head with the whole network fine-tuned (Adam, lr 2e-4, no augmentation)."""
+    from neurotomy.scores.class_subsets import class_feature_scores, top_k_mask
+    from neurotomy.surgery.heads import decompose_head, finetune_head
+    from neurotomy.train import evaluate
+
+    if result.get("head_network"):
+        return
+    model = load_model(spec)
+    fit_f = penultimate_features(model, train10k, quiet=True)
+    head = dict(model.named_modules())[fit_f.layer]
+    scores = class_feature_scores(fit_f.features, fit_f.targets, head, "frequency", k=5)[fit_f.layer]
+    records = []
+    for k in ks:
+        decomposed = decompose_head(model, fit_f.layer, top_k_mask(scores, k))
+        curve = [evaluate(decomposed, test, quiet=True)["accuracy"]]
+        finetune_head(decomposed, train10k.images, train10k.targets, epochs=epochs, lr=2e-4, batch_size=128,
+                      seed=0, quiet=True,
+                      on_epoch_end=lambda m, e: curve.append(evaluate(m, test, quiet=True)["accuracy"]))
+        records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": evaluate(model, test, quiet=True)["accuracy"],
+                        "test_accuracy_by_epoch": curve, "finetuned": "whole network, Adam lr 2e-4, "
+                        f"{epochs} epochs on the 10k training subset, no augmentation"})
+        print(f"network fine-tune k={k}: {[round(a, 4) for a in curve]}", flush=True)
+    result["head_network"] = records
+    save(result, path)
+
+
 def run_modules(result, path, strong, train, test, classes, module_dir):
     done = {r["class"] for r in result["modules"]}
     todo = [c for c in classes if c not in done]
@@ -295,6 +322,8 @@ def main() -> None:
             run_search_comparison(result, path, strong, train10k, test5k, args.compare_classes)
         elif part == "heads_epochs":
             run_head_epochs(result, path, train10k, test)
+        elif part == "heads_network":
+            run_head_network(result, path, train10k, test)
         elif part == "plot":
             plot(result)
     save(result, path)
