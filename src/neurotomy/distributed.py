@@ -20,7 +20,7 @@ What makes N processes match one process with the same global batch:
 * **gradients** — DDP averages per-process gradients; each process scales its loss by
   ``N · local / global`` images, so the average is the global batch's mean loss gradient even
   when the shards differ in size;
-* **BatchNorm** — a per-process BatchNorm would normalise by shard statistics; here BatchNorm
+* **BatchNorm** — a per-process BatchNorm would normalise by shard statistics; here BatchNorm2d
   layers sum their per-channel Σx, Σx², count across processes (differentiably) while training,
   so they normalise by global-batch statistics, exactly as one process does. (torch's
   ``SyncBatchNorm`` refuses CPU tensors, hence our own.)
@@ -178,7 +178,7 @@ def gather_rows(tensor: torch.Tensor, total: int) -> torch.Tensor:
     padded[:len(tensor)] = tensor
     parts = [torch.empty_like(padded) for _ in range(count)]
     torch.distributed.all_gather(parts, padded.contiguous())
-    sizes = [(lambda s: s.stop - s.start)(shard_rows(total, i, count)) for i in range(count)]
+    sizes = [len(range(total)[shard_rows(total, i, count)]) for i in range(count)]
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
