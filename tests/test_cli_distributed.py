@@ -18,7 +18,22 @@ ACCELERATE = Path(sys.executable).with_name("accelerate")
 # nudge of its weights moves them by 1e-3 within three steps, so it cannot show 2 == 1 process.)
 MODEL = "zoo:resnet20-fmnist"
 # 301 images, batch 128: steps of 128, 128, 45 images, split 64/64, 64/64, 23/22 between processes.
-ARGS = ["--epochs", "1", "--max-images", "301", "--lr", "0.01", "--seed", "4"]
+ARGS = ["--epochs", "1", "--lr", "0.01", "--seed", "4", "--data", "fashion-mnist"]
+
+
+@pytest.fixture
+def small_fmnist(tmp_path) -> Path:
+    """301 training and 200 test images of the shipped subset, as IDX files (evaluation stays quick)."""
+    from neurotomy.data.fashion_mnist import shipped_root
+    from neurotomy.data.idx import read_idx, write_idx
+
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for prefix, n in (("train", 301), ("t10k", 200)):
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"{prefix}-{kind}-ubyte.gz"
+            write_idx(root / name, read_idx(shipped_root() / name)[:n])
+    return root
 
 
 def _free_port() -> int:
@@ -28,20 +43,22 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
-def test_finetune_under_accelerate_launch_writes_one_checkpoint_matching_one_process(tmp_path, capsys):
+def test_finetune_under_accelerate_launch_writes_one_checkpoint_matching_one_process(small_fmnist, tmp_path, capsys):
     out_dir = tmp_path / "two"
     out_dir.mkdir()
     two = subprocess.run(
         [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-         "-m", "neurotomy.cli", "finetune", MODEL, *ARGS, "--out", str(out_dir / "ft.safetensors")],
+         "-m", "neurotomy.cli", "finetune", MODEL, *ARGS, "--root", str(small_fmnist),
+         "--out", str(out_dir / "ft.safetensors")],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("wrote") == 1  # only the main process saves and reports
     assert two.stderr.count("fine-tune") == 1  # only the main process draws progress
     assert sorted(p.name for p in out_dir.iterdir()) == ["ft.safetensors"]  # no stray temporary files
 
-    assert main(["finetune", MODEL, *ARGS, "--quiet", "--out", str(tmp_path / "one.safetensors")]) == 0
+    assert main(["finetune", MODEL, *ARGS, "--root", str(small_fmnist), "--quiet",
+                 "--out", str(tmp_path / "one.safetensors")]) == 0
     assert capsys.readouterr().out.count("wrote") == 1
     one = load_checkpoint(tmp_path / "one.safetensors").state_dict()
     distributed = load_checkpoint(out_dir / "ft.safetensors").state_dict()
@@ -51,3 +68,27 @@ def test_finetune_under_accelerate_launch_writes_one_checkpoint_matching_one_pro
     assert moved > 1e-3  # fine-tuning changed the weights ...
     assert differ < 1e-4  # ... and two processes changed them as one does
     assert torch.equal(one["bn1.num_batches_tracked"], distributed["bn1.num_batches_tracked"])
+
+
+def _launch(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+         "-m", "neurotomy.cli", *command],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
+def test_score_under_accelerate_launch_equals_one_process_and_both_processes_exit_cleanly(tmp_path, capsys):
+    from neurotomy.scores import UnitScores
+
+    # 300 digits in batches of 64: 5 batches, 3 for the main process and 2 for the other
+    args = ["score", "zoo:lenet5-digits", "--criterion", "hrank", "--max-images", "300", "--batch-size", "64"]
+    two = _launch(*args, "--out", str(tmp_path / "two.npz"))
+    assert two.returncode == 0, two.stderr[-2000:]  # the non-main process, done early, waits and exits 0
+    assert two.stdout.count("wrote") == 1
+    assert main([*args, "--quiet", "--out", str(tmp_path / "one.npz")]) == 0
+    one, distributed = UnitScores.load(tmp_path / "one.npz"), UnitScores.load(tmp_path / "two.npz")
+    assert list(one.keys()) == list(distributed.keys())
+    for layer in one.keys():
+        assert torch.equal(one[layer], distributed[layer]), layer  # mean integer ranks: exact

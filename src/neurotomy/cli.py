@@ -687,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     set_default_workers(getattr(args, "workers", 0))
     try:
         args.func(args)
+        from neurotomy.distributed import shutdown
+        shutdown()  # under accelerate launch: wait for the main process's writes, close the group
     except NeurotomyError as exc:
         print(f"neurotomy: error: {exc}", file=sys.stderr)
         return 2

@@ -103,6 +103,14 @@ def wait_for_everyone() -> None:
         _state().wait_for_everyone()
 
 
+def shutdown() -> None:
+    """End this process's part of a launched run: wait for the others (the main process may still
+    be writing), then close the process group — a gloo group left open aborts the process at exit."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def probe_shard() -> tuple[int, int] | None:
     """``(index, count)`` for :func:`~neurotomy.data.batches.iterate_batches`, or None alone."""
     count = process_count()
@@ -315,5 +323,5 @@ def data_parallel(model: nn.Module) -> contextlib.AbstractContextManager[DataPar
 
 
 __all__ = ["DataParallel", "data_parallel", "gather_records", "gather_rows", "is_main_process",
-           "probe_shard", "process_count", "process_index", "reduce_state", "sum_over_processes",
+           "probe_shard", "process_count", "process_index", "reduce_state", "shutdown", "sum_over_processes",
            "wait_for_everyone"]
