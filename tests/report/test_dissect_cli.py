@@ -17,6 +17,10 @@ def test_dissect_command_writes_the_report(tmp_path, capsys):
     assert 0 <= report["finetune_epochs"] <= 10
     stages = next(s for s in report["sections"] if s["id"] == "pruning")["tables"][0]["rows"]
     assert any("fine-tune" in row[0] for row in stages) == (report["finetune_epochs"] > 0)
+    # the fast settings measure latency: the verdict's "faster by" is the batch-64 speed-up of the record
+    pruning = {n["key"]: n["value"] for s in report["sections"] if s["id"] == "pruning" for n in s["numbers"]}
+    verdict = {i["key"]: i["value"] for i in report["verdict"]["items"]}
+    assert verdict["speedup"] == pruning["speedup_batch64"] > 0 and "speedup_batch1" in pruning
     assert printed.startswith("smaller by") and "report.html" in printed
     assert (out / "report.html").exists() and (out / "pruned.safetensors").exists()
 

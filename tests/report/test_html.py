@@ -92,7 +92,7 @@ def test_verdict_values_come_from_json(page, tiny_report):
     numbers = {n["key"]: n["value"] for n in pruning["numbers"]}
     verdict = {i["key"]: i["value"] for i in items}
     assert verdict["params_ratio"] == numbers["params_ratio"]
-    assert verdict["speedup"] == numbers["speedup_batch64"]
+    assert verdict["speedup"] == numbers.get("speedup_batch64")  # the tiny budget measures no latency: both None
     assert verdict["accuracy_change"] == pytest.approx(numbers["accuracy_change"])
     explanations = next(s for s in tiny_report["sections"] if s["id"] == "explanations")
     assert verdict["reasons_agreement"] == explanations["numbers"][0]["value"]

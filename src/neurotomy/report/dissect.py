@@ -127,7 +127,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         pruned, record = job.run(model, train, test, scores=scores[criterion], original_metrics=original_metrics)
         pruned_metrics = {"accuracy": record["comparison"]["pruned"]["accuracy"],
                           "per_class_recall": record["comparison"]["pruned"]["per_class_recall"]}
-    with stages(f"latency at batch {', '.join(map(str, budget.latency_batches))}"):
+    with stages(f"size and latency at batch {', '.join(map(str, budget.latency_batches)) or '— (not measured)'}"):
         record["comparison"] = compare_models(model, pruned, shape, original_metrics, pruned_metrics,
                                               latency_batches=budget.latency_batches)
     with stages("layer dynamics: modularity curves, CKA original vs pruned"):

@@ -35,7 +35,7 @@ def verdict(record: dict, sections: list[dict]) -> dict:
         {"key": "params_ratio", "label": "smaller by", "value": cmp["params_ratio"], "format": "ratio",
          "note": "parameters, original ÷ pruned"},
         {"key": "speedup", "label": "faster by", "value": cmp.get(f"speedup_batch{speed_batch}"), "format": "ratio",
-         "note": f"CPU latency at batch {speed_batch}, median" if speed_batch else "latency not measured"},
+         "note": f"CPU latency at batch {speed_batch}, median" if speed_batch else "latency not measured in this budget"},
         {"key": "accuracy_change", "label": "accuracy", "value": pruned - original, "format": "pt",
          "note": "pruned − original, test images"},
         {"key": "reasons_agreement", "label": "reasons kept: agreement",
