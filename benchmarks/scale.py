@@ -81,7 +81,7 @@ def child_memory(images: int, root: str) -> None:
 def child_throughput(root: str, probe_images: int, finetune_images: int) -> None:
     """Timed probing and fine-tuning; run alone or under `accelerate launch`."""
     from neurotomy.data import load_dataset
-    from neurotomy.distributed import is_main_process, process_count, wait_for_everyone
+    from neurotomy.distributed import is_main_process, process_count, shutdown, wait_for_everyone
     from neurotomy.models.zoo import load_model
     from neurotomy.recover import finetune
     from neurotomy.scores import get_criterion
@@ -105,6 +105,7 @@ def child_throughput(root: str, probe_images: int, finetune_images: int) -> None
                           "finetune_images": finetune_images, "finetune_seconds": finetune_s,
                           "finetune_images_per_s": finetune_images / finetune_s,
                           "finetune_loss": history[0]["loss"]}))
+    shutdown()
 
 
 # ---------------------------------------------------------------- parent

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from neurotomy.data import load_dataset
 from neurotomy.data.batches import iterate_batches
-from neurotomy.distributed import gather_records, probe_shard, process_count, reduce_state
+from neurotomy.distributed import gather_records, probe_shard, process_count, reduce_state, shutdown
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import similarity_matrix
 from neurotomy.models.zoo import load_model
@@ -62,6 +62,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     torch.save(_jobs(), Path(out_dir) / f"rank{rank}.pt")
+    shutdown()
 
 
 def _free_port() -> int:
