@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers zoo clean
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,10 @@ bench-layers: install
 
 bench-speed: install
 	$(BIN)/python benchmarks/pruning_speed.py --root $(FMNIST)
+
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py --root $(FMNIST)
+
+# every attribution method × every metric, ROAR at reduced scale, throughput vs pytorch-grad-cam
+bench-explanations: install
+	$(BIN)/python benchmarks/explanations.py --root $(FMNIST)
