@@ -94,8 +94,8 @@ def adversarial_accuracy(model: nn.Module, data: Dataset, attack: str, eps: floa
     Example:
         >>> from neurotomy.data import load_dataset
         >>> from neurotomy.models import build_model
-        >>> model = build_model("lenet5", 1, 10, 8)
-        >>> 0 <= adversarial_accuracy(model, load_dataset("digits", split="test"), "pgd", 0.1, 32, steps=2, quiet=True) <= 1
+        >>> model, test = build_model("lenet5", 1, 10, 8), load_dataset("digits", split="test")
+        >>> 0 <= adversarial_accuracy(model, test, "pgd", 0.1, max_images=32, steps=2, quiet=True) <= 1
         True
     """
     if attack not in ATTACKS:
