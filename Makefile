@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations zoo clean
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,7 @@ bench-scale: install
 # every attribution method × every metric, ROAR at reduced scale, throughput vs pytorch-grad-cam
 bench-explanations: install
 	$(BIN)/python benchmarks/explanations.py --root $(FMNIST)
+
+# plain vs gradient-mask training: accuracy, after 50 % pruning, FGSM/PGD, saliency focus
+bench-gradmask: install
+	$(BIN)/python benchmarks/grad_mask.py --root $(FMNIST) --resnet-seeds 0 1 --resnet-short-control
