@@ -16,13 +16,13 @@ from neurotomy.report.record import format_value
 AGREEMENT_KEY = ("explanations", "agreement_spearman")
 
 
-def _section_number(sections: list[dict], section_id: str, key: str):
+def _section_number(sections: list[dict], section_id: str, key: str) -> dict:
     for sec in sections:
         if sec["id"] == section_id:
             for number in sec["numbers"]:
                 if number["key"] == key:
-                    return number["value"]
-    return None
+                    return number
+    return {"value": None, "label": "explanations not computed"}
 
 
 def verdict(record: dict, sections: list[dict]) -> dict:
@@ -31,6 +31,7 @@ def verdict(record: dict, sections: list[dict]) -> dict:
     batches = sorted(int(k.removeprefix("speedup_batch")) for k in cmp if k.startswith("speedup_batch"))
     speed_batch = 64 if 64 in batches else (batches[-1] if batches else None)
     original, pruned = cmp["original"]["accuracy"], cmp["pruned"]["accuracy"]
+    reasons = _section_number(sections, *AGREEMENT_KEY)
     items = [
         {"key": "params_ratio", "label": "smaller by", "value": cmp["params_ratio"], "format": "ratio",
          "note": "parameters, original ÷ pruned"},
@@ -39,8 +40,8 @@ def verdict(record: dict, sections: list[dict]) -> dict:
         {"key": "accuracy_change", "label": "accuracy", "value": pruned - original, "format": "pt",
          "note": "pruned − original, test images"},
         {"key": "reasons_agreement", "label": "reasons kept: agreement",
-         "value": _section_number(sections, *AGREEMENT_KEY), "format": "float3",
-         "note": "Spearman correlation of the two models' explanation maps"},
+         "value": reasons["value"], "format": "float3",
+         "note": f"{reasons['label']}: rank correlation of the two models' maps, same images and targets"},
     ]
     details = [
         {"key": "macs_ratio", "label": "fewer MACs by", "value": cmp["macs_ratio"], "format": "ratio"},
