@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from neurotomy.data import load_dataset
-from neurotomy.train import TrainConfig, classification_metrics, evaluate, train_new_model
+from neurotomy.models import build_model
+from neurotomy.train import TrainConfig, classification_metrics, evaluate, fit, seed_everything, train_new_model
 
 CONFIG = dict(epochs=15, lr=0.1, batch_size=32, quiet=True)
 
@@ -30,3 +32,12 @@ def test_classification_metrics_by_hand():
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert m["per_class_precision"] == [0.5, round(2 / 3, 6), 0.0]
     assert m["per_class_recall"] == [0.5, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("images", [8, 256, 512, 640])
+def test_one_cycle_survives_very_short_runs(images):
+    """1 to 5 optimiser steps used to divide by a zero-length OneCycle phase."""
+    seed_everything(0)
+    model = build_model("lenet5", 1, 10, 8)
+    history = fit(model, load_dataset("digits"), TrainConfig(epochs=1, batch_size=128, max_images=images, quiet=True))
+    assert len(history) == 1 and history[0]["loss"] > 0

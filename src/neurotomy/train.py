@@ -73,8 +73,11 @@ EpochHook = Callable[[nn.Module, int], None]
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
     if config.schedule == "onecycle":
+        if steps < 4:  # too short to warm up and anneal: OneCycleLR divides by zero-length phases
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        # a quarter of the run warming up, but never a phase shorter than one step (runs of 4–5 steps)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps,
-                                                   pct_start=0.25)
+                                                   pct_start=max(0.25, 1.5 / steps))
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     if config.schedule == "constant":
