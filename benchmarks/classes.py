@@ -254,6 +254,11 @@ def plot(result) -> None:
         ax.plot([r["k"] for r in rows], [r["acc_subsets"] for r in rows], "o--", label=f"{model} before fine-tune")
         ax.plot([r["k"] for r in rows], [r["acc_subsets_finetuned"] for r in rows], "o-", label=f"{model} fine-tuned")
         ax.axhline(rows[0]["acc_full"], ls=":", color="grey")
+    for r in result.get("head_epochs", []):
+        ax.plot([r["k"]], [r["test_accuracy_by_epoch"][-1]], "k*", ms=9,
+                label=f"{r['model']} head, {len(r['test_accuracy_by_epoch']) - 1} epochs" if r["k"] == 3 else None)
+    for r in result.get("head_network", []):
+        ax.plot([r["k"]], [r["test_accuracy_by_epoch"][-1]], "gP", ms=9, label=f"{r['model']} whole network tuned")
     ax.set(xscale="log", xlabel="features per class k", ylabel="test accuracy", title="decomposed final layer")
     ax.legend(fontsize=7)
     ax = axes[2]
