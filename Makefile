@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask zoo clean
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,7 @@ bench-explanations: install
 # plain vs gradient-mask training: accuracy, after 50 % pruning, FGSM/PGD, saliency focus
 bench-gradmask: install
 	$(BIN)/python benchmarks/grad_mask.py --root $(FMNIST) --resnet-seeds 0 1 --resnet-short-control
+
+# class feature subsets (ResNet-20/56), decomposed heads, per-class modules, patching weak models
+bench-classes: install
+	$(BIN)/python benchmarks/classes.py --root $(FMNIST)
