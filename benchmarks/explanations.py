@@ -148,8 +148,8 @@ def verdict(results: dict) -> dict:
                            "beats_all": len(beaten) == len(COMPARED)}
     roar_record = results.get("roar", {})
     accuracy = roar_record.get("accuracy", {})
-    if "pathway" in accuracy and all(m in accuracy and len(accuracy[m]) == len(accuracy["pathway"])
-                                     for m in COMPARED):
+    complete = len(roar_record.get("thresholds", []))
+    if complete and all(len(accuracy.get(m, [])) == complete for m in (*COMPARED, "pathway")):
         mean = {m: sum(v) / len(v) for m, v in accuracy.items() if v}  # lower accuracy = better map
         out["roar_mean_accuracy"] = {**{m: mean[m] for m in (*COMPARED, "pathway", "random") if m in mean},
                                      "beats": [m for m in COMPARED if mean["pathway"] < mean[m]]}
