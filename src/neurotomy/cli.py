@@ -244,7 +244,7 @@ def cmd_inspect(args) -> None:
     for layer, q, dq in zip(curve["layers"], curve["q"], result["delta_q"]):
         print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")
     print(f"redundant by the rule (ΔQ < {args.layer_threshold} × mean rise per layer): "
-          f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {args.out}/")
+          f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {Path(args.out)}/")
 
 
 def _explain_batch(model, args):
@@ -419,7 +419,7 @@ def cmd_split(args) -> None:
         print(f"class {r['class']}: kept {r['kept_fraction']:.1%} of filters, {r['macs'] / 1e6:.1f}M MACs, "
               f"one-vs-rest accuracy {r['ovr_accuracy']:.4f}, precision {r['precision']:.3f}, recall {r['recall']:.3f}")
     s = result["set"]
-    print(f"coupling (mean Jaccard overlap) {s['coupling']:.3f}, cohesion {s['cohesion']:.3f} — wrote {args.out}/")
+    print(f"coupling (mean Jaccard overlap) {s['coupling']:.3f}, cohesion {s['cohesion']:.3f} — wrote {Path(args.out)}/")
 
 
 def cmd_patch(args) -> None:
