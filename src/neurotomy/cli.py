@@ -44,6 +44,18 @@ def _main_process() -> bool:
     return is_main_process()
 
 
+def _explain_args(p: argparse.ArgumentParser, images: int, out: str, json: bool = True) -> None:
+    """What the explanation commands share: how many images, method options, data, output."""
+    p.add_argument("--n", type=int, default=images, help="test images, class-balanced (seeded)")
+    p.add_argument("--layer", help="module name for CAM methods (default: the last feature map)")
+    p.add_argument("--prune-fraction", type=float, default=None, help="pathway: share of units masked (0.85)")
+    _data_args(p)
+    p.add_argument("--out", help=out)
+    if json:
+        p.add_argument("--json", action="store_true")
+    _common(p)
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
@@ -559,13 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", nargs="+", default=["gradcam", "pathway"],
                    help="one or more methods (see --list), e.g. gradcam pathway")
     p.add_argument("--list", action="store_true", help="list the methods, their family and paper, and exit")
-    p.add_argument("--n", type=int, default=8, help="images to explain, class-balanced from the test split")
     p.add_argument("--target-class", type=int, default=None, help="explain this class (default: each prediction)")
-    p.add_argument("--layer", help="module name for CAM methods (default: the last feature map)")
-    p.add_argument("--prune-fraction", type=float, default=None, help="pathway: share of units masked (0.85)")
-    _data_args(p)
-    p.add_argument("--out", help="PNG to write")
-    _common(p)
+    _explain_args(p, images=8, out="PNG to write", json=False)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("rate-explanations", help="faithfulness metrics of attribution methods (table + JSON)")
@@ -574,27 +581,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "sobel", "random"])
     p.add_argument("--metrics", nargs="+", default=["deletion", "insertion", "morf", "lerf"],
                    help="deletion insertion morf lerf sanity_cascading sanity_independent")
-    p.add_argument("--n", type=int, default=64, help="test images, class-balanced")
-    p.add_argument("--layer", help="module name for CAM methods")
-    p.add_argument("--prune-fraction", type=float, default=None)
-    _data_args(p)
-    p.add_argument("--out", help="JSON to write (scores and full curves)")
-    p.add_argument("--json", action="store_true")
-    _common(p)
+    _explain_args(p, images=64, out="JSON to write (scores and full curves)")
     p.set_defaults(func=cmd_rate_explanations)
 
     p = sub.add_parser("compare-reasons", help="do two models (original, pruned) point at the same pixels?")
     p.add_argument("original", help="checkpoint or zoo:NAME")
     p.add_argument("pruned", help="checkpoint or zoo:NAME")
     p.add_argument("--methods", nargs="+", default=["gradient", "gradcam", "pathway"])
-    p.add_argument("--n", type=int, default=64, help="test images, class-balanced")
     p.add_argument("--top", type=float, default=0.1, help="top fraction of pixels for the IoU")
-    p.add_argument("--layer", help="module name for CAM methods")
-    p.add_argument("--prune-fraction", type=float, default=None)
-    _data_args(p)
-    p.add_argument("--out", help="JSON to write")
-    p.add_argument("--json", action="store_true")
-    _common(p)
+    _explain_args(p, images=64, out="JSON to write")
     p.set_defaults(func=cmd_compare_reasons)
 
     p = sub.add_parser("export", help="write an ONNX file, verified against PyTorch in onnxruntime")
