@@ -119,14 +119,19 @@ def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks
     save(result, path)
 
 
-def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(5,), epochs=2):
-    """The decomposed head with the whole network fine-tuned (Adam, lr 2e-4, no augmentation)."""
+def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(5,), epochs=2,
+                     key="head_network", tune_data=None, tune_name="the 10k training subset"):
+    """The decomposed head with the whole network fine-tuned (Adam, lr 2e-4, no augmentation).
+
+    Subsets always come from the 10k subset's features; ``tune_data`` (default: the same subset) is
+    what the network is fine-tuned on."""
     from neurotomy.scores.class_subsets import class_feature_scores, top_k_mask
     from neurotomy.surgery.heads import decompose_head, finetune_head
     from neurotomy.train import evaluate
 
-    if result.get("head_network"):
+    if result.get(key):
         return
+    tune_data = tune_data if tune_data is not None else train10k
     model = load_model(spec)
     fit_f = penultimate_features(model, train10k, quiet=True)
     head = dict(model.named_modules())[fit_f.layer]
@@ -135,14 +140,14 @@ def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", k
     for k in ks:
         decomposed = decompose_head(model, fit_f.layer, top_k_mask(scores, k))
         curve = [evaluate(decomposed, test, quiet=True)["accuracy"]]
-        finetune_head(decomposed, train10k.images, train10k.targets, epochs=epochs, lr=2e-4, batch_size=128,
+        finetune_head(decomposed, tune_data.images, tune_data.targets, epochs=epochs, lr=2e-4, batch_size=128,
                       seed=0, quiet=True,
                       on_epoch_end=lambda m, e: curve.append(evaluate(m, test, quiet=True)["accuracy"]))
         records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": evaluate(model, test, quiet=True)["accuracy"],
                         "test_accuracy_by_epoch": curve, "finetuned": "whole network, Adam lr 2e-4, "
-                        f"{epochs} epochs on the 10k training subset, no augmentation"})
+                        f"{epochs} epochs on {tune_name}, no augmentation"})
         print(f"network fine-tune k={k}: {[round(a, 4) for a in curve]}", flush=True)
-    result["head_network"] = records
+    result[key] = records
     save(result, path)
 
 
@@ -257,7 +262,7 @@ def plot(result) -> None:
     for r in result.get("head_epochs", []):
         ax.plot([r["k"]], [r["test_accuracy_by_epoch"][-1]], "k*", ms=9,
                 label=f"{r['model']} head, {len(r['test_accuracy_by_epoch']) - 1} epochs" if r["k"] == 3 else None)
-    for r in result.get("head_network", []):
+    for r in result.get("head_network", []) + result.get("head_network_full", []):
         ax.plot([r["k"]], [r["test_accuracy_by_epoch"][-1]], "gP", ms=9, label=f"{r['model']} whole network tuned")
     ax.set(xscale="log", xlabel="features per class k", ylabel="test accuracy", title="decomposed final layer")
     ax.legend(fontsize=7)
@@ -329,6 +334,9 @@ def main() -> None:
             run_head_epochs(result, path, train10k, test)
         elif part == "heads_network":
             run_head_network(result, path, train10k, test)
+        elif part == "heads_network_full":  # the same, fine-tuned on all 60k training images
+            run_head_network(result, path, train10k, test, epochs=3, key="head_network_full", tune_data=train,
+                             tune_name="all 60k training images")
         elif part == "plot":
             plot(result)
     save(result, path)
