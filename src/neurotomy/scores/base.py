@@ -168,12 +168,12 @@ class DataCriterion(Criterion):
             task = add_task(bar, f"score {self.name}", len(batches if shard is None else batches[shard[0]::shard[1]]))
             for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
                                                    max_images=max_images, shard=shard):
-                if self.needs_grad:
-                    model.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(images), targets, reduction="sum").backward()
-                else:
-                    with torch.no_grad():
-                        model(images)
+                with torch.set_grad_enabled(self.needs_grad):
+                    logits = model(images)
+                    if self.needs_grad:
+                        model.zero_grad(set_to_none=True)
+                        self.objective(logits, targets).backward()
+                self.end_batch(logits.detach(), targets)
                 bar.advance(task)
         if self.needs_grad:
             model.zero_grad(set_to_none=True)
@@ -182,6 +182,15 @@ class DataCriterion(Criterion):
 
     def update(self, layer: str, response: torch.Tensor, grad: torch.Tensor | None) -> None:
         raise NotImplementedError
+
+    def objective(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """What gradient criteria differentiate: the summed loss (Molchanov et al.). A criterion
+        that asks about a class's evidence differentiates that class's logit instead."""
+        return F.cross_entropy(logits, targets, reduction="sum")
+
+    def end_batch(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Called after every batch with its (detached) logits, once the batch's :meth:`update`
+        calls are done — for statistics that depend on the model's decision about each image."""
 
     def result(self, layer: str) -> torch.Tensor:
         raise NotImplementedError

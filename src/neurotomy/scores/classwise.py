@@ -30,11 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from neurotomy.data.batches import iterate_batches, num_batches
 from neurotomy.errors import NeurotomyError
-from neurotomy.probe import Probe
-from neurotomy.progress import add_task, progress_bar
-from neurotomy.scores.base import Criterion
+from neurotomy.scores.base import DataCriterion
 from neurotomy.scores.unit_scores import UnitScores
 
 
@@ -51,61 +48,49 @@ def num_classes_of(model: nn.Module, data: Dataset | None = None) -> int:
     return linears[-1].out_features
 
 
-class ClassWiseCriterion(Criterion):
+class ClassWiseCriterion(DataCriterion):
     """Base of class-wise criteria: per-image statistics, summed per class.
 
     Subclasses implement :meth:`per_image` (N × channels for one layer's batch) and may override
     :meth:`image_weights` to say which images count (CNNSplitter: the confidently classified ones).
+    The streaming, hooks and the sum over processes are :class:`DataCriterion`'s; gradients are of
+    each image's own class logit.
     """
 
-    needs_data = True
-    needs_grad = False
     default_images = 2000
 
     def __call__(self, model: nn.Module, data: Dataset | None = None, **kw) -> UnitScores:
         scores = super().__call__(model, data, **kw)
-        return UnitScores(dict(scores), scores.criterion, "class", {**scores.info, **self.summary})
+        counts = next(iter(self.state.values()))["count"]
+        summary = {"images_per_class": counts.long().tolist()}
+        return UnitScores(dict(scores), scores.criterion, "class", {**scores.info, **summary})
 
-    def compute(self, model, units, data, *, batch_size, max_images, seed, quiet) -> dict[str, torch.Tensor]:
-        if data is None:
-            raise NeurotomyError(f"criterion {self.name!r} needs data; pass --data NAME")
-        classes = num_classes_of(model, data)
-        sites = {u.site: u.conv_name for u in units}
-        sums = {u.conv_name: torch.zeros(classes, u.conv.out_channels, dtype=torch.float64) for u in units}
-        counts = torch.zeros(classes, dtype=torch.float64)
-        pending: dict[str, torch.Tensor] = {}
+    def compute(self, model, units, data, **kw) -> dict[str, torch.Tensor]:
+        self.classes = num_classes_of(model, data)
+        self.pending: dict[str, torch.Tensor] = {}
+        return super().compute(model, units, data, **kw)
 
-        def on_output(site: str, out: torch.Tensor) -> None:
-            if not self.needs_grad:
-                pending[sites[site]] = self.per_image(out.detach(), None)
+    def update(self, layer: str, response: torch.Tensor, grad: torch.Tensor | None) -> None:
+        # which images count is known only from the logits, after the batch: see end_batch
+        self.pending[layer] = self.per_image(response, grad)
 
-        def on_grad(site: str, out: torch.Tensor, grad: torch.Tensor) -> None:
-            pending[sites[site]] = self.per_image(out, grad.detach())
+    def objective(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # eval mode: each image's logit depends on that image only, so one backward of the sum
+        # gives every image its own ∂y_target/∂A
+        return logits.gather(1, targets[:, None]).sum()
 
-        generator = torch.Generator().manual_seed(seed)
-        max_images = max_images or self.default_images
-        with progress_bar(quiet) as bar, Probe(model, sites, on_output=on_output,
-                                               on_grad=on_grad if self.needs_grad else None):
-            task = add_task(bar, f"score {self.name}", num_batches(data, batch_size, max_images))
-            for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
-                                                   max_images=max_images):
-                pending.clear()
-                with torch.set_grad_enabled(self.needs_grad):
-                    logits = model(images)
-                    if self.needs_grad:
-                        model.zero_grad(set_to_none=True)
-                        # eval mode: each image's logit depends on that image only, so one backward of
-                        # the sum gives every image its own ∂y_target/∂A
-                        logits.gather(1, targets[:, None]).sum().backward()
-                weights = self.image_weights(logits.detach(), targets).double()
-                for layer, stats in pending.items():
-                    sums[layer].index_add_(0, targets, stats.double() * weights[:, None])
-                counts.index_add_(0, targets, weights)
-                bar.advance(task)
-        if self.needs_grad:
-            model.zero_grad(set_to_none=True)
-        self.summary = {"images_per_class": counts.long().tolist()}
-        return {layer: s / counts.clamp(min=1)[:, None] for layer, s in sums.items()}
+    def end_batch(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        weights = self.image_weights(logits, targets).double()
+        for layer, stats in self.pending.items():
+            per_class = torch.zeros(self.classes, stats.shape[1], dtype=torch.float64)
+            self.accumulate(layer, "sum", per_class.index_add_(0, targets, stats.double() * weights[:, None]))
+            count = torch.zeros(self.classes, dtype=torch.float64).index_add_(0, targets, weights)
+            self.accumulate(layer, "count", count)
+        self.pending.clear()
+
+    def result(self, layer: str) -> torch.Tensor:
+        state = self.state[layer]
+        return state["sum"] / state["count"].clamp(min=1)[:, None]
 
     def per_image(self, response: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

@@ -12,36 +12,22 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.data.batches import iterate_batches, num_batches
-from neurotomy.errors import NeurotomyError
-from neurotomy.progress import add_task, progress_bar
-from neurotomy.scores.base import Criterion
+from neurotomy.scores.base import DataCriterion
 
 
-class PathwayRelevance(Criterion):
+class PathwayRelevance(DataCriterion):
     name = "pathway"
     paper = "Khakzar et al., CVPR 2021 (critical-pathway relevance Σ|a·∂y_c/∂a| per filter, mean over images)"
-    needs_data = True
-    default_images = 640
+    needs_grad = True
 
-    def compute(self, model, units, data, *, batch_size, max_images, seed, quiet) -> dict[str, torch.Tensor]:
-        from neurotomy.explain.pathway import pathway_channel_scores
+    def objective(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # each image's predicted-class logit; one backward of the sum gives every image its own
+        return logits.gather(1, logits.argmax(1, keepdim=True)).sum()
 
-        if data is None:
-            raise NeurotomyError("criterion 'pathway' needs data; pass --data NAME")
-        max_images = max_images or self.default_images
-        totals: dict[str, torch.Tensor] = {}
-        count = 0
-        generator = torch.Generator().manual_seed(seed)
-        with progress_bar(quiet) as bar:
-            task = add_task(bar, "score pathway", num_batches(data, batch_size, max_images))
-            for images, _ in iterate_batches(data, batch_size, shuffle=True, generator=generator,
-                                             max_images=max_images):
-                with torch.no_grad():
-                    predicted = model(images).argmax(1)
-                per_input = pathway_channel_scores(model, images, predicted)
-                for layer, scores in per_input.items():
-                    totals[layer] = totals.get(layer, 0) + scores.sum(0)
-                count += len(images)
-                bar.advance(task)
-        return {u.conv_name: totals[u.conv_name] / count for u in units if u.conv_name in totals}
+    def update(self, layer, response, grad):
+        self.accumulate(layer, "sum", (response * grad).abs().sum((2, 3)).double().sum(0))
+        self.accumulate(layer, "count", response.new_tensor(response.shape[0]).double())
+
+    def result(self, layer):
+        state = self.state[layer]
+        return state["sum"] / state["count"]
