@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 
 from neurotomy.data import load_dataset
-from neurotomy.decomposition import patch_job, split_job, subsets_job
+from neurotomy.jobs.classes import patch_job, split_job, subsets_job
 from neurotomy.files import write_json
 from neurotomy.models import build_model
 from neurotomy.models.zoo import load_model
 from neurotomy.scores.class_subsets import penultimate_features
-from neurotomy.surgery.modules import GAConfig, module_metrics, split
+from neurotomy.surgery.class_modules import GAConfig, module_metrics, split
 from neurotomy.train import TrainConfig, fit, seed_everything
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,7 +171,7 @@ def run_modules(result, path, strong, train, test, classes, module_dir):
 
 
 def module_set(result):
-    from neurotomy.surgery.modules import _jaccard
+    from neurotomy.surgery.class_modules import _jaccard
 
     mods = result["modules"]
     pairs = [(a, b) for i, a in enumerate(mods) for b in mods[i + 1:]]

@@ -40,9 +40,9 @@ def screenshot(html: Path, png: Path) -> bool:
 
 
 def main() -> None:
-    from neurotomy.demo import run_demo
+    from neurotomy.jobs.demo import run_demo
     from neurotomy.files import write_json
-    from neurotomy.report.dissect import machine
+    from neurotomy.jobs.dissect import machine
     from neurotomy.report.verdict import verdict_sentence
 
     parser = argparse.ArgumentParser()

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from neurotomy.data import load_dataset
-from neurotomy.dynamics.features import balanced_indices
+from neurotomy.data.subsets import balanced_indices
 from neurotomy.explain import METHODS, attribute
 from neurotomy.explain.metrics import roar
 from neurotomy.explain.rating import METRICS, explainer, rate_explanations

@@ -27,7 +27,7 @@ from neurotomy.data import load_dataset
 from neurotomy.files import write_json
 from neurotomy.models.summary import count_macs_params
 from neurotomy.models.zoo import load_model
-from neurotomy.pruning import PruneJob, forward_seconds
+from neurotomy.jobs.prune import PruneJob, forward_seconds
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import CRITERIA, get_criterion
 from neurotomy.surgery.filters import default_ignored

@@ -14,3 +14,7 @@ def full_fmnist_root() -> Path:
     if not (FULL_FMNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip(f"full Fashion-MNIST not found at {FULL_FMNIST}")
     return FULL_FMNIST
+
+
+# the tiny dissection is shared by the job test and the report tests (HTML, JSON, browser)
+from tests.jobs.conftest import tiny_report, tiny_report_dir  # noqa: E402,F401

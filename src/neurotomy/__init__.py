@@ -21,10 +21,10 @@ from neurotomy.train import TrainConfig, evaluate, fit  # noqa: E402
 # The actions that pull in heavier libraries (Captum, torch-pruning, matplotlib) load on first use.
 _LAZY = {
     "attribute": "neurotomy.explain",          # explain one batch with any method
-    "dissect": "neurotomy.report.dissect",     # the whole report
+    "dissect": "neurotomy.jobs.dissect",     # the whole report
     "get_criterion": "neurotomy.scores",       # score units
     "prune_filters": "neurotomy.surgery.filters",
-    "split": "neurotomy.surgery.modules",      # per-class modules
+    "split": "neurotomy.surgery.class_modules",      # per-class modules
     "patch": "neurotomy.surgery.patching",     # patch a weak model with a module
 }
 

@@ -147,7 +147,7 @@ def cmd_zoo(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from neurotomy.demo import run_demo
+    from neurotomy.jobs.demo import run_demo
     from neurotomy.report.verdict import verdict_sentence
 
     report = run_demo(Path(args.out), root=args.root, quiet=args.quiet, seed=args.seed, budget=args.budget)
@@ -156,8 +156,8 @@ def cmd_demo(args) -> None:
 
 def cmd_dissect(args) -> None:
     from neurotomy.models.zoo import load_model
-    from neurotomy.report.budget import parse_budget
-    from neurotomy.report.dissect import dissect
+    from neurotomy.jobs.budget import parse_budget
+    from neurotomy.jobs.dissect import dissect
     from neurotomy.report.verdict import verdict_sentence
 
     budget = parse_budget(args.budget)  # a bad budget fails before the model loads
@@ -199,7 +199,7 @@ def cmd_score(args) -> None:
 def cmd_prune(args) -> None:
     from neurotomy.checkpoint import save_checkpoint
     from neurotomy.models.zoo import load_model
-    from neurotomy.pruning import PruneJob
+    from neurotomy.jobs.prune import PruneJob
     from neurotomy.report.tables import format_prune_record
 
     model = load_model(args.model)
@@ -244,7 +244,7 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_inspect(args) -> None:
-    from neurotomy.dynamics.inspection import inspect_model
+    from neurotomy.jobs.inspect import inspect_model
     from neurotomy.models.zoo import load_model
 
     model = load_model(args.model)
@@ -261,7 +261,7 @@ def cmd_inspect(args) -> None:
 
 def _explain_batch(model, args):
     """``--n`` class-balanced test images (seeded) and their labels."""
-    from neurotomy.dynamics.features import balanced_indices
+    from neurotomy.data.subsets import balanced_indices
 
     data = _data_for(model, args, "test")
     classes = len(getattr(data, "classes", [])) or int(data.targets.max()) + 1
@@ -386,7 +386,7 @@ def cmd_export(args) -> None:
 # ---------------------------------------------------------------- parser
 
 def cmd_subsets(args) -> None:
-    from neurotomy.decomposition import subsets_job
+    from neurotomy.jobs.classes import subsets_job
     from neurotomy.files import write_json
     from neurotomy.models.zoo import load_model
 
@@ -411,10 +411,10 @@ def cmd_subsets(args) -> None:
 
 
 def cmd_split(args) -> None:
-    from neurotomy.decomposition import parse_classes, split_job
+    from neurotomy.jobs.classes import parse_classes, split_job
     from neurotomy.models.zoo import load_model
-    from neurotomy.scores.classwise import num_classes_of
-    from neurotomy.surgery.modules import GAConfig
+    from neurotomy.models.anatomy import num_classes_of
+    from neurotomy.surgery.class_modules import GAConfig
 
     model = load_model(args.model)
     train, test = _data_for(model, args, "train"), _data_for(model, args, "test")
@@ -436,7 +436,7 @@ def cmd_split(args) -> None:
 
 def cmd_patch(args) -> None:
     from neurotomy.checkpoint import save_checkpoint
-    from neurotomy.decomposition import patch_job, resolve_checkpoint
+    from neurotomy.jobs.classes import patch_job, resolve_checkpoint
     from neurotomy.models.zoo import load_model
 
     weak = load_model(args.weak)

@@ -25,7 +25,7 @@ from torch import nn
 
 from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
-from neurotomy.scores.base import model_input_shape
+from neurotomy.models.anatomy import model_input_shape
 
 OPSET = 17
 

@@ -6,7 +6,7 @@ from neurotomy.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.zoo import load_model
-from neurotomy.surgery.modules import split
+from neurotomy.surgery.class_modules import split
 from neurotomy.surgery.patching import agrees_about_class, patch
 
 

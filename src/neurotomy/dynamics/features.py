@@ -14,25 +14,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.data.subsets import IndexedSubset
 from neurotomy.probe import Probe, leaf_modules
-from neurotomy.scores.base import model_input_shape
+from neurotomy.models.anatomy import classifier_layer, residual_blocks
 
 INPUT_SUFFIX = ":input"
-
-
-def residual_blocks(model: nn.Module) -> list[str]:
-    """Names of residual blocks: modules with a ``shortcut`` or ``downsample`` branch (our
-    CIFAR ResNets, torchvision ResNets) or a ``use_residual`` flag (our MobileNetV2)."""
-    names = []
-    for name, module in model.named_modules():
-        if name and (hasattr(module, "shortcut") or hasattr(module, "downsample")
-                     or getattr(module, "use_residual", False)):
-            names.append(name)
-    return names
-
-
-def classifier_name(model: nn.Module) -> str:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -45,7 +31,7 @@ def default_layers(model: nn.Module) -> list[str]:
         layers = stem + blocks
     else:
         layers = relus
-    return layers + [classifier_name(model) + INPUT_SUFFIX]
+    return layers + [classifier_layer(model)[0] + INPUT_SUFFIX]
 
 
 @torch.no_grad()
@@ -64,7 +50,7 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
         if name in layers:
             grabbed[name] = output.flatten(1)
 
-    subset = data if indices is None else _Subset(data, indices)
+    subset = data if indices is None else IndexedSubset(data, indices)
     model.eval()
     with Probe(model, sorted(set(modules)), on_module=grab):
         for x, y in iterate_batches(subset, batch_size, max_images=max_images, shard=shard,
@@ -74,35 +60,4 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
             yield {layer: grabbed[layer] for layer in layers}, y
 
 
-class _Subset(Dataset):
-    """Rows ``indices`` of a dataset, keeping the fast in-memory path when there is one."""
-
-    def __new__(cls, data, indices):
-        if hasattr(data, "subset"):
-            return data.subset(indices)
-        return super().__new__(cls)
-
-    def __init__(self, data, indices):
-        self.data, self.indices = data, indices
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.data[int(self.indices[i])]
-
-
-def balanced_indices(targets: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
-    """``per_class`` random indices of each class, interleaved so every batch stays balanced."""
-    g = torch.Generator().manual_seed(seed)
-    classes = targets.unique()
-    picks = []
-    for c in classes:
-        idx = torch.nonzero(targets == c).flatten()
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    n = min(len(p) for p in picks)
-    return torch.stack([p[:n] for p in picks], 1).flatten()  # class-interleaved
-
-
-__all__ = ["INPUT_SUFFIX", "balanced_indices", "classifier_name", "default_layers", "model_input_shape",
-           "residual_blocks", "stream_features"]
+__all__ = ["INPUT_SUFFIX", "default_layers", "stream_features"]

@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.distributed import gather_records, probe_shard
-from neurotomy.dynamics.features import balanced_indices, default_layers, stream_features
+from neurotomy.data.subsets import balanced_indices
+from neurotomy.dynamics.features import default_layers, stream_features
 from neurotomy.errors import NeurotomyError
 from neurotomy.progress import add_task, progress_bar
 

@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.distributed import gather_rows, probe_shard
-from neurotomy.dynamics.features import balanced_indices, default_layers, stream_features
+from neurotomy.data.subsets import balanced_indices
+from neurotomy.dynamics.features import default_layers, stream_features
 
 
 def _centre_gram(gram: torch.Tensor) -> torch.Tensor:

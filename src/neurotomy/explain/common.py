@@ -8,14 +8,14 @@ per image — a length mismatch is an error, never a silent "explain only the fi
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.errors import ModelError, NeurotomyError
+from neurotomy.models.anatomy import eval_mode  # noqa: F401  (the attribution methods' convention)
 from neurotomy.probe import Probe
 
 Target = int | Sequence[int] | torch.Tensor | None
@@ -23,18 +23,6 @@ Target = int | Sequence[int] | torch.Tensor | None
 
 class ExplainError(NeurotomyError):
     """An explanation request cannot be served (inputs, targets, layer or method)."""
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Explain the deployed model: BatchNorm uses running statistics, dropout is off; the caller's
-    training flag is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def check_inputs(inputs: torch.Tensor) -> torch.Tensor:

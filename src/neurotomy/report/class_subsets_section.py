@@ -19,7 +19,8 @@ RETENTION = 0.99  # a subset must keep ≥ 99 % of its class's precision and rec
 
 
 def _subsets_of(model: nn.Module, train: Dataset, test: Dataset, images: int | None, quiet: bool) -> dict:
-    from neurotomy.scores.class_subsets import (class_feature_scores, classifier_layer, penultimate_features,
+    from neurotomy.models.anatomy import classifier_layer
+    from neurotomy.scores.class_subsets import (class_feature_scores, penultimate_features,
                                                 smallest_class_subsets)
     from neurotomy.surgery.heads import SubspaceHead, head_accuracy
 

@@ -41,7 +41,7 @@ def format_metrics(metrics: dict) -> str:
 
 
 def format_prune_record(record: dict) -> str:
-    """Before/after table of a prune (see :class:`neurotomy.pruning.PruneJob`)."""
+    """Before/after table of a prune (see :class:`neurotomy.jobs.prune.PruneJob`)."""
     cmp = record["comparison"]
     o, p = cmp["original"], cmp["pruned"]
     rows = [("params", _human(o["params"]), _human(p["params"]), f"{cmp['params_ratio']:.2f}× smaller"),

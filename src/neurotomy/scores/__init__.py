@@ -20,7 +20,7 @@ from neurotomy.scores.pathway import PathwayRelevance
 from neurotomy.scores.random import RandomCriterion
 from neurotomy.scores.taylor import TaylorFirstOrder
 from neurotomy.scores.unit_scores import UnitScores, spearman
-from neurotomy.dynamics.entropy import FeatureEntropy  # noqa: E402  (lives with the layer analyses)
+from neurotomy.scores.entropy import FeatureEntropy  # noqa: E402  (lives with the layer analyses)
 
 CRITERIA: dict[str, type[Criterion]] = {c.name: c for c in (
     RandomCriterion, L1Norm, L2Norm, BNScale, BNStatistics, FPGM, TaylorFirstOrder, MeanActivation,

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches, num_batches
 from neurotomy.distributed import probe_shard, reduce_state
 from neurotomy.errors import NeurotomyError
+from neurotomy.models.anatomy import eval_mode, execution_order, model_input_shape
 from neurotomy.probe import Probe, leaf_modules
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.scores.unit_scores import UnitScores
@@ -58,7 +59,8 @@ def conv_units(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     dummy image; without an input shape, pairing falls back to definition order.
     """
     modules = dict(model.named_modules())
-    order = _execution_order(model, input_shape) if input_shape else leaf_modules(model)
+    order = (execution_order(model, torch.zeros(1, *input_shape), leaf_modules(model)) if input_shape
+             else leaf_modules(model))
     units = []
     for i, name in enumerate(order):
         conv = modules[name]
@@ -68,31 +70,6 @@ def conv_units(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
         bn_ok = isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == conv.out_channels
         units.append(ConvUnit(name, conv, order[i + 1] if bn_ok else None, nxt if bn_ok else None))
     return units
-
-
-def _execution_order(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
-    seen: list[str] = []
-
-    def record(name, module, inputs, output):
-        if name not in seen:
-            seen.append(name)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), Probe(model, leaf_modules(model), on_module=record):
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-    return seen
-
-
-def model_input_shape(model: nn.Module, data: Dataset | None = None) -> tuple[int, ...] | None:
-    meta = getattr(model, "neurotomy_meta", None)
-    if meta is not None:
-        return meta.input_shape
-    if data is not None:
-        return tuple(data[0][0].shape)
-    return None
 
 
 class Criterion:
@@ -107,14 +84,10 @@ class Criterion:
         units = conv_units(model, model_input_shape(model, data))
         if not units:
             raise NeurotomyError("the model has no Conv2d layer to score; neurotomy scores conv filters")
-        was_training = model.training
-        model.eval()
         start = time.perf_counter()
-        try:
+        with eval_mode(model):
             scores = self.compute(model, units, data, batch_size=batch_size, max_images=max_images,
                                   seed=seed, quiet=quiet)
-        finally:
-            model.train(was_training)
         info = {"paper": self.paper, "seconds": time.perf_counter() - start}
         return UnitScores(scores, criterion=self.name, info=info)
 

@@ -35,20 +35,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.models.anatomy import classifier_layer
 from neurotomy.errors import NeurotomyError
 from neurotomy.probe import Probe
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.scores.unit_scores import UnitScores
 
 FEATURE_CRITERIA = ("frequency", "contribution", "weight")
-
-
-def classifier_layer(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The final Linear layer (name, module): its inputs are the penultimate features."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise NeurotomyError("the model has no Linear classifier; class feature subsets need one")
-    return linears[-1]
 
 
 @dataclass

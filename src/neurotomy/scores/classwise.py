@@ -2,7 +2,7 @@
 
 Each criterion returns a :class:`UnitScores` with a leading *class* axis — ``scores[layer]`` has
 shape (classes, filters) — so any action that takes 1-D scores can act for one class through
-``scores.for_class(c)`` (splitting a network into per-class modules, :mod:`neurotomy.surgery.modules`).
+``scores.for_class(c)`` (splitting a network into per-class modules, :mod:`neurotomy.surgery.class_modules`).
 
 * ``class_activation`` — CNNSplitter (Qi et al., ASE 2022, §3.2): a kernel's relevance to class c is
   its mean activation (post-BN, ReLU, mean over positions) on the training images of c that the
@@ -31,21 +31,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.errors import NeurotomyError
+from neurotomy.models.anatomy import num_classes_of
 from neurotomy.scores.base import DataCriterion
 from neurotomy.scores.unit_scores import UnitScores
-
-
-def num_classes_of(model: nn.Module, data: Dataset | None = None) -> int:
-    """Number of classes: from the checkpoint metadata, else the dataset, else the last Linear."""
-    meta = getattr(model, "neurotomy_meta", None)
-    if meta is not None and "num_classes" in meta.arch_args:
-        return int(meta.arch_args["num_classes"])
-    if data is not None and getattr(data, "classes", None):
-        return len(data.classes)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise NeurotomyError("cannot tell how many classes the model has; give data with a classes list")
-    return linears[-1].out_features
 
 
 class ClassWiseCriterion(DataCriterion):

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from neurotomy.errors import PruningError
+from neurotomy.models.anatomy import require_input_shape
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.graph import (CoupledGroup, coupled_groups, dependency_graph, prune_out_channels)
@@ -289,20 +290,13 @@ def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = Non
               input_shape: tuple[int, ...] | None = None) -> tuple[list[Cut], float, _Planner]:
     """Which channels a prune would remove, without removing them."""
     _check_request(ratio, target_macs, target_params, scope)
-    input_shape = input_shape or _input_shape(model)
+    input_shape = input_shape or require_input_shape(model)
     planner = _Planner(model, scores, input_shape, _resolve_ignored(model, ignored_layers),
                        min_channels, round_to, inner_only)
     if ratio is None:
         which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
         ratio = _search_ratio(planner, scope, target, which)
     return planner.plan(ratio, scope), ratio, planner
-
-
-def _input_shape(model: nn.Module) -> tuple[int, ...]:
-    meta = getattr(model, "neurotomy_meta", None)
-    if meta is None:
-        raise PruningError("the model carries no input shape; pass input_shape=(C, H, W)")
-    return meta.input_shape
 
 
 def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) -> nn.Module:
@@ -340,7 +334,7 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     ``inner_only`` prunes only channels not coupled through residual adds (the classic papers'
     setting). The result's model has the cuts appended to its checkpoint recipe.
     """
-    input_shape = input_shape or _input_shape(model)
+    input_shape = input_shape or require_input_shape(model)
     cuts, ratio, planner = plan_cuts(model, scores, ratio=ratio, target_macs=target_macs,
                                      target_params=target_params, scope=scope, min_channels=min_channels,
                                      ignored_layers=ignored_layers, round_to=round_to,

@@ -20,7 +20,7 @@ import copy
 
 from torch import nn
 
-from neurotomy.dynamics.features import residual_blocks
+from neurotomy.models.anatomy import residual_blocks, set_submodule
 from neurotomy.errors import PruningError
 
 
@@ -37,12 +37,6 @@ def is_downsampling(block: nn.Module) -> bool:
     return block_shortcut(block) is not None
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def remove_block_in_place(model: nn.Module, name: str) -> None:
     """Replace block ``name`` by its shortcut (down-sampling) or by the identity."""
     if name not in residual_blocks(model):
@@ -52,7 +46,7 @@ def remove_block_in_place(model: nn.Module, name: str) -> None:
     if isinstance(block, nn.Identity):
         return
     shortcut = block_shortcut(block)
-    _set_module(model, name, shortcut if shortcut is not None else nn.Identity())
+    set_submodule(model, name, shortcut if shortcut is not None else nn.Identity())
 
 
 def remove_blocks(model: nn.Module, names: list[str]) -> nn.Module:

@@ -18,7 +18,7 @@ and recipes (arch ``"patched"``), so ``load_checkpoint`` rebuilds it without pic
 Example:
     >>> from neurotomy.models.zoo import load_model
     >>> from neurotomy.data import load_dataset
-    >>> from neurotomy.surgery.modules import split
+    >>> from neurotomy.surgery.class_modules import split
     >>> model, data = load_model("zoo:lenet5-digits"), load_dataset("digits")
     >>> module = split(model, data, class_index=3, finetune_epochs=0, calibration_images=100, quiet=True).model
     >>> patched = patch(model, module, data, quiet=True)
@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.errors import NeurotomyError
+from neurotomy.models.anatomy import num_classes_of
 
 
 class PatchedModel(nn.Module):
@@ -77,10 +78,10 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
     """Compose ``weak`` with ``module`` (its class from the module's recipe unless given), the
     module's output range measured on ``calibration`` (e.g. the training data)."""
     from neurotomy.checkpoint import ModelMeta
-    from neurotomy.surgery.modules import module_class_index, module_scores
+    from neurotomy.surgery.class_modules import module_class_index, module_scores
 
     c = module_class_index(module) if target_class is None else int(target_class)
-    weak_classes = _num_outputs(weak)
+    weak_classes = num_classes_of(weak)
     if not 0 <= c < weak_classes:
         raise NeurotomyError(f"the module answers class {c} but the weak model has classes 0…{weak_classes - 1}; "
                              "patch a model trained on the same classes")
@@ -111,13 +112,3 @@ def build_patched(in_channels: int, num_classes: int, input_size: int, weak: dic
     weak_model = build_from_meta(ModelMeta.from_json(json.dumps(weak)))
     module_model = build_from_meta(ModelMeta.from_json(json.dumps(module)))
     return PatchedModel(weak_model, module_model, target_class)
-
-
-def _num_outputs(model: nn.Module) -> int:
-    meta = getattr(model, "neurotomy_meta", None)
-    if meta is not None and "num_classes" in meta.arch_args:
-        return int(meta.arch_args["num_classes"])
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise NeurotomyError("cannot tell how many classes the weak model has")
-    return linears[-1].out_features

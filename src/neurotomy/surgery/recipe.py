@@ -36,7 +36,7 @@ def replay_recipe(model: nn.Module, recipe: list[dict[str, Any]], input_shape: t
             remove_block_in_place(model, step["layer"])
             graph = None
         elif op == "binary_head":
-            from neurotomy.surgery.modules import replace_with_binary_head
+            from neurotomy.surgery.class_modules import replace_with_binary_head
 
             replace_with_binary_head(model, step["layer"])
             graph = None

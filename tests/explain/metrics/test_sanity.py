@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from neurotomy.data import load_dataset
-from neurotomy.explain.metrics import (MetricError, cascading_randomization, execution_blocks, execution_order,
+from neurotomy.models.anatomy import execution_order
+from neurotomy.explain.metrics import (MetricError, cascading_randomization, execution_blocks,
                                        independent_randomization, sobel_map)
 from neurotomy.models.zoo import load_model
 

@@ -28,7 +28,7 @@ from neurotomy.explain.metrics.controls import random_map, sobel_map
 from neurotomy.explain.metrics.deletion import PerturbationCurve, deletion_curve, gaussian_blur, insertion_curve
 from neurotomy.explain.metrics.perturbation import morf_lerf, relative_probability_change
 from neurotomy.explain.metrics.roar import control_explainers, remove_top_pixels, roar
-from neurotomy.explain.metrics.sanity import (cascading_randomization, execution_blocks, execution_order,
+from neurotomy.explain.metrics.sanity import (cascading_randomization, execution_blocks,
                                               independent_randomization, map_similarity, randomize_modules)
 from neurotomy.explain.metrics.similarity import spearman, ssim, top_iou
 
@@ -36,7 +36,7 @@ __all__ = [
     "Explainer", "MetricError", "PerturbationCurve",
     "deletion_curve", "insertion_curve", "gaussian_blur",
     "morf_lerf", "relative_probability_change",
-    "cascading_randomization", "independent_randomization", "execution_order", "execution_blocks",
+    "cascading_randomization", "independent_randomization", "execution_blocks",
     "randomize_modules", "map_similarity", "spearman", "ssim", "top_iou",
     "roar", "control_explainers", "remove_top_pixels",
     "agreement", "model_agreement",

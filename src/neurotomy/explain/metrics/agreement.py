@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from neurotomy.explain.metrics.checks import (Explainer, MetricError, Targets, check_inputs, check_targets,
-                                              evaluating, explain, resolve_targets)
+                                              explain, resolve_targets)
 from neurotomy.explain.metrics.similarity import spearman, top_iou
+from neurotomy.models.anatomy import eval_mode
 
 
 def agreement(maps_a: torch.Tensor, maps_b: torch.Tensor, targets: Targets, top: float = 0.1) -> dict:
@@ -52,7 +53,7 @@ def model_agreement(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor
     reasons we check); the record also gives how often the two models predict the same class.
     """
     check_inputs(inputs)
-    with evaluating(model_a), evaluating(model_b):
+    with eval_mode(model_a), eval_mode(model_b):
         targets = resolve_targets(model_a, inputs, targets)
         with torch.no_grad():
             same = (model_a(inputs).argmax(1) == model_b(inputs).argmax(1)).float().mean()

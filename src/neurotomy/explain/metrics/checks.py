@@ -23,7 +23,6 @@ from torch import nn
 # metrics re-export them under the names they use.
 from neurotomy.explain.common import ExplainError, check_inputs, check_targets, resolve_targets  # noqa: F401
 from neurotomy.explain.common import Target as Targets  # noqa: F401
-from neurotomy.explain.common import eval_mode as evaluating  # noqa: F401
 from neurotomy.explain.common import forward as class_logits  # noqa: F401
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

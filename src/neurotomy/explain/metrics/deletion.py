@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.explain.metrics.checks import (MetricError, Targets, check_maps, class_logits,
-                                              descending_ranks, evaluating, resolve_targets)
+                                              descending_ranks, resolve_targets)
+from neurotomy.models.anatomy import eval_mode
 
 
 @dataclass
@@ -96,7 +97,7 @@ def deletion_curve(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, t
     pixels each (RISE deletes 224 of 224² pixels per step; 28 steps on 28×28 is one row's worth).
     """
     maps = check_maps(maps, inputs)
-    with evaluating(model):
+    with eval_mode(model):
         targets = resolve_targets(model, inputs, targets)
         return _curve(model, inputs.detach(), torch.full_like(inputs, substrate), maps, targets, steps)
 
@@ -105,7 +106,7 @@ def insertion_curve(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, 
                     steps: int = 28, blur_kernel: int = 11, blur_sigma: float = 5.0) -> PerturbationCurve:
     """Insert original pixels into a blurred copy in map order; higher AUC is better."""
     maps = check_maps(maps, inputs)
-    with evaluating(model):
+    with eval_mode(model):
         targets = resolve_targets(model, inputs, targets)
         blurred = gaussian_blur(inputs.detach(), blur_kernel, blur_sigma)
         return _curve(model, blurred, inputs.detach(), maps, targets, steps)

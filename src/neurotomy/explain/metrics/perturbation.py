@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurotomy.explain.metrics.checks import (Targets, check_fraction, check_maps, class_logits, evaluating,
+from neurotomy.explain.metrics.checks import (Targets, check_fraction, check_maps, class_logits,
                                               pixel_count, resolve_targets, top_pixel_mask)
+from neurotomy.models.anatomy import eval_mode
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -39,7 +40,7 @@ def relative_probability_change(model: nn.Module, inputs: torch.Tensor, maps: to
     maps = check_maps(maps, inputs)
     fraction = check_fraction(fraction, "fraction")
     inputs = inputs.detach()
-    with evaluating(model):
+    with eval_mode(model):
         targets = resolve_targets(model, inputs, targets)
         count = pixel_count(fraction, maps[0].numel())
         removed = top_pixel_mask(maps if most_relevant_first else -maps, count)
@@ -55,7 +56,7 @@ def morf_lerf(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target
     """Mean relative probability change at each fraction, both orders:
     ``{"fractions": [...], "morf": [...], "lerf": [...]}`` (MoRF: higher is better; LeRF: lower)."""
     maps = check_maps(maps, inputs)
-    with evaluating(model):
+    with eval_mode(model):
         targets = resolve_targets(model, inputs, targets)
     record: dict = {"fractions": [float(f) for f in fractions], "morf": [], "lerf": []}
     for fraction in fractions:

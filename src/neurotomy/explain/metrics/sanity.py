@@ -36,28 +36,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from neurotomy.explain.metrics.checks import (Explainer, MetricError, Targets, check_inputs, evaluating,
+from neurotomy.explain.metrics.checks import (Explainer, MetricError, Targets, check_inputs,
                                               explain, resolve_targets)
 from neurotomy.explain.metrics.similarity import spearman, ssim
-from neurotomy.probe import Probe
+from neurotomy.models.anatomy import execution_order
 from neurotomy.progress import add_task, progress_bar
 
 _NORMALISATIONS = (_NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-def _own_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False))
-
-
-def execution_order(model: nn.Module, inputs: torch.Tensor) -> list[str]:
-    """Names of the modules holding parameters of their own, in the order a forward pass runs them
-    (a module used twice is listed at its first use; modules the pass never reaches are left out)."""
-    check_inputs(inputs)
-    names = [name for name, module in model.named_modules() if _own_parameters(module)]
-    ran: list[str] = []
-    with torch.no_grad(), evaluating(model), Probe(model, names, on_output=lambda name, _: ran.append(name)):
-        model(inputs[:1])
-    return list(dict.fromkeys(ran))
 
 
 def execution_blocks(model: nn.Module, inputs: torch.Tensor) -> list[list[str]]:
@@ -65,6 +50,7 @@ def execution_blocks(model: nn.Module, inputs: torch.Tensor) -> list[list[str]]:
     layer that ran just before it (re-initialising a BatchNorm alone is not a layer of the paper)."""
     modules = dict(model.named_modules())
     blocks: list[list[str]] = []
+    check_inputs(inputs)
     for name in execution_order(model, inputs):
         if blocks and isinstance(modules[name], _NORMALISATIONS):
             blocks[-1].append(name)

@@ -1,7 +1,7 @@
 """The class-level decomposition jobs behind ``neurotomy subsets``, ``split`` and ``patch``.
 
 Each job composes the API (feature subsets in :mod:`neurotomy.scores.class_subsets`, the subspace
-head in :mod:`neurotomy.surgery.heads`, modules in :mod:`neurotomy.surgery.modules`, patching in
+head in :mod:`neurotomy.surgery.heads`, modules in :mod:`neurotomy.surgery.class_modules`, patching in
 :mod:`neurotomy.surgery.patching`) and returns a JSON-ready record; the CLI only prints it and the
 benchmark saves it.
 
@@ -92,7 +92,7 @@ def split_job(model: nn.Module, train: Dataset, test: Dataset, classes: list[int
     from neurotomy.checkpoint import save_checkpoint
     from neurotomy.files import write_json
     from neurotomy.scores.classwise import get_classwise_criterion
-    from neurotomy.surgery.modules import module_metrics, module_set_metrics, split
+    from neurotomy.surgery.class_modules import module_metrics, module_set_metrics, split
     from neurotomy.train import seed_everything
 
     seed_everything(seed)

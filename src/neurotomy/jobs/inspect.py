@@ -16,7 +16,7 @@ from neurotomy.files import write_json
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import plot_similarity, similarity_matrix
 from neurotomy.models.summary import layer_table
-from neurotomy.scores.base import model_input_shape
+from neurotomy.models.anatomy import model_input_shape
 from neurotomy.surgery.layers import removable_blocks
 
 

@@ -10,7 +10,7 @@ import pytest
 def tiny_report_dir(tmp_path_factory):
     from neurotomy.data import load_dataset
     from neurotomy.models.zoo import load_model
-    from neurotomy.report.dissect import dissect
+    from neurotomy.jobs.dissect import dissect
 
     out = tmp_path_factory.mktemp("dissect")
     dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test"),

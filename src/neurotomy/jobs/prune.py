@@ -28,11 +28,11 @@ from neurotomy.measure import compare_models
 from neurotomy.models.summary import count_macs_params
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
-from neurotomy.scores.base import model_input_shape
+from neurotomy.models.anatomy import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult, prune_filters
 from neurotomy.surgery.layers import choose_blocks, remove_blocks
-from neurotomy.surgery.schedules import prune_iteratively, soft_filter_pruning
+from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
 from neurotomy.train import TrainConfig, evaluate
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.data.subsets import IndexedSubset, balanced_indices
 from neurotomy.scores.base import DataCriterion
 
 
@@ -98,14 +99,13 @@ class FeatureEntropy(DataCriterion):
 def class_feature_entropy(model: nn.Module, data: Dataset, per_class: int = 20, seed: int = 0,
                           quiet: bool = True) -> dict[str, torch.Tensor]:
     """Per conv layer, a (classes × channels) tensor of feature entropies."""
-    from neurotomy.dynamics.features import balanced_indices, _Subset
 
     targets = torch.as_tensor(data.targets)
     out: dict[str, list[torch.Tensor]] = {}
     for c in targets.unique().tolist():
         idx = balanced_indices(targets, per_class, seed)
         idx = idx[targets[idx] == c]
-        scores = FeatureEntropy()(model, _Subset(data, idx), max_images=len(idx), seed=seed, quiet=quiet)
+        scores = FeatureEntropy()(model, IndexedSubset(data, idx), max_images=len(idx), seed=seed, quiet=quiet)
         for layer, s in scores.items():
             out.setdefault(layer, []).append(-s)
     return {layer: torch.stack(v) for layer, v in out.items()}

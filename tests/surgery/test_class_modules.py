@@ -9,7 +9,7 @@ from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.zoo import load_model
 from neurotomy.scores.classwise import ClassActivation
-from neurotomy.surgery.modules import (GAConfig, module_class_index, module_metrics, module_set_metrics,
+from neurotomy.surgery.class_modules import (GAConfig, module_class_index, module_metrics, module_set_metrics,
                                        one_vs_rest, split)
 
 

@@ -31,8 +31,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.data.subsets import balanced_subset
 from neurotomy.errors import PruningError
-from neurotomy.report.budget import DissectBudget, finetune_epochs_for, parse_budget
+from neurotomy.jobs.budget import DissectBudget, finetune_epochs_for, parse_budget
 from neurotomy.report.record import add_table, section
 
 
@@ -58,17 +59,6 @@ class _Stages:
         return time.perf_counter() - self.start
 
 
-def _take(data: Dataset, images: int | None, seed: int) -> Dataset:
-    """A class-balanced random subset of ``images`` images (the whole set when None or larger)."""
-    if images is None or images >= len(data):
-        return data
-    from neurotomy.dynamics.features import _Subset, balanced_indices
-
-    targets = torch.as_tensor(data.targets)
-    per_class = max(1, images // len(targets.unique()))
-    return _Subset(data, balanced_indices(targets, per_class, seed))  # in-memory datasets slice in one go
-
-
 def machine() -> dict:
     """What the timings were measured on."""
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
@@ -79,7 +69,7 @@ def machine() -> dict:
 def _epoch_seconds(model: nn.Module, train: Dataset) -> float:
     """Estimated seconds of one fine-tune epoch: a timed forward pass over up to 512 images,
     scaled to the training set, ×3 for the backward pass and the update."""
-    from neurotomy.pruning import forward_seconds
+    from neurotomy.jobs.prune import forward_seconds
 
     images = min(512, len(train))
     return 3 * forward_seconds(model, train, images) * len(train) / images
@@ -90,14 +80,14 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
             scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None) -> dict:
     """Run the whole dissection of ``model`` and return the report; with ``out_dir``, write
     ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically)."""
-    from neurotomy.pruning import PruneJob
+    from neurotomy.jobs.prune import PruneJob
     from neurotomy.measure import compare_models
     from neurotomy.report import sections
     from neurotomy.report.class_subsets_section import class_subsets_section
     from neurotomy.report.explanations_section import explanations_section
     from neurotomy.report.verdict import verdict
     from neurotomy.scores import get_criterion
-    from neurotomy.scores.base import model_input_shape
+    from neurotomy.models.anatomy import model_input_shape
     from neurotomy.train import evaluate, seed_everything
 
     budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
@@ -108,7 +98,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
     criteria = list(dict.fromkeys([criterion, *budget.criteria]))
     seed_everything(seed)
     model.eval()
-    train, test = _take(train, budget.train_images, seed), _take(test, budget.test_images, seed)
+    train, test = balanced_subset(train, budget.train_images, seed), balanced_subset(test, budget.test_images, seed)
     shape = model_input_shape(model, train)
     stages = _Stages(7, quiet)
 
@@ -140,7 +130,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         report_sections.append(class_subsets_section(model, pruned, train, test, images=budget.subset_images,
                                                      quiet=quiet))
     with stages(f"explanations of {budget.explain_images} test images, original vs pruned"):
-        report_sections.append(explanations_section(model, pruned, _take(test, budget.explain_images, seed + 1),
+        report_sections.append(explanations_section(model, pruned, balanced_subset(test, budget.explain_images, seed + 1),
                                                     seed=seed, quiet=quiet))
     meta = getattr(model, "neurotomy_meta", None)
     report = {

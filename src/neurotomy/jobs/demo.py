@@ -1,6 +1,6 @@
 """The main job on the shipped model and data: ``neurotomy dissect zoo:resnet20-fmnist`` with the
 shipped Fashion-MNIST subset (or a full copy under ``root``), written to ``out_dir/report.html``
-and ``out_dir/report.json``. See :func:`neurotomy.report.dissect.dissect`.
+and ``out_dir/report.json``. See :func:`neurotomy.jobs.dissect.dissect`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ DEMO_MODEL = "zoo:resnet20-fmnist"
 def run_demo(out_dir: Path, root: str | None = None, quiet: bool = False, seed: int = 0,
              budget: str = "fast") -> dict:
     """Dissect the demo model: prune half its MACs, recover, compare, explain; return the report."""
-    from neurotomy.report.dissect import dissect
+    from neurotomy.jobs.dissect import dissect
 
     model = load_model(DEMO_MODEL)
     dataset = model.neurotomy_meta.dataset

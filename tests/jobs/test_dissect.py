@@ -5,7 +5,7 @@ import pytest
 from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.zoo import load_model
-from neurotomy.report.dissect import dissect
+from neurotomy.jobs.dissect import dissect
 
 SECTIONS = ["layers", "scores", "pruning", "dynamics", "class_subsets", "explanations", "run"]
 
@@ -35,8 +35,8 @@ def test_numbers_agree_across_sections_and_with_the_checkpoint(tiny_report_dir, 
     test = load_dataset("digits", split="test")
     stages = next(s for s in tiny_report["sections"] if s["id"] == "pruning")["tables"][0]["rows"]
     assert stages[0][1] + pruning["accuracy_change"] == pytest.approx(stages[-1][1])  # original + change = final
-    from neurotomy.report.dissect import _take
-    subset = _take(test, tiny_report["test_images"], tiny_report["seed"])
+    from neurotomy.data.subsets import balanced_subset
+    subset = balanced_subset(test, tiny_report["test_images"], tiny_report["seed"])
     assert evaluate(pruned, subset, quiet=True)["accuracy"] == pytest.approx(stages[-1][1])
 
 

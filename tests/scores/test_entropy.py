@@ -1,6 +1,6 @@
 import torch
 
-from neurotomy.dynamics.entropy import FeatureEntropy, birth_entropy, first_loop_birth
+from neurotomy.scores.entropy import FeatureEntropy, birth_entropy, first_loop_birth
 
 
 def test_ring_closes_a_loop_when_its_last_edge_arrives():

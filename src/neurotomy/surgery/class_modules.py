@@ -59,10 +59,10 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches
 from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.errors import DataError, NeurotomyError
+from neurotomy.models.anatomy import classifier_layer, model_input_shape, num_classes_of
 from neurotomy.models.summary import layer_table
 from neurotomy.progress import add_task, progress_bar
-from neurotomy.scores.base import model_input_shape
-from neurotomy.scores.class_subsets import classifier_layer, penultimate_features
+from neurotomy.scores.class_subsets import penultimate_features
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import _Planner, Cut, apply_cuts, mask_filters
 
@@ -311,7 +311,7 @@ def split(model: nn.Module, data: Dataset, class_index: int, *, scores: UnitScor
     ``data`` is training data: it gives the relevance scores (when ``scores`` is None), the
     balanced calibration set the search judges candidates on, and the fine-tune set.
     """
-    from neurotomy.scores.classwise import ClassActivation, num_classes_of
+    from neurotomy.scores.classwise import ClassActivation
     from neurotomy.train import TrainConfig, fit
 
     classes = num_classes_of(model, data)

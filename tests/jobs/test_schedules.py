@@ -4,7 +4,7 @@ from torch import nn
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
 from neurotomy.models import build_model
-from neurotomy.surgery.schedules import prune_iteratively, soft_filter_pruning
+from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
 from neurotomy.train import TrainConfig, evaluate
 
 ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 8}

@@ -1,7 +1,7 @@
 import pytest
 
 from neurotomy.errors import NeurotomyError
-from neurotomy.report.budget import MAX_BUDGET_EPOCHS, PRESETS, finetune_epochs_for, parse_budget
+from neurotomy.jobs.budget import MAX_BUDGET_EPOCHS, PRESETS, finetune_epochs_for, parse_budget
 
 
 def test_presets_grow_from_tiny_to_full():
