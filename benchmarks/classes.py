@@ -35,9 +35,11 @@ from neurotomy.data import load_dataset
 from neurotomy.jobs.classes import patch_job, split_job, subsets_job
 from neurotomy.files import write_json
 from neurotomy.models import build_model
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.scores.class_subsets import penultimate_features
-from neurotomy.surgery.class_modules import GAConfig, module_metrics, split
+from neurotomy.jobs.split import split
+from neurotomy.surgery.class_modules import module_metrics
+from neurotomy.surgery.class_search import GAConfig, jaccard
 from neurotomy.train import TrainConfig, fit, seed_everything
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -97,7 +99,8 @@ def run_subsets(result, path, train10k, test, models):
 def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(3, 5, 8), epochs=30):
     """Is the 3-epoch head fine-tune simply too short? Test accuracy after each Adam epoch."""
     from neurotomy.scores.class_subsets import class_feature_scores, top_k_mask
-    from neurotomy.surgery.heads import SubspaceHead, finetune_head, head_accuracy
+    from neurotomy.surgery.heads import SubspaceHead, head_accuracy
+    from neurotomy.train import finetune_head
 
     if result.get("head_epochs"):
         return
@@ -126,7 +129,8 @@ def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", k
     Subsets always come from the 10k subset's features; ``tune_data`` (default: the same subset) is
     what the network is fine-tuned on."""
     from neurotomy.scores.class_subsets import class_feature_scores, top_k_mask
-    from neurotomy.surgery.heads import decompose_head, finetune_head
+    from neurotomy.surgery.heads import decompose_head
+    from neurotomy.train import finetune_head
     from neurotomy.train import evaluate
 
     if result.get(key):
@@ -171,11 +175,10 @@ def run_modules(result, path, strong, train, test, classes, module_dir):
 
 
 def module_set(result):
-    from neurotomy.surgery.class_modules import _jaccard
 
     mods = result["modules"]
     pairs = [(a, b) for i, a in enumerate(mods) for b in mods[i + 1:]]
-    return {"coupling": sum(_jaccard(a["kept"], b["kept"]) for a, b in pairs) / max(1, len(pairs)),
+    return {"coupling": sum(jaccard(a["kept"], b["kept"]) for a, b in pairs) / max(1, len(pairs)),
             "cohesion": sum(m["cohesion"] for m in mods) / max(1, len(mods)), "modules": len(mods)}
 
 

@@ -28,10 +28,10 @@ import torch
 from neurotomy.data import load_dataset
 from neurotomy.data.subsets import balanced_indices
 from neurotomy.explain import METHODS, attribute
-from neurotomy.explain.metrics import roar
-from neurotomy.explain.rating import METRICS, explainer, rate_explanations
+from neurotomy.jobs.roar import roar
+from neurotomy.explain.rating import METRICS, better_direction, explainer, rate_explanations
 from neurotomy.files import write_json
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.report.figures import save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,7 +58,7 @@ def part_scores(model, test, args, results: dict, save) -> None:
     sanity = rate_explanations(model, images[:args.n_sanity], methods=methods,
                                metrics=["sanity_cascading", "sanity_independent"], seed=args.seed)
     results["scores"] = {m: {**rated["scores"][m], **sanity["scores"][m]} for m in methods}
-    results["better"] = {k: METRICS[k] for k in METRICS}
+    results["better"] = {k: better_direction(k) for k in METRICS}
     results["curves"] = {m: {**{k: rated["details"][m][k] for k in fast},
                              **{k: sanity["details"][m][k]["steps"] for k in ("sanity_cascading",
                                                                              "sanity_independent")}}
@@ -140,7 +140,8 @@ def verdict(results: dict) -> dict:
     out = {}
     scores = results.get("scores", {})
     if "pathway" in scores:
-        for metric, better in METRICS.items():
+        for metric in METRICS:
+            better = better_direction(metric)
             mine = scores["pathway"][metric]
             beaten = [m for m in COMPARED if (mine < scores[m][metric] if better == "lower"
                                               else mine > scores[m][metric])]

@@ -26,9 +26,11 @@ from neurotomy.data import load_dataset
 from neurotomy.files import write_json
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.models.summary import count_macs_params
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.recover import finetune, recalibrate_batchnorm
-from neurotomy.surgery.layers import choose_blocks, removable_blocks, remove_blocks
+from neurotomy.dynamics.layer_rules import choose_blocks
+from neurotomy.models.anatomy import removable_blocks
+from neurotomy.surgery.layers import remove_blocks
 from neurotomy.train import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -26,11 +26,11 @@ import torch_pruning as tp
 from neurotomy.data import load_dataset
 from neurotomy.files import write_json
 from neurotomy.models.summary import count_macs_params
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.jobs.prune import PruneJob, forward_seconds
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import CRITERIA, get_criterion
-from neurotomy.surgery.filters import default_ignored
+from neurotomy.surgery.planner import default_ignored
 from neurotomy.train import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,7 +81,7 @@ def measure(original, pruned, shape, acc_original, label: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
-    parser.add_argument("--criteria", nargs="*", default=sorted(CRITERIA))
+    parser.add_argument("--criteria", nargs="*", default=sorted(CRITERIA.names(axis="unit")))
     parser.add_argument("--targets", nargs="*", type=float, default=list(TARGETS))
     parser.add_argument("--scopes", nargs="*", default=list(SCOPES))
     parser.add_argument("--finetune-top", type=int, default=1,

@@ -26,7 +26,7 @@ from neurotomy.data import load_dataset
 from neurotomy.files import write_json  # noqa: E402
 from neurotomy.measure import interleaved_latency  # noqa: E402
 from neurotomy.models.summary import count_macs_params  # noqa: E402
-from neurotomy.models.zoo import load_model  # noqa: E402
+from neurotomy.loading import load_model  # noqa: E402
 from neurotomy.scores import get_criterion  # noqa: E402
 from neurotomy.surgery.filters import prune_filters  # noqa: E402
 

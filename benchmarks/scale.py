@@ -61,7 +61,7 @@ def _proc_status_kb(field: str) -> int:
 def child_memory(images: int, root: str) -> None:
     """One probing run, as `neurotomy score --criterion apoz --max-images N` does it."""
     from neurotomy.data import load_dataset
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
     from neurotomy.scores import get_criterion
 
     torch.set_num_threads(1)  # one core: on a shared machine 2 threads mostly wait for each other
@@ -82,7 +82,7 @@ def child_throughput(root: str, probe_images: int, finetune_images: int) -> None
     """Timed probing and fine-tuning; run alone or under `accelerate launch`."""
     from neurotomy.data import load_dataset
     from neurotomy.distributed import is_main_process, process_count, shutdown, wait_for_everyone
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
     from neurotomy.recover import finetune
     from neurotomy.scores import get_criterion
 
@@ -149,7 +149,7 @@ def measure_throughput(processes: int, root: str, probe_images: int, finetune_im
 def measure_onnx() -> dict:
     from neurotomy.export import export_onnx, onnxruntime_latency
     from neurotomy.models.summary import count_macs_params
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
     from neurotomy.scores import get_criterion
     from neurotomy.surgery.filters import prune_filters
 

@@ -3,10 +3,11 @@ import pickle
 import pytest
 import torch
 
-from neurotomy.checkpoint import ModelMeta, load_checkpoint, read_meta, save_checkpoint
+from neurotomy.checkpoint import ModelMeta, read_meta, save_checkpoint
+from neurotomy.loading import load_checkpoint
 from neurotomy.errors import CheckpointError
 from neurotomy.models import build_model
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 
 ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 28}
 

@@ -18,7 +18,7 @@ from neurotomy.data.batches import iterate_batches
 from neurotomy.distributed import gather_records, probe_shard, process_count, reduce_state, shutdown
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import similarity_matrix
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.recover import finetune
 from neurotomy.scores import get_criterion
 

@@ -3,7 +3,8 @@ import torch
 
 from neurotomy.data import load_dataset
 from neurotomy.models import build_model
-from neurotomy.train import TrainConfig, classification_metrics, evaluate, fit, seed_everything, train_new_model
+from neurotomy.jobs.new_model import train_new_model
+from neurotomy.train import TrainConfig, classification_metrics, evaluate, fit, seed_everything
 
 CONFIG = dict(epochs=15, lr=0.1, batch_size=32, quiet=True)
 

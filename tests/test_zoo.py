@@ -6,7 +6,7 @@ import torch
 
 from neurotomy.cli import main
 from neurotomy.data import load_dataset
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 
 
 def test_resnet20_fmnist_full_test_accuracy(full_fmnist_root, capsys):

@@ -7,7 +7,7 @@ Needs the ``onnx`` extra: ``pip install neurotomy[onnx]``.
 
 Example:
     >>> import tempfile, os
-    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.loading import load_model
     >>> report = export_onnx(load_model("zoo:lenet5-digits"), os.path.join(tempfile.mkdtemp(), "m.onnx"))
     >>> report["max_abs_diff"] < 1e-4
     True

@@ -4,7 +4,7 @@ Jiang, Liu, Xiao & Chua (arXiv 2208.06918, 2022) filter "noise gradients" out of
 with a mask inspired by lateral inhibition, and report higher accuracy, accuracy after pruning and
 adversarial accuracy, and saliency maps focused on the object. No code is public and only the
 abstract could be read here (the full text was not reachable), so the exact mask is *our*
-hypothesis, configurable and measured by ``benchmarks/grad_mask.py`` (METHODS.md §E5):
+hypothesis, configurable and measured by ``benchmarks/grad_mask.py`` (docs/methods.md §E5):
 
 - **where**: the gradient w.r.t. the output of every ReLU (``sites="relu"``, default), every
   conv (``sites="conv"``), every max/avg-pool (``sites="pool"``), or named layers; only spatial

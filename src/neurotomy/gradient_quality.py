@@ -1,4 +1,4 @@
-"""Gradient-quality measures for the gradient-mask study (our definitions, METHODS.md §E5).
+"""Gradient-quality measures for the gradient-mask study (our definitions, docs/methods.md §E5).
 
 The gradient-mask paper (arXiv 2208.06918) proposes "a criterion for gradient quality" whose
 formula could not be read here; we measure two things instead:

@@ -206,38 +206,36 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, max_images:
     return metrics
 
 
-def train_new_model(arch: str, data_name: str, root: str | None, config: TrainConfig,
-                    **arch_kwargs) -> nn.Module:
-    """Build ``arch`` for the dataset's shape, train it from ``config.seed``, evaluate on the test
-    split; the result carries a :class:`~neurotomy.checkpoint.ModelMeta` ready to save.
-
-    Example:
-        >>> model = train_new_model("lenet5", "digits", None, TrainConfig(epochs=1, quiet=True))
-        >>> sorted(model.neurotomy_meta.metrics)
-        ['test', 'train_history', 'train_seconds']
-    """
-    import time
-
-    from neurotomy.checkpoint import ModelMeta
-    from neurotomy.data import load_dataset
-    from neurotomy.models import build_model
-
-    train_data = load_dataset(data_name, root=root, split="train")
-    test_data = load_dataset(data_name, root=root, split="test")
-    channels, size, _ = train_data[0][0].shape
-    arch_args = {"in_channels": int(channels), "num_classes": len(train_data.classes),
-                 "input_size": int(size), **arch_kwargs}
-    seed_everything(config.seed)
-    model = build_model(arch, **arch_args)
-    start = time.perf_counter()
-    history = fit(model, train_data, config)
-    seconds = time.perf_counter() - start
-    test_metrics = evaluate(model, test_data, quiet=config.quiet)
-    model.neurotomy_meta = ModelMeta(
-        arch=arch, arch_args=arch_args, dataset=data_name,
-        normalization=train_data.normalization.to_dict(), classes=list(train_data.classes),
-        metrics={"test": {k: test_metrics[k] for k in ("accuracy", "n")},
-                 "train_history": history, "train_seconds": round(seconds, 1)},
-        seed=config.seed, train_config=config.to_dict(),
-    )
-    return model
+def finetune_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, epochs: int = 3,
+                  lr: float = 2e-4, batch_size: int = 128, seed: int = 0, quiet: bool = False,
+                  on_epoch_end: Callable[[nn.Module, int], None] | None = None) -> list[dict]:
+    """Fit ``head`` in place on fixed features with Adam (the decomposed head of
+    :class:`neurotomy.surgery.heads.SubspaceHead`: the backbone is frozen, so one epoch over 60k
+    images is a few thousand small matrix products); one ``{"epoch", "loss"}`` per epoch.
+    ``on_epoch_end(head, epoch)`` runs after each epoch (e.g. to measure test accuracy)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    features = features.float()
+    history = []
+    steps = (len(targets) + batch_size - 1) // batch_size
+    head.train()
+    with progress_bar(quiet) as bar:
+        task = add_task(bar, "fine-tune head", steps * epochs)
+        for epoch in range(epochs):
+            order = torch.randperm(len(targets), generator=generator)
+            total = 0.0
+            for start in range(0, len(targets), batch_size):
+                idx = order[start:start + batch_size]
+                loss = F.cross_entropy(head(features[idx]), targets[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(idx)
+                bar.advance(task)
+            history.append({"epoch": epoch + 1, "loss": total / len(targets)})
+            if on_epoch_end is not None:
+                head.eval()
+                on_epoch_end(head, epoch)
+                head.train()
+    head.eval()
+    return history

@@ -47,7 +47,7 @@ def test_matches_networkx_on_a_real_layer():
 
 def test_curve_on_trained_lenet_rises():
     from neurotomy.data import load_dataset
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
     model = load_model("zoo:lenet5-digits")
     data = load_dataset("digits", split="test")
     curve = modularity_curve(model, data, per_class=30, graph_size=None, quiet=True)

@@ -1,7 +1,7 @@
 import pytest
 
 from neurotomy.data import load_dataset
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_report_dir(tmp_path_factory):
     from neurotomy.data import load_dataset
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
     from neurotomy.jobs.dissect import dissect
 
     out = tmp_path_factory.mktemp("dissect")

@@ -4,7 +4,7 @@ import pytest
 
 from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.jobs.dissect import dissect
 
 SECTIONS = ["layers", "scores", "pruning", "dynamics", "class_subsets", "explanations", "run"]

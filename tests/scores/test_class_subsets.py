@@ -82,7 +82,7 @@ def test_subset_errors():
 
 def test_top_k_mask_and_penultimate_features():
     from neurotomy.data import load_dataset
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
 
     mask = top_k_mask(torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]]), [2, 1])
     assert mask.tolist() == [[False, True, True], [True, False, False]]

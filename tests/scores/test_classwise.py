@@ -3,7 +3,7 @@ import torch
 
 from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 from neurotomy.scores import get_criterion
 from neurotomy.scores.classwise import ClassActivation, ClassTaylor, get_classwise_criterion
 from neurotomy.scores.unit_scores import UnitScores

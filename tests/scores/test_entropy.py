@@ -19,7 +19,7 @@ def test_dead_map_has_no_loop_and_entropy_counts_spread():
 
 def test_feature_entropy_is_a_criterion():
     from neurotomy.data import load_dataset
-    from neurotomy.models.zoo import load_model
+    from neurotomy.loading import load_model
     scores = FeatureEntropy()(load_model("zoo:lenet5-digits"), load_dataset("digits", split="test"),
                               max_images=20, quiet=True)
     assert set(scores) == {"features.0", "features.3"} and scores["features.0"].shape == (6,)

@@ -3,14 +3,15 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from neurotomy.checkpoint import load_checkpoint, save_checkpoint
+from neurotomy.checkpoint import save_checkpoint
 from neurotomy.data import load_dataset
 from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_checkpoint, load_model
 from neurotomy.scores.classwise import ClassActivation
-from neurotomy.surgery.class_modules import (GAConfig, module_class_index, module_metrics, module_set_metrics,
-                                       one_vs_rest, split)
+from neurotomy.jobs.split import split
+from neurotomy.surgery.class_modules import module_class_index, module_metrics, module_set_metrics, one_vs_rest
+from neurotomy.surgery.class_search import GAConfig
 
 
 class KnownFilters(nn.Module):

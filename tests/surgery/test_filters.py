@@ -4,12 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from neurotomy.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from neurotomy.checkpoint import ModelMeta, save_checkpoint
+from neurotomy.loading import load_checkpoint
 from neurotomy.errors import PruningError
 from neurotomy.models import build_model
 from neurotomy.models.summary import count_macs_params
 from neurotomy.scores import get_criterion
-from neurotomy.surgery.filters import apply_cuts, mask_filters, plan_cuts, prune_filters
+from neurotomy.surgery.filters import apply_cuts, mask_filters, prune_filters
+from neurotomy.surgery.planner import plan_cuts
 
 
 def randomize_bn(model, seed=0):

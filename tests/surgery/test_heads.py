@@ -3,8 +3,9 @@ import torch
 from torch import nn
 
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.zoo import load_model
-from neurotomy.surgery.heads import SubspaceHead, decompose_head, finetune_head, head_accuracy, head_cost
+from neurotomy.loading import load_model
+from neurotomy.surgery.heads import SubspaceHead, decompose_head, head_accuracy, head_cost
+from neurotomy.train import finetune_head
 
 
 def test_full_mask_is_the_linear_layer_and_cost_counts_kept_weights():

@@ -1,12 +1,14 @@
 import pytest
 import torch
 
-from neurotomy.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from neurotomy.checkpoint import ModelMeta, save_checkpoint
+from neurotomy.loading import load_checkpoint
 from neurotomy.errors import PruningError
 from neurotomy.models import build_model
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import prune_filters
-from neurotomy.surgery.layers import removable_blocks, remove_blocks
+from neurotomy.models.anatomy import removable_blocks
+from neurotomy.surgery.layers import remove_blocks
 
 
 @pytest.mark.parametrize("arch,shape", [("resnet20", (1, 28, 28)), ("resnet56", (1, 28, 28)),

@@ -2,11 +2,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from neurotomy.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from neurotomy.checkpoint import read_meta, save_checkpoint
+from neurotomy.loading import load_checkpoint
 from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.zoo import load_model
-from neurotomy.surgery.class_modules import split
+from neurotomy.loading import load_model
+from neurotomy.jobs.split import split
 from neurotomy.surgery.patching import agrees_about_class, patch
 
 

@@ -6,9 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from neurotomy.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from neurotomy.checkpoint import ModelMeta, save_checkpoint
+from neurotomy.loading import load_checkpoint
 from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
-from neurotomy.models import registry
+from neurotomy.models import register_model
 from neurotomy.scores import CRITERIA, get_criterion
 from neurotomy.surgery.filters import prune_filters
 
@@ -51,11 +52,11 @@ class RandomNet(nn.Module):
         return self.head(self.body(x).mean((2, 3)))
 
 
-registry._BUILDERS["test-randomnet"] = RandomNet  # so checkpoints can rebuild it
+register_model("test-randomnet")(RandomNet)  # so checkpoints can rebuild it
 
 DATA = TensorImageDataset(torch.randn(12, 1, 8, 8), torch.arange(12) % 3, ["a", "b", "c"],
                           Normalization((0.0,), (1.0,)))
-FAST = [n for n in sorted(CRITERIA) if n != "chip"] + ["chip"]
+FAST = [n for n in sorted(CRITERIA.names(axis="unit")) if n != "chip"] + ["chip"]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -92,20 +92,6 @@ class ModularityCurve:
             return sorted(pool, key=lambda layer: deltas[layer])[:count]
         return [layer for layer in pool if deltas[layer] < threshold * mean_rise]
 
-    def plot(self, path, title: str = "") -> None:
-        import matplotlib.pyplot as plt
-
-        from neurotomy.report.figures import save_figure
-
-        fig, ax = plt.subplots(figsize=(max(6, len(self.layers) * 0.45), 3.6))
-        ax.errorbar(range(len(self.q)), self.q, yerr=self.q_std or None, marker="o", capsize=3)
-        ax.set_xticks(range(len(self.layers)), self.layers, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("modularity Q")
-        ax.set_title(title or f"modularity curve (k={self.k}, {self.n_samples} samples)", fontsize=9)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        save_figure(fig, path)
-
 
 def modularity_curve(model: nn.Module, data: Dataset, layers: list[str] | None = None, k: int = 3,
                      per_class: int = 500, graph_size: int | None = 500, seed: int = 0,

@@ -104,19 +104,3 @@ def _features(model: nn.Module, data: Dataset, layers: list[str], indices: torch
     feats, _ = next(stream_features(model, data, layers, batch_size=len(indices), indices=indices,
                                     shard=shard, split_batches=True))
     return {layer: gather_rows(f, len(indices)) for layer, f in feats.items()}
-
-
-def plot_similarity(result: dict, path, title: str = "") -> None:
-    import matplotlib.pyplot as plt
-
-    from neurotomy.report.figures import save_figure
-
-    values = torch.tensor(result["values"])
-    fig, ax = plt.subplots(figsize=(1.5 + 0.45 * values.shape[1], 1.2 + 0.45 * values.shape[0]))
-    im = ax.imshow(values.numpy(), vmin=0, vmax=1, cmap="magma")
-    ax.set_xticks(range(values.shape[1]), result["layers_b"], rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(values.shape[0]), result["layers_a"], fontsize=7)
-    ax.set_title(title or result["measure"], fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    save_figure(fig, path)

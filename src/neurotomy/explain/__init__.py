@@ -17,79 +17,17 @@ Example:
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from torch import nn
 
-from neurotomy.explain import cam, gradients, pathway
-from neurotomy.explain.common import (ExplainError, Target, check_inputs, eval_mode, normalize, pixel_map,
-                                      resolve_targets)
-from neurotomy.explain.metrics.controls import random_map, sobel_map
-
-
-@dataclass(frozen=True)
-class Method:
-    """An attribution method: how to call it and what it is based on."""
-
-    name: str
-    compute: Callable[..., torch.Tensor]  # (model, inputs, targets, **opts) -> N × H × W
-    family: str  # gradient | cam | pathway | control
-    signed: bool
-    paper: str
-
-    def options(self) -> list[str]:
-        return [p.name for p in inspect.signature(self.compute).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
-def _per_pixel(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Wrap an input attribution (N × C × H × W) so it returns one signed map per image."""
-    def compute(model, inputs, targets, **opts):
-        return pixel_map(fn(model, inputs, targets, **opts).detach())
-    compute.__signature__ = inspect.signature(fn)  # keep the option names visible
-    return compute
-
-
-def _cam(cls: type[cam.CAM]) -> Callable[..., torch.Tensor]:
-    def compute(model, inputs, targets, *, layer: str | None = None, relu: bool = True, batch_size: int = 128):
-        return cls(layer=layer, relu=relu, batch_size=batch_size)(model, inputs, targets).detach()
-    return compute
-
-
-def _random(model, inputs, targets, *, seed: int = 0):
-    return random_map(inputs, seed=seed)
-
-
-def _sobel(model, inputs, targets):
-    return sobel_map(inputs)
-
-
-_CAM_PAPERS = {
-    "gradcam": "Selvaraju et al., ICCV 2017", "gradcam_pp": "Chattopadhay et al., WACV 2018",
-    "hirescam": "Draelos & Carin, 2020", "layercam": "Jiang et al., IEEE TIP 2021",
-    "scorecam": "Wang et al., CVPR-W 2020", "ablationcam": "Desai & Ramaswamy, WACV 2020",
-    "eigencam": "Muhammad & Yeasin, IJCNN 2020",
-}
-
-METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("gradient", _per_pixel(gradients.gradient), "gradient", True, "Simonyan et al., 2014 (Captum Saliency)"),
-    Method("input_x_gradient", _per_pixel(gradients.input_x_gradient), "gradient", True,
-           "Shrikumar et al., 2016 (Captum InputXGradient)"),
-    Method("integrated_gradients", _per_pixel(gradients.integrated_gradients), "gradient", True,
-           "Sundararajan et al., ICML 2017 (Captum, 50 steps, zero baseline)"),
-    Method("smoothgrad", _per_pixel(gradients.smoothgrad), "gradient", True,
-           "Smilkov et al., 2017 (Captum NoiseTunnel, σ = 0.15 range, 50 samples)"),
-    Method("smoothgrad_sq", _per_pixel(gradients.smoothgrad_sq), "gradient", False,
-           "Hooker et al., NeurIPS 2019 (SmoothGrad²)"),
-    *[Method(name, _cam(cls), "cam", False, _CAM_PAPERS[name]) for name, cls in cam.CAM_METHODS.items()],
-    Method("pathway", _per_pixel(pathway.pathway_gradient), "pathway", True,
-           "Khakzar et al., CVPR 2021 (critical-pathway gradient)"),
-    Method("random", _random, "control", False, "uniform noise (ROAR's random baseline)"),
-    Method("sobel", _sobel, "control", False, "Sobel edge magnitude (Adebayo et al.'s model-free control)"),
-]}
+# each module registers its methods on import; this order is the order they are listed in
+from neurotomy.explain import gradients  # noqa: F401,I001
+from neurotomy.explain import cam  # noqa: F401
+from neurotomy.explain import pathway  # noqa: F401
+from neurotomy.explain.metrics import controls  # noqa: F401
+from neurotomy.explain.common import ExplainError, Target, check_inputs, normalize, resolve_targets
+from neurotomy.explain.methods import METHODS, Method, register_method
+from neurotomy.models.anatomy import eval_mode
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target = None, method: str = "gradient",
@@ -100,9 +38,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target = None, met
     (a module name), ``pathway`` takes ``prune_fraction`` (default 0.85), ``integrated`` and
     ``granularity``, SmoothGrad takes ``samples``, ``noise`` and ``seed``.
     """
-    if method not in METHODS:
-        raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    spec = METHODS[method]
+    spec = METHODS.get(method)
     unknown = sorted(set(opts) - set(spec.options()))
     if unknown:
         accepted = ", ".join(spec.options()) or "none"
@@ -117,7 +53,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target = None, met
 
 def method_names(family: str | None = None) -> list[str]:
     """Names of the registered methods, optionally of one family."""
-    return [n for n, m in METHODS.items() if family is None or m.family == family]
+    return METHODS.names() if family is None else METHODS.names(family=family)
 
 
-__all__ = ["METHODS", "ExplainError", "Method", "attribute", "method_names", "normalize"]
+__all__ = ["METHODS", "ExplainError", "Method", "attribute", "method_names", "normalize", "register_method"]

@@ -17,6 +17,9 @@ overrides one method:
 
 Each returns ``N × H × W`` at the input's resolution: the layer map (after ReLU, as every one of
 these papers defines it; ``relu=False`` keeps the sign) upsampled bilinearly.
+
+Each class carries its ``name`` and ``paper`` and registers itself with :func:`register_cam`, so a
+new CAM method is one class in this file; it is listed after the ones above it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.explain.common import ExplainError, class_scores, default_cam_layer, forward, upsample
+from neurotomy.explain.methods import register_method
 from neurotomy.probe import Probe
 
 
@@ -66,6 +70,7 @@ class CAM:
     """
 
     name = ""
+    paper = ""
     uses_gradients = True
 
     def __init__(self, layer: str | None = None, relu: bool = True, batch_size: int = 128) -> None:
@@ -90,15 +95,29 @@ class CAM:
         raise NotImplementedError
 
 
+def register_cam(cls: type[CAM]) -> type[CAM]:
+    """Class decorator: register a :class:`CAM` subclass as the attribution method ``cls.name``
+    (family ``cam``, maps ≥ 0, ``cls.paper``) with options ``layer``, ``relu`` and ``batch_size``."""
+    def compute(model, inputs, targets, *, layer: str | None = None, relu: bool = True, batch_size: int = 128):
+        return cls(layer=layer, relu=relu, batch_size=batch_size)(model, inputs, targets).detach()
+
+    register_method(cls.name, family="cam", signed=False, paper=cls.paper)(compute)
+    return cls
+
+
+@register_cam
 class GradCAM(CAM):
     name = "gradcam"
+    paper = "Selvaraju et al., ICCV 2017"
 
     def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
         return grads.mean((2, 3))
 
 
+@register_cam
 class GradCAMPlusPlus(CAM):
     name = "gradcam_pp"
+    paper = "Chattopadhay et al., WACV 2018"
 
     def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
         # Chattopadhay et al. eq. 19 with exp(S) folded into the gradient powers, as the authors' code does.
@@ -108,22 +127,28 @@ class GradCAMPlusPlus(CAM):
         return (grads.clamp(min=0) * alpha).sum((2, 3))
 
 
+@register_cam
 class HiResCAM(CAM):
     name = "hirescam"
+    paper = "Draelos & Carin, 2020"
 
     def layer_map(self, model, inputs, targets, layer, activations, grads, logits):
         return (grads * activations).sum(1)
 
 
+@register_cam
 class LayerCAM(CAM):
     name = "layercam"
+    paper = "Jiang et al., IEEE TIP 2021"
 
     def layer_map(self, model, inputs, targets, layer, activations, grads, logits):
         return (grads.clamp(min=0) * activations).sum(1)
 
 
+@register_cam
 class ScoreCAM(CAM):
     name = "scorecam"
+    paper = "Wang et al., CVPR-W 2020"
     uses_gradients = False
 
     def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
@@ -144,8 +169,10 @@ class ScoreCAM(CAM):
         return scores.softmax(1).to(activations)
 
 
+@register_cam
 class AblationCAM(CAM):
     name = "ablationcam"
+    paper = "Desai & Ramaswamy, WACV 2020"
     uses_gradients = False
 
     def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
@@ -164,8 +191,10 @@ class AblationCAM(CAM):
         return ((original[:, None] - ablated.to(original)) / original[:, None]).to(activations)
 
 
+@register_cam
 class EigenCAM(CAM):
     name = "eigencam"
+    paper = "Muhammad & Yeasin, IJCNN 2020"
     uses_gradients = False
 
     def layer_map(self, model, inputs, targets, layer, activations, grads, logits):
@@ -180,6 +209,3 @@ class EigenCAM(CAM):
         sign[sign == 0] = 1
         return (projection * sign).view(n, h, w)
 
-
-CAM_METHODS: dict[str, type[CAM]] = {cls.name: cls for cls in
-                                     (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, AblationCAM, EigenCAM)}

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.errors import ModelError, NeurotomyError
-from neurotomy.models.anatomy import eval_mode  # noqa: F401  (the attribution methods' convention)
 from neurotomy.probe import Probe
+from neurotomy.registry import Registry
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -100,6 +100,23 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+DISPLAY_SCALES: Registry = Registry("normalisation", error=ExplainError)
+"""Per-image display rescalings of flattened maps ``N × pixels``, by name."""
+
+
+@DISPLAY_SCALES.register("minmax")
+def minmax_scale(flat: torch.Tensor) -> torch.Tensor:
+    """To [0, 1] (pytorch-grad-cam's convention)."""
+    lo, hi = flat.amin(1), flat.amax(1)
+    return (flat - lo[:, None]) / (hi - lo).clamp(min=1e-12)[:, None]
+
+
+@DISPLAY_SCALES.register("maxabs")
+def maxabs_scale(flat: torch.Tensor) -> torch.Tensor:
+    """To [−1, 1], keeping the sign and zero (Khakzar et al.'s display)."""
+    return flat / flat.abs().amax(1).clamp(min=1e-12)[:, None]
+
+
 def normalize(maps: torch.Tensor, how: str = "minmax") -> torch.Tensor:
     """Per-image rescaling for display: ``minmax`` → [0, 1] (pytorch-grad-cam's convention),
     ``maxabs`` → [−1, 1] keeping the sign and zero (Khakzar et al.'s display).
@@ -108,15 +125,7 @@ def normalize(maps: torch.Tensor, how: str = "minmax") -> torch.Tensor:
         >>> normalize(torch.tensor([[[1.0, 3.0]]])).tolist()
         [[[0.0, 1.0]]]
     """
-    flat = maps.flatten(1)
-    if how == "minmax":
-        lo, hi = flat.amin(1), flat.amax(1)
-        out = (flat - lo[:, None]) / (hi - lo).clamp(min=1e-12)[:, None]
-    elif how == "maxabs":
-        out = flat / flat.abs().amax(1).clamp(min=1e-12)[:, None]
-    else:
-        raise ExplainError(f"unknown normalisation {how!r}; use minmax or maxabs")
-    return out.view_as(maps)
+    return DISPLAY_SCALES.get(how)(maps.flatten(1)).view_as(maps)
 
 
 def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:

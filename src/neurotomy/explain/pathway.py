@@ -28,11 +28,29 @@ import torch
 from torch import nn
 
 from neurotomy.explain.common import ExplainError, class_scores, forward
+from neurotomy.explain.methods import register_method
 from neurotomy.probe import Probe
+from neurotomy.registry import Registry
 from neurotomy.scores.base import conv_units
 from neurotomy.scores.unit_scores import UnitScores
 
 RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+
+GRANULARITIES: Registry = Registry("granularity", error=ExplainError)
+"""What a pathway keeps or masks: a per-unit relevance ``N × C × H × W`` (or ``N × F``) → the
+relevance of each kept-or-masked element."""
+
+
+@GRANULARITIES.register("neuron")
+def neuron_units(relevance: torch.Tensor) -> torch.Tensor:
+    """Every element (channel × position) is a unit."""
+    return relevance
+
+
+@GRANULARITIES.register("channel")
+def channel_units(relevance: torch.Tensor) -> torch.Tensor:
+    """Whole channels: relevance summed over positions."""
+    return relevance.flatten(2).sum(2) if relevance.dim() > 2 else relevance
 
 
 def relu_layers(model: nn.Module) -> list[str]:
@@ -114,11 +132,8 @@ def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     if not 0.0 <= prune_fraction < 1.0:
         raise ExplainError(f"prune_fraction {prune_fraction} is outside [0, 1); it is the share of units "
                            "masked, e.g. 0.85")
-    if granularity not in ("neuron", "channel"):
-        raise ExplainError(f"unknown granularity {granularity!r}; use neuron or channel")
-    relevance = neuron_relevance(model, inputs, targets, integrated)
-    if granularity == "channel":
-        relevance = [r.flatten(2).sum(2) if r.dim() > 2 else r for r in relevance]
+    pool = GRANULARITIES.get(granularity)
+    relevance = [pool(r) for r in neuron_relevance(model, inputs, targets, integrated)]
     n = inputs.shape[0]
     flat = torch.cat([r.reshape(n, -1) for r in relevance], 1)
     keep = round((1.0 - prune_fraction) * flat.shape[1])
@@ -132,6 +147,8 @@ def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     return masks
 
 
+@register_method("pathway", family="pathway", signed=True, input_attribution=True,
+                 paper="Khakzar et al., CVPR 2021 (critical-pathway gradient)")
 def pathway_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
                      prune_fraction: float = 0.85, integrated: bool = False,
                      granularity: str = "neuron") -> torch.Tensor:

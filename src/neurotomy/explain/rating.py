@@ -14,7 +14,8 @@ sanity_cascading      mean Spearman(|map|) to the trained maps over the cascade 
 sanity_independent    mean Spearman(|map|) over single-block randomisations         lower
 ====================  ===========================================================  =========
 
-ROAR retrains models, so it is not a per-batch metric: see :func:`neurotomy.explain.metrics.roar`.
+Each metric registers itself in :data:`METRICS`, tagged ``better="lower"`` or ``"higher"``.
+ROAR retrains models, so it is not a per-batch metric: see :func:`neurotomy.jobs.roar.roar`.
 
 Example:
     >>> import torch
@@ -35,46 +36,72 @@ import torch
 from torch import nn
 
 from neurotomy.explain import METHODS, ExplainError, attribute
-from neurotomy.explain.common import Target, eval_mode, resolve_targets
-from neurotomy.explain.metrics import (cascading_randomization, deletion_curve, independent_randomization,
+from neurotomy.explain.common import Target, resolve_targets
+from neurotomy.explain.metrics import (Explainer, cascading_randomization, deletion_curve, independent_randomization,
                                        insertion_curve, model_agreement, morf_lerf)
+from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
+from neurotomy.registry import Registry
 
-METRICS: dict[str, str] = {"deletion": "lower", "insertion": "higher", "morf": "higher", "lerf": "lower",
-                           "sanity_cascading": "lower", "sanity_independent": "lower"}
-"""Metric name → which direction is better."""
+METRICS: Registry = Registry("metric", error=ExplainError,
+                             hint="(ROAR runs in benchmarks/explanations.py: it retrains models)")
+"""Metric name → ``rate(model, inputs, targets, maps, explain, *, seed, steps) -> (number, details)``,
+tagged ``better``: which direction is better (see :func:`better_direction`)."""
 
 
-def explainer(method: str, **opts):
+def better_direction(metric: str) -> str:
+    """``"lower"`` or ``"higher"``: which values of ``metric``'s number mean a better method."""
+    return METRICS.tags(metric)["better"]
+
+
+@METRICS.register("deletion", better="lower")
+def deletion_auc(model, inputs, targets, maps, explain: Explainer, *, seed: int, steps: int) -> tuple[float, dict]:
+    curve = deletion_curve(model, inputs, maps, targets, steps=steps)
+    return curve.mean_auc, curve.to_dict()
+
+
+@METRICS.register("insertion", better="higher")
+def insertion_auc(model, inputs, targets, maps, explain: Explainer, *, seed: int, steps: int) -> tuple[float, dict]:
+    curve = insertion_curve(model, inputs, maps, targets, steps=steps)
+    return curve.mean_auc, curve.to_dict()
+
+
+@METRICS.register("morf", better="higher")
+def mean_morf(model, inputs, targets, maps, explain: Explainer, *, seed: int, steps: int) -> tuple[float, dict]:
+    record = morf_lerf(model, inputs, maps, targets)
+    return sum(record["morf"]) / len(record["morf"]), record
+
+
+@METRICS.register("lerf", better="lower")
+def mean_lerf(model, inputs, targets, maps, explain: Explainer, *, seed: int, steps: int) -> tuple[float, dict]:
+    record = morf_lerf(model, inputs, maps, targets)
+    return sum(record["lerf"]) / len(record["lerf"]), record
+
+
+@METRICS.register("sanity_cascading", better="lower")
+def cascading_sanity(model, inputs, targets, maps, explain: Explainer, *, seed: int, steps: int) -> tuple[float, dict]:
+    record = cascading_randomization(model, inputs, explain, targets, seed=seed, quiet=True)
+    return sum(s["spearman_abs"] for s in record["steps"]) / len(record["steps"]), record
+
+
+@METRICS.register("sanity_independent", better="lower")
+def independent_sanity(model, inputs, targets, maps, explain: Explainer, *, seed: int,
+                       steps: int) -> tuple[float, dict]:
+    record = independent_randomization(model, inputs, explain, targets, seed=seed, quiet=True)
+    return sum(s["spearman_abs"] for s in record["steps"]) / len(record["steps"]), record
+
+
+def explainer(method: str, **opts) -> Explainer:
     """``(model, inputs, targets) -> maps`` for one method, the shape every metric accepts."""
-    if method not in METHODS:
-        raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    METHODS.get(method)
     return lambda model, inputs, targets: attribute(model, inputs, targets, method=method, **opts)
 
 
 def _check(methods: Sequence[str], metrics: Sequence[str]) -> None:
     for method in methods:
-        if method not in METHODS:
-            raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        METHODS.get(method)
     for metric in metrics:
-        if metric not in METRICS:
-            raise ExplainError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)} "
-                               "(ROAR runs in benchmarks/explanations.py: it retrains models)")
-
-
-def _rate_one(model, inputs, targets, maps, method, metric, seed, steps, opts) -> tuple[float, dict]:
-    if metric == "deletion":
-        curve = deletion_curve(model, inputs, maps, targets, steps=steps)
-        return curve.mean_auc, curve.to_dict()
-    if metric == "insertion":
-        curve = insertion_curve(model, inputs, maps, targets, steps=steps)
-        return curve.mean_auc, curve.to_dict()
-    if metric in ("morf", "lerf"):
-        record = morf_lerf(model, inputs, maps, targets)
-        return sum(record[metric]) / len(record[metric]), record
-    randomize = cascading_randomization if metric == "sanity_cascading" else independent_randomization
-    record = randomize(model, inputs, explainer(method, **opts), targets, seed=seed, quiet=True)
-    return sum(s["spearman_abs"] for s in record["steps"]) / len(record["steps"]), record
+        METRICS.get(metric)
 
 
 def _seeded(method: str, seed: int, options: Mapping[str, dict] | None = None) -> dict:
@@ -99,7 +126,7 @@ def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = N
     """
     _check(methods, metrics)
     record: dict = {"scores": {}, "details": {}, "seconds": {}, "n": int(len(inputs)),
-                    "better": {m: METRICS[m] for m in metrics}}
+                    "better": {m: better_direction(m) for m in metrics}}
     with eval_mode(model):
         targets = resolve_targets(model, inputs, target)
         with progress_bar(quiet) as bar:
@@ -110,8 +137,8 @@ def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = N
                 record["seconds"][method] = time.perf_counter() - start
                 record["scores"][method], record["details"][method] = {}, {}
                 for metric in metrics:
-                    value, detail = _rate_one(model, inputs, targets, maps, method, metric, seed, steps,
-                                              _seeded(method, seed, options))
+                    explain = explainer(method, **_seeded(method, seed, options))
+                    value, detail = METRICS.get(metric)(model, inputs, targets, maps, explain, seed=seed, steps=steps)
                     record["scores"][method][metric] = value
                     record["details"][method][metric] = detail
                     bar.advance(task)

@@ -6,7 +6,7 @@ head in :mod:`neurotomy.surgery.heads`, modules in :mod:`neurotomy.surgery.class
 benchmark saves it.
 
 Example:
-    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
     >>> record = subsets_job(load_model("zoo:lenet5-digits"), load_dataset("digits"),
     ...                      load_dataset("digits", split="test"), ks=[5], finetune_epochs=0, quiet=True)
@@ -34,7 +34,8 @@ def subsets_job(model: nn.Module, train: Dataset, test: Dataset, *, criterion: s
     ``features``: the (train, test) :class:`PenultimateFeatures` when already computed."""
     from neurotomy.scores.class_subsets import (class_feature_scores, penultimate_features,
                                                 smallest_class_subsets, top_k_mask)
-    from neurotomy.surgery.heads import SubspaceHead, finetune_head, head_accuracy, head_cost
+    from neurotomy.surgery.heads import SubspaceHead, head_accuracy, head_cost
+    from neurotomy.train import finetune_head
     from neurotomy.train import seed_everything
 
     seed_everything(seed)
@@ -92,7 +93,8 @@ def split_job(model: nn.Module, train: Dataset, test: Dataset, classes: list[int
     from neurotomy.checkpoint import save_checkpoint
     from neurotomy.files import write_json
     from neurotomy.scores.classwise import get_classwise_criterion
-    from neurotomy.surgery.class_modules import module_metrics, module_set_metrics, split
+    from neurotomy.jobs.split import split
+    from neurotomy.surgery.class_modules import module_metrics, module_set_metrics
     from neurotomy.train import seed_everything
 
     seed_everything(seed)

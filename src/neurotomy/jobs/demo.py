@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from neurotomy.data import load_dataset
-from neurotomy.models.zoo import load_model
+from neurotomy.jobs.dissect import dissect
+from neurotomy.loading import load_model
 
 DEMO_MODEL = "zoo:resnet20-fmnist"
 
@@ -16,8 +17,6 @@ DEMO_MODEL = "zoo:resnet20-fmnist"
 def run_demo(out_dir: Path, root: str | None = None, quiet: bool = False, seed: int = 0,
              budget: str = "fast") -> dict:
     """Dissect the demo model: prune half its MACs, recover, compare, explain; return the report."""
-    from neurotomy.jobs.dissect import dissect
-
     model = load_model(DEMO_MODEL)
     dataset = model.neurotomy_meta.dataset
     return dissect(model, load_dataset(dataset, root=root, split="train"), load_dataset(dataset, root=root, split="test"),

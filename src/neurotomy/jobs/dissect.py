@@ -5,12 +5,13 @@ with recalibration and a short fine-tune → layer dynamics (modularity curves, 
 pruned) → class subsets → explanations of both models side by side → ``report.json`` (every
 number, every figure) and ``report.html`` rendered from it, plus the pruned checkpoint.
 
-Each stage is a call into the library; each section of the report is one function
-(:mod:`neurotomy.report.sections`, ``class_subsets_section``, ``explanations_section``) returning a
-section record; the HTML renders whatever list of sections it is given.
+Each stage is a call into the library (the measuring ones are in :mod:`neurotomy.jobs.dissect_stages`)
+returning a plain record; each section of the report is one function (:mod:`neurotomy.report.sections`,
+``class_subsets_section``, ``explanations_section``) that renders such a record into a section
+record; the HTML renders whatever list of sections it is given.
 
 Example:
-    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
     >>> report = dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"),
     ...                  load_dataset("digits", split="test"), budget="tiny", quiet=True)
@@ -31,10 +32,22 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.checkpoint import save_checkpoint
 from neurotomy.data.subsets import balanced_subset
 from neurotomy.errors import PruningError
 from neurotomy.jobs.budget import DissectBudget, finetune_epochs_for, parse_budget
-from neurotomy.report.record import add_table, section
+from neurotomy.jobs.dissect_stages import (dynamics_records, layer_records, reason_records, score_records,
+                                           subset_records)
+from neurotomy.jobs.prune import PruneJob, forward_seconds
+from neurotomy.measure import compare_models
+from neurotomy.models.anatomy import model_input_shape
+from neurotomy.report import sections
+from neurotomy.report.class_subsets_section import class_subsets_section
+from neurotomy.report.explanations_section import explanations_section
+from neurotomy.report.html import write_report
+from neurotomy.report.verdict import verdict
+from neurotomy.scores import get_criterion
+from neurotomy.train import evaluate, seed_everything
 
 
 class _Stages:
@@ -69,8 +82,6 @@ def machine() -> dict:
 def _epoch_seconds(model: nn.Module, train: Dataset) -> float:
     """Estimated seconds of one fine-tune epoch: a timed forward pass over up to 512 images,
     scaled to the training set, ×3 for the backward pass and the update."""
-    from neurotomy.jobs.prune import forward_seconds
-
     images = min(512, len(train))
     return 3 * forward_seconds(model, train, images) * len(train) / images
 
@@ -80,16 +91,6 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
             scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None) -> dict:
     """Run the whole dissection of ``model`` and return the report; with ``out_dir``, write
     ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically)."""
-    from neurotomy.jobs.prune import PruneJob
-    from neurotomy.measure import compare_models
-    from neurotomy.report import sections
-    from neurotomy.report.class_subsets_section import class_subsets_section
-    from neurotomy.report.explanations_section import explanations_section
-    from neurotomy.report.verdict import verdict
-    from neurotomy.scores import get_criterion
-    from neurotomy.models.anatomy import model_input_shape
-    from neurotomy.train import evaluate, seed_everything
-
     budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
     if not 0 < target_macs < 1:
         raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
@@ -121,17 +122,18 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         record["comparison"] = compare_models(model, pruned, shape, original_metrics, pruned_metrics,
                                               latency_batches=budget.latency_batches)
     with stages("layer dynamics: modularity curves, CKA original vs pruned"):
-        curve_o, curve_p, cka = _layer_dynamics(model, pruned, test, budget, seed, quiet)
-    report_sections = [sections.layers_section(model, pruned, shape),
-                       sections.scores_section(scores, criterion),
+        dynamics = dynamics_records(model, pruned, test, budget, seed, quiet)
+    report_sections = [sections.layers_section(layer_records(model, pruned, shape)),
+                       sections.scores_section(score_records(scores, criterion)),
                        sections.pruning_section(record, original_metrics, {**original_metrics, **pruned_metrics}),
-                       sections.dynamics_section(curve_o, curve_p, cka)]
+                       sections.dynamics_section(dynamics)]
     with stages("class feature subsets of the final layer, original and pruned"):
-        report_sections.append(class_subsets_section(model, pruned, train, test, images=budget.subset_images,
-                                                     quiet=quiet))
+        subsets = subset_records(model, pruned, train, test, images=budget.subset_images, quiet=quiet)
+        report_sections.append(class_subsets_section(subsets))
     with stages(f"explanations of {budget.explain_images} test images, original vs pruned"):
-        report_sections.append(explanations_section(model, pruned, balanced_subset(test, budget.explain_images, seed + 1),
-                                                    seed=seed, quiet=quiet))
+        reasons, figure = reason_records(model, pruned, balanced_subset(test, budget.explain_images, seed + 1),
+                                         seed=seed, quiet=quiet)
+        report_sections.append(explanations_section(reasons, figure))
     meta = getattr(model, "neurotomy_meta", None)
     report = {
         "tool": "neurotomy dissect",
@@ -144,42 +146,14 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         "machine": machine(),
     }
     report["verdict"] = verdict(record, report_sections)
-    report["sections"] = report_sections + [_run_section(stages, report)]
+    report["sections"] = report_sections + [sections.run_section(report, stages.seconds, stages.elapsed)]
     if out_dir is not None:
-        from neurotomy.checkpoint import save_checkpoint
-        from neurotomy.report.html import write_report
-
         out_dir = Path(out_dir)
         report["files"] = {"report_json": "report.json", "report_html": "report.html",
                            "pruned_checkpoint": "pruned.safetensors"}
         save_checkpoint(pruned, pruned.neurotomy_meta, out_dir / "pruned.safetensors")
         write_report(report, out_dir)
     return report
-
-
-def _layer_dynamics(model: nn.Module, pruned: nn.Module, test: Dataset, budget: DissectBudget, seed: int,
-                    quiet: bool) -> tuple:
-    """Modularity curves of both models on the same class-balanced probe set (Lu et al., ECCV 2022),
-    and linear CKA between their layers (Kornblith et al., ICML 2019)."""
-    from neurotomy.dynamics.modularity import modularity_curve
-    from neurotomy.dynamics.similarity import similarity_matrix
-
-    graph = min(500, budget.modularity_per_class * len(test.classes))  # the authors' graphs of 500
-    curves = [modularity_curve(m, test, per_class=budget.modularity_per_class, graph_size=graph, seed=seed,
-                               quiet=quiet) for m in (model, pruned)]
-    return curves[0], curves[1], similarity_matrix(model, test, pruned, samples=budget.cka_samples, seed=seed)
-
-
-def _run_section(stages: _Stages, report: dict) -> dict:
-    """How the report was made: stage timings and the machine."""
-    m = report["machine"]
-    sec = section("run", "How this report was made",
-                  f"Budget {report['budget']['name']}, seed {report['seed']}, {report['train_images']} training and "
-                  f"{report['test_images']} test images. Machine: {m['platform']}, {m['cpu_count']} CPUs, "
-                  f"{m['torch_threads']} torch threads, GPU {'yes' if m['gpu'] else 'no'}; torch {m['torch']}.")
-    add_table(sec, "stages", [("stage", "text"), ("seconds", "seconds")],
-              [[name, s] for name, s in stages.seconds.items()] + [["total", stages.elapsed]])
-    return sec
 
 
 __all__ = ["dissect", "machine"]

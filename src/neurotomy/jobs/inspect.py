@@ -12,12 +12,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.distributed import is_main_process
-from neurotomy.files import write_json
 from neurotomy.dynamics.modularity import modularity_curve
-from neurotomy.dynamics.similarity import plot_similarity, similarity_matrix
+from neurotomy.dynamics.similarity import similarity_matrix
+from neurotomy.files import write_json
+from neurotomy.models.anatomy import model_input_shape, removable_blocks
 from neurotomy.models.summary import layer_table
-from neurotomy.models.anatomy import model_input_shape
-from neurotomy.surgery.layers import removable_blocks
+from neurotomy.report.dynamics_plots import plot_modularity_curve, plot_similarity
 
 
 def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int = 100, k: int = 3,
@@ -36,6 +36,6 @@ def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int
     }
     if is_main_process():  # under accelerate launch every process holds the result; one writes it
         write_json(out_dir / "inspect.json", result)
-        curve.plot(out_dir / "modularity.png")
+        plot_modularity_curve(curve, out_dir / "modularity.png")
         plot_similarity(cka, out_dir / "cka.png", "linear CKA between layers")
     return result

@@ -4,7 +4,7 @@ The CLI's ``prune`` and the pruning benchmark both run this, so the numbers they
 the same way.
 
 Example:
-    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
     >>> job = PruneJob(criterion="l1", target_macs=0.3, measure_latency=False, quiet=True)
     >>> pruned, record = job.run(load_model("zoo:lenet5-digits"), load_dataset("digits"),
@@ -31,7 +31,8 @@ from neurotomy.scores import get_criterion
 from neurotomy.models.anatomy import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult, prune_filters
-from neurotomy.surgery.layers import choose_blocks, remove_blocks
+from neurotomy.dynamics.layer_rules import choose_blocks
+from neurotomy.surgery.layers import remove_blocks
 from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
 from neurotomy.train import TrainConfig, evaluate
 

@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 from neurotomy.errors import PruningError
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
-from neurotomy.surgery.filters import PruningResult, mask_filters, plan_cuts, prune_filters
+from neurotomy.surgery.filters import PruningResult, mask_filters, prune_filters
+from neurotomy.surgery.planner import plan_cuts
 from neurotomy.train import TrainConfig, fit
 
 

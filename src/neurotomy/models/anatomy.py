@@ -116,5 +116,25 @@ def residual_blocks(model: nn.Module) -> list[str]:
     return names
 
 
-__all__ = ["classifier_layer", "eval_mode", "execution_order", "model_input_shape", "num_classes_of",
-           "require_input_shape", "residual_blocks", "set_submodule"]
+def block_shortcut(block: nn.Module) -> nn.Module | None:
+    """The block's shortcut branch if it transforms its input, else None (identity)."""
+    for attr in ("shortcut", "downsample"):
+        branch = getattr(block, attr, None)
+        if isinstance(branch, nn.Module) and not isinstance(branch, nn.Identity) and len(list(branch.parameters())):
+            return branch
+    return None
+
+
+def is_downsampling(block: nn.Module) -> bool:
+    return block_shortcut(block) is not None
+
+
+def removable_blocks(model: nn.Module, keep_downsampling: bool = True) -> list[str]:
+    """Blocks a layer-pruning rule may remove (by default: not the down-sampling ones)."""
+    modules = dict(model.named_modules())
+    return [b for b in residual_blocks(model) if not (keep_downsampling and is_downsampling(modules[b]))]
+
+
+__all__ = ["block_shortcut", "classifier_layer", "eval_mode", "execution_order", "is_downsampling",
+           "model_input_shape", "num_classes_of", "removable_blocks", "require_input_shape", "residual_blocks",
+           "set_submodule"]

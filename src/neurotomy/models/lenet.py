@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neurotomy.models.registry import register_model
 
+
+@register_model("lenet5")
 class LeNet5(nn.Module):
     """conv(6,5×5) → pool → conv(16,5×5) → pool → fc120 → fc84 → classes.
 

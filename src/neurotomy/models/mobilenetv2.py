@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neurotomy.models.registry import register_model
+
 # (expansion t, output channels c, repeats n, first stride s) as in the paper's Table 2, with the
 # ImageNet-only early strides removed so small images keep some spatial extent.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -32,6 +34,7 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
+@register_model("mobilenetv2")
 class MobileNetV2(nn.Module):
     """Example:
         >>> MobileNetV2(1, 10, 28)(torch.zeros(2, 1, 28, 28)).shape

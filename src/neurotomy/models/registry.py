@@ -1,4 +1,10 @@
-"""Build a model from a name and its arguments: the only place that maps names to classes."""
+"""Build a model from a name and its arguments: the one registry of architectures.
+
+An architecture registers itself where it is defined (``@register_model("lenet5")`` on the class or
+on a small factory), as timm does; ``models/__init__.py`` imports every architecture module, so
+adding one is one file plus one import line. ``torchvision:NAME`` builds any torchvision
+classifier with random weights.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,11 @@ from typing import Any, Callable
 from torch import nn
 
 from neurotomy.errors import ModelError
-from neurotomy.models.lenet import LeNet5
-from neurotomy.models.mobilenetv2 import MobileNetV2
-from neurotomy.models.resnet_cifar import CifarResNet
-from neurotomy.models.vgg import VGG11BN
+from neurotomy.registry import Registry
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "lenet5": LeNet5,
-    "vgg11_bn": VGG11BN,
-    "resnet20": lambda **kw: CifarResNet(20, **kw),
-    "resnet56": lambda **kw: CifarResNet(56, **kw),
-    "mobilenetv2": MobileNetV2,
-}
-ARCHITECTURES = tuple(_BUILDERS) + ("torchvision:NAME",)
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
+    "model", ModelError, hint="or torchvision:NAME (see `neurotomy zoo` for trained ones)")
+register_model = ARCHITECTURES.register
 
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
@@ -32,13 +30,8 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 10, input_si
     """
     if name.startswith("torchvision:"):
         return _torchvision_model(name.split(":", 1)[1], in_channels, num_classes)
-    if name == "patched":  # a weak model + a class module, saved by neurotomy.surgery.patching
-        from neurotomy.surgery.patching import build_patched
-
-        return build_patched(in_channels, num_classes, input_size, **kwargs)
-    if name not in _BUILDERS:
-        raise ModelError(f"unknown model {name!r}; use one of {', '.join(ARCHITECTURES)}")
-    return _BUILDERS[name](in_channels=in_channels, num_classes=num_classes, input_size=input_size, **kwargs)
+    return ARCHITECTURES.get(name)(in_channels=in_channels, num_classes=num_classes, input_size=input_size,
+                                   **kwargs)
 
 
 def _torchvision_model(name: str, in_channels: int, num_classes: int) -> nn.Module:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neurotomy.models.registry import register_model
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
@@ -66,3 +68,15 @@ class CifarResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@register_model("resnet20")
+def resnet20(**kwargs) -> CifarResNet:
+    """ResNet-20 (He et al. 2016, §4.2: n = 3 blocks per stage)."""
+    return CifarResNet(20, **kwargs)
+
+
+@register_model("resnet56")
+def resnet56(**kwargs) -> CifarResNet:
+    """ResNet-56 (n = 9 blocks per stage)."""
+    return CifarResNet(56, **kwargs)

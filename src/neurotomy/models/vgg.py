@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neurotomy.models.registry import register_model
+
 # VGG-11's layout; "M" is a 2×2 max-pool, numbers are output channels before the width multiplier.
 VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
+@register_model("vgg11_bn")
 class VGG11BN(nn.Module):
     """VGG-11-BN whose widths are scaled by ``width`` and whose pools stop at 1×1.
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from neurotomy.files import atomic_write  # noqa: E402
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    from neurotomy.files import atomic_write
-
     path = Path(path)
 
     def write(tmp: Path) -> None:

@@ -1,41 +1,46 @@
-"""The sections of the dissection report, one function each. Every function takes what earlier
-stages produced and returns a section record (:mod:`neurotomy.report.record`) holding its numbers,
-tables and figures — nothing is computed in the HTML.
+"""The sections of the dissection report, one function each. Every function takes the plain
+record a stage of the job produced (:mod:`neurotomy.jobs.dissect_stages`, the prune record) and
+returns a section record (:mod:`neurotomy.report.record`) holding its numbers, tables and figures;
+nothing here touches a model or data, and nothing is computed in the HTML.
+
+Example:
+    >>> table = {"layers": [{"name": "fc", "type": "Linear", "output_shape": [10], "params": 50, "macs": 40}],
+    ...          "total_params": 50, "total_macs": 40}
+    >>> sec = layers_section({"original": table, "pruned": table})
+    >>> [n["value"] for n in sec["numbers"]], sec["tables"][0]["rows"][0][:4]
+    ([50, 50, 40, 40], ['fc', 'Linear', '10', '10'])
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from neurotomy.models.summary import layer_table
 from neurotomy.report import plots
 from neurotomy.report.record import add_figure, add_number, add_table, section
-from neurotomy.scores import CRITERIA
-from neurotomy.scores.unit_scores import UnitScores
 
 
 def _shape(shape) -> str:
     return "×".join(str(d) for d in shape)
 
 
-def layers_section(original: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> dict:
-    """Per-layer table (conv and linear layers) of the original and pruned model, side by side."""
-    before, after = layer_table(original, input_shape), layer_table(pruned, input_shape)
-    after_rows = {r["name"]: r for r in after.rows}
+def layers_section(layers: dict) -> dict:
+    """Per-layer table (conv and linear layers) of the original and pruned model, side by side;
+    ``layers`` holds each model's layer table (``{"original": …, "pruned": …}``, each with
+    ``layers``, ``total_params`` and ``total_macs``)."""
+    before, after = layers["original"], layers["pruned"]
+    after_rows = {r["name"]: r for r in after["layers"]}
     sec = section("layers", "Layers", "Every convolution and linear layer: output shape, parameters and "
                   "multiply-accumulates (MACs) before and after pruning.")
-    add_number(sec, "params_original", "parameters, original", before.total_params, "int")
-    add_number(sec, "params_pruned", "parameters, pruned", after.total_params, "int")
-    add_number(sec, "macs_original", "MACs, original", before.total_macs, "int")
-    add_number(sec, "macs_pruned", "MACs, pruned", after.total_macs, "int")
+    add_number(sec, "params_original", "parameters, original", before["total_params"], "int")
+    add_number(sec, "params_pruned", "parameters, pruned", after["total_params"], "int")
+    add_number(sec, "macs_original", "MACs, original", before["total_macs"], "int")
+    add_number(sec, "macs_pruned", "MACs, pruned", after["total_macs"], "int")
     rows = []
-    for r in before.rows:
+    for r in before["layers"]:
         if r["type"] not in ("Conv2d", "Linear"):
             continue
         p = after_rows.get(r["name"])
         rows.append([r["name"], r["type"], _shape(r["output_shape"]), _shape(p["output_shape"]) if p else "removed",
                      r["params"], p["params"] if p else 0, r["macs"], p["macs"] if p else 0])
-    rows.append(["total", "", "", "", before.total_params, after.total_params, before.total_macs, after.total_macs])
+    rows.append(["total", "", "", "", before["total_params"], after["total_params"], before["total_macs"], after["total_macs"]])
     add_table(sec, "conv and linear layers", [("layer", "text"), ("type", "text"), ("output, original", "text"),
               ("output, pruned", "text"), ("params, original", "int"), ("params, pruned", "int"),
               ("MACs, original", "int"), ("MACs, pruned", "int")], rows,
@@ -43,24 +48,20 @@ def layers_section(original: nn.Module, pruned: nn.Module, input_shape: tuple[in
     return sec
 
 
-def scores_section(scores: dict[str, UnitScores], pruning_criterion: str) -> dict:
-    """Each criterion's cost and the Spearman rank agreement of every pair (mean over layers)."""
-    names = list(scores)
-    agreement = [[1.0 if a == b else scores[a].rank_correlation(scores[b])["mean"] for b in names] for a in names]
+def scores_section(scores: dict) -> dict:
+    """Each criterion's cost and the Spearman rank agreement of every pair (mean over layers);
+    ``scores`` is the record of :func:`neurotomy.jobs.dissect_stages.score_records`."""
+    pruning_criterion, agreement = scores["pruning_criterion"], scores["agreement"]
+    names = [c["name"] for c in scores["criteria"]]
     sec = section("scores", "Unit scores", f"{len(names)} criteria scored every convolution filter. Do they agree "
                   f"on which filters matter? Spearman rank correlation per layer, averaged over layers; "
                   f"pruning used {pruning_criterion}.")
-    others = [n for n in names if n != pruning_criterion]
     i = names.index(pruning_criterion)
     off_diagonal = [agreement[a][b] for a in range(len(names)) for b in range(len(names)) if a != b]
     if off_diagonal:
         add_number(sec, "mean_pairwise_agreement", "mean agreement of all pairs",
                    sum(off_diagonal) / len(off_diagonal), "float3")
-    rows = []
-    for j, name in enumerate(names):
-        crit = CRITERIA[name]
-        rows.append([name, crit.paper, "data" if crit.needs_data else "weights",
-                     scores[name].info.get("seconds"), agreement[i][j]])
+    rows = [[c["name"], c["paper"], c["needs"], c["seconds"], agreement[i][j]] for j, c in enumerate(scores["criteria"])]
     add_table(sec, "criteria", [("criterion", "text"), ("paper", "text"), ("needs", "text"),
               ("seconds", "seconds"), (f"agreement with {pruning_criterion}", "float3")], rows)
     add_table(sec, "rank agreement (mean Spearman over layers)",
@@ -70,10 +71,8 @@ def scores_section(scores: dict[str, UnitScores], pruning_criterion: str) -> dic
                plots.matrix_heatmap(agreement, names, names, "Spearman agreement (mean over layers)",
                                     vmin=-1, vmax=1, cmap="RdBu_r"),
                data={"criteria": names, "agreement": agreement})
-    if others:
-        layers = [n for n in scores[pruning_criterion]]
-        series = {o: [scores[pruning_criterion].rank_correlation(scores[o]).get(layer) for layer in layers]
-                  for o in others}
+    layers, series = scores["per_layer"]["layers"], scores["per_layer"]["spearman"]
+    if series:
         add_figure(sec, f"per-layer agreement with {pruning_criterion}",
                    plots.per_layer_lines(layers, series, "Spearman", f"agreement with {pruning_criterion} per layer"),
                    data={"layers": layers, "spearman": series}, wide=len(layers) > 10)
@@ -123,29 +122,43 @@ def pruning_section(record: dict, original_metrics: dict, final_metrics: dict) -
     return sec
 
 
-def dynamics_section(curve_original, curve_pruned, cka: dict) -> dict:
+def dynamics_section(dynamics: dict) -> dict:
     """Modularity curves of both models (Lu et al., ECCV 2022) and linear CKA between their layers
-    (Kornblith et al., ICML 2019): did the pruned model keep the original's layer dynamics?"""
-    sec = section("dynamics", "Layer dynamics", f"Modularity Q of class-balanced kNN graphs (k={curve_original.k}, "
-                  f"{curve_original.n_samples} samples) at every block, and linear CKA between the two models' "
+    (Kornblith et al., ICML 2019): did the pruned model keep the original's layer dynamics?
+    ``dynamics`` is the record of :func:`neurotomy.jobs.dissect_stages.dynamics_records`."""
+    original, pruned, cka = dynamics["original"], dynamics["pruned"], dynamics["cka"]
+    sec = section("dynamics", "Layer dynamics", f"Modularity Q of class-balanced kNN graphs (k={original['k']}, "
+                  f"{original['n_samples']} samples) at every block, and linear CKA between the two models' "
                   f"layers on {cka['samples']} images. Q rising with depth = classes separating.")
     diagonal = [cka["values"][i][cka["layers_b"].index(layer)] for i, layer in enumerate(cka["layers_a"])
                 if layer in cka["layers_b"]]
-    add_number(sec, "q_last_original", "final-layer Q, original", curve_original.q[-1], "float3")
-    add_number(sec, "q_last_pruned", "final-layer Q, pruned", curve_pruned.q[-1], "float3")
+    add_number(sec, "q_last_original", "final-layer Q, original", original["q"][-1], "float3")
+    add_number(sec, "q_last_pruned", "final-layer Q, pruned", pruned["q"][-1], "float3")
     if diagonal:
         add_number(sec, "cka_same_layer_mean", "same-layer CKA, mean", sum(diagonal) / len(diagonal), "float3")
-    pruned_q = dict(zip(curve_pruned.layers, curve_pruned.q))
+    pruned_q = dict(zip(pruned["layers"], pruned["q"]))
     same = dict(zip([a for a in cka["layers_a"] if a in cka["layers_b"]], diagonal))
     add_table(sec, "per layer", [("layer", "text"), ("Q original", "float3"), ("Q pruned", "float3"),
               ("CKA original vs pruned", "float3")],
-              [[layer, q, pruned_q.get(layer), same.get(layer)] for layer, q in zip(curve_original.layers,
-                                                                                    curve_original.q)])
+              [[layer, q, pruned_q.get(layer), same.get(layer)] for layer, q in zip(original["layers"], original["q"])])
     add_figure(sec, "modularity curves", plots.per_layer_lines(
-        curve_original.layers, {"original": curve_original.q, "pruned": [pruned_q.get(x) for x in curve_original.layers]},
+        original["layers"], {"original": original["q"], "pruned": [pruned_q.get(x) for x in original["layers"]]},
         "modularity Q", "modularity per layer", colors={"original": plots.ORIGINAL, "pruned": plots.PRUNED}),
-        data={"layers": curve_original.layers, "original": curve_original.q, "pruned": curve_pruned.q})
+        data={"layers": original["layers"], "original": original["q"], "pruned": pruned["q"]})
     add_figure(sec, "linear CKA, original (rows) vs pruned (columns)",
                plots.matrix_heatmap(cka["values"], cka["layers_a"], cka["layers_b"], "linear CKA",
                                     annotate=len(cka["layers_a"]) <= 12), data=cka)
+    return sec
+
+
+def run_section(report: dict, stage_seconds: dict[str, float], total_seconds: float) -> dict:
+    """How the report was made: the budget, seed and machine recorded in ``report``, and the
+    seconds each stage of the job took."""
+    m = report["machine"]
+    sec = section("run", "How this report was made",
+                  f"Budget {report['budget']['name']}, seed {report['seed']}, {report['train_images']} training and "
+                  f"{report['test_images']} test images. Machine: {m['platform']}, {m['cpu_count']} CPUs, "
+                  f"{m['torch_threads']} torch threads, GPU {'yes' if m['gpu'] else 'no'}; torch {m['torch']}.")
+    add_table(sec, "stages", [("stage", "text"), ("seconds", "seconds")],
+              [[name, s] for name, s in stage_seconds.items()] + [["total", total_seconds]])
     return sec

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from neurotomy.models.summary import LayerTable
-
 
 def _human(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -12,11 +10,14 @@ def _human(n: float) -> str:
     return str(int(n))
 
 
-def format_layer_table(table: LayerTable) -> str:
-    """Example:
-        >>> from neurotomy.models.summary import LayerTable
-        >>> print(format_layer_table(LayerTable([{"name": "c", "type": "Conv2d", "output_shape": [2, 3, 3],
-        ...     "params": 20, "macs": 180}])).splitlines()[-1])
+def format_layer_table(table) -> str:
+    """A layer table (:class:`neurotomy.models.summary.LayerTable`, or anything with ``rows``,
+    ``total_params`` and ``total_macs``) as text.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> rows = [{"name": "c", "type": "Conv2d", "output_shape": [2, 3, 3], "params": 20, "macs": 180}]
+        >>> print(format_layer_table(SimpleNamespace(rows=rows, total_params=20, total_macs=180)).splitlines()[-1])
         total                                                                      20        180
     """
     header = f"{'layer':<32} {'type':<18} {'output':<14} {'params':>10} {'MACs':>10}"

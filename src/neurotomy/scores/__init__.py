@@ -1,38 +1,60 @@
 """Unit-scoring criteria, one small file per family, behind one registry.
 
+Each criterion class registers itself in :data:`CRITERIA` where it is defined, tagged by axis
+(``"unit"``: one score per filter; ``"class"``: one per class and filter). Adding a criterion is one
+file plus one import line below; the import order is the order ``CRITERIA.names()`` lists them in.
+
+:func:`get_criterion` returns **per-unit criteria only**: pruning ranks filters by one score each,
+and a class-wise criterion's C × filters table is not such a ranking, so asking for one there is an
+error naming :func:`get_classwise_criterion` instead of a silent misuse.
+
 Example:
     >>> sorted(CRITERIA)[:3]
     ['apoz', 'bn_scale', 'bn_stats']
+    >>> CRITERIA.names(axis="class")
+    ['class_activation', 'class_taylor']
 """
 
 from __future__ import annotations
 
-from neurotomy.errors import NeurotomyError
-from neurotomy.scores.activation import APoZ, MeanActivation
-from neurotomy.scores.base import Criterion, DataCriterion, WeightCriterion, conv_units
-from neurotomy.scores.batchnorm import BNScale, BNStatistics
-from neurotomy.scores.chip import CHIP
-from neurotomy.scores.clp import ChannelLipschitz, clp_outliers
-from neurotomy.scores.fpgm import FPGM
-from neurotomy.scores.hrank import HRank
-from neurotomy.scores.norms import L1Norm, L2Norm
-from neurotomy.scores.pathway import PathwayRelevance
-from neurotomy.scores.random import RandomCriterion
-from neurotomy.scores.taylor import TaylorFirstOrder
+from neurotomy.scores.base import CRITERIA, Criterion, DataCriterion, WeightCriterion, conv_units, criterion_of_axis
+# each criterion registers itself on import; this order is the order `neurotomy criteria` lists them in
+from neurotomy.scores import random  # noqa: F401,I001
+from neurotomy.scores import norms  # noqa: F401
+from neurotomy.scores import batchnorm  # noqa: F401
+from neurotomy.scores import fpgm  # noqa: F401
+from neurotomy.scores import taylor  # noqa: F401
+from neurotomy.scores import activation  # noqa: F401
+from neurotomy.scores import hrank  # noqa: F401
+from neurotomy.scores import chip  # noqa: F401
+from neurotomy.scores import clp  # noqa: F401
+from neurotomy.scores import entropy  # noqa: F401
+from neurotomy.scores import pathway  # noqa: F401
+from neurotomy.scores import classwise  # noqa: F401
+from neurotomy.scores.classwise import get_classwise_criterion
+from neurotomy.scores.clp import clp_outliers
 from neurotomy.scores.unit_scores import UnitScores, spearman
-from neurotomy.scores.entropy import FeatureEntropy  # noqa: E402  (lives with the layer analyses)
-
-CRITERIA: dict[str, type[Criterion]] = {c.name: c for c in (
-    RandomCriterion, L1Norm, L2Norm, BNScale, BNStatistics, FPGM, TaylorFirstOrder, MeanActivation,
-    APoZ, HRank, CHIP, ChannelLipschitz, FeatureEntropy, PathwayRelevance)}
 
 
 def get_criterion(name: str) -> Criterion:
-    """A criterion instance by name (see ``neurotomy criteria``)."""
-    if name not in CRITERIA:
-        raise NeurotomyError(f"unknown criterion {name!r}; use one of {', '.join(sorted(CRITERIA))}")
-    return CRITERIA[name]()
+    """A per-unit criterion instance by name (``CRITERIA.names(axis="unit")``, see ``neurotomy criteria``).
+
+    A class-wise name fails with a message pointing to :func:`get_classwise_criterion`.
+    """
+    return criterion_of_axis(name, "unit")()
+
+
+def criteria_table() -> list[dict]:
+    """One row per registered criterion, in registration order: ``name``, ``axis`` (unit/class),
+    ``paper`` and ``needs_data`` — what ``neurotomy criteria`` lists.
+
+    Example:
+        >>> criteria_table()[0]
+        {'name': 'random', 'axis': 'unit', 'paper': 'control (uniform random)', 'needs_data': False}
+    """
+    return [{"name": name, "axis": CRITERIA.tags(name)["axis"], "paper": cls.paper, "needs_data": cls.needs_data}
+            for name, cls in CRITERIA.items()]
 
 
 __all__ = ["CRITERIA", "Criterion", "DataCriterion", "UnitScores", "WeightCriterion", "clp_outliers",
-           "conv_units", "get_criterion", "spearman"]
+           "conv_units", "criteria_table", "get_classwise_criterion", "get_criterion", "spearman"]

@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion
 
 
+@CRITERIA.register(axis="unit")
 class MeanActivation(DataCriterion):
     name = "mean_activation"
     paper = "Hu et al. 2016, Network Trimming (mean post-ReLU activation)"
@@ -24,6 +25,7 @@ class MeanActivation(DataCriterion):
         return s["sum"] / s["count"]
 
 
+@CRITERIA.register(axis="unit")
 class APoZ(DataCriterion):
     name = "apoz"
     paper = "Hu et al. 2016, Network Trimming (1 − average percentage of zeros)"

@@ -5,6 +5,12 @@ criteria override :meth:`WeightCriterion.score_layer`; data-driven ones say what
 (``needs_grad``) and reduce each batch in :meth:`DataCriterion.update`, the base class streaming the
 data through :class:`~neurotomy.probe.Probe` so memory is bounded by one batch.
 
+Every criterion class registers itself in :data:`CRITERIA` where it is defined, tagged by its
+*axis*: ``axis="unit"`` for one score per filter (what pruning ranks), ``axis="class"`` for one
+score per class and filter (:mod:`neurotomy.scores.classwise`, what splitting takes). Adding a
+criterion is one file with ``@CRITERIA.register(axis="unit")`` on its class, plus one import line
+in :mod:`neurotomy.scores`.
+
 Where activations are observed: a conv's channel is seen *after its BatchNorm* (when one follows
 it directly) and, for activation statistics, after a ReLU applied to that — the channel's own
 response, before any residual addition. Gradient criteria differentiate the loss w.r.t. the same
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +41,25 @@ from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import eval_mode, execution_order, model_input_shape
 from neurotomy.probe import Probe, leaf_modules
 from neurotomy.progress import add_task, progress_bar
+from neurotomy.registry import Registry
 from neurotomy.scores.unit_scores import UnitScores
+
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", hint="(see `neurotomy criteria`)")
+"""Every criterion class by name, tagged ``axis="unit"`` or ``axis="class"``."""
+
+
+class Axis(NamedTuple):
+    """What a criterion axis is called in errors, what it scores, and the function that returns one."""
+
+    kind: str
+    adjective: str
+    scores: str
+    getter: str
+
+
+AXES = {"unit": Axis("criterion", "per-unit", "one score per filter", "get_criterion"),
+        "class": Axis("class-wise criterion", "class-wise", "one score per class and filter",
+                      "get_classwise_criterion")}
 
 
 @dataclass(frozen=True)
@@ -172,3 +197,21 @@ class DataCriterion(Criterion):
         """Running sum of ``value`` under ``state[layer][key]``."""
         state = self.state[layer]
         state[key] = state[key] + value if key in state else value.clone()
+
+
+def criterion_of_axis(name: str, axis: str) -> type[Criterion]:
+    """The criterion class registered as ``name`` with ``axis``.
+
+    A name of the other axis fails with a message naming the function that returns it; any other
+    name fails with the registry's one "unknown …; use one of …" error, listing this axis's names.
+    """
+    wanted = AXES[axis]
+    if name in CRITERIA and CRITERIA.tags(name)["axis"] != axis:
+        other = AXES[CRITERIA.tags(name)["axis"]]
+        raise NeurotomyError(f"{name!r} is a {other.adjective} criterion ({other.scores}), not a {wanted.adjective} "
+                             f"one; get it with {other.getter}({name!r}); {wanted.adjective} criteria: "
+                             f"{', '.join(CRITERIA.names(axis=axis))}")
+    view: Registry[type[Criterion]] = Registry(wanted.kind, error=CRITERIA.error, hint=CRITERIA.hint)
+    for registered in CRITERIA.names(axis=axis):
+        view.add(registered, CRITERIA[registered], **CRITERIA.tags(registered))
+    return view.get(name)

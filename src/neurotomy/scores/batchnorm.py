@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from neurotomy.scores.base import ConvUnit, WeightCriterion
+from neurotomy.scores.base import CRITERIA, ConvUnit, WeightCriterion
 from neurotomy.scores.norms import L1Norm
 
 
@@ -39,6 +39,7 @@ class _BatchNormCriterion(WeightCriterion):
         raise NotImplementedError
 
 
+@CRITERIA.register(axis="unit")
 class BNScale(_BatchNormCriterion):
     name = "bn_scale"
     paper = "Liu et al., ICCV 2017, Network Slimming (|γ| of the following BatchNorm)"
@@ -47,6 +48,7 @@ class BNScale(_BatchNormCriterion):
         return bn.weight.abs()
 
 
+@CRITERIA.register(axis="unit")
 class BNStatistics(_BatchNormCriterion):
     name = "bn_stats"
     paper = "data-free expected post-BN/ReLU activation from γ, β (rectified-Gaussian mean)"

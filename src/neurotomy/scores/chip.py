@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion
 
 
 def nuclear_norms_without_each_row(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +28,7 @@ def nuclear_norms_without_each_row(a: torch.Tensor) -> tuple[torch.Tensor, torch
     return full, without
 
 
+@CRITERIA.register(axis="unit")
 class CHIP(DataCriterion):
     name = "chip"
     paper = "Sui et al., NeurIPS 2021, CHIP (channel independence via nuclear-norm drop)"

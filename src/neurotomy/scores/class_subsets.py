@@ -39,9 +39,12 @@ from neurotomy.models.anatomy import classifier_layer
 from neurotomy.errors import NeurotomyError
 from neurotomy.probe import Probe
 from neurotomy.progress import add_task, progress_bar
+from neurotomy.registry import Registry
 from neurotomy.scores.unit_scores import UnitScores
 
-FEATURE_CRITERIA = ("frequency", "contribution", "weight")
+FEATURE_CRITERIA: Registry = Registry("feature criterion")
+"""Rankings of the penultimate features by name: ``(features, targets, weight, k) -> C × D``
+(``weight`` the classifier's C × D weight, detached, float64)."""
 
 
 @dataclass
@@ -93,25 +96,37 @@ def frequency_scores(features: torch.Tensor, targets: torch.Tensor, k: int, num_
     return counts / per_class[:, None]
 
 
+@FEATURE_CRITERIA.register("frequency")
+def top_k_frequency(features: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Badola et al.'s rule (:func:`frequency_scores`), ``k`` capped at the feature width."""
+    return frequency_scores(features, targets, min(k, features.shape[1]), weight.shape[0])
+
+
+@FEATURE_CRITERIA.register("contribution")
+def mean_contribution(features: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean W_cj·f_j over the images of class c: how much feature j adds to the class's own logit."""
+    classes = weight.shape[0]
+    sums = torch.zeros(classes, features.shape[1], dtype=torch.float64).index_add_(0, targets, features.double())
+    means = sums / torch.bincount(targets, minlength=classes).double().clamp(min=1)[:, None]
+    return means * weight
+
+
+@FEATURE_CRITERIA.register("weight")
+def classifier_weight(features: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
+    """W_cj itself."""
+    return weight.clone()
+
+
 def class_feature_scores(features: torch.Tensor, targets: torch.Tensor, head: nn.Linear,
                          criterion: str = "frequency", k: int = 5, layer: str = "fc") -> UnitScores:
     """Class-wise scores of the D penultimate features (C × D) as a :class:`UnitScores`.
 
-    ``frequency`` (Badola et al., top-``k`` counts), ``contribution`` (mean W_cj·f_j over the
-    images of c: how much feature j adds to the class's own logit) or ``weight`` (W_cj).
+    ``criterion`` is one of :data:`FEATURE_CRITERIA`: ``frequency`` (Badola et al., top-``k``
+    counts), ``contribution`` (mean W_cj·f_j over the images of c: how much feature j adds to the
+    class's own logit) or ``weight`` (W_cj).
     """
-    classes = head.out_features
-    w = head.weight.detach().double()
-    if criterion == "frequency":
-        scores = frequency_scores(features, targets, min(k, features.shape[1]), classes)
-    elif criterion == "contribution":
-        sums = torch.zeros(classes, features.shape[1], dtype=torch.float64).index_add_(0, targets, features.double())
-        means = sums / torch.bincount(targets, minlength=classes).double().clamp(min=1)[:, None]
-        scores = means * w
-    elif criterion == "weight":
-        scores = w.clone()
-    else:
-        raise NeurotomyError(f"unknown feature criterion {criterion!r}; use one of {', '.join(FEATURE_CRITERIA)}")
+    rank_features = FEATURE_CRITERIA.get(criterion)
+    scores = rank_features(features, targets, head.weight.detach().double(), k)
     return UnitScores({layer: scores}, criterion, "class", {"k": k} if criterion == "frequency" else {})
 
 

@@ -16,7 +16,7 @@ Both see each image once: per-image, per-channel statistics are computed in the 
 their class's running sum after the batch (once the logits say which images count).
 
 Example:
-    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
     >>> model = load_model("zoo:lenet5-digits")
     >>> scores = ClassActivation()(model, load_dataset("digits"), max_images=64, quiet=True)
@@ -30,9 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import num_classes_of
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion, criterion_of_axis
 from neurotomy.scores.unit_scores import UnitScores
 
 
@@ -87,6 +86,7 @@ class ClassWiseCriterion(DataCriterion):
         return torch.ones(len(targets))
 
 
+@CRITERIA.register(axis="class")
 class ClassActivation(ClassWiseCriterion):
     name = "class_activation"
     paper = "Qi et al., ASE 2022 (CNNSplitter): mean activation on confidently classified images of each class"
@@ -102,6 +102,7 @@ class ClassActivation(ClassWiseCriterion):
         return ((logits.argmax(1) == targets) & (probs.gather(1, targets[:, None])[:, 0] >= self.confidence)).double()
 
 
+@CRITERIA.register(axis="class")
 class ClassTaylor(ClassWiseCriterion):
     name = "class_taylor"
     paper = "Molchanov et al., ICLR 2017 Taylor relevance, w.r.t. each class's logit on its images"
@@ -111,11 +112,8 @@ class ClassTaylor(ClassWiseCriterion):
         return (response * grad).mean((2, 3)).abs()
 
 
-CLASSWISE_CRITERIA: dict[str, type[ClassWiseCriterion]] = {c.name: c for c in (ClassActivation, ClassTaylor)}
-
-
 def get_classwise_criterion(name: str) -> ClassWiseCriterion:
-    """A class-wise criterion by name: ``class_activation`` or ``class_taylor``."""
-    if name not in CLASSWISE_CRITERIA:
-        raise NeurotomyError(f"unknown class-wise criterion {name!r}; use one of {', '.join(CLASSWISE_CRITERIA)}")
-    return CLASSWISE_CRITERIA[name]()
+    """A class-wise criterion instance by name: one of ``CRITERIA.names(axis="class")``
+    (``class_activation``, ``class_taylor``); a per-unit name is refused with a message naming
+    :func:`neurotomy.scores.get_criterion`."""
+    return criterion_of_axis(name, "class")()

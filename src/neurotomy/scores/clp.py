@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.scores.base import ConvUnit, WeightCriterion
+from neurotomy.scores.base import CRITERIA, ConvUnit, WeightCriterion
 from neurotomy.scores.unit_scores import UnitScores
 
 
+@CRITERIA.register(axis="unit")
 class ChannelLipschitz(WeightCriterion):
     name = "clp"
     paper = "Zheng et al., ECCV 2022, Channel Lipschitzness (UCLC)"

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.subsets import IndexedSubset, balanced_indices
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion
 
 
 def grid_edges(h: int, w: int) -> torch.Tensor:
@@ -73,6 +73,7 @@ def birth_entropy(births: list[float], bins: int = 10) -> float:
     return float(-(p * p.log()).sum())
 
 
+@CRITERIA.register(axis="unit")
 class FeatureEntropy(DataCriterion):
     """Per-class feature entropy of each channel; as a pruning score, the class-mean entropy is
     negated so that *high*-entropy (unstable) channels are pruned first."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.scores.base import ConvUnit, WeightCriterion
+from neurotomy.scores.base import CRITERIA, ConvUnit, WeightCriterion
 
 
+@CRITERIA.register(axis="unit")
 class FPGM(WeightCriterion):
     name = "fpgm"
     paper = "He et al., CVPR 2019, Filter Pruning via Geometric Median"

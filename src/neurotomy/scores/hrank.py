@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion
 
 
+@CRITERIA.register(axis="unit")
 class HRank(DataCriterion):
     name = "hrank"
     paper = "Lin et al., CVPR 2020, HRank (mean rank of feature maps)"

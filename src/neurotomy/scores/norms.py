@@ -3,9 +3,10 @@ ICLR 2017. A filter with a small weight norm produces weak feature maps and is r
 
 from __future__ import annotations
 
-from neurotomy.scores.base import ConvUnit, WeightCriterion
+from neurotomy.scores.base import CRITERIA, ConvUnit, WeightCriterion
 
 
+@CRITERIA.register(axis="unit")
 class L1Norm(WeightCriterion):
     """Σ|W_c| over the filter's C_in × k × k weights (Li et al. 2017, §3.1)."""
 
@@ -16,6 +17,7 @@ class L1Norm(WeightCriterion):
         return unit.conv.weight.flatten(1).abs().sum(1)
 
 
+@CRITERIA.register(axis="unit")
 class L2Norm(WeightCriterion):
     """‖W_c‖₂ of the flattened filter (the L2 variant Li et al. compare against)."""
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion
 
 
+@CRITERIA.register(axis="unit")
 class PathwayRelevance(DataCriterion):
     name = "pathway"
     paper = "Khakzar et al., CVPR 2021 (critical-pathway relevance Σ|a·∂y_c/∂a| per filter, mean over images)"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from neurotomy.scores.base import Criterion
+from neurotomy.scores.base import CRITERIA, Criterion
 
 
+@CRITERIA.register(axis="unit")
 class RandomCriterion(Criterion):
     """Uniform random scores drawn from ``seed`` (same seed → same scores)."""
 

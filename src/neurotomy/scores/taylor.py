@@ -8,9 +8,10 @@ per-layer L2 rescaling — our planner normalises layers itself). A_c is the pos
 
 from __future__ import annotations
 
-from neurotomy.scores.base import DataCriterion
+from neurotomy.scores.base import CRITERIA, DataCriterion
 
 
+@CRITERIA.register(axis="unit")
 class TaylorFirstOrder(DataCriterion):
     name = "taylor"
     paper = "Molchanov et al., ICLR 2017, Taylor expansion (|mean_positions A·dL/dA|, mean over images)"

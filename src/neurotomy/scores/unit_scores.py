@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from neurotomy.errors import NeurotomyError
+from neurotomy.files import atomic_write
+from neurotomy.registry import Registry
 
 
 class UnitScores(Mapping[str, torch.Tensor]):
@@ -79,21 +81,8 @@ class UnitScores(Mapping[str, torch.Tensor]):
     def normalized(self, how: str = "mean") -> "UnitScores":
         """Per-layer rescaling so layers can be compared: ``mean`` (divide by the layer mean, the
         torch-pruning convention), ``max``, ``l2``, ``minmax`` or ``rank`` (0…1 by rank)."""
-        out = {}
-        for name, s in self._scores.items():
-            if how == "mean":
-                out[name] = s / s.abs().mean(-1, keepdim=True).clamp(min=1e-12)
-            elif how == "max":
-                out[name] = s / s.abs().amax(-1, keepdim=True).clamp(min=1e-12)
-            elif how == "l2":
-                out[name] = s / s.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            elif how == "minmax":
-                lo, hi = s.amin(-1, keepdim=True), s.amax(-1, keepdim=True)
-                out[name] = (s - lo) / (hi - lo).clamp(min=1e-12)
-            elif how == "rank":
-                out[name] = _ranks(s) / max(1, s.shape[-1] - 1)
-            else:
-                raise NeurotomyError(f"unknown normalisation {how!r}; use mean, max, l2, minmax or rank")
+        rescale = NORMALISATIONS.get(how)
+        out = {name: rescale(s) for name, s in self._scores.items()}
         return UnitScores(out, self.criterion, self.axis, {**self.info, "normalized": how})
 
     def rank_correlation(self, other: "UnitScores") -> dict[str, float]:
@@ -114,8 +103,6 @@ class UnitScores(Mapping[str, torch.Tensor]):
 
     # Persistence: one .npz holding the arrays and a JSON header (no pickle).
     def save(self, path: str | os.PathLike) -> Path:
-        from neurotomy.files import atomic_write
-
         path = Path(path)
         header = json.dumps({"criterion": self.criterion, "axis": self.axis, "info": self.info,
                              "layers": list(self._scores)})
@@ -138,6 +125,36 @@ class UnitScores(Mapping[str, torch.Tensor]):
         except (ValueError, KeyError, OSError) as exc:
             raise NeurotomyError(f"{path}: not a neurotomy scores file ({exc}); create it with `neurotomy score`") from None
         return cls(scores, header["criterion"], header["axis"], header["info"])
+
+
+NORMALISATIONS: Registry = Registry("normalisation")
+"""Per-layer rescalings of a score tensor along its last (unit) axis, by name."""
+
+
+@NORMALISATIONS.register("mean")
+def divide_by_mean(s: torch.Tensor) -> torch.Tensor:
+    return s / s.abs().mean(-1, keepdim=True).clamp(min=1e-12)
+
+
+@NORMALISATIONS.register("max")
+def divide_by_max(s: torch.Tensor) -> torch.Tensor:
+    return s / s.abs().amax(-1, keepdim=True).clamp(min=1e-12)
+
+
+@NORMALISATIONS.register("l2")
+def divide_by_l2(s: torch.Tensor) -> torch.Tensor:
+    return s / s.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+@NORMALISATIONS.register("minmax")
+def minmax(s: torch.Tensor) -> torch.Tensor:
+    lo, hi = s.amin(-1, keepdim=True), s.amax(-1, keepdim=True)
+    return (s - lo) / (hi - lo).clamp(min=1e-12)
+
+
+@NORMALISATIONS.register("rank")
+def rank_fraction(s: torch.Tensor) -> torch.Tensor:
+    return _ranks(s) / max(1, s.shape[-1] - 1)
 
 
 def _ranks(x: torch.Tensor) -> torch.Tensor:

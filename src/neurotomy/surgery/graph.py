@@ -14,6 +14,7 @@ import torch_pruning as tp
 from torch import nn
 
 from neurotomy.errors import PruningError
+from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
@@ -38,6 +39,13 @@ def out_channel_handler(graph: tp.DependencyGraph, module: nn.Module):
 def prune_out_channels(graph: tp.DependencyGraph, module: nn.Module, idxs: list[int]) -> None:
     """Remove output channels ``idxs`` of ``module`` and every coupled slice elsewhere."""
     graph.get_pruning_group(module, out_channel_handler(graph, module), list(idxs)).prune()
+
+
+@RECIPE_OPS.register("prune_out_channels")
+def _replay_prune_out_channels(replay: Replay, step: dict) -> None:
+    if replay.cache.get("graph") is None:  # traced once, again only after a step that changed the structure
+        replay.cache["graph"] = dependency_graph(replay.model, torch.zeros(1, *replay.input_shape))
+    prune_out_channels(replay.cache["graph"], replay.model.get_submodule(step["layer"]), step["idxs"])
 
 
 @dataclass

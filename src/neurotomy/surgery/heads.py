@@ -3,9 +3,8 @@ arXiv 2112.07719, §3.2).
 
 :class:`SubspaceHead` is a sparse Linear layer: logit_c = Σ_{j∈S_c} W_cj f_j + b_c, the mask fixed,
 the kept weights trainable. Its cost is the number of kept weights (Σ_c |S_c| multiply-adds per
-image) against C·D for the full layer. :func:`finetune_head` re-fits the kept weights with Adam
-(lr 2e-4, the paper's setting) on cached penultimate features: the backbone is frozen, so one
-epoch over 60k images is a few thousand small matrix products.
+image) against C·D for the full layer. :func:`neurotomy.train.finetune_head` re-fits the kept
+weights with Adam (lr 2e-4, the paper's setting) on cached penultimate features.
 
 Example:
     >>> import torch
@@ -19,14 +18,15 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Callable
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.errors import NeurotomyError
-from neurotomy.progress import add_task, progress_bar
+from neurotomy.models.anatomy import set_submodule
+from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
 
 class SubspaceHead(nn.Module):
@@ -58,6 +58,35 @@ class SubspaceHead(nn.Module):
         return self.macs + (self.bias.numel() if self.bias is not None else 0)
 
 
+def replace_with_binary_head(model: nn.Module, layer: str, class_index: int | None = None) -> nn.Linear:
+    """Replace Linear ``layer`` by a c-vs-rest Linear (2 outputs, output 1 = c), in place.
+
+    With ``class_index`` the new rows start from the old head: row 1 = W_c, row 0 = mean of the
+    other rows (bias likewise, plus log(C − 1) so the "rest" logit starts near a log-sum-exp of
+    the other classes' logits). Without it (rebuilding from a recipe) the rows are fresh.
+    """
+    old = model.get_submodule(layer)
+    if not isinstance(old, nn.Linear):
+        raise NeurotomyError(f"layer {layer!r} is not a Linear classifier")
+    head = nn.Linear(old.in_features, 2, bias=old.bias is not None)
+    if class_index is not None:
+        with torch.no_grad():
+            others = [j for j in range(old.out_features) if j != class_index]
+            head.weight[1] = old.weight[class_index]
+            head.weight[0] = old.weight[others].mean(0)
+            if old.bias is not None:
+                head.bias[1] = old.bias[class_index]
+                head.bias[0] = old.bias[others].mean() + math.log(max(1, len(others)))
+    set_submodule(model, layer, head)
+    return head
+
+
+@RECIPE_OPS.register("binary_head")
+def _replay_binary_head(replay: Replay, step: dict) -> None:
+    replace_with_binary_head(replay.model, step["layer"])
+    replay.cache.clear()  # the module structure changed: a traced graph is stale
+
+
 def head_cost(linear: nn.Linear) -> dict:
     """MACs and parameters of a full Linear head, for comparison with a :class:`SubspaceHead`."""
     return {"macs": linear.in_features * linear.out_features,
@@ -67,46 +96,11 @@ def head_cost(linear: nn.Linear) -> dict:
 def decompose_head(model: nn.Module, layer: str, mask: torch.Tensor) -> nn.Module:
     """A copy of ``model`` whose Linear ``layer`` is replaced by a :class:`SubspaceHead`."""
     model = copy.deepcopy(model)
-    parent_name, _, child = layer.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    linear = getattr(parent, child)
+    linear = model.get_submodule(layer)
     if not isinstance(linear, nn.Linear):
         raise NeurotomyError(f"layer {layer!r} is not a Linear layer; give the classifier's name")
-    setattr(parent, child, SubspaceHead.from_linear(linear, mask))
+    set_submodule(model, layer, SubspaceHead.from_linear(linear, mask))
     return model
-
-
-def finetune_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, epochs: int = 3,
-                  lr: float = 2e-4, batch_size: int = 128, seed: int = 0, quiet: bool = False,
-                  on_epoch_end: Callable[[nn.Module, int], None] | None = None) -> list[dict]:
-    """Fit ``head`` in place on fixed features with Adam; one ``{"epoch", "loss"}`` per epoch.
-    ``on_epoch_end(head, epoch)`` runs after each epoch (e.g. to measure test accuracy)."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    features = features.float()
-    history = []
-    steps = (len(targets) + batch_size - 1) // batch_size
-    head.train()
-    with progress_bar(quiet) as bar:
-        task = add_task(bar, "fine-tune head", steps * epochs)
-        for epoch in range(epochs):
-            order = torch.randperm(len(targets), generator=generator)
-            total = 0.0
-            for start in range(0, len(targets), batch_size):
-                idx = order[start:start + batch_size]
-                loss = F.cross_entropy(head(features[idx]), targets[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(idx)
-                bar.advance(task)
-            history.append({"epoch": epoch + 1, "loss": total / len(targets)})
-            if on_epoch_end is not None:
-                head.eval()
-                on_epoch_end(head, epoch)
-                head.train()
-    head.eval()
-    return history
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Patch a weak model with a strong model's class module (CNNSplitter, Qi et al., ASE 2022, §5).
 
-The rule (METHODS.md E4): the weak model gives class probabilities p = softmax(weak(x)); the module
+The rule (docs/methods.md §E4): the weak model gives class probabilities p = softmax(weak(x)); the module
 of class c gives m(x), its probability of "c"; m is min-max rescaled to [0, 1] over a calibration
 set, ŝ = clip((m − lo) / (hi − lo), 0, 1), and replaces p_c; the prediction is the argmax of the
 result. Every other class keeps the weak model's probability, so the module only moves decisions
@@ -13,14 +13,14 @@ way p_c does (both above every other class, or both below the weak model's top c
 
 :class:`PatchedModel` is an ordinary ``nn.Module`` (forward returns log scores whose argmax is the
 decision); it saves as one safetensors checkpoint whose metadata holds both parts' architectures
-and recipes (arch ``"patched"``), so ``load_checkpoint`` rebuilds it without pickle.
+and recipes (arch ``"patched"``), so :func:`neurotomy.loading.load_checkpoint` rebuilds it without pickle.
 
 Example:
-    >>> from neurotomy.models.zoo import load_model
+    >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
-    >>> from neurotomy.surgery.class_modules import split
+    >>> from neurotomy.surgery.class_modules import cut_class_module
     >>> model, data = load_model("zoo:lenet5-digits"), load_dataset("digits")
-    >>> module = split(model, data, class_index=3, finetune_epochs=0, calibration_images=100, quiet=True).model
+    >>> module = cut_class_module(model, data, class_index=3, calibration_images=100, quiet=True).model
     >>> patched = patch(model, module, data, quiet=True)
     >>> patched.target_class, patched(data[0][0][None]).shape
     (3, torch.Size([1, 10]))
@@ -28,15 +28,16 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.checkpoint import ModelMeta
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import num_classes_of
+from neurotomy.surgery.class_modules import module_class_index, module_scores
 
 
 class PatchedModel(nn.Module):
@@ -77,9 +78,6 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
           quiet: bool = False) -> PatchedModel:
     """Compose ``weak`` with ``module`` (its class from the module's recipe unless given), the
     module's output range measured on ``calibration`` (e.g. the training data)."""
-    from neurotomy.checkpoint import ModelMeta
-    from neurotomy.surgery.class_modules import module_class_index, module_scores
-
     c = module_class_index(module) if target_class is None else int(target_class)
     weak_classes = num_classes_of(weak)
     if not 0 <= c < weak_classes:
@@ -102,13 +100,3 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
             metrics={"calibration": {"low": low, "high": high, "images": len(calibration)}},
             seed=weak_meta.seed)
     return patched
-
-
-def build_patched(in_channels: int, num_classes: int, input_size: int, weak: dict, module: dict,
-                  target_class: int) -> PatchedModel:
-    """The architecture of a saved patched model (called by ``build_model("patched", ...)``)."""
-    from neurotomy.checkpoint import ModelMeta, build_from_meta
-
-    weak_model = build_from_meta(ModelMeta.from_json(json.dumps(weak)))
-    module_model = build_from_meta(ModelMeta.from_json(json.dumps(module)))
-    return PatchedModel(weak_model, module_model, target_class)

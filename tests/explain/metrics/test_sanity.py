@@ -8,7 +8,7 @@ from neurotomy.data import load_dataset
 from neurotomy.models.anatomy import execution_order
 from neurotomy.explain.metrics import (MetricError, cascading_randomization, execution_blocks,
                                        independent_randomization, sobel_map)
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_model
 
 from .conftest import gradient_map
 

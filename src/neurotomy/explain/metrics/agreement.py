@@ -1,6 +1,6 @@
 """Same-reasons agreement: do two models (say, an original and its pruned copy) point at the same
 pixels for the same inputs and targets? Spearman rank correlation of their maps and the overlap
-(IoU) of their top-k % pixels, overall and per class (METHODS.md §D, ours).
+(IoU) of their top-k % pixels, overall and per class (docs/methods.md §D, ours).
 
 Example:
     >>> import torch

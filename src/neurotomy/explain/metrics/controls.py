@@ -2,7 +2,8 @@
 
 ``sobel_map`` is the edge magnitude of the input (Adebayo et al. 2018 §3 use an edge detector as the
 model-independent baseline: it passes a visual check yet cannot change when the model does);
-``random_map`` is uniform noise (the random baseline of ROAR, Hooker et al. 2019 §4).
+``random_map`` is uniform noise (the random baseline of ROAR, Hooker et al. 2019 §4). Both are also
+registered as attribution methods (family ``control``), so every rating lists them beside the rest.
 
 Example:
     >>> import torch
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from neurotomy.explain.methods import register_method
 from neurotomy.explain.metrics.checks import check_inputs
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -44,3 +46,16 @@ def random_map(inputs: torch.Tensor, seed: int = 0, generator: torch.Generator |
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, height, width, generator=generator).to(inputs.device)
+
+
+@register_method("random", family="control", signed=False, paper="uniform noise (ROAR's random baseline)")
+def random_method(model, inputs, targets, *, seed: int = 0) -> torch.Tensor:
+    """:func:`random_map` as an attribution method (the model and targets are ignored)."""
+    return random_map(inputs, seed=seed)
+
+
+@register_method("sobel", family="control", signed=False,
+                 paper="Sobel edge magnitude (Adebayo et al.'s model-free control)")
+def sobel_method(model, inputs, targets) -> torch.Tensor:
+    """:func:`sobel_map` as an attribution method (the model and targets are ignored)."""
+    return sobel_map(inputs)

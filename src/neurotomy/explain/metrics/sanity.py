@@ -34,7 +34,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 
 from neurotomy.explain.metrics.checks import (Explainer, MetricError, Targets, check_inputs,
                                               explain, resolve_targets)
@@ -42,7 +41,16 @@ from neurotomy.explain.metrics.similarity import spearman, ssim
 from neurotomy.models.anatomy import execution_order
 from neurotomy.progress import add_task, progress_bar
 
-_NORMALISATIONS = (_NormBase, nn.GroupNorm, nn.LayerNorm)
+
+def is_normalisation(module: nn.Module) -> bool:
+    """BatchNorm/InstanceNorm (any dimension: the modules with running statistics), GroupNorm, LayerNorm."""
+    return has_running_stats(module) or isinstance(module, (nn.GroupNorm, nn.LayerNorm))
+
+
+def has_running_stats(module: nn.Module) -> bool:
+    """True for torch's BatchNorm and InstanceNorm family (every subclass of its private ``_NormBase``,
+    recognised by the method that base defines, so no private name is imported)."""
+    return callable(getattr(module, "reset_running_stats", None))
 
 
 def execution_blocks(model: nn.Module, inputs: torch.Tensor) -> list[list[str]]:
@@ -52,7 +60,7 @@ def execution_blocks(model: nn.Module, inputs: torch.Tensor) -> list[list[str]]:
     blocks: list[list[str]] = []
     check_inputs(inputs)
     for name in execution_order(model, inputs):
-        if blocks and isinstance(modules[name], _NORMALISATIONS):
+        if blocks and is_normalisation(modules[name]):
             blocks[-1].append(name)
         else:
             blocks.append([name])
@@ -71,7 +79,7 @@ def randomize_modules(model: nn.Module, names: Sequence[str], seed: int = 0) -> 
             if not hasattr(module, "reset_parameters"):
                 raise MetricError(f"layer {name!r} ({type(module).__name__}) has no reset_parameters(); "
                                   "pass blocks= without it")
-            if isinstance(module, _NormBase):
+            if has_running_stats(module):
                 module.reset_running_stats()
             module.reset_parameters()
 

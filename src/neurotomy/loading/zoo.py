@@ -6,13 +6,10 @@ and training time are in ``benchmarks/results/zoo.json`` and in the checkpoint's
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
-from torch import nn
-
-from neurotomy.checkpoint import load_checkpoint, read_meta
+from neurotomy.checkpoint import read_meta
 from neurotomy.errors import ModelError
 
 ZOO = {
@@ -44,17 +41,3 @@ def zoo_entries() -> list[dict]:
             rows.append({"name": f"zoo:{name}", "description": description, "arch": None,
                          "dataset": None, "test_accuracy": None})
     return rows
-
-
-def load_model(spec: str | os.PathLike) -> nn.Module:
-    """A checkpoint path or ``zoo:NAME`` → the model in eval mode, metadata in ``.neurotomy_meta``.
-
-    Example:
-        >>> model = load_model("zoo:lenet5-digits")
-        >>> model.neurotomy_meta.arch, model.training
-        ('lenet5', False)
-    """
-    spec = str(spec)
-    if spec.startswith("zoo:"):
-        return load_checkpoint(zoo_path(spec[4:]))
-    return load_checkpoint(Path(spec))

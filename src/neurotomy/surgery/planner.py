@@ -1,0 +1,255 @@
+"""How much, and which channels: turning unit scores and an amount into cuts.
+
+The planner traces the dependency graph once (:mod:`neurotomy.surgery.graph`), scores each coupled
+group (the sum over its conv/linear layers of their mean-normalised scores — see
+:mod:`neurotomy.surgery.filters` for why a sum), and for a ratio and scope predicts the MACs and
+parameters of the result without touching the model, so a MACs or params target is met by
+bisection on the ratio (±1 pt). :func:`plan_cuts` is the entry point; the cuts it returns are
+applied by :func:`neurotomy.surgery.filters.apply_cuts` or zeroed by ``mask_filters``.
+
+Example:
+    >>> from neurotomy.models import build_model
+    >>> from neurotomy.scores import get_criterion
+    >>> model = build_model("resnet20", 1, 10, 28).eval()
+    >>> cuts, ratio, planner = plan_cuts(model, get_criterion("l1")(model), ratio=0.5, input_shape=(1, 28, 28))
+    >>> len(planner.groups), sum(len(c.idxs) for c in cuts) / sum(g.channels for g in planner.groups)
+    (12, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from neurotomy.errors import PruningError
+from neurotomy.models.anatomy import require_input_shape
+from neurotomy.models.summary import layer_table
+from neurotomy.scores.unit_scores import UnitScores
+from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph
+
+SCOPES = ("uniform", "global")
+
+
+@dataclass
+class Cut:
+    """Remove root channels ``idxs`` of layer ``layer`` (and their coupled slices)."""
+
+    layer: str
+    idxs: list[int]
+
+    def to_step(self) -> dict:
+        return {"op": "prune_out_channels", "layer": self.layer, "idxs": list(self.idxs)}
+
+
+class Planner:
+    """Turns scores + a ratio into cuts, and predicts the MACs/params of the result without
+    touching the model (so a target can be met by bisection on the ratio cheaply)."""
+
+    def __init__(self, model: nn.Module, scores: UnitScores, input_shape: tuple[int, ...],
+                 ignored: list[nn.Module], min_channels: int, round_to: int | None, inner_only: bool) -> None:
+        self.graph = dependency_graph(model, torch.zeros(1, *input_shape))
+        groups = coupled_groups(self.graph, model, ignored)
+        if inner_only:
+            groups = [g for g in groups if not g.through_residual]
+        normalized = scores.normalized("mean")
+        self.groups: list[CoupledGroup] = []
+        self.scores: list[torch.Tensor] = []
+        for g in groups:
+            s = _group_scores(g, normalized)
+            if s is not None:
+                self.groups.append(g)
+                self.scores.append(s)
+        if not self.groups:
+            raise PruningError("no prunable layer has scores; score the same model you prune "
+                               "(layer names must match) or loosen ignored_layers")
+        self.min_channels, self.round_to = min_channels, round_to
+        self._feasible = [self._feasible_order(g) for g in range(len(self.groups))]
+        self.table = {r["name"]: r for r in layer_table(model, input_shape).rows}
+        self.macs_before, self.params_before = self.predict([])
+
+    def _feasible_order(self, g: int) -> list[int]:
+        """Root channels of group ``g``, lowest score first, that can go without leaving any coupled
+        layer with fewer than ``min_channels`` outputs (a concatenation can tie one root channel to
+        a small branch, so the root's own width is not the only limit)."""
+        group = self.groups[g]
+        floor = max(1, self.min_channels)
+        left = {i: len(m.idxs) for i, m in enumerate(group.out_layers)}
+        touches: dict[int, list[int]] = {}
+        for i, m in enumerate(group.out_layers):
+            for r in m.root_idxs:
+                touches.setdefault(r, []).append(i)
+        order = []
+        for r in torch.argsort(self.scores[g], stable=True).tolist():
+            hit = touches.get(r, [])
+            if all(left[i] - hit.count(i) >= floor for i in set(hit)) and group.channels - len(order) > floor:
+                for i in hit:
+                    left[i] -= 1
+                order.append(r)
+        return order
+
+    def capacity(self, g: int) -> int:
+        """How many channels group ``g`` may lose at most."""
+        return len(self._feasible[g])
+
+    def _rounded(self, g: int, n_remove: int) -> int:
+        channels = self.groups[g].channels
+        n_remove = min(n_remove, self.capacity(g))
+        if self.round_to and self.round_to > 1:
+            keep = channels - n_remove
+            keep = max(self.round_to, int(math.ceil(keep / self.round_to) * self.round_to))
+            n_remove = max(0, min(channels - keep, self.capacity(g)))
+        return n_remove
+
+    def plan(self, ratio: float, scope: str) -> list[Cut]:
+        return self.cuts_for_counts(self._counts(ratio, scope))
+
+    def cuts_for_counts(self, counts: list[int]) -> list[Cut]:
+        """Remove the ``counts[g]`` lowest-scoring feasible channels of each group ``g`` (used by
+        searches that choose a count per group themselves, e.g. splitting into class modules)."""
+        return [Cut(self.groups[g].root_name, sorted(self._feasible[g][:min(n, self.capacity(g))]))
+                for g, n in enumerate(counts) if n > 0]
+
+    def _counts(self, ratio: float, scope: str) -> list[int]:
+        if scope == "uniform":
+            return [self._rounded(g, int(math.floor(ratio * grp.channels + 1e-9)))
+                    for g, grp in enumerate(self.groups)]
+        # global: one threshold over all groups' normalised scores, capped per group
+        total = sum(grp.channels for grp in self.groups)
+        budget = int(math.floor(ratio * total + 1e-9))
+        entries = sorted((float(s), g) for g, scores in enumerate(self.scores) for s in scores)
+        counts = [0] * len(self.groups)
+        for _, g in entries:
+            if budget <= 0:
+                break
+            if counts[g] < self.capacity(g):
+                counts[g] += 1
+                budget -= 1
+        return [self._rounded(g, n) for g, n in enumerate(counts)]
+
+    def predict(self, cuts: list[Cut]) -> tuple[int, int]:
+        """(MACs, params) of conv/linear/BN layers after ``cuts``, computed from channel counts."""
+        removed: dict[tuple[str, str], int] = {}
+        by_root = {g.root_name: g for g in self.groups}
+        for cut in cuts:
+            chosen = set(cut.idxs)
+            for m in by_root[cut.layer].members:
+                n = sum(1 for r in m.root_idxs if r in chosen)
+                removed[(m.name, m.kind)] = removed.get((m.name, m.kind), 0) + n
+        macs = params = 0
+        for name, module in self.graph.model.named_modules():
+            out_rm, in_rm = removed.get((name, "out"), 0), removed.get((name, "in"), 0)
+            if isinstance(module, nn.Conv2d):
+                out_c = module.out_channels - out_rm
+                depthwise = module.groups > 1 and module.groups == module.out_channels
+                per_filter = (1 if depthwise else (module.in_channels - in_rm) // module.groups)
+                k = module.kernel_size[0] * module.kernel_size[1]
+                spatial = _spatial(self.table.get(name))
+                macs += spatial * out_c * per_filter * k
+                params += out_c * per_filter * k + (out_c if module.bias is not None else 0)
+            elif isinstance(module, nn.Linear):
+                out_f, in_f = module.out_features - out_rm, module.in_features - in_rm
+                macs += out_f * in_f if name in self.table else 0
+                params += out_f * in_f + (out_f if module.bias is not None else 0)
+            elif isinstance(module, nn.BatchNorm2d) and module.affine:
+                params += 2 * (module.num_features - max(out_rm, in_rm))
+        return macs, params
+
+
+def _spatial(row: dict | None) -> int:
+    if row is None:
+        return 0  # never executed: costs nothing
+    shape = row["output_shape"]
+    return int(shape[1] * shape[2]) if len(shape) == 3 else 1
+
+
+def _group_scores(group: CoupledGroup, scores: UnitScores) -> torch.Tensor | None:
+    """Sum over the group's scored out-layers of their normalised scores, per root channel (a
+    layer covering only some root channels, e.g. one branch of a concatenation, adds only to those)."""
+    total = torch.zeros(group.channels, dtype=torch.float64)
+    scored = False
+    for m in group.out_layers:
+        if m.name not in scores:
+            continue
+        s = scores[m.name]
+        if s.ndim != 1:
+            raise PruningError(f"scores for {m.name} have shape {tuple(s.shape)}; pruning needs one score "
+                               "per unit (reduce a class/input axis first)")
+        units = m.module.out_channels if isinstance(m.module, nn.Conv2d) else m.module.out_features
+        if s.shape[0] != units:
+            raise PruningError(f"scores for {m.name} cover {s.shape[0]} units but the layer has "
+                               f"{units}; score the model you prune")
+        total.index_add_(0, torch.tensor(m.root_idxs), s[torch.tensor(m.idxs)])
+        scored = True
+    if not scored:
+        return None
+    return total
+
+
+def default_ignored(model: nn.Module) -> list[str]:
+    """The classifier: the last Linear layer (its outputs are the classes)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1:]
+
+
+def resolve_ignored(model: nn.Module, names: list[str] | None) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    names = default_ignored(model) if names is None else names
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise PruningError(f"ignored layer {missing[0]!r} is not in the model; see `neurotomy info` for names")
+    return [modules[n] for n in names]
+
+
+def _check_request(ratio, target_macs, target_params, scope) -> None:
+    given = [x for x in (ratio, target_macs, target_params) if x is not None]
+    if len(given) != 1:
+        raise PruningError("give exactly one of ratio, target_macs or target_params")
+    value = given[0]
+    if not 0 <= value < 1:
+        raise PruningError(f"pruning amount {value} is impossible; give a fraction in [0, 1), "
+                           "e.g. 0.5 to remove half")
+    if scope not in SCOPES:
+        raise PruningError(f"unknown scope {scope!r}; use uniform or global")
+
+
+def _search_ratio(planner: Planner, scope: str, target: float, which: str) -> float:
+    """Smallest ratio whose predicted reduction lands within ±1 pt of ``target`` (bisection)."""
+    index, before = (0, planner.macs_before) if which == "macs" else (1, planner.params_before)
+
+    def reduction(r: float) -> float:
+        return 1 - planner.predict(planner.plan(r, scope))[index] / before
+
+    most = reduction(0.999)
+    if most < target - 0.01:
+        limits = f"min_channels={planner.min_channels}" + (f", round_to={planner.round_to}" if planner.round_to else "")
+        raise PruningError(f"a {which} reduction of {target:.0%} cannot be reached: with {limits} and the "
+                           f"ignored layers, at most {most:.1%} is possible; lower the target or those limits")
+    lo, hi = 0.0, 0.999
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if reduction(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if abs(reduction(hi) - target) <= 0.002:
+            break
+    return hi if abs(reduction(hi) - target) <= abs(reduction(lo) - target) else lo
+
+
+def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
+              target_macs: float | None = None, target_params: float | None = None,
+              scope: str = "uniform", min_channels: int = 1, ignored_layers: list[str] | None = None,
+              round_to: int | None = None, inner_only: bool = False,
+              input_shape: tuple[int, ...] | None = None) -> tuple[list[Cut], float, Planner]:
+    """Which channels a prune would remove, without removing them."""
+    _check_request(ratio, target_macs, target_params, scope)
+    input_shape = input_shape or require_input_shape(model)
+    planner = Planner(model, scores, input_shape, resolve_ignored(model, ignored_layers),
+                       min_channels, round_to, inner_only)
+    if ratio is None:
+        which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
+        ratio = _search_ratio(planner, scope, target, which)
+    return planner.plan(ratio, scope), ratio, planner
