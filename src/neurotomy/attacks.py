@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
 from neurotomy.errors import OptionError
+from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
 
 ATTACKS = ("fgsm", "pgd")
@@ -100,22 +101,17 @@ def adversarial_accuracy(model: nn.Module, data: Dataset, attack: str, eps: floa
     """
     if attack not in ATTACKS:
         raise OptionError(f"unknown attack {attack!r}; use fgsm or pgd")
-    was_training = model.training
-    model.eval()
     generator = torch.Generator().manual_seed(seed)
     correct = seen = 0
-    try:
-        with progress_bar(quiet) as bar:
-            task = add_task(bar, f"attack {attack} ε={eps}", num_batches(data, batch_size, max_images))
-            for images, targets in iterate_batches(data, batch_size, max_images=max_images):
-                if attack == "fgsm":
-                    adv = fgsm(model, images, targets, eps, data.normalization)
-                else:
-                    adv = pgd(model, images, targets, eps, data.normalization, steps=steps, generator=generator)
-                with torch.no_grad():
-                    correct += int((model(adv).argmax(1) == targets).sum())
-                seen += len(targets)
-                bar.advance(task)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), progress_bar(quiet) as bar:
+        task = add_task(bar, f"attack {attack} ε={eps}", num_batches(data, batch_size, max_images))
+        for images, targets in iterate_batches(data, batch_size, max_images=max_images):
+            if attack == "fgsm":
+                adv = fgsm(model, images, targets, eps, data.normalization)
+            else:
+                adv = pgd(model, images, targets, eps, data.normalization, steps=steps, generator=generator)
+            with torch.no_grad():
+                correct += int((model(adv).argmax(1) == targets).sum())
+            seen += len(targets)
+            bar.advance(task)
     return correct / max(1, seen)

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
 from neurotomy.grad_mask import GradientMask, GradMaskConfig
+from neurotomy.models.anatomy import eval_mode
 
 
 def per_sample_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -45,19 +46,14 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, targets: torch.
     transforms do not run) applies exactly as in training.
     """
     params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
-    was_training = model.training
-    model.eval()
     rows = []
     context = GradientMask(model, mask, only_in_training=False) if mask is not None else nullcontext()
-    try:
-        with context:
-            for x, y in zip(images, targets):
-                loss = F.cross_entropy(model(x[None]), y[None])
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                       for g, p in zip(grads, params)]))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), context:
+        for x, y in zip(images, targets):
+            loss = F.cross_entropy(model(x[None]), y[None])
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                   for g, p in zip(grads, params)]))
     return torch.stack(rows).double()
 
 
@@ -100,10 +96,8 @@ def saliency_focus(model: nn.Module, data: Dataset, max_images: int | None = 100
         >>> 0 <= f.focus <= 1 and 0 < f.foreground_share < 1
         True
     """
-    was_training = model.training
-    model.eval()
     focus, share, n = 0.0, 0.0, 0
-    try:
+    with eval_mode(model):
         for images, targets in iterate_batches(data, batch_size, max_images=max_images):
             x = images.clone().requires_grad_(True)
             class_logits = model(x).gather(1, targets[:, None]).sum()
@@ -115,6 +109,4 @@ def saliency_focus(model: nn.Module, data: Dataset, max_images: int | None = 100
             focus += float((on_object / total.clamp_min(torch.finfo(total.dtype).tiny)).sum())
             share += float(foreground.float().mean((1, 2)).sum())
             n += len(images)
-    finally:
-        model.train(was_training)
     return SaliencyFocus(focus / n, share / n)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.train import TrainConfig, fit
 
@@ -34,25 +35,23 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
     if not bns:
         return 0
     saved = {m: m.momentum for m in bns}
-    was_training = model.training
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
     used = 0
     generator = torch.Generator().manual_seed(seed)
-    try:
-        with progress_bar(quiet) as bar:
-            task = add_task(bar, "recalibrate BN", num_batches(data, batch_size, images))
-            for x, _ in iterate_batches(data, batch_size, shuffle=True, generator=generator, max_images=images):
-                model(x)
-                used += len(x)
-                bar.advance(task)
-    finally:
-        for m, momentum in saved.items():
-            m.momentum = momentum
-        model.train(was_training)
+    with eval_mode(model):  # dropout off; only the BatchNorms run in training mode, to collect statistics
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            with progress_bar(quiet) as bar:
+                task = add_task(bar, "recalibrate BN", num_batches(data, batch_size, images))
+                for x, _ in iterate_batches(data, batch_size, shuffle=True, generator=generator, max_images=images):
+                    model(x)
+                    used += len(x)
+                    bar.advance(task)
+        finally:
+            for m, momentum in saved.items():
+                m.momentum = momentum
     return used
 
 

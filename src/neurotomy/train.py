@@ -33,6 +33,12 @@ from neurotomy.grad_mask import training_mask
 from neurotomy.progress import add_task, progress_bar
 
 
+SCHEDULES = ("onecycle", "cosine", "constant")
+"""Learning-rate schedules ``fit`` knows (one-cycle: Smith 2018)."""
+AUGMENTATIONS = ("auto", "crop-flip", "crop", "none")
+"""Augmentations ``fit`` knows; ``auto`` picks crop + flip, without flips for digits."""
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a generator for data order and augmentation."""
     random.seed(seed)
@@ -50,8 +56,8 @@ class TrainConfig:
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant"
-    augment: str = "auto"  # "auto" | "crop-flip" | "crop" | "none"; auto: no flips for digits
+    schedule: str = "onecycle"  # one of SCHEDULES
+    augment: str = "auto"  # one of AUGMENTATIONS; auto: no flips for digits
     seed: int = 0
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0

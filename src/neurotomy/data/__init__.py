@@ -27,13 +27,13 @@ from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
 from neurotomy.errors import DataError
 
 DATASETS = ("digits", "fashion-mnist", "image-folder:PATH", "torchvision:NAME")
-_SPLITS = ("train", "test")
+SPLITS = ("train", "test")
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train") -> Dataset:
     """Load a dataset by name; the result has ``classes`` and ``normalization`` attributes."""
-    if split not in _SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(_SPLITS)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if name == "digits":
         return load_digits(split)
     if name in ("fashion-mnist", "fmnist"):
@@ -46,4 +46,4 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     raise DataError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
 
 
-__all__ = ["load_dataset", "DATASETS", "Normalization", "TensorImageDataset"]
+__all__ = ["load_dataset", "DATASETS", "SPLITS", "Normalization", "TensorImageDataset"]

@@ -112,10 +112,19 @@ def _seeded(method: str, seed: int, options: Mapping[str, dict] | None = None) -
     return opts
 
 
+RATED_METHODS = ("gradient", "integrated_gradients", "gradcam", "pathway", "sobel", "random")
+"""What ``rate_explanations`` rates by default: two gradient methods, a CAM, pathway and both controls."""
+RATED_METRICS = ("deletion", "insertion", "morf", "lerf")
+"""Its default metrics (the sanity checks cost a model randomisation per block: ask for them)."""
+COMPARED_METHODS = ("gradient", "gradcam", "pathway")
+"""What ``compare_reasons`` compares by default."""
+SHOWN_METHODS = ("gradcam", "pathway")
+"""What ``neurotomy explain`` draws by default."""
+
+
 def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = None,
-                      methods: Sequence[str] = ("gradient", "integrated_gradients", "gradcam", "pathway", "sobel",
-                                                "random"),
-                      metrics: Sequence[str] = ("deletion", "insertion", "morf", "lerf"), *, steps: int = 28,
+                      methods: Sequence[str] = RATED_METHODS,
+                      metrics: Sequence[str] = RATED_METRICS, *, steps: int = 28,
                       options: Mapping[str, dict] | None = None, seed: int = 0, quiet: bool | None = None) -> dict:
     """Every method × every metric on one batch: ``{"scores": {method: {metric: number}}, "details": …,
     "seconds": {method: seconds to compute the maps}, "better": {metric: "lower"|"higher"}}``.
@@ -147,7 +156,7 @@ def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = N
 
 
 def compare_reasons(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, target: Target = None,
-                    methods: Sequence[str] = ("gradient", "gradcam", "pathway"), top: float = 0.1,
+                    methods: Sequence[str] = COMPARED_METHODS, top: float = 0.1,
                     options: Mapping[str, dict] | None = None, seed: int = 0, quiet: bool | None = None) -> dict:
     """Do the two models decide for the same reasons? Per method: Spearman correlation of the maps
     and IoU of their top-``top`` pixels, overall and per class, for the original's predicted classes

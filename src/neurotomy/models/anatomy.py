@@ -44,10 +44,10 @@ def num_classes_of(model: nn.Module, data: Dataset | None = None) -> int:
         return int(meta.arch_args["num_classes"])
     if data is not None and getattr(data, "classes", None):
         return len(data.classes)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ModelError("cannot tell how many classes the model has; give data with a classes list")
-    return linears[-1].out_features
+    try:
+        return classifier_layer(model)[1].out_features
+    except ModelError:
+        raise ModelError("cannot tell how many classes the model has; give data with a classes list") from None
 
 
 def model_input_shape(model: nn.Module, data: Dataset | None = None) -> tuple[int, ...] | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neurotomy.models.anatomy import eval_mode
 from neurotomy.probe import Probe, leaf_modules
 
 
@@ -59,13 +60,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> LayerTable:
                                      "macs": 0})
         row["macs"] += _layer_macs(module, output)  # a module used twice costs twice
 
-    was_training = model.training
-    model.eval()
-    try:
-        with Probe(model, leaf_modules(model), on_module=record):
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), Probe(model, leaf_modules(model), on_module=record):
+        model(torch.zeros(1, *input_shape))
     return LayerTable(list(rows.values()))
 
 

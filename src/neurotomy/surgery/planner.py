@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from neurotomy.errors import PruningError
-from neurotomy.models.anatomy import require_input_shape
+from neurotomy.errors import ModelError, PruningError
+from neurotomy.models.anatomy import classifier_layer, require_input_shape
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph
@@ -189,9 +189,11 @@ def _group_scores(group: CoupledGroup, scores: UnitScores) -> torch.Tensor | Non
 
 
 def default_ignored(model: nn.Module) -> list[str]:
-    """The classifier: the last Linear layer (its outputs are the classes)."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return linears[-1:]
+    """The classifier: the last Linear layer (its outputs are the classes); none when there is none."""
+    try:
+        return [classifier_layer(model)[0]]
+    except ModelError:
+        return []
 
 
 def resolve_ignored(model: nn.Module, names: list[str] | None) -> list[nn.Module]:

@@ -1,3 +1,5 @@
+"""`subsets`, `split`, `patch` (neurotomy.cli.classes)."""
+
 import json
 
 from safetensors.torch import load_file

@@ -1,6 +1,8 @@
-"""`neurotomy finetune` unchanged under `accelerate launch` with two CPU processes (gloo)."""
+"""The entry point (`neurotomy.cli.main`, `python -m neurotomy.cli`): one-line user errors with status 2,
+and commands unchanged under `accelerate launch` with two CPU processes (gloo)."""
 
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -9,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurotomy.checkpoint import load_checkpoint
 from neurotomy.cli import main
-from neurotomy.models.zoo import load_model
+from neurotomy.loading import load_checkpoint, load_model
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 # Trained, with BatchNorm everywhere. (A fresh random ResNet amplifies any float difference: a 1e-7
@@ -19,6 +20,28 @@ ACCELERATE = Path(sys.executable).with_name("accelerate")
 MODEL = "zoo:resnet20-fmnist"
 # 301 images, batch 128: steps of 128, 128, 45 images, split 64/64, 64/64, 23/22 between processes.
 ARGS = ["--epochs", "1", "--lr", "0.01", "--seed", "4", "--data", "fashion-mnist"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["evaluate", "missing.safetensors"], "no such checkpoint"),
+    (["evaluate", "zoo:nothing"], "no zoo model"),
+    (["info", "resnet21"], "not a checkpoint, zoo:NAME or architecture"),
+    (["evaluate", "zoo:lenet5-digits", "--data", "imagenet-42"], "unknown dataset"),
+    (["evaluate", "zoo:lenet5-digits", "--data", "fashion-mnist", "--root", "/nonexistent"], "no such directory"),
+])
+def test_user_errors_one_line_nonzero(argv, needle, capsys):
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("neurotomy: error:")
+
+
+def test_pickle_refused_via_subprocess(tmp_path):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps([1, 2, 3]))
+    proc = subprocess.run([sys.executable, "-m", "neurotomy.cli", "evaluate", str(path), "--quiet"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "pickle" in proc.stderr
 
 
 @pytest.fixture
@@ -42,16 +65,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launch(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+         "-m", "neurotomy.cli", *command],
+        check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
 def test_finetune_under_accelerate_launch_writes_one_checkpoint_matching_one_process(small_fmnist, tmp_path, capsys):
     out_dir = tmp_path / "two"
     out_dir.mkdir()
-    two = subprocess.run(
-        [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-         "-m", "neurotomy.cli", "finetune", MODEL, *ARGS, "--root", str(small_fmnist),
-         "--out", str(out_dir / "ft.safetensors")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    two = _launch("finetune", MODEL, *ARGS, "--root", str(small_fmnist), "--out", str(out_dir / "ft.safetensors"))
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("wrote") == 1  # only the main process saves and reports
     assert two.stderr.count("fine-tune") == 1  # only the main process draws progress
@@ -70,14 +96,6 @@ def test_finetune_under_accelerate_launch_writes_one_checkpoint_matching_one_pro
     assert torch.equal(one["bn1.num_batches_tracked"], distributed["bn1.num_batches_tracked"])
 
 
-def _launch(*command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-         "-m", "neurotomy.cli", *command],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
 def test_score_under_accelerate_launch_equals_one_process_and_both_processes_exit_cleanly(tmp_path, capsys):
     from neurotomy.scores import UnitScores
@@ -90,5 +108,5 @@ def test_score_under_accelerate_launch_equals_one_process_and_both_processes_exi
     assert main([*args, "--quiet", "--out", str(tmp_path / "one.npz")]) == 0
     one, distributed = UnitScores.load(tmp_path / "one.npz"), UnitScores.load(tmp_path / "two.npz")
     assert list(one.keys()) == list(distributed.keys())
-    for layer in one.keys():
+    for layer in one:
         assert torch.equal(one[layer], distributed[layer]), layer  # mean integer ranks: exact

@@ -1,4 +1,4 @@
-"""The explanation commands end to end on the shipped model and data."""
+"""`explain`, `rate-explanations`, `compare-reasons` (neurotomy.cli.explain) on the shipped model and data."""
 
 import json
 

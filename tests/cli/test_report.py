@@ -1,3 +1,5 @@
+"""`dissect`, `demo` (neurotomy.cli.report)."""
+
 import json
 
 import pytest
@@ -23,6 +25,17 @@ def test_dissect_command_writes_the_report(tmp_path, capsys):
     assert verdict["speedup"] == pruning["speedup_batch64"] > 0 and "speedup_batch1" in pruning
     assert printed.startswith("smaller by") and "report.html" in printed
     assert (out / "report.html").exists() and (out / "pruned.safetensors").exists()
+
+
+def test_demo_dissects_the_shipped_resnet20(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--budget", "tiny", "--quiet"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["model"] == "zoo:resnet20-fmnist" and (tmp_path / "report.html").stat().st_size > 50_000
+    pruning = next(s for s in report["sections"] if s["id"] == "pruning")
+    numbers = {n["key"]: n["value"] for n in pruning["numbers"]}
+    assert abs(numbers["macs_reduction"] - 0.5) <= 0.01
+    assert pruning["tables"][0]["rows"][0][1] > 0.85  # the original's accuracy on the tiny test subset
+    assert "smaller by" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,needle", [

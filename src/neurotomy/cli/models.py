@@ -1,0 +1,194 @@
+"""Models: ``info``, ``train``, ``evaluate``, ``zoo``, ``export``, ``finetune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from neurotomy.cli.common import add_common, add_data, add_workers, data_for, print_json
+from neurotomy.data import SPLITS
+from neurotomy.distributed import is_main_process
+from neurotomy.errors import ModelError
+from neurotomy.grad_mask import RULES, SITE_KINDS, GradMaskConfig
+from neurotomy.loading import load_model
+from neurotomy.models import ARCHITECTURES, build_model
+from neurotomy.train import AUGMENTATIONS, SCHEDULES
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("info", help="per-layer table: output shape, params, MACs")
+    p.add_argument("model", help="checkpoint, zoo:NAME, or an architecture name")
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-size", type=int, default=28)
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train an architecture from scratch")
+    p.add_argument("model", help="architecture name (see `neurotomy info`)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--root")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="auto")
+    p.add_argument("--max-images", type=int, default=None)
+    add_workers(p)
+    p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
+    p.add_argument("--grad-mask", action="store_true",
+                   help="gradient mask (lateral inhibition, arXiv 2208.06918; our rule): zero weak "
+                        "gradients at every ReLU output while training")
+    p.add_argument("--grad-mask-rule", choices=list(RULES), default="mean",
+                   help="mean: keep |g| >= tau * mean |g| per sample and channel (default); topq: keep "
+                        "the top q of each map; act-grad: as mean, scored by |activation * g|")
+    p.add_argument("--grad-mask-tau", type=float, default=1.0, help="threshold factor of mean/act-grad")
+    p.add_argument("--grad-mask-q", type=float, default=0.5, help="fraction of each map kept by topq")
+    p.add_argument("--grad-mask-sites", choices=list(SITE_KINDS), default="relu",
+                   help="which layers' output gradients are masked")
+    add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    add_data(p)
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("zoo", help="list the shipped trained models")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("export", help="write an ONNX file, verified against PyTorch in onnxruntime")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--onnx", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--compare", help="another model (e.g. the unpruned one): onnxruntime latency side by side")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("finetune", help="fine-tune a (pruned) model, optionally distilling from a teacher")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--teacher", help="checkpoint or zoo:NAME to distil from")
+    add_data(p)
+    p.add_argument("--out", required=True)
+    add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_info(args) -> None:
+    from neurotomy.models.summary import layer_table
+    from neurotomy.report.tables import format_layer_table
+
+    model, shape = _model_and_shape(args.model, args)
+    table = layer_table(model, shape)
+    if args.json:
+        print_json(table.to_dict())
+    else:
+        print(format_layer_table(table))
+
+
+def _model_and_shape(spec: str, args):
+    """A checkpoint/zoo model, or a fresh architecture built for ``--in-channels/--input-size``."""
+    if spec.startswith("zoo:") or Path(spec).suffix == ".safetensors" or Path(spec).exists():
+        model = load_model(spec)
+        return model, model.neurotomy_meta.input_shape
+    if spec in ARCHITECTURES or spec.startswith("torchvision:"):
+        model = build_model(spec, args.in_channels, args.num_classes, args.input_size)
+        return model.eval(), (args.in_channels, args.input_size, args.input_size)
+    raise ModelError(f"{spec}: not a checkpoint, zoo:NAME or architecture; architectures: "
+                     f"{', '.join(ARCHITECTURES)}, torchvision:NAME")
+
+
+def cmd_train(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.jobs.new_model import train_new_model
+    from neurotomy.train import TrainConfig
+
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                         schedule=args.schedule, augment=args.augment, quiet=args.quiet,
+                         max_images=args.max_images, grad_mask=args.grad_mask,
+                         grad_mask_rule=args.grad_mask_rule, grad_mask_tau=args.grad_mask_tau,
+                         grad_mask_q=args.grad_mask_q, grad_mask_sites=args.grad_mask_sites)
+    if config.grad_mask:
+        GradMaskConfig(config.grad_mask_rule, config.grad_mask_tau, config.grad_mask_q,
+                       config.grad_mask_sites)  # a bad value fails here, before any data is read
+    model = train_new_model(args.model, args.data, args.root, config)
+    if is_main_process():  # under `accelerate launch` only the main process writes and prints
+        path = save_checkpoint(model, model.neurotomy_meta, args.out)
+        acc = model.neurotomy_meta.metrics["test"]["accuracy"]
+        print(f"test accuracy {acc:.4f} — saved {path}")
+
+
+def cmd_evaluate(args) -> None:
+    from neurotomy.report.tables import format_metrics
+    from neurotomy.train import evaluate
+
+    model = load_model(args.model)
+    data = data_for(model, args, args.split)
+    metrics = evaluate(model, data, batch_size=args.batch_size, max_images=args.max_images, quiet=args.quiet)
+    if args.json:
+        print_json(metrics)
+    else:
+        print(format_metrics(metrics))
+
+
+def cmd_zoo(args) -> None:
+    from neurotomy.loading.zoo import zoo_entries
+
+    rows = zoo_entries()
+    if args.json:
+        print_json(rows)
+        return
+    for row in rows:
+        acc = "—" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+        print(f"{row['name']:<24} {row['arch'] or '?':<10} test acc {acc:<7} {row['description']}")
+
+
+def cmd_export(args) -> None:
+    from neurotomy.export import export_onnx, onnxruntime_latency
+
+    model = load_model(args.model)
+    report = export_onnx(model, args.onnx, opset=args.opset, seed=args.seed)
+    if args.compare:
+        import tempfile
+
+        shape = model.neurotomy_meta.input_shape
+        with tempfile.TemporaryDirectory() as tmp:
+            other = export_onnx(load_model(args.compare), Path(tmp) / "other.onnx", opset=args.opset)
+            mine, theirs = onnxruntime_latency([args.onnx, other["path"]], shape)
+        report["onnx_latency_ms"] = {"this": mine, "compare": theirs,
+                                     "speedup_batch64": theirs["median_ms"] / mine["median_ms"]}
+    if args.json:
+        print_json(report)
+    else:
+        print(f"wrote {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}); "
+              f"onnxruntime matches PyTorch within {report['max_abs_diff']:.1e}")
+        if args.compare:
+            lat = report["onnx_latency_ms"]
+            print(f"onnxruntime batch 64: {lat['this']['median_ms']:.2f} ms vs {lat['compare']['median_ms']:.2f} ms "
+                  f"for {args.compare} ({lat['speedup_batch64']:.2f}× faster)")
+
+
+def cmd_finetune(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.recover import finetune
+    from neurotomy.train import evaluate
+
+    model = load_model(args.model)
+    teacher = load_model(args.teacher) if args.teacher else None
+    train, test = data_for(model, args, "train"), data_for(model, args, "test")
+    before = evaluate(model, test, quiet=args.quiet)["accuracy"]
+    finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet,
+             max_images=args.max_images)
+    after = evaluate(model, test, quiet=args.quiet)
+    model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
+    if is_main_process():
+        path = save_checkpoint(model, model.neurotomy_meta, args.out)
+        print(f"accuracy {before:.4f} → {after['accuracy']:.4f} — wrote {path}")

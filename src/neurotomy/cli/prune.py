@@ -1,0 +1,140 @@
+"""Scoring and pruning: ``criteria``, ``score``, ``prune``, ``inspect``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from neurotomy.cli.common import add_common, add_data, data_for, print_json
+from neurotomy.data import SPLITS
+from neurotomy.distributed import is_main_process
+from neurotomy.dynamics.layer_rules import LAYER_RULES
+from neurotomy.loading import load_model
+from neurotomy.surgery.planner import SCOPES
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("criteria", help="list every unit-scoring criterion with its paper")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=cmd_criteria)
+
+    p = sub.add_parser("score", help="score every conv filter with one criterion")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--criterion", required=True, help="see `neurotomy criteria`")
+    add_data(p)
+    p.add_argument("--out", required=True, help="scores file to write (.npz)")
+    add_common(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("prune", help="remove the lowest-scoring filters, recover, measure")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--criterion", default="l1", help="see `neurotomy criteria` (default l1)")
+    amount = p.add_argument_group("amount (exactly one)")
+    amount.add_argument("--target-macs", type=float, help="MACs reduction to reach, e.g. 0.5 removes half")
+    amount.add_argument("--target-params", type=float, help="parameter reduction to reach")
+    amount.add_argument("--ratio", type=float, help="fraction of channels to remove")
+    amount.add_argument("--layers", help=f"remove residual blocks: {', '.join(LAYER_RULES)}, or NAME,NAME")
+    p.add_argument("--blocks", type=int, help="how many blocks --layers removes (modularity: default by rule)")
+    p.add_argument("--layer-threshold", type=float, default=0.25,
+                   help="modularity rule: remove blocks whose ΔQ < this × the curve's mean per-layer rise")
+    p.add_argument("--scope", choices=list(SCOPES), default="uniform")
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    p.add_argument("--inner-only", action="store_true", help="prune only channels not tied by residual adds")
+    p.add_argument("--ignore", nargs="*", default=None, help="layers to keep whole (default: the classifier)")
+    p.add_argument("--steps", type=int, default=1, help="reach --target-macs in this many re-scored cuts")
+    p.add_argument("--finetune-between", type=int, default=0, help="fine-tune epochs between steps")
+    p.add_argument("--sfp-epochs", type=int, default=0,
+                   help="soft filter pruning: train this many epochs zeroing the lowest-L2 --ratio per layer")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tune (and SFP) learning rate")
+    p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    p.add_argument("--recalibrate-images", type=int, default=4096)
+    p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration")
+    p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    add_data(p)
+    p.add_argument("--out", required=True, help="pruned checkpoint to write")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("inspect", help="modularity curve, CKA heatmap and layer table (JSON + PNG)")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    add_data(p)
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--per-class", type=int, default=100, help="probe samples per class")
+    p.add_argument("--k", type=int, default=3, help="neighbours per sample in the kNN graph")
+    p.add_argument("--layer-threshold", type=float, default=0.25,
+                   help="redundant: ΔQ < this × the curve's mean per-layer rise")
+    p.add_argument("--out", required=True, help="directory to write")
+    add_common(p)
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_criteria(args) -> None:
+    from neurotomy.scores import criteria_table
+
+    rows = [{"name": r["name"], "data": r["needs_data"], "axis": r["axis"], "paper": r["paper"]}
+            for r in sorted(criteria_table(), key=lambda r: r["name"])]
+    if args.json:
+        print_json(rows)
+        return
+    for r in rows:
+        print(f"{r['name']:<16} {'data' if r['data'] else 'data-free':<10} {'per ' + r['axis']:<10} {r['paper']}")
+
+
+def cmd_score(args) -> None:
+    from neurotomy.scores import get_criterion
+
+    model = load_model(args.model)
+    criterion = get_criterion(args.criterion)
+    data = data_for(model, args, "train") if criterion.needs_data else None
+    scores = criterion(model, data, batch_size=args.batch_size, max_images=args.max_images,
+                       seed=args.seed, quiet=args.quiet)
+    if not is_main_process():  # under `accelerate launch` only the main process writes and prints
+        return
+    path = scores.save(args.out)
+    print(f"{args.criterion}: scored {sum(v.numel() for v in scores.values())} units in {len(scores)} "
+          f"layers — wrote {path}")
+
+
+def cmd_prune(args) -> None:
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.jobs.prune import PruneJob
+    from neurotomy.report.tables import format_prune_record
+
+    model = load_model(args.model)
+    job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, ratio=args.ratio,
+                   target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
+                   round_to=args.round_to, inner_only=args.inner_only,
+                   ignored_layers=args.ignore, score_images=args.max_images,
+                   finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
+                   layers=args.layers, blocks=args.blocks, layer_threshold=args.layer_threshold,
+                   steps=args.steps, finetune_between=args.finetune_between, sfp_epochs=args.sfp_epochs,
+                   recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
+                   measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet)
+    pruned, record = job.run(model, data_for(model, args, "train"), data_for(model, args, "test"))
+    if not is_main_process():
+        return
+    path = save_checkpoint(pruned, pruned.neurotomy_meta, args.out)
+    record["checkpoint"] = str(path)
+    if args.json:
+        print_json(record)
+    else:
+        print(format_prune_record(record))
+        print(f"\nwrote {path}")
+
+
+def cmd_inspect(args) -> None:
+    from neurotomy.jobs.inspect import inspect_model
+
+    model = load_model(args.model)
+    result = inspect_model(model, data_for(model, args, args.split), Path(args.out), per_class=args.per_class,
+                           k=args.k, threshold=args.layer_threshold, seed=args.seed, quiet=args.quiet)
+    if not is_main_process():
+        return
+    curve = result["modularity"]
+    for layer, q, dq in zip(curve["layers"], curve["q"], result["delta_q"]):
+        print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")
+    print(f"redundant by the rule (ΔQ < {args.layer_threshold} × mean rise per layer): "
+          f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {Path(args.out)}/")

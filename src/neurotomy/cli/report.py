@@ -1,0 +1,54 @@
+"""The whole job and its report: ``dissect``, ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from neurotomy.cli.common import add_common, data_for
+from neurotomy.loading import load_model
+from neurotomy.surgery.planner import SCOPES
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("dissect", help="the whole job → report.html + report.json: layers, scores, prune, "
+                       "dynamics, class subsets, explanations")
+    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("--data", help="dataset (default: the model's own)")
+    p.add_argument("--root", help="directory of the dataset files (default: shipped subset / NEUROTOMY_DATA)")
+    p.add_argument("--out", required=True, help="directory to write report.html, report.json, pruned.safetensors")
+    p.add_argument("--budget", default="fast", help="tiny, fast (default), full, or minutes (e.g. 4: fine-tune "
+                   "epochs fitted to the time left)")
+    p.add_argument("--target-macs", type=float, default=0.5, help="fraction of MACs to remove (default 0.5)")
+    p.add_argument("--criterion", default="l1", help="criterion that drives the prune (default l1)")
+    p.add_argument("--scope", choices=list(SCOPES), default="uniform")
+    add_common(p)
+    p.set_defaults(func=cmd_dissect)
+
+    p = sub.add_parser("demo", help="the main job on the shipped model and data: dissect zoo:resnet20-fmnist")
+    p.add_argument("--out", default="demo-out")
+    p.add_argument("--root", help="Fashion-MNIST directory (default: the shipped subset)")
+    p.add_argument("--budget", default="fast", help="tiny, fast (default), full, or minutes")
+    add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_dissect(args) -> None:
+    from neurotomy.jobs.budget import parse_budget
+    from neurotomy.jobs.dissect import dissect
+    from neurotomy.report.verdict import verdict_sentence
+
+    budget = parse_budget(args.budget)  # a bad budget fails before the model loads
+    model = load_model(args.model)
+    report = dissect(model, data_for(model, args, "train"), data_for(model, args, "test"), out_dir=Path(args.out),
+                     budget=budget, target_macs=args.target_macs, criterion=args.criterion, scope=args.scope,
+                     seed=args.seed, quiet=args.quiet, model_name=args.model)
+    print(f"{verdict_sentence(report['verdict'])}\nwrote {Path(args.out) / 'report.html'}, report.json and "
+          f"pruned.safetensors")
+
+
+def cmd_demo(args) -> None:
+    from neurotomy.jobs.demo import run_demo
+    from neurotomy.report.verdict import verdict_sentence
+
+    report = run_demo(Path(args.out), root=args.root, quiet=args.quiet, seed=args.seed, budget=args.budget)
+    print(f"{verdict_sentence(report['verdict'])}\nwrote {Path(args.out) / 'report.html'} and report.json")

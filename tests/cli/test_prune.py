@@ -1,0 +1,52 @@
+"""`score`, `prune`, `inspect` (neurotomy.cli.prune)."""
+
+import json
+
+from neurotomy.cli import main
+
+
+def test_prune_json_and_reload(tmp_path, capsys):
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--criterion", "l2", "--target-macs", "0.4",
+                 "--finetune-epochs", "1", "--no-latency", "--out", str(out), "--json", "--quiet"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    for key in ("macs_reduction", "params_reduction", "acc_original", "acc_pruned", "acc_recalibrated",
+                "acc_finetuned", "score_seconds", "forward_seconds", "macs_ratio"):
+        assert key in record, key
+    assert main(["evaluate", str(out), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == record["acc_finetuned"]
+
+
+def test_prune_user_errors(tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--ratio", "1.0", "--out", str(out), "--quiet"]) == 2
+    assert "impossible" in capsys.readouterr().err
+    assert main(["prune", "zoo:lenet5-digits", "--out", str(out), "--quiet"]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    assert main(["prune", "zoo:lenet5-digits", "--criterion", "magic", "--ratio", "0.2", "--out", str(out),
+                 "--quiet"]) == 2
+    assert "unknown criterion" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_score_writes_npz(tmp_path, capsys):
+    from neurotomy.scores import UnitScores
+    assert main(["score", "zoo:lenet5-digits", "--criterion", "apoz", "--out", str(tmp_path / "s.npz"),
+                 "--quiet"]) == 0
+    assert UnitScores.load(tmp_path / "s.npz").criterion == "apoz"
+
+
+def test_inspect_writes_json_and_plots(tmp_path, capsys):
+    out = tmp_path / "inspect"
+    assert main(["inspect", "zoo:lenet5-digits", "--per-class", "20", "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "inspect.json").read_text())
+    assert len(result["modularity"]["q"]) == len(result["modularity"]["layers"]) == len(result["cka"]["values"])
+    assert (out / "modularity.png").stat().st_size > 1000 and (out / "cka.png").stat().st_size > 1000
+    assert "redundant by the rule" in capsys.readouterr().out
+
+
+def test_prune_layers_needs_blocks_for_baselines(tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--layers", "last", "--out", str(out), "--quiet"]) == 2
+    assert "needs a number of blocks" in capsys.readouterr().err
+    assert not out.exists()
