@@ -5,22 +5,12 @@ import json
 import pytest
 import torch
 
-from neurotomy.data import Normalization, TensorImageDataset
 from neurotomy.explain.metrics import MetricError
 from neurotomy.jobs.roar import roar
 from neurotomy.models import build_model
 from neurotomy.train import TrainConfig
+from tests.toy_data import PATCH, patch_dataset
 
-PATCH = (slice(2, 6), slice(2, 6))  # the 16 centre pixels of an 8×8 image carry the label
-
-
-def patch_dataset(n: int, seed: int) -> TensorImageDataset:
-    """Noise everywhere; the class is the sign of a 4×4 centre patch — only those pixels matter."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.randn(n, 1, 8, 8, generator=g)
-    images[:, 0, PATCH[0], PATCH[1]] += (labels.float() * 2 - 1).view(-1, 1, 1) * 1.5
-    return TensorImageDataset(images, labels, ["minus", "plus"], Normalization((0.0,), (1.0,)), "patch")
 
 
 def oracle(model, inputs, targets):
