@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,19 @@ test: install-dev
 zoo: install
 	$(BIN)/python benchmarks/train_zoo.py --root $(FMNIST)
 
-# accuracy grid (long: fine-tuning), then speed on the same architectures (needs an idle machine)
+# the README's results block (figures, tables, claims) from benchmarks/results/*.json
+results-readme: install
+	$(BIN)/python benchmarks/readme_results.py
+
+# the fuzz test of the CLI, corrupt-file tests and resume check, counted (benchmarks/results/robustness.json)
+bench-robustness: install-dev
+	$(BIN)/python benchmarks/robustness.py
+
+# the mutation check as a table: which broken versions of each criterion / attribution method the tests catch
+test-strength: install-dev
+	$(BIN)/python benchmarks/test_strength.py
+
+# accuracy grid (long: fine-tuning), then speed on the same architectures (waits for a quiet machine)
 bench-pruning: install
 	$(BIN)/python benchmarks/pruning_criteria.py --root $(FMNIST)
 	$(BIN)/python benchmarks/pruning_speed.py --root $(FMNIST)
@@ -62,3 +74,7 @@ bench-gradmask: install
 # class feature subsets (ResNet-20/56), decomposed heads, per-class modules, patching weak models
 bench-classes: install
 	$(BIN)/python benchmarks/classes.py --root $(FMNIST)
+
+# torchvision + timm classifiers and a user-file model: MACs vs FlopCounterMode, prune −50 % MACs, reload, explain
+bench-models: install-dev
+	nice $(BIN)/python benchmarks/model_matrix.py

@@ -10,7 +10,7 @@ Questions (issue #6):
 3. ``patching``: weak models patched with ResNet-20's modules — target-class precision and recall
    and accuracy on the other classes, before and after.
 
-Scale (2 CPU cores shared with five other jobs, load ≈ 12): penultimate features of a stratified
+Scale (chosen for 2 shared CPU cores; each record's provenance stamp has the load it ran under): penultimate features of a stratified
 10,000-image subset of the 60k training set, head accuracies on the full 10k test set; modules
 scored on 2,000 training images, judged on a balanced 400-image calibration set, fine-tuned 1 epoch
 on 1,000 balanced images, measured on a stratified 5,000-image test subset (as is patching, min-max
@@ -18,7 +18,8 @@ calibrated on 2,000 training images); weak models are LeNet-5s trained for 1–2
 10,000 training images. Everything is seeded.
 
 Usage: python benchmarks/classes.py --root ../shared/data/fashion-mnist
-Writes benchmarks/results/classes.json (after every record) and classes_*.png.
+Writes benchmarks/results/classes.json (after every record; a re-run resumes, and each record carries
+the stamp of the run that measured it: commit, date, argv, threads, load average) and classes_*.png.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from neurotomy.jobs.classes import patch_job, split_job, subsets_job
 from neurotomy.files import write_json
 from neurotomy.models import build_model
 from neurotomy.loading import load_model
+from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.scores.class_subsets import penultimate_features
 from neurotomy.jobs.split import split
 from neurotomy.surgery.class_modules import module_metrics
@@ -77,19 +79,22 @@ def run_subsets(result, path, train10k, test, models):
         print(f"{name}: features in {time.perf_counter() - t:.0f}s", flush=True)
         for criterion in ("frequency", "contribution"):
             t = time.perf_counter()
+            stamp = begin_stamp()
             record = subsets_job(model, train10k, test, criterion=criterion, k=5, retention=0.99,
                                  ks=[1, 2, 3, 5, 8, 16, 32], finetune_epochs=3, seed=0, quiet=True,
                                  features=features)
+            stamp = end_stamp(stamp)
             for r in record["subsets"]:
                 result["subsets"].append({"model": name, "criterion": criterion, "class": r["class"],
                                           "size": r["size"], "width": r["width"], "retention": 0.99,
                                           "precision_full": r["precision_full"], "recall_full": r["recall_full"],
-                                          "precision_subset": r["precision_subset"], "recall_subset": r["recall_subset"]})
+                                          "precision_subset": r["precision_subset"], "recall_subset": r["recall_subset"],
+                                          **stamp})
             for h in record["heads"]:
                 result["heads"].append({"model": name, "criterion": criterion, "k": h["k"], "acc_full": h["acc_full"],
                                         "acc_subsets": h["acc_subsets"],
                                         "acc_subsets_finetuned": h["acc_subsets_finetuned"],
-                                        "macs": h["macs"], "macs_full": h["macs_full"]})
+                                        "macs": h["macs"], "macs_full": h["macs_full"], **stamp})
             print(f"{name} {criterion}: sizes {[r['size'] for r in record['subsets']]}, heads "
                   f"{[(h['k'], round(h['acc_subsets'], 4), round(h['acc_subsets_finetuned'], 4)) for h in record['heads']]}"
                   f" full {record['acc_full']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
@@ -110,13 +115,14 @@ def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks
     scores = class_feature_scores(fit_f.features, fit_f.targets, head, "frequency", k=5)[fit_f.layer]
     records = []
     for k in ks:
+        stamp = begin_stamp()
         sub = SubspaceHead.from_linear(head, top_k_mask(scores, k))
         curve = [head_accuracy(sub, test_f.features, test_f.targets)]
         finetune_head(sub, fit_f.features, fit_f.targets, epochs=epochs, lr=2e-4, seed=0, quiet=True,
                       on_epoch_end=lambda h, epoch: curve.append(head_accuracy(h, test_f.features, test_f.targets)))
         records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": head_accuracy(head, test_f.features,
                                                                                              test_f.targets),
-                        "test_accuracy_by_epoch": curve})
+                        "test_accuracy_by_epoch": curve, **end_stamp(stamp)})
         print(f"head k={k}: {[round(a, 4) for a in curve[::5]]}", flush=True)
     result["head_epochs"] = records
     save(result, path)
@@ -142,6 +148,7 @@ def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", k
     scores = class_feature_scores(fit_f.features, fit_f.targets, head, "frequency", k=5)[fit_f.layer]
     records = []
     for k in ks:
+        stamp = begin_stamp()
         decomposed = decompose_head(model, fit_f.layer, top_k_mask(scores, k))
         curve = [evaluate(decomposed, test, quiet=True)["accuracy"]]
         finetune_head(decomposed, tune_data.images, tune_data.targets, epochs=epochs, lr=2e-4, batch_size=128,
@@ -149,7 +156,7 @@ def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", k
                       on_epoch_end=lambda m, e: curve.append(evaluate(m, test, quiet=True)["accuracy"]))
         records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": evaluate(model, test, quiet=True)["accuracy"],
                         "test_accuracy_by_epoch": curve, "finetuned": "whole network, Adam lr 2e-4, "
-                        f"{epochs} epochs on {tune_name}, no augmentation"})
+                        f"{epochs} epochs on {tune_name}, no augmentation", **end_stamp(stamp)})
         print(f"network fine-tune k={k}: {[round(a, 4) for a in curve]}", flush=True)
     result[key] = records
     save(result, path)
@@ -162,13 +169,14 @@ def run_modules(result, path, strong, train, test, classes, module_dir):
         return
     t = time.perf_counter()
     for c in todo:
+        stamp = begin_stamp()
         record = split_job(strong, train, test, [c], module_dir / f"c{c}", score_images=2000,
                            calibration_images=400, finetune_images=1000, tolerance=0.98, finetune_epochs=1,
                            seed=0, quiet=True)
         (m,) = record["modules"]
         module = record["_modules"][0]
         result["modules"].append({**{k: v for k, v in m.items() if k != "checkpoint"},
-                                  "kept": module.kept, "checkpoint": m.get("checkpoint")})
+                                  "kept": module.kept, "checkpoint": m.get("checkpoint"), **end_stamp(stamp)})
         print(f"module {c}: kept {m['kept_fraction']:.3f}, macs {m['macs']}, ovr {m['ovr_accuracy']:.4f}, "
               f"P {m['precision']:.3f} R {m['recall']:.3f} ({time.perf_counter() - t:.0f}s)", flush=True)
         save(result, path)
@@ -209,10 +217,12 @@ def run_patching(result, path, train, test, targets, module_dir):
             if any(r["target_class"] == target and r["weak_kind"] == kind for r in result["patching"]):
                 continue
             key = kind if kind == "lenet_brief" else (kind, target)
+            stamp = begin_stamp()
             if key not in weak_cache:
                 weak_cache[key] = train_weak(train, kind, target)
             _, record = patch_job(weak_cache[key], module, calibration, test, quiet=True)
             record["weak_kind"] = kind
+            record.update(end_stamp(stamp))
             result["patching"].append(record)
             print(f"patch {target} {kind}: P {record['precision_before']:.3f}→{record['precision_after']:.3f} "
                   f"R {record['recall_before']:.3f}→{record['recall_after']:.3f} other "
@@ -230,6 +240,7 @@ def run_search_comparison(result, path, strong, train, test, classes):
             if any(r["class"] == c and r["search"] == search for r in result["search_comparison"]):
                 continue
             t = time.perf_counter()
+            stamp = begin_stamp()
             module = split(strong, train, c, scores=scores, search=search, ga=ga, tolerance=0.98,
                            calibration_images=400, finetune_images=1000, finetune_epochs=1, quiet=True)
             metrics = module_metrics(module.model, test, c)
@@ -237,7 +248,8 @@ def run_search_comparison(result, path, strong, train, test, classes):
                 "class": c, "search": search, "seconds": round(time.perf_counter() - t, 1), **metrics,
                 "kept_fraction": module.kept_fraction, "macs": module.macs,
                 "masked_balanced_accuracy": module.details["masked_balanced_accuracy"],
-                "evaluations": module.details.get("evaluations", len(module.details.get("trace", [])) + 1)})
+                "evaluations": module.details.get("evaluations", len(module.details.get("trace", [])) + 1),
+                **end_stamp(stamp)})
             print(f"search {search} class {c}: kept {module.kept_fraction:.3f} ovr {metrics['ovr_accuracy']:.4f} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
             save(result, path)
@@ -306,7 +318,7 @@ def main() -> None:
     import json
 
     result = json.loads(path.read_text()) if path.exists() else {}
-    result.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), "
+    result.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                                  f"{torch.get_num_threads()} threads, torch {torch.__version__}, no GPU")
     result["scale"] = __doc__.split("Scale ")[1].split("\n\n")[0].replace("\n", " ")
     result["paper"] = {"patching": PAPER_PATCHING, "heads": PAPER_HEADS}

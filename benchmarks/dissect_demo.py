@@ -5,6 +5,8 @@ Records wall-clock and process CPU seconds (CPU time ÷ threads approximates the
 idle machine when the machine is shared), the load average before and after, per-stage seconds,
 and the report's headline numbers; writes benchmarks/results/dissect_demo.{json,png}, the demo's
 report.html and report.json next to them (dissect_demo_report.*), and a Chromium screenshot of it.
+The run is stamped (commit, date, argv, threads, load average at its start and end); earlier runs
+are kept under ``previous_runs``, each with its own stamp.
 
     python benchmarks/dissect_demo.py [--budget fast] [--root FMNIST_DIR]
 """
@@ -43,6 +45,7 @@ def main() -> None:
     from neurotomy.jobs.demo import run_demo
     from neurotomy.files import write_json
     from neurotomy.jobs.dissect import machine
+    from neurotomy.provenance import STAMP_KEYS, begin_stamp, end_stamp
     from neurotomy.report.verdict import verdict_sentence
 
     parser = argparse.ArgumentParser()
@@ -51,11 +54,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     out = Path(tempfile.mkdtemp(prefix="dissect-demo-"))
+    stamp = begin_stamp()
     load_before = os.getloadavg()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     report = run_demo(out, root=args.root, quiet=True, seed=0, budget=args.budget)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     load_after = os.getloadavg()
+    stamp = end_stamp(stamp)
     stages = next(s for s in report["sections"] if s["id"] == "run")["tables"][0]["rows"]
     headline = {s["id"]: {n["key"]: n["value"] for n in s["numbers"]} for s in report["sections"]}
     result = {
@@ -70,6 +75,7 @@ def main() -> None:
         "verdict": verdict_sentence(report["verdict"]),
         "verdict_items": report["verdict"]["items"], "numbers": headline,
         "report": "benchmarks/results/dissect_demo_report.html (+ dissect_demo_report.json, its source)",
+        **stamp,
     }
     previous = RESULTS / "dissect_demo.json"
     if previous.exists():  # keep every earlier timing: on a shared machine one run is not the answer
@@ -78,7 +84,8 @@ def main() -> None:
         old = json.loads(previous.read_text())
         result["previous_runs"] = old.pop("previous_runs", []) + [
             {k: old[k] for k in ("wall_seconds", "cpu_seconds", "load_average_before", "load_average_after",
-                                 "within_target", "stages_seconds", "verdict") if k in old}]
+                                 "within_target", "stages_seconds", "verdict", *STAMP_KEYS, "provenance")
+             if k in old}]
     for name in ("report.html", "report.json"):  # the demo's own output, kept as an example (not the checkpoint)
         shutil.copyfile(out / name, RESULTS / f"dissect_demo_{name}")
     write_json(RESULTS / "dissect_demo.json", result)

@@ -9,6 +9,10 @@ Parts (``--parts``, default all; results are merged into the existing file, so p
               retrained from scratch per method and threshold (the reduced scale Hooker et al. allow)
   throughput  images/s of each method at batch 64; Grad-CAM interleaved with pytorch-grad-cam
 
+Each part's run is stamped under ``provenance.<part>`` (commit, date, argv, threads, load average at
+its start and end, and the keys it wrote), so a file merged from several runs says which run wrote
+what; every throughput figure also carries the load it was measured under.
+
 Usage: python benchmarks/explanations.py --root ../shared/data/fashion-mnist [--parts throughput]
 Writes benchmarks/results/explanations.json and explanations.png.
 """
@@ -19,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -32,17 +35,23 @@ from neurotomy.jobs.roar import roar
 from neurotomy.explain.rating import METRICS, better_direction, explainer, rate_explanations
 from neurotomy.files import write_json
 from neurotomy.loading import load_model
+from neurotomy.provenance import begin_stamp, end_stamp, merge_part
 from neurotomy.report.figures import save_figure
+from neurotomy.timing import interleaved_timing, require_quiet_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROAR_METHODS = ("gradient", "integrated_gradients", "smoothgrad_sq", "gradcam", "pathway")
 COMPARED = ("gradient", "integrated_gradients", "gradcam")  # the paper's claim: pathway beats these
+# the keys each part writes (its stamp lists them)
+PART_KEYS = {"scores": ("scores", "better", "curves", "scores_setup"), "roar": ("roar",),
+             "throughput": ("throughput", "throughput_load_average", "gradcam_throughput",
+                            "gradcam_reference_throughput", "gradcam_speedup", "throughput_setup")}
 
 
 def machine() -> dict:
+    """The hardware; the load and threads of each run are in its stamp (``provenance``)."""
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available(),
-            "note": "2 CPU cores shared with other jobs while this ran; timings are indicative"}
+            "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available()}
 
 
 def balanced(data, n: int, seed: int):
@@ -91,45 +100,45 @@ def _dataset(like, images, targets):
     return TensorImageDataset(images, targets, like.classes, like.normalization, like.name)
 
 
-def _images_per_second(fn, images: torch.Tensor, repeats: int) -> list[float]:
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(images)
-        rates.append(len(images) / (time.perf_counter() - start))
-    return rates
-
-
 def part_throughput(model, test, args, results: dict, save) -> None:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    require_quiet_machine(args.wait_quiet, args.allow_busy)
     images, _ = balanced(test, args.batch, args.seed)
     with torch.no_grad():
         targets = model(images).argmax(1)
-    throughput = {}
+    throughput, loads = {}, {}
+
+    def images_per_second(timed: dict) -> float:  # one call = one batch
+        return len(images) / (timed["median_ms"] / 1000)
+
     for method in METHODS:
         opts = {"seed": 0} if "seed" in METHODS[method].options() else {}
         fn = (lambda x, m=method, o=opts: attribute(model, x, targets[:len(x)], method=m, **o))
         fn(images[:4])  # warm-up
         repeats = 1 if METHODS[method].family == "cam" and method in ("scorecam", "ablationcam") else args.repeats
-        throughput[method] = statistics.median(_images_per_second(fn, images, repeats))
-        print(f"{method:<22} {throughput[method]:9.1f} images/s", flush=True)
+        (timed,) = interleaved_timing([lambda fn=fn: fn(images)], rounds=repeats, repeats=1, warmup=0)
+        throughput[method], loads[method] = images_per_second(timed), timed["load_average"]
+        print(f"{method:<22} {throughput[method]:9.1f} images/s (load {timed['load_average'][0]:.2f})", flush=True)
     # Grad-CAM vs pytorch-grad-cam, interleaved so both see the same machine load
-    ours, theirs = [], []
     reference_targets = [ClassifierOutputTarget(int(t)) for t in targets]
     with GradCAM(model=model, target_layers=[model.layer3]) as reference:
         reference(input_tensor=images[:4], targets=reference_targets[:4])
-        for _ in range(args.repeats * 2):
-            ours += _images_per_second(lambda x: attribute(model, x, targets, method="gradcam", layer="layer3"),
-                                       images, 1)
-            theirs += _images_per_second(lambda x: reference(input_tensor=x, targets=reference_targets), images, 1)
+        ours, theirs = interleaved_timing(
+            [lambda: attribute(model, images, targets, method="gradcam", layer="layer3"),
+             lambda: reference(input_tensor=images, targets=reference_targets)],
+            rounds=args.repeats * 2, repeats=1, warmup=0)
     results["throughput"] = throughput
-    results["gradcam_throughput"] = statistics.median(ours)
-    results["gradcam_reference_throughput"] = statistics.median(theirs)
+    results["throughput_load_average"] = loads
+    results["gradcam_throughput"] = images_per_second(ours)
+    results["gradcam_reference_throughput"] = images_per_second(theirs)
     results["gradcam_speedup"] = results["gradcam_throughput"] / results["gradcam_reference_throughput"]
+    first = next(iter(loads.values()))
     results["throughput_setup"] = {"batch": args.batch, "repeats": args.repeats, "layer": "layer3",
-                                   "statistic": "median images/s", "machine": machine()}
+                                   "statistic": "median images/s over interleaved rounds", "threads": ours["threads"],
+                                   "load_average": [first[0], ours["load_average"][1]],
+                                   "gradcam_load_average": ours["load_average"], "machine": machine()}
     print(f"Grad-CAM ours {results['gradcam_throughput']:.0f}/s vs pytorch-grad-cam "
           f"{results['gradcam_reference_throughput']:.0f}/s → {results['gradcam_speedup']:.2f}×", flush=True)
     save()
@@ -215,6 +224,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait-quiet", type=float, default=600,
+                        help="throughput: seconds to wait for a load ≤ half the cores before timing (default 600)")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="throughput: time a busy machine anyway (the load is recorded with every figure)")
     parser.add_argument("--out", default=str(RESULTS / "explanations.json"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -230,15 +243,18 @@ def main() -> None:
         plot(results, out.with_suffix(".png"))
 
     for part in args.parts:
+        if part not in PART_KEYS:
+            raise SystemExit(f"unknown part {part!r}; use scores, roar, throughput")
         start = time.perf_counter()
+        stamp = begin_stamp()  # while the part runs, its stamp says so: what is saved meanwhile is this run's
+        merge_part(results, part, {}, {**stamp, "note": "in progress: this run had not finished the part"})
         if part == "scores":
             part_scores(model, test, args, results, save)
         elif part == "roar":
             part_roar(model, train, test, args, results, save)
         elif part == "throughput":
             part_throughput(model, test, args, results, save)
-        else:
-            raise SystemExit(f"unknown part {part!r}; use scores, roar, throughput")
+        merge_part(results, part, {k: results[k] for k in PART_KEYS[part] if k in results}, end_stamp(stamp))
         results.setdefault("seconds", {})[part] = round(time.perf_counter() - start, 1)
         save()
     print(json.dumps(results.get("verdict", {}), indent=1))

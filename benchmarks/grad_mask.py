@@ -24,7 +24,8 @@ measured on Fashion-MNIST:
 Usage: python benchmarks/grad_mask.py --root ../shared/data/fashion-mnist --resnet-seeds 0 1 --resnet-short-control
 Writes benchmarks/results/grad_mask.json (after every run) and grad_mask.png. A re-run with the same
 protocol resumes: finished runs are kept (every run is seeded, so the file does not depend on how
-many invocations produced it).
+many invocations produced it); each record carries the stamp of the invocation that measured it
+(commit, date, argv, threads, load average at its start and end).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from neurotomy.files import write_json
 from neurotomy.grad_mask import GradientMask, GradMaskConfig
 from neurotomy.gradient_quality import gradient_coherence, saliency_focus
 from neurotomy.models import build_model
+from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.recover import recalibrate_batchnorm
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import prune_filters
@@ -229,7 +231,7 @@ def main() -> None:
     rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345))[:128]
     probe_batch = (train.images[rows], train.targets[rows])
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, "
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                    f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}, no GPU",
         "question": "does the gradient mask improve accuracy, accuracy after 50 % filter pruning, adversarial "
                     "accuracy and saliency focus (arXiv 2208.06918's claims)?",
@@ -270,7 +272,9 @@ def main() -> None:
         for arm in arms:
             if (arch, seed, arm) in done:
                 continue
+            stamp = begin_stamp()
             record = run_one(arch, seed, arm, args, train, test, probe_batch)
+            record.update(end_stamp(stamp))  # each run's commit, argv, threads and load (train_seconds is a time)
             result["records"].append(record)
             result["summary"] = summarise(result["records"])
             write_json(out, result)

@@ -4,8 +4,10 @@ Per configuration: accuracy right after the cut, after BatchNorm recalibration (
 images), and — for the baseline and the best criteria only (see --finetune-top) — after 1 and 3
 fine-tune epochs on the full training set (one 3-epoch cosine run, evaluated after epochs 1 and 3);
 params, MACs; scoring time against one forward pass over the same images. CPU speed-ups come from
-benchmarks/pruning_speed.py, run on an otherwise idle machine, which rebuilds the same
-architectures and writes its measurements into the same records.
+benchmarks/pruning_speed.py, which waits for a quiet machine (load ≤ half the cores, measured and
+recorded), rebuilds the same architectures and writes its measurements into the same records.
+Every record carries the provenance stamp of its own measurement (commit, date, argv, threads,
+load average at its start and end); the run's stamp is under ``provenance.run``.
 
 Usage: python benchmarks/pruning_criteria.py --root ../shared/data/fashion-mnist
 Writes benchmarks/results/pruning_criteria.json and pruning_criteria.png.
@@ -28,6 +30,7 @@ from neurotomy.files import write_json
 from neurotomy.models.summary import count_macs_params
 from neurotomy.loading import load_model
 from neurotomy.jobs.prune import PruneJob, forward_seconds
+from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import CRITERIA, get_criterion
 from neurotomy.surgery.planner import default_ignored
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "pruning_criteria.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
+    run = begin_stamp()
 
     model = load_model(args.model)
     shape = model.neurotomy_meta.input_shape
@@ -112,36 +116,39 @@ def main() -> None:
             for target in args.targets:
                 job = PruneJob(criterion=name, target_macs=target, scope=scope, measure_latency=False,
                                quiet=True)
+                stamp = begin_stamp()
                 start = time.perf_counter()
                 pruned, rec = job.run(model, train, test, scores=scores, original_metrics=original_metrics)
                 row = measure(model, pruned, shape, acc_original,
                               {"criterion": name, "scope": scope, "target_macs_reduction": target})
                 row.update(acc_pruned=rec["acc_pruned"], acc_recalibrated=rec["acc_recalibrated"],
                            acc_finetuned=None, finetune_epochs=0, score_seconds=scores.info["seconds"],
-                           forward_seconds=fwd, score_images=images)
+                           forward_seconds=fwd, score_images=images, **end_stamp(stamp))
                 records.append(row)
                 pruned_models[(name, scope, target)] = pruned
                 print(f"{name:>16} {scope:>7} −{target:.0%}: MACs −{row['macs_reduction']:.1%} "
                       f"cut {row['acc_pruned']:.4f} recal {row['acc_recalibrated']:.4f} "
                       f"({time.perf_counter() - start:.0f}s)", flush=True)
-        save(args, result_of(args, model, acc_original, test, records, partial=True))
+        save(args, result_of(args, model, acc_original, test, records, run, partial=True))
 
     for scope in args.scopes:  # the baseline
         for target in args.targets:
+            stamp = begin_stamp()
             pruned = tp_default_prune(model, target, scope, shape)
             acc_cut = evaluate(pruned, test, quiet=True)["accuracy"]
             recalibrate_batchnorm(pruned, train, 4096, quiet=True)
             row = measure(model, pruned, shape, acc_original,
                           {"criterion": "tp-default", "scope": scope, "target_macs_reduction": target})
             row.update(acc_pruned=acc_cut, acc_recalibrated=evaluate(pruned, test, quiet=True)["accuracy"],
-                       acc_finetuned=None, finetune_epochs=0, score_seconds=None, forward_seconds=None)
+                       acc_finetuned=None, finetune_epochs=0, score_seconds=None, forward_seconds=None,
+                       **end_stamp(stamp))
             records.append(row)
             pruned_models[("tp-default", scope, target)] = pruned
             print(f"{'tp-default':>16} {scope:>7} −{target:.0%}: MACs −{row['macs_reduction']:.1%} "
                   f"cut {acc_cut:.4f} recal {row['acc_recalibrated']:.4f}", flush=True)
 
     finetuned = []
-    save(args, result_of(args, model, acc_original, test, records + finetuned, partial=True))
+    save(args, result_of(args, model, acc_original, test, records + finetuned, run, partial=True))
     for scope in args.scopes:
         for target in args.finetune_targets:
             ours = sorted((r for r in records if r["scope"] == scope and r["target_macs_reduction"] == target
@@ -151,27 +158,30 @@ def main() -> None:
                     and r["target_macs_reduction"] == target]
             for row in base + ours:
                 m = copy.deepcopy(pruned_models[(row["criterion"], scope, target)])
+                stamp = begin_stamp()
                 start = time.perf_counter()
                 total = max(args.finetune_epochs)
 
-                def after_epoch(model_, epoch, row=row, start=start):
+                def after_epoch(model_, epoch, row=row, start=start, stamp=stamp):
                     if epoch + 1 in args.finetune_epochs:
                         acc = evaluate(model_, test, quiet=True)["accuracy"]
                         model_.train()
                         finetuned.append({**row, "acc_finetuned": acc, "finetune_epochs": epoch + 1,
                                           "finetune_schedule": f"epoch {epoch + 1} of one {total}-epoch cosine run",
-                                          "finetune_seconds": time.perf_counter() - start})
+                                          "finetune_seconds": time.perf_counter() - start, **end_stamp(stamp)})
                         print(f"{row['criterion']:>16} {row['scope']:>7} −{row['target_macs_reduction']:.0%}: "
                               f"{epoch + 1} epochs → {acc:.4f}", flush=True)
-                        save(args, result_of(args, model, acc_original, test, records + finetuned, partial=True))
+                        save(args, result_of(args, model, acc_original, test, records + finetuned, run,
+                                             partial=True))
                 finetune(m, train, total, lr=0.01, seed=0, quiet=True, on_epoch_end=after_epoch)
     records += finetuned
-    out = save(args, result_of(args, model, acc_original, test, records, partial=False))
+    out = save(args, result_of(args, model, acc_original, test, records, run, partial=False))
     print(f"wrote {out}")
 
 
-def result_of(args, model, acc_original, test, records, partial: bool) -> dict:
-    return {"machine": machine(), "model": args.model, "acc_original": acc_original,
+def result_of(args, model, acc_original, test, records, run: dict, partial: bool) -> dict:
+    return {"machine": machine(), "provenance": {"run": end_stamp(run)}, "model": args.model,
+            "acc_original": acc_original,
             "test_images": len(test), "recalibration_images": 4096, "partial": partial,
             "finetune": f"SGD lr 0.01, one {max(args.finetune_epochs)}-epoch cosine run evaluated after epochs "
                         f"{args.finetune_epochs}, batch 128, full 60k train set; only tp-default and the "

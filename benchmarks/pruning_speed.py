@@ -1,13 +1,16 @@
 """CPU speed of the pruned architectures of benchmarks/pruning_criteria.py, measured quietly.
 
-Latency needs an otherwise idle machine, which the long accuracy benchmark (fine-tuning for an
-hour) cannot promise, so speed has its own pass: it rebuilds every pruned architecture of the
-results file (same seed → same scores → same cuts; torch-pruning's default likewise), measures
-batch-64 and batch-1 latency against the original under ``torch.inference_mode()`` after warm-up,
-interleaving original and pruned in rounds, and writes median and minimum speed-ups into the same
-records. It also measures channel rounding (``round_to`` 8) on the L1 cuts, to show where it pays.
+Latency needs a quiet machine, which the long accuracy benchmark (fine-tuning for an hour) cannot
+promise, so speed has its own pass: it waits until the 1-minute load is at most half the cores
+(``--wait-quiet``; it refuses to time a busy machine unless ``--allow-busy``), rebuilds every pruned
+architecture of the results file (same seed → same scores → same cuts; torch-pruning's default
+likewise), measures batch-64 and batch-1 latency against the original under
+``torch.inference_mode()`` after warm-up, interleaving original and pruned in rounds, and writes
+median and minimum speed-ups into the same records, each latency with its threads and load. It also
+measures channel rounding (``round_to`` 8) on the L1 cuts, to show where it pays. The pass's stamp
+is ``provenance.speed`` in the results file; the accuracy run's stamps stay as they were.
 
-Usage: python benchmarks/pruning_speed.py --root ../shared/data/fashion-mnist
+Usage: python benchmarks/pruning_speed.py --root ../shared/data/fashion-mnist [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,19 +28,26 @@ from pruning_criteria import RESULTS, machine, tp_default_prune  # noqa: E402
 from neurotomy.data import load_dataset
 from neurotomy.files import write_json  # noqa: E402
 from neurotomy.measure import interleaved_latency  # noqa: E402
+from neurotomy.provenance import merge_part, run_stamp  # noqa: E402
+from neurotomy.timing import require_quiet_machine  # noqa: E402
 from neurotomy.models.summary import count_macs_params  # noqa: E402
 from neurotomy.loading import load_model  # noqa: E402
 from neurotomy.scores import get_criterion  # noqa: E402
 from neurotomy.surgery.filters import prune_filters  # noqa: E402
 
 
-def speedups(original, pruned, shape) -> dict:
-    out = {}
+def speedups(original, pruned, shape, threads: int | None = None) -> dict:
+    out, loads = {}, []
     for batch in (64, 1):
-        a, b = interleaved_latency([original, pruned], shape, batch, rounds=9, repeats=3 if batch > 1 else 20)
+        a, b = interleaved_latency([original, pruned], shape, batch, rounds=9, repeats=3 if batch > 1 else 20,
+                                   threads=threads)
         out[f"speedup_batch{batch}"] = a["median_ms"] / b["median_ms"]
         out[f"speedup_batch{batch}_min"] = a["min_ms"] / b["min_ms"]
         out[f"latency_batch{batch}_ms"] = {"original": a, "pruned": b}
+        out["speed_threads"] = a["threads"]
+        loads += a["load_average"]
+    # 1-minute load at the first round and after the last ("speed_": a record's own stamp is its accuracy run's)
+    out["speed_load_average"] = [loads[0], loads[-1]]
     return out
 
 
@@ -48,15 +58,32 @@ def main() -> None:
     parser.add_argument("--criteria", nargs="*", default=None,
                         help="which criteria to time (default: tp-default, l1, random and the two best by "
                              "recalibrated accuracy at the first target); the others keep speedup null")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for timing (default: torch's; 1 for a shared machine)")
+    parser.add_argument("--wait-quiet", type=float, default=600,
+                        help="seconds to wait for a load ≤ half the cores before timing (default 600)")
+    parser.add_argument("--allow-busy", action="store_true", help="time even if the machine stays busy")
     args = parser.parse_args()
     path = Path(args.results)
     result = json.loads(path.read_text())
     model = load_model(result["model"])
     shape = model.neurotomy_meta.input_shape
     train = load_dataset(model.neurotomy_meta.dataset, root=args.root, split="train")
+    timed = set(args.criteria or default_criteria(result["records"]))
+    require_quiet_machine(args.wait_quiet, args.allow_busy)
+    with run_stamp() as stamp:
+        rounding = time_records(result, model, shape, train, timed, args.threads)
+    merge_part(result, "speed", {"speed_machine": machine(), "speed_criteria": sorted(timed), "round_to": rounding},
+               stamp)
+    write_json(path, result)
+    print(f"updated {path}")
+
+
+def time_records(result: dict, model, shape, train, timed: set[str], threads: int | None) -> list[dict]:
+    """Speed-ups of the timed criteria's records (written into them) and of L1 cuts with and without
+    ``round_to=8`` (returned)."""
     cache: dict = {}
     scores_cache: dict = {}
-    timed = set(args.criteria or default_criteria(result["records"]))
     for record in result["records"]:
         key = (record["criterion"], record["scope"], record["target_macs_reduction"])
         if record["criterion"] not in timed:
@@ -71,7 +98,7 @@ def main() -> None:
                 pruned = prune_filters(model, scores_cache[name], target_macs=target, scope=scope).model
             macs = count_macs_params(pruned, shape)[0]
             assert abs(model_macs(model, shape) / macs - record["macs_ratio"]) < 1e-6, key  # same architecture
-            cache[key] = speedups(model, pruned.eval(), shape)
+            cache[key] = speedups(model, pruned.eval(), shape, threads)
             print(f"{name:>16} {scope:>7} −{target:.0%}: b64 {cache[key]['speedup_batch64']:.2f}× "
                   f"(min {cache[key]['speedup_batch64_min']:.2f}×) b1 {cache[key]['speedup_batch1']:.2f}× "
                   f"for MACs {record['macs_ratio']:.2f}×", flush=True)
@@ -87,16 +114,12 @@ def main() -> None:
                 rounding.append({"target_macs_reduction": target, "round_to": round_to, "error": str(exc)})
                 continue
             row = {"target_macs_reduction": target, "round_to": round_to, "macs_reduction": res.macs_reduction,
-                   "macs_ratio": 1 / (1 - res.macs_reduction), **speedups(model, res.model.eval(), shape)}
+                   "macs_ratio": 1 / (1 - res.macs_reduction), **speedups(model, res.model.eval(), shape, threads)}
             row["speedup_to_macs_ratio"] = row["speedup_batch64"] / row["macs_ratio"]
             rounding.append(row)
             print(f"l1 uniform −{target:.0%} round_to={round_to}: MACs {row['macs_ratio']:.2f}× "
                   f"b64 {row['speedup_batch64']:.2f}×", flush=True)
-    result["speed_machine"] = machine() + ", measured on an otherwise idle machine"
-    result["speed_criteria"] = sorted(timed)
-    result["round_to"] = rounding
-    write_json(path, result)
-    print(f"updated {path}")
+    return rounding
 
 
 def default_criteria(records: list[dict]) -> list[str]:

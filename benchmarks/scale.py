@@ -18,8 +18,10 @@ Three measurements on zoo:resnet20-fmnist and the full Fashion-MNIST (60k traini
    the original and of an L1 −50 % MACs cut (also with channels rounded to multiples of 8), then
    onnxruntime latency at batch 64 and 1, interleaved.
 
-The machine: 2 CPU cores shared with other jobs (the load average is recorded at every step),
-no GPU. Results are saved after every step to benchmarks/results/scale.json (+ scale.png).
+The machine: 2 CPU cores, no GPU, often shared with other jobs: the 1-minute load average is
+recorded at every step, and the run's stamp (commit, date, argv, threads, load at its start and at
+its last save) is ``provenance.run``. Results are saved after every step to
+benchmarks/results/scale.json (+ scale.png).
 
 Usage: python benchmarks/scale.py --root ../shared/data/fashion-mnist [--quick]
 """
@@ -45,8 +47,7 @@ MODEL = "zoo:resnet20-fmnist"
 
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None,
-            "torch": torch.__version__, "shared": "2 cores shared with 5 other engineers' jobs while measured",
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+            "torch": torch.__version__, "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def _proc_status_kb(field: str) -> int:
@@ -242,7 +243,9 @@ def main() -> None:
         return child_throughput(args.root, args.probe_images, args.finetune_images)
 
     from neurotomy.files import write_json
+    from neurotomy.provenance import begin_stamp, end_stamp
 
+    run = begin_stamp()
     out = Path(args.out)
     sizes = (1000, 6000) if args.quick else (10_000, 60_000)
     probe_images, finetune_images = (512, 256) if args.quick else (args.probe_images, args.finetune_images)
@@ -252,6 +255,7 @@ def main() -> None:
                                   "memory at the full 10k/60k sizes"}
 
     def save() -> None:
+        result["provenance"] = {"run": end_stamp(run)}
         write_json(out, result)
         plot(result, out.with_suffix(".png"))
 

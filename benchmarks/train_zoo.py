@@ -1,7 +1,8 @@
 """Train the shipped zoo models with the exact CLI commands below and record what they measured.
 
 Usage: python benchmarks/train_zoo.py --root ../shared/data/fashion-mnist [--only NAME]
-Writes src/neurotomy/assets/zoo/NAME.safetensors and benchmarks/results/zoo.json.
+Writes src/neurotomy/assets/zoo/NAME.safetensors and benchmarks/results/zoo.json; each entry carries
+the stamp of its training run (commit, date, argv, threads, load average at its start and end).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from neurotomy.provenance import begin_stamp, end_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO_DIR = REPO / "src" / "neurotomy" / "assets" / "zoo"
@@ -45,9 +48,11 @@ def main() -> None:
             continue
         out = REPO / "build" / f"{name}.safetensors"
         out.parent.mkdir(exist_ok=True)
+        stamp = begin_stamp()
         start = time.perf_counter()
         subprocess.run([exe, *cmd[1:], "--out", str(out), "--quiet"], check=True)
         seconds = time.perf_counter() - start
+        stamp = end_stamp(stamp)
         check = subprocess.run([exe, "evaluate", str(out), "--json", "--quiet",
                                 *(["--root", args.root] if "fmnist" in name else [])],
                                check=True, capture_output=True, text=True)
@@ -59,6 +64,7 @@ def main() -> None:
             "test_accuracy": metrics["accuracy"], "test_images": metrics["n"],
             "train_seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads default, no GPU",
+            **stamp,
         }
         print(name, results[name])
         # re-read so that entries trained concurrently by another invocation are kept

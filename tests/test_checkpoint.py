@@ -79,12 +79,6 @@ def test_failed_write_leaves_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 
-def test_zoo_models_load():
-    model = load_model("zoo:lenet5-digits")
-    assert model.neurotomy_meta.dataset == "digits"
-    assert model.neurotomy_meta.metrics["test"]["accuracy"] >= 0.95
-
-
 def test_header_length_that_looks_like_pickle_opcode(tmp_path):
     """A header of length 0x..80 starts with byte 0x80, the pickle protocol opcode."""
     model = build_model("lenet5", **ARGS)

@@ -21,6 +21,8 @@ def test_compare_models_record():
             t = record[side][key]
             assert 0 < t["min_ms"] <= t["median_ms"]
     assert record["threads"] == torch.get_num_threads()
+    assert len(record["load_average"]) == 2 and isinstance(record["machine_busy"], bool)
+    assert record["original"]["latency_b8"]["load_average"] == record["pruned"]["latency_b8"]["load_average"]
     assert record["speedup_batch8"] == record["original"]["latency_b8"]["median_ms"] / record["pruned"]["latency_b8"]["median_ms"]
 
 
@@ -38,3 +40,13 @@ def test_latency_leaves_models_in_eval_and_untouched():
     interleaved_latency([model], (1, 28, 28), batch_size=2, rounds=2, repeats=1)
     assert not model.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_compare_models_single_threaded_and_without_latency():
+    model = build_model("lenet5", 1, 10, 28).eval()
+    before = torch.get_num_threads()
+    record = compare_models(model, model, (1, 28, 28), latency_batches=(2,), threads=1)
+    assert record["threads"] == 1 and record["original"]["latency_b2"]["threads"] == 1
+    assert torch.get_num_threads() == before
+    record = compare_models(model, model, (1, 28, 28), latency_batches=())
+    assert record["load_average"] is None and record["threads"] == before

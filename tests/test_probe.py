@@ -32,6 +32,27 @@ def test_unknown_layer():
         Probe(nn.Linear(1, 1), ["nope"])
 
 
+def test_gradient_replacement_against_a_hand_computation():
+    """Scale the gradient at the ReLU's output per unit; the first layer's weight gradient is then
+    ((r ⊙ 1[z > 0])ᵀ x) with r the scaled ∂L/∂h = w₂ — by hand — while the last layer's is untouched."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    x = torch.randn(5, 3)
+    scale = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    with Probe(model, ["1"], on_grad=lambda n, o, g: g * scale):
+        model(x).sum().backward()
+    with torch.no_grad():
+        z = model[0](x)
+        h = z.relu()
+        replaced = model[2].weight.expand(5, 4) * scale  # ∂(Σ out)/∂h = w₂ for every image, then scaled
+        dz = replaced * (z > 0)
+    assert 0 < int((z > 0).sum()) < z.numel()  # the ReLU gate matters
+    torch.testing.assert_close(model[0].weight.grad, dz.T @ x)
+    torch.testing.assert_close(model[0].bias.grad, dz.sum(0))
+    torch.testing.assert_close(model[2].weight.grad, h.sum(0, keepdim=True))
+    assert all(not m._forward_hooks for m in model.modules())
+
+
 def test_gradient_replacement():
     # on_grad may return the gradient to propagate instead (how neurotomy.grad_mask filters it).
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))

@@ -13,7 +13,8 @@ from neurotomy.checkpoint import ModelMeta, save_checkpoint
 from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.loading import load_checkpoint, load_model
-from neurotomy.models import build_model
+from neurotomy.models import build_model, register_model
+from neurotomy.models.data_fit import check_data_fits
 from neurotomy.train import TrainConfig, evaluate, fit
 from neurotomy.version import __version__
 
@@ -36,6 +37,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neurotomy' has no attribute {name!r}")
 
 
-__all__ = ["ModelMeta", "NeurotomyError", "TrainConfig", "__version__", "attribute", "build_model", "dissect", "evaluate", "fit",
+__all__ = ["ModelMeta", "NeurotomyError", "TrainConfig", "__version__", "attribute", "build_model", "check_data_fits", "dissect", "evaluate", "fit",
            "get_criterion", "load_checkpoint", "load_dataset", "load_model", "patch", "prune_filters",
-           "save_checkpoint", "split"]
+           "register_model", "save_checkpoint", "split"]

@@ -28,5 +28,26 @@ class PruningError(NeurotomyError):
     """A pruning request is impossible (ratio, target, layer, untraceable op)."""
 
 
+class ScoresError(NeurotomyError):
+    """A scores file is missing or corrupt, or its scores do not fit the model they are applied to."""
+
+
 class OptionError(NeurotomyError):
     """An option's value is unknown or out of range (a training rule, an attack budget)."""
+
+
+class TrainingError(NeurotomyError):
+    """Training cannot go on (the loss became NaN/inf or exploded)."""
+
+
+class ResumeError(NeurotomyError):
+    """``--resume`` finds no state file, an unreadable one, or one written with other settings."""
+
+
+class WorseResultError(NeurotomyError):
+    """A result is worse than what it would replace (refused unless forced)."""
+
+
+class NeurotomyWarning(UserWarning):
+    """Something a user should know that does not stop the work (a model file changed since its
+    checkpoint was saved, a layer left out of a prune); the CLI prints it on one line."""

@@ -26,8 +26,11 @@ from torch import nn
 from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import model_input_shape
+from neurotomy.validate import int_between, output_file, positive_float
 
 OPSET = 17
+OPSETS = (7, 20)
+"""Lowest and highest ONNX opset torch's TorchScript exporter writes."""
 
 
 def _onnxruntime():
@@ -41,6 +44,9 @@ def _onnxruntime():
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] | None = None,
                 tolerance: float = 1e-4, opset: int = OPSET, seed: int = 0) -> dict:
     """Write ``model`` as ONNX to ``path`` and check it in onnxruntime; returns what was measured."""
+    opset = int_between(opset, "opset", *OPSETS)
+    path = output_file(path, "path")  # before the export runs, not after
+    tolerance = positive_float(tolerance, "tolerance")
     ort = _onnxruntime()
     shape = input_shape or model_input_shape(model)
     if shape is None:
@@ -68,7 +74,6 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     if diff > tolerance:
         raise NeurotomyError(f"the ONNX graph disagrees with PyTorch by {diff:.2e} (> {tolerance}); "
                              "not written — report this model to the neurotomy issue tracker")
-    path = Path(path)
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return {"path": str(path), "bytes": len(data), "opset": opset, "max_abs_diff": diff}
 

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy import validate
 from neurotomy.data.batches import iterate_batches, num_batches
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
-from neurotomy.train import TrainConfig, fit
+from neurotomy.train import RunState, TrainConfig, fit
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -31,6 +32,8 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
                           seed: int = 0, quiet: bool = False) -> int:
     """Re-estimate every BatchNorm's running statistics as an exact average over ``images``
     training images (momentum=None → cumulative mean); returns how many images were used."""
+    images = validate.positive_int(images, "images")  # 0 would reset every statistic and measure none
+    batch_size = validate.positive_int(batch_size, "batch_size")
     bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
     if not bns:
         return 0
@@ -57,11 +60,16 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
 
 def finetune(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.01, batch_size: int = 128,
              seed: int = 0, teacher: nn.Module | None = None, quiet: bool = False,
-             max_images: int | None = None, on_epoch_end=None) -> list[dict]:
+             max_images: int | None = None, on_epoch_end=None, state: RunState | None = None,
+             state_key: str = "finetune") -> list[dict]:
     """Fine-tune in place with SGD + cosine decay from ``lr``; with ``teacher``, distil from it
-    (Hinton et al. 2015: KL at temperature 4, weight 0.5, plus the hard-label loss)."""
-    if epochs <= 0:
+    (Hinton et al. 2015: KL at temperature 4, weight 0.5, plus the hard-label loss). With ``state``,
+    each epoch is saved under ``state_key`` and an interrupted fine-tune continues from it."""
+    epochs = validate.non_negative_int(epochs, "epochs")
+    lr = validate.positive_float(lr, "lr")
+    if epochs == 0:
         return []
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="cosine",
                          quiet=quiet, max_images=max_images)
-    return fit(model, data, config, teacher=teacher, on_epoch_end=on_epoch_end, description="fine-tune")
+    return fit(model, data, config, teacher=teacher, on_epoch_end=on_epoch_end, description="fine-tune",
+               state=state, state_key=state_key)

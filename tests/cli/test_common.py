@@ -15,7 +15,7 @@ def test_workers_must_be_a_count(capsys):
     assert p.parse_args(["--workers", "3"]).workers == 3
     with pytest.raises(SystemExit) as exit_:
         p.parse_args(["--workers", "-1"])
-    assert exit_.value.code == 2 and "is not a number of processes >= 0" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "expected an integer ≥ 0" in capsys.readouterr().err
 
 
 def test_data_for_needs_a_dataset_name():

@@ -25,7 +25,7 @@ ARGS = ["--epochs", "1", "--lr", "0.01", "--seed", "4", "--data", "fashion-mnist
 @pytest.mark.parametrize("argv,needle", [
     (["evaluate", "missing.safetensors"], "no such checkpoint"),
     (["evaluate", "zoo:nothing"], "no zoo model"),
-    (["info", "resnet21"], "not a checkpoint, zoo:NAME or architecture"),
+    (["info", "resnet21"], "is not a model"),
     (["evaluate", "zoo:lenet5-digits", "--data", "imagenet-42"], "unknown dataset"),
     (["evaluate", "zoo:lenet5-digits", "--data", "fashion-mnist", "--root", "/nonexistent"], "no such directory"),
 ])

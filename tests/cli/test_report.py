@@ -5,9 +5,17 @@ import json
 import pytest
 
 from neurotomy.cli import main
+from neurotomy.jobs import dissect
+from neurotomy.jobs.budget import MAX_BUDGET_EPOCHS, finetune_epochs_for
 
 
-def test_dissect_command_writes_the_report(tmp_path, capsys):
+def test_dissect_command_writes_the_report(tmp_path, capsys, monkeypatch):
+    fitted = []  # (seconds elapsed, seconds per epoch) the job measured when it fitted the epochs
+
+    def spy(budget, elapsed_s, epoch_s, **kw):
+        fitted.append((elapsed_s, epoch_s))
+        return finetune_epochs_for(budget, elapsed_s, epoch_s, **kw)
+    monkeypatch.setattr(dissect, "finetune_epochs_for", spy)
     out = tmp_path / "report"
     assert main(["dissect", "zoo:lenet5-digits", "--budget", "0.3", "--target-macs", "0.4", "--criterion", "fpgm",
                  "--scope", "global", "--seed", "3", "--out", str(out), "--quiet"]) == 0
@@ -16,7 +24,9 @@ def test_dissect_command_writes_the_report(tmp_path, capsys):
     assert (report["criterion"], report["scope"], report["seed"], report["target_macs"]) == ("fpgm", "global", 3, 0.4)
     # a minutes budget: the fast preset's data and criteria, fine-tune epochs fitted to the time left
     assert report["budget"]["minutes"] == 0.3 and report["train_images"] == 1437
-    assert 0 <= report["finetune_epochs"] <= 10
+    # fitted once: what is left of 0.3 min less a 30 % reserve, over the measured cost of an epoch
+    (elapsed, epoch_seconds), = fitted
+    assert report["finetune_epochs"] == max(0, min(MAX_BUDGET_EPOCHS, int((0.3 * 60 * 0.7 - elapsed) // epoch_seconds)))
     stages = next(s for s in report["sections"] if s["id"] == "pruning")["tables"][0]["rows"]
     assert any("fine-tune" in row[0] for row in stages) == (report["finetune_epochs"] > 0)
     # the fast settings measure latency: the verdict's "faster by" is the batch-64 speed-up of the record
@@ -40,7 +50,7 @@ def test_demo_dissects_the_shipped_resnet20(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--budget", "soon"], "positive number of minutes"),
-    (["--target-macs", "1.5"], "between 0 and 1"),
+    (["--target-macs", "1.5"], "expected a fraction in (0, 1)"),
     (["--criterion", "l7"], "unknown criterion"),
     (["--data", "imagenet-42"], "unknown dataset"),
 ])

@@ -36,9 +36,7 @@ def test_workers_read_the_same_batches_in_worker_processes(restore_workers):
 def test_cli_workers_flag_sets_the_default(restore_workers):
     assert main(["evaluate", "zoo:lenet5-digits", "--max-images", "32", "--workers", "1", "--quiet"]) == 0
     assert batches._defaults["workers"] == 1
-    with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "zoo:lenet5-digits", "--workers", "-1"])
-    assert exit_info.value.code == 2
+    assert main(["evaluate", "zoo:lenet5-digits", "--workers", "-1"]) == 2  # argparse's status, returned
     with pytest.raises(ValueError):
         set_default_workers(-1)
 

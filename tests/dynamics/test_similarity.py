@@ -29,6 +29,38 @@ def test_linear_cka_formula_identity_and_invariances(xy):
     assert linear_cka(x, torch.randn(60, 7, dtype=torch.float64)) < linear_cka(x, y)
 
 
+def numpy_rbf_cka(x, y, sigma_scale=0.8):
+    """CKA with Gaussian kernels from Gretton et al.'s (biased) HSIC, tr(K H L H) / (n − 1)², written
+    from the definitions: k(a, b) = exp(−‖a − b‖² / 2σ²), σ = 0.8 × the median pairwise distance.
+
+    "Median" as the module takes it, torch.median's: of an even count, the lower of the two middle
+    distances (numpy's median averages them, which moves CKA by ~6e-4 on the 12-sample case)."""
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+
+    def gram(a):
+        squared = np.array([[float(((a[i] - a[j]) ** 2).sum()) for j in range(n)] for i in range(n)])
+        distances = np.sort(np.sqrt(squared[~np.eye(n, dtype=bool)]))
+        sigma = sigma_scale * distances[(len(distances) - 1) // 2]
+        return np.exp(-squared / (2 * sigma ** 2))
+
+    def hsic(k, l):
+        return np.trace(k @ h @ l @ h) / (n - 1) ** 2
+    k, l = gram(x), gram(y)
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def test_rbf_cka_against_gretton_hsic(xy):
+    x, y = xy
+    tiny_x, tiny_y = x[:12], torch.tanh(y[:12]) ** 2  # a nonlinear relation, where the kernel matters
+    expected = numpy_rbf_cka(tiny_x.numpy(), tiny_y.numpy())
+    assert rbf_cka(tiny_x, tiny_y) == pytest.approx(expected, abs=1e-10)
+    assert abs(expected - numpy_linear_cka(tiny_x.numpy(), tiny_y.numpy())) > 0.01  # not the linear CKA
+    assert rbf_cka(x, y) == pytest.approx(numpy_rbf_cka(x.numpy(), y.numpy()), abs=1e-10)
+    assert 0.05 < rbf_cka(x, y) < 0.95  # an informative toy case, away from the ends
+    assert rbf_cka(x, torch.randn(60, 7, dtype=torch.float64)) < rbf_cka(x, y)
+
+
 def test_rbf_cka_identity_and_orthogonal_invariance(xy):
     x, y = xy
     assert rbf_cka(x, x) == pytest.approx(1.0)

@@ -92,3 +92,40 @@ def test_a_failed_render_leaves_no_partial_html(tmp_path, monkeypatch, tiny_repo
         html.write_report(tiny_report, tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["report.json"]  # complete JSON, no HTML, no temporary file
+
+
+def _without_timings(value):
+    """The report as two runs of the same dissection must agree on it: no timings, no machine."""
+    if isinstance(value, dict) and "columns" in value and "rows" in value:  # a table: drop its timing columns
+        timed = [i for i, c in enumerate(value["columns"]) if c.get("format") == "seconds"]
+        rows = [[x for i, x in enumerate(row) if i not in timed] for row in value["rows"]]
+        return {**_without_timings({k: v for k, v in value.items() if k != "rows"}), "rows": rows}
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items()
+                if "seconds" not in k and k not in ("machine", "files") and value.get("id") != "run"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value if not (isinstance(v, dict) and v.get("id") == "run")]
+    return value
+
+
+def test_an_interrupted_dissection_resumes_to_the_same_report(tiny_report, tmp_path, monkeypatch):
+    import neurotomy.jobs.dissect as job
+    from neurotomy.train import RunState
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    model, train, test = load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test")
+    out = tmp_path / "dissect"
+    run = dict(out_dir=out, budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits")
+    subset_records = job.subset_records
+    monkeypatch.setattr(job, "subset_records", killed)
+    with pytest.raises(RuntimeError), RunState.beside(out) as state:
+        dissect(model, train, test, **run, state=state)
+    monkeypatch.setattr(job, "subset_records", subset_records)
+    monkeypatch.setattr(job, "dynamics_records", killed)  # a finished stage is loaded, not rerun
+    with RunState.beside(out, resume=True) as state:
+        dissect(model, train, test, **run, state=state)
+    assert not state.path.exists()
+    resumed = json.loads((out / "report.json").read_text())
+    assert _without_timings(resumed) == _without_timings(tiny_report)

@@ -4,20 +4,48 @@ from torch import nn
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
 from neurotomy.models import build_model
+from neurotomy.jobs import schedules
 from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
+from neurotomy.scores import get_criterion
 from neurotomy.train import TrainConfig, evaluate
 
 ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 8}
 
 
-def test_iterative_reaches_target_of_original_macs():
+def test_iterative_reaches_target_of_original_macs_rescoring_each_step(monkeypatch):
     model = build_model("resnet20", **ARGS).eval()
     model.neurotomy_meta = ModelMeta("resnet20", ARGS)
     data = load_dataset("digits")
+    scored = []  # per step: the model as it was scored, its L1 norms by hand, and the scores
+
+    def spy(name):
+        criterion = get_criterion(name)
+
+        def score(current, *args, **kw):
+            l1 = {n: m.weight.detach().abs().sum((1, 2, 3)).double() for n, m in current.named_modules()
+                  if isinstance(m, nn.Conv2d)}
+            scored.append((l1, criterion(current, *args, **kw)))
+            return scored[-1][1]
+        return score
+    monkeypatch.setattr(schedules, "get_criterion", spy)
     result = prune_iteratively(model, "l1", data, target_macs=0.6, steps=3, quiet=True)
     assert abs(result.macs_reduction - 0.6) <= 0.015
-    # three rounds of cuts in the recipe, each re-scored on the then-current model
-    assert len({step["layer"] for step in result.model.neurotomy_meta.recipe}) >= 3
+    # each step scores the model as the previous cuts left it: its own filters, their own norms
+    assert len(scored) == 3
+    for l1, scores in scored:
+        assert set(scores) == set(l1)
+        for layer, norms in l1.items():
+            torch.testing.assert_close(scores[layer], norms)
+    # so the second step's scores differ from the first's: fewer filters, and some are new values —
+    # a kept filter whose input channels were cut has a smaller norm, which reusing (a subset of)
+    # the first scores could not give
+    first, second = scored[0][1], scored[1][1]
+    assert sum(len(v) for v in second.values()) < sum(len(v) for v in first.values())
+
+    def rescored(layer):
+        return not torch.isclose(second[layer][:, None], first[layer][None, :]).any(1).all()
+    assert any(rescored(layer) for layer in first)
+    # three rounds of cuts in the recipe
     assert len(result.model.neurotomy_meta.recipe) > len(result.cuts)
 
 

@@ -26,6 +26,39 @@ def test_block_removal_runs_with_right_shapes(arch, shape):
         assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in model.parameters())
 
 
+def _output_with_blocks_bypassed(model, x, names):
+    """The model's output with each block ``name`` replaced, by a plain forward hook, by what layer
+    removal promises: the block's shortcut branch applied to its input (``shortcut`` in our ResNets,
+    ``downsample`` in torchvision's), or its input itself when the shortcut is the identity."""
+    handles = []
+    for name in names:
+        block = model.get_submodule(name)
+        branch = getattr(block, "shortcut", None) or getattr(block, "downsample", None) or torch.nn.Identity()
+        handles.append(block.register_forward_hook(lambda module, inputs, output, branch=branch: branch(inputs[0])))
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("arch,shape", [("resnet20", (1, 28, 28)), ("torchvision:resnet18", (3, 32, 32))])
+def test_removed_block_equals_identity_or_shortcut_only(arch, shape):
+    torch.manual_seed(0)
+    model = build_model(arch, shape[0], 10, shape[1]).eval()
+    x = torch.randn(2, *shape)
+    identity = removable_blocks(model)[-1]
+    downsampling = next(b for b in removable_blocks(model, keep_downsampling=False) if b not in removable_blocks(model))
+    with torch.no_grad():
+        full = model(x)
+    for names in ([identity], [downsampling], [identity, downsampling]):
+        expected = _output_with_blocks_bypassed(model, x, names)
+        assert not torch.allclose(expected, full, atol=1e-4)  # the blocks mattered
+        with torch.no_grad():
+            torch.testing.assert_close(remove_blocks(model, names)(x), expected)
+
+
 def test_unknown_block():
     with pytest.raises(PruningError, match="not a residual block"):
         remove_blocks(build_model("resnet20", 1, 10, 28), ["layer9.9"])

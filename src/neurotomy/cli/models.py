@@ -4,53 +4,61 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neurotomy.cli.common import add_common, add_data, add_workers, data_for, print_json
-from neurotomy.data import SPLITS
+from neurotomy import validate
+from neurotomy.cli.common import (CHECKPOINT_OUT, DATA, MODEL, OUT_FILE, POSITIVE, RATE, Checked, add_common, add_data,
+                                  add_dataset_options, add_workers, data_for, dataset_options, print_json)
+from neurotomy.cli.common import add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.data import SPLITS, dataset_specs
 from neurotomy.distributed import is_main_process
 from neurotomy.errors import ModelError
+from neurotomy.export import OPSETS
 from neurotomy.grad_mask import RULES, SITE_KINDS, GradMaskConfig
-from neurotomy.loading import load_model
-from neurotomy.models import ARCHITECTURES, build_model
 from neurotomy.train import AUGMENTATIONS, SCHEDULES
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("info", help="per-layer table: output shape, params, MACs")
-    p.add_argument("model", help="checkpoint, zoo:NAME, or an architecture name")
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--input-size", type=int, default=28)
+    p.add_argument("model", type=MODEL, help="zoo:NAME, a checkpoint, torchvision:NAME, timm:NAME, "
+                   "path/to/file.py:factory, or an architecture name")
+    add_model_options(p)
     p.add_argument("--json", action="store_true")
     add_common(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train an architecture from scratch")
-    p.add_argument("model", help="architecture name (see `neurotomy info`)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--root")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("model", type=MODEL, help="architecture name (see `neurotomy info`)")
+    p.add_argument("--data", required=True, type=DATA, help=f"dataset: {', '.join(dataset_specs())}")
+    p.add_argument("--root", type=Checked(validate.existing_dir))
+    add_dataset_options(p)
+    p.add_argument("--epochs", type=POSITIVE, default=15)
+    p.add_argument("--lr", type=RATE, default=None,
+                   help="peak learning rate (default: 0.1 for neurotomy's architectures, 0.01 for torchvision, "
+                        "timm and your own models); a diverging loss stops the run and says so")
+    p.add_argument("--batch-size", type=POSITIVE, default=128)
     p.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="auto")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=POSITIVE, default=None)
     add_workers(p)
-    p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
+    p.add_argument("--out", required=True, type=CHECKPOINT_OUT, help="checkpoint file to write (.safetensors)")
+    add_resume(p)
     p.add_argument("--grad-mask", action="store_true",
                    help="gradient mask (lateral inhibition, arXiv 2208.06918; our rule): zero weak "
                         "gradients at every ReLU output while training")
     p.add_argument("--grad-mask-rule", choices=list(RULES), default="mean",
                    help="mean: keep |g| >= tau * mean |g| per sample and channel (default); topq: keep "
                         "the top q of each map; act-grad: as mean, scored by |activation * g|")
-    p.add_argument("--grad-mask-tau", type=float, default=1.0, help="threshold factor of mean/act-grad")
-    p.add_argument("--grad-mask-q", type=float, default=0.5, help="fraction of each map kept by topq")
+    p.add_argument("--grad-mask-tau", type=Checked(validate.non_negative_float), default=1.0,
+                   help="threshold factor of mean/act-grad")
+    p.add_argument("--grad-mask-q", type=Checked(validate.fraction, interval="(0, 1]"), default=0.5,
+                   help="fraction of each map kept by topq")
     p.add_argument("--grad-mask-sites", choices=list(SITE_KINDS), default="relu",
                    help="which layers' output gradients are masked")
     add_common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix")
-    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
+    add_model_options(p)
     add_data(p)
     p.add_argument("--split", choices=SPLITS, default="test")
     p.add_argument("--json", action="store_true")
@@ -63,21 +71,24 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("export", help="write an ONNX file, verified against PyTorch in onnxruntime")
-    p.add_argument("model", help="checkpoint or zoo:NAME")
-    p.add_argument("--onnx", required=True, help="ONNX file to write")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--compare", help="another model (e.g. the unpruned one): onnxruntime latency side by side")
+    p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
+    add_model_options(p)
+    p.add_argument("--onnx", required=True, type=OUT_FILE, help="ONNX file to write")
+    p.add_argument("--opset", type=Checked(validate.int_between, low=OPSETS[0], high=OPSETS[-1]), default=17)
+    p.add_argument("--compare", type=MODEL, help="another model (e.g. the unpruned one): onnxruntime latency side by side")
     p.add_argument("--json", action="store_true")
     add_common(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("finetune", help="fine-tune a (pruned) model, optionally distilling from a teacher")
-    p.add_argument("model", help="checkpoint or zoo:NAME")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--teacher", help="checkpoint or zoo:NAME to distil from")
+    p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
+    add_model_options(p)
+    p.add_argument("--epochs", type=POSITIVE, default=3)
+    p.add_argument("--lr", type=RATE, default=0.01)
+    p.add_argument("--teacher", type=MODEL, help="checkpoint or zoo:NAME to distil from")
     add_data(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=CHECKPOINT_OUT)
+    add_resume(p)
     add_common(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -87,7 +98,11 @@ def cmd_info(args) -> None:
     from neurotomy.report.tables import format_layer_table
 
     model, shape = _model_and_shape(args.model, args)
-    table = layer_table(model, shape)
+    try:
+        table = layer_table(model, shape)
+    except RuntimeError as exc:  # e.g. an input smaller than the architecture's kernels and pools
+        raise ModelError(f"{args.model} cannot run on {shape[0]}×{shape[1]}×{shape[2]} inputs "
+                         f"({str(exc).strip().splitlines()[0]}); try a larger --input-size") from None
     if args.json:
         print_json(table.to_dict())
     else:
@@ -95,15 +110,10 @@ def cmd_info(args) -> None:
 
 
 def _model_and_shape(spec: str, args):
-    """A checkpoint/zoo model, or a fresh architecture built for ``--in-channels/--input-size``."""
-    if spec.startswith("zoo:") or Path(spec).suffix == ".safetensors" or Path(spec).exists():
-        model = load_model(spec)
-        return model, model.neurotomy_meta.input_shape
-    if spec in ARCHITECTURES or spec.startswith("torchvision:"):
-        model = build_model(spec, args.in_channels, args.num_classes, args.input_size)
-        return model.eval(), (args.in_channels, args.input_size, args.input_size)
-    raise ModelError(f"{spec}: not a checkpoint, zoo:NAME or architecture; architectures: "
-                     f"{', '.join(ARCHITECTURES)}, torchvision:NAME")
+    """MODEL (:func:`neurotomy.loading.load_model`: a checkpoint, zoo:NAME, torchvision:/timm:,
+    file.py:factory or an architecture built for the model options) and its input shape."""
+    model = load_model_arg(args)
+    return model, model.neurotomy_meta.input_shape
 
 
 def cmd_train(args) -> None:
@@ -119,9 +129,12 @@ def cmd_train(args) -> None:
     if config.grad_mask:
         GradMaskConfig(config.grad_mask_rule, config.grad_mask_tau, config.grad_mask_q,
                        config.grad_mask_sites)  # a bad value fails here, before any data is read
-    model = train_new_model(args.model, args.data, args.root, config)
-    if is_main_process():  # under `accelerate launch` only the main process writes and prints
-        path = save_checkpoint(model, model.neurotomy_meta, args.out)
+    with run_state(args) as state:
+        model = train_new_model(args.model, args.data, args.root, config, data_options=dataset_options(args),
+                                state=state)
+        if is_main_process():  # under `accelerate launch` only the main process writes and prints
+            path = save_checkpoint(model, model.neurotomy_meta, args.out)
+    if is_main_process():
         acc = model.neurotomy_meta.metrics["test"]["accuracy"]
         print(f"test accuracy {acc:.4f} — saved {path}")
 
@@ -130,7 +143,7 @@ def cmd_evaluate(args) -> None:
     from neurotomy.report.tables import format_metrics
     from neurotomy.train import evaluate
 
-    model = load_model(args.model)
+    model = load_model_arg(args)
     data = data_for(model, args, args.split)
     metrics = evaluate(model, data, batch_size=args.batch_size, max_images=args.max_images, quiet=args.quiet)
     if args.json:
@@ -154,14 +167,15 @@ def cmd_zoo(args) -> None:
 def cmd_export(args) -> None:
     from neurotomy.export import export_onnx, onnxruntime_latency
 
-    model = load_model(args.model)
+    model = load_model_arg(args)
+    compare = load_model_arg(args, args.compare) if args.compare else None  # a bad --compare fails before anything is written
     report = export_onnx(model, args.onnx, opset=args.opset, seed=args.seed)
-    if args.compare:
+    if compare is not None:
         import tempfile
 
         shape = model.neurotomy_meta.input_shape
         with tempfile.TemporaryDirectory() as tmp:
-            other = export_onnx(load_model(args.compare), Path(tmp) / "other.onnx", opset=args.opset)
+            other = export_onnx(compare, Path(tmp) / "other.onnx", opset=args.opset)
             mine, theirs = onnxruntime_latency([args.onnx, other["path"]], shape)
         report["onnx_latency_ms"] = {"this": mine, "compare": theirs,
                                      "speedup_batch64": theirs["median_ms"] / mine["median_ms"]}
@@ -181,14 +195,16 @@ def cmd_finetune(args) -> None:
     from neurotomy.recover import finetune
     from neurotomy.train import evaluate
 
-    model = load_model(args.model)
-    teacher = load_model(args.teacher) if args.teacher else None
+    model = load_model_arg(args)
+    teacher = load_model_arg(args, args.teacher) if args.teacher else None
     train, test = data_for(model, args, "train"), data_for(model, args, "test")
     before = evaluate(model, test, quiet=args.quiet)["accuracy"]
-    finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet,
-             max_images=args.max_images)
-    after = evaluate(model, test, quiet=args.quiet)
-    model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
+    with run_state(args) as state:
+        finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet,
+                 max_images=args.max_images, state=state)
+        after = evaluate(model, test, quiet=args.quiet)
+        model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
+        if is_main_process():
+            path = save_checkpoint(model, model.neurotomy_meta, args.out)
     if is_main_process():
-        path = save_checkpoint(model, model.neurotomy_meta, args.out)
         print(f"accuracy {before:.4f} → {after['accuracy']:.4f} — wrote {path}")

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neurotomy.cli.common import add_common, add_data, data_for, print_json
+from neurotomy import validate
+from neurotomy.cli.common import (CHECKPOINT_OUT, COUNT, MODEL, OUT_DIR, OUT_FILE, POSITIVE, RATE, Checked,
+                                  add_common, add_data, data_for, print_json)
+from neurotomy.cli.common import add_force, add_model_options, add_resume, load_model_arg, run_state
 from neurotomy.data import SPLITS
 from neurotomy.distributed import is_main_process
 from neurotomy.dynamics.layer_rules import LAYER_RULES
-from neurotomy.loading import load_model
 from neurotomy.surgery.planner import SCOPES
+
+
+def _criteria():
+    from neurotomy.scores import CRITERIA
+
+    return CRITERIA
+
+
+CRITERION = Checked(validate.known_name, names=_criteria, kind="criterion")
+LAYER = Checked(validate.identifier, kind="layer name")
 
 
 def add_parsers(sub) -> None:
@@ -19,54 +31,61 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_criteria)
 
     p = sub.add_parser("score", help="score every conv filter with one criterion")
-    p.add_argument("model", help="checkpoint or zoo:NAME")
-    p.add_argument("--criterion", required=True, help="see `neurotomy criteria`")
+    p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
+    add_model_options(p)
+    p.add_argument("--criterion", required=True, type=CRITERION, help="see `neurotomy criteria`")
     add_data(p)
-    p.add_argument("--out", required=True, help="scores file to write (.npz)")
+    p.add_argument("--out", required=True, type=OUT_FILE, help="scores file to write (.npz)")
     add_common(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("prune", help="remove the lowest-scoring filters, recover, measure")
-    p.add_argument("model", help="checkpoint or zoo:NAME")
-    p.add_argument("--criterion", default="l1", help="see `neurotomy criteria` (default l1)")
+    p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
+    add_model_options(p)
+    p.add_argument("--criterion", default="l1", type=CRITERION, help="see `neurotomy criteria` (default l1)")
     amount = p.add_argument_group("amount (exactly one)")
-    amount.add_argument("--target-macs", type=float, help="MACs reduction to reach, e.g. 0.5 removes half")
-    amount.add_argument("--target-params", type=float, help="parameter reduction to reach")
-    amount.add_argument("--ratio", type=float, help="fraction of channels to remove")
-    amount.add_argument("--layers", help=f"remove residual blocks: {', '.join(LAYER_RULES)}, or NAME,NAME")
-    p.add_argument("--blocks", type=int, help="how many blocks --layers removes (modularity: default by rule)")
-    p.add_argument("--layer-threshold", type=float, default=0.25,
+    reduction = Checked(validate.fraction, interval="(0, 1)")
+    amount.add_argument("--target-macs", type=reduction, help="MACs reduction to reach, e.g. 0.5 removes half")
+    amount.add_argument("--target-params", type=reduction, help="parameter reduction to reach")
+    amount.add_argument("--ratio", type=reduction, help="fraction of channels to remove")
+    amount.add_argument("--layers", type=LAYER, help=f"remove residual blocks: {', '.join(LAYER_RULES)}, or NAME,NAME")
+    p.add_argument("--blocks", type=POSITIVE, help="how many blocks --layers removes (modularity: default by rule)")
+    p.add_argument("--layer-threshold", type=Checked(validate.non_negative_float), default=0.25,
                    help="modularity rule: remove blocks whose ΔQ < this × the curve's mean per-layer rise")
     p.add_argument("--scope", choices=list(SCOPES), default="uniform")
-    p.add_argument("--min-channels", type=int, default=1)
-    p.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    p.add_argument("--min-channels", type=POSITIVE, default=1)
+    p.add_argument("--round-to", type=POSITIVE, default=None, help="keep channel counts multiples of this")
     p.add_argument("--inner-only", action="store_true", help="prune only channels not tied by residual adds")
-    p.add_argument("--ignore", nargs="*", default=None, help="layers to keep whole (default: the classifier)")
-    p.add_argument("--steps", type=int, default=1, help="reach --target-macs in this many re-scored cuts")
-    p.add_argument("--finetune-between", type=int, default=0, help="fine-tune epochs between steps")
-    p.add_argument("--sfp-epochs", type=int, default=0,
+    p.add_argument("--ignore", nargs="*", type=LAYER, default=None, help="layers to keep whole (default: the classifier)")
+    p.add_argument("--steps", type=POSITIVE, default=1, help="reach --target-macs in this many re-scored cuts")
+    p.add_argument("--finetune-between", type=COUNT, default=0, help="fine-tune epochs between steps")
+    p.add_argument("--sfp-epochs", type=COUNT, default=0,
                    help="soft filter pruning: train this many epochs zeroing the lowest-L2 --ratio per layer")
-    p.add_argument("--finetune-epochs", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tune (and SFP) learning rate")
+    p.add_argument("--finetune-epochs", type=COUNT, default=0)
+    p.add_argument("--lr", type=RATE, default=0.01, help="fine-tune (and SFP) learning rate")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
-    p.add_argument("--recalibrate-images", type=int, default=4096)
+    p.add_argument("--recalibrate-images", type=COUNT, default=4096)
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     add_data(p)
-    p.add_argument("--out", required=True, help="pruned checkpoint to write")
+    p.add_argument("--out", required=True, type=CHECKPOINT_OUT, help="pruned checkpoint to write")
+    add_resume(p)
+    add_force(p, "keep the fine-tuned model even when fine-tuning made it less accurate than before "
+                 "(by default the better of the two is kept, and the record says which)")
     p.add_argument("--json", action="store_true")
     add_common(p)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("inspect", help="modularity curve, CKA heatmap and layer table (JSON + PNG)")
-    p.add_argument("model", help="checkpoint or zoo:NAME")
+    p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
+    add_model_options(p)
     add_data(p)
     p.add_argument("--split", choices=SPLITS, default="test")
-    p.add_argument("--per-class", type=int, default=100, help="probe samples per class")
-    p.add_argument("--k", type=int, default=3, help="neighbours per sample in the kNN graph")
-    p.add_argument("--layer-threshold", type=float, default=0.25,
+    p.add_argument("--per-class", type=POSITIVE, default=100, help="probe samples per class")
+    p.add_argument("--k", type=POSITIVE, default=3, help="neighbours per sample in the kNN graph")
+    p.add_argument("--layer-threshold", type=Checked(validate.non_negative_float), default=0.25,
                    help="redundant: ΔQ < this × the curve's mean per-layer rise")
-    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--out", required=True, type=OUT_DIR, help="directory to write")
     add_common(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -86,7 +105,7 @@ def cmd_criteria(args) -> None:
 def cmd_score(args) -> None:
     from neurotomy.scores import get_criterion
 
-    model = load_model(args.model)
+    model = load_model_arg(args)
     criterion = get_criterion(args.criterion)
     data = data_for(model, args, "train") if criterion.needs_data else None
     scores = criterion(model, data, batch_size=args.batch_size, max_images=args.max_images,
@@ -103,7 +122,7 @@ def cmd_prune(args) -> None:
     from neurotomy.jobs.prune import PruneJob
     from neurotomy.report.tables import format_prune_record
 
-    model = load_model(args.model)
+    model = load_model_arg(args)
     job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, ratio=args.ratio,
                    target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
                    round_to=args.round_to, inner_only=args.inner_only,
@@ -112,11 +131,12 @@ def cmd_prune(args) -> None:
                    layers=args.layers, blocks=args.blocks, layer_threshold=args.layer_threshold,
                    steps=args.steps, finetune_between=args.finetune_between, sfp_epochs=args.sfp_epochs,
                    recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
-                   measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet)
-    pruned, record = job.run(model, data_for(model, args, "train"), data_for(model, args, "test"))
-    if not is_main_process():
-        return
-    path = save_checkpoint(pruned, pruned.neurotomy_meta, args.out)
+                   measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet, force=args.force)
+    with run_state(args) as state:
+        pruned, record = job.run(model, data_for(model, args, "train"), data_for(model, args, "test"), state=state)
+        if not is_main_process():
+            return
+        path = save_checkpoint(pruned, pruned.neurotomy_meta, args.out)
     record["checkpoint"] = str(path)
     if args.json:
         print_json(record)
@@ -128,7 +148,7 @@ def cmd_prune(args) -> None:
 def cmd_inspect(args) -> None:
     from neurotomy.jobs.inspect import inspect_model
 
-    model = load_model(args.model)
+    model = load_model_arg(args)
     result = inspect_model(model, data_for(model, args, args.split), Path(args.out), per_class=args.per_class,
                            k=args.k, threshold=args.layer_threshold, seed=args.seed, quiet=args.quiet)
     if not is_main_process():

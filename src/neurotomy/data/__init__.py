@@ -1,49 +1,37 @@
-"""Datasets behind one call: :func:`load_dataset`.
+"""Datasets behind one call, :func:`load_dataset`, and one protocol, :class:`ImageDataset`.
 
-Names:
-    ``digits``           scikit-learn's 8×8 digits, fixed stratified 80/20 split (seed 0).
-    ``fashion-mnist``    Zalando's IDX files; defaults to the balanced subset shipped in the package
-                         (500 train + 200 test images per class), or ``root=`` / ``NEUROTOMY_DATA``.
-    ``image-folder:PATH``  a torchvision ImageFolder tree (PATH/train, PATH/test or PATH itself).
-    ``torchvision:NAME`` a torchvision dataset (downloads; needs internet).
+Sources (a :class:`~neurotomy.registry.Registry`, :data:`DATASET_SOURCES`; see :func:`dataset_specs`):
+    ``digits``             scikit-learn's 8×8 digits, fixed stratified 80/20 split (seed 0).
+    ``fashion-mnist``      Zalando's IDX files with their class names and normalisation; the balanced
+                           subset shipped in the package (500 train + 200 test per class), or
+                           ``root=`` / ``NEUROTOMY_DATA`` for a full copy.
+    ``idx:PATH``           any IDX set (``train-``/``t10k-`` or ``test-`` images and labels files); class
+                           names from ``PATH/classes.txt`` or ``class_names=``; normalisation measured
+                           on its training images.
+    ``image-folder:PATH``  one sub-folder per class (``PATH/train``, ``PATH/test`` or ``PATH`` itself);
+                           grey or RGB detected, ``input_size=N`` resizes and centre-crops.
+    ``torchvision:NAME``   a torchvision dataset already under ``root`` (never downloads).
+
+Every dataset offers ``len``, ``data[i] → (image, label)``, ``targets``, ``classes``,
+``normalization``, ``name`` and ``subset(indices)`` (:mod:`neurotomy.data.dataset`); images as
+tensors come from :func:`batch_at` or :func:`~neurotomy.data.batches.iterate_batches`.
 
 Example:
     >>> ds = load_dataset("digits", split="test")
-    >>> ds.classes[:3], tuple(ds[0][0].shape)
-    (['0', '1', '2'], (1, 8, 8))
+    >>> ds.classes[:3], tuple(ds[0][0].shape), ds.flip_safe
+    (['0', '1', '2'], (1, 8, 8), False)
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from torch.utils.data import Dataset
-
-from neurotomy.data.digits import load_digits
-from neurotomy.data.fashion_mnist import load_fashion_mnist
-from neurotomy.data.folders import load_image_folder, load_torchvision
+# Each source module registers itself in DATASET_SOURCES when imported; the order is the listing's.
+from neurotomy.data import digits, fashion_mnist, idx_sets, folders  # noqa: F401  (registration)
+from neurotomy.data.dataset import ImageDataset, batch_at, in_memory
+from neurotomy.data.sources import DATASET_SOURCES, SPLITS, dataset_source, dataset_specs, load_dataset
 from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
-from neurotomy.errors import DataError
 
-DATASETS = ("digits", "fashion-mnist", "image-folder:PATH", "torchvision:NAME")
-SPLITS = ("train", "test")
+DATASETS = tuple(dataset_specs())
+"""How each registered source is written (``digits``, ``idx:PATH`` …), for help texts."""
 
-
-def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train") -> Dataset:
-    """Load a dataset by name; the result has ``classes`` and ``normalization`` attributes."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if name == "digits":
-        return load_digits(split)
-    if name in ("fashion-mnist", "fmnist"):
-        root = root if root is not None else os.environ.get("NEUROTOMY_DATA")
-        return load_fashion_mnist(Path(root) if root else None, split)
-    if name.startswith("image-folder:"):
-        return load_image_folder(Path(name.split(":", 1)[1]), split)
-    if name.startswith("torchvision:"):
-        return load_torchvision(name.split(":", 1)[1], root, split)
-    raise DataError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
-
-
-__all__ = ["load_dataset", "DATASETS", "SPLITS", "Normalization", "TensorImageDataset"]
+__all__ = ["DATASETS", "DATASET_SOURCES", "ImageDataset", "Normalization", "SPLITS", "TensorImageDataset",
+           "batch_at", "dataset_source", "dataset_specs", "in_memory", "load_dataset"]

@@ -1,9 +1,15 @@
-"""scikit-learn's 8×8 handwritten digits as a :class:`TensorImageDataset`."""
+"""scikit-learn's 8×8 handwritten digits as a :class:`TensorImageDataset`.
+
+A mirrored 2 is no 2: this source does not declare flips label-safe.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from neurotomy.data.sources import dataset_source
 from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
 
 # Pixel values are 0..16; these are the train-split statistics after scaling to [0, 1].
@@ -33,4 +39,10 @@ def load_digits(split: str) -> TensorImageDataset:
         classes=[str(d) for d in range(10)],
         normalization=DIGITS_NORMALIZATION,
         name="digits",
+        flip_safe=False,
     )
+
+
+@dataset_source("digits", flip_safe=False, help="scikit-learn's 8×8 digits, fixed stratified 80/20 split")
+def digits_source(argument: str | None, root: Path | None, split: str) -> TensorImageDataset:
+    return load_digits(split)

@@ -1,54 +1,188 @@
-"""Sources for users with their own images or with internet: ImageFolder and torchvision."""
+"""Images from disk: ``image-folder:PATH`` (one sub-folder per class) and ``torchvision:NAME``
+(a torchvision dataset already on this machine — neurotomy never downloads).
+
+Both read images on demand (:class:`~neurotomy.data.file_dataset.FileImageDataset`) and decide
+once, from the training split, what every image becomes:
+
+- **colour**: grey (1 channel) when every sampled image is single-channel, else RGB (3);
+- **size**: ``input_size=N`` resizes the short side to N and centre-crops N×N; without it every
+  sampled image must already have the same size;
+- **normalisation**: per-channel mean and std measured on at most :data:`NORMALIZATION_SAMPLE`
+  training images, evenly spaced (every class of a sorted folder is in the sample).
+
+``image-folder:PATH`` uses ``PATH/train`` and ``PATH/test`` when ``PATH/train`` exists, else ``PATH``
+for both splits; the class list is the training folder's, so a test folder missing a class keeps
+the same label numbers. Nothing is known of the images, so flips are not declared label-safe.
+``torchvision:NAME`` reads ``root`` (default ``~/.cache/neurotomy/NAME``); flips are label-safe for
+the natural-image datasets in :data:`FLIP_SAFE_TORCHVISION`, not for digits or letters.
+"""
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from pathlib import Path
 
-from neurotomy.data.tensor_dataset import Normalization
+import torch
+
+from neurotomy.data.batches import iterate_batches
+from neurotomy.data.file_dataset import GRAYSCALE_MODES, FileImageDataset, PilFiles, PilFromDataset, PilPixels
+from neurotomy.data.sources import dataset_source, resolve_class_names
+from neurotomy.data.tensor_dataset import Normalization, measure_normalization
 from neurotomy.errors import DataError
 
-# ImageNet statistics: the usual choice for natural RGB images of unknown origin.
-IMAGENET_NORMALIZATION = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+NORMALIZATION_SAMPLE = 2000
+"""Training images the normalisation of data read from disk is measured on (evenly spaced)."""
+LAYOUT_SAMPLE = 256
+"""Images whose colour mode and size are inspected to decide the colour and check the size."""
+FLIP_SAFE_TORCHVISION = frozenset({
+    "CIFAR10", "CIFAR100", "FashionMNIST", "STL10", "ImageNet", "Imagenette", "Food101", "Flowers102",
+    "OxfordIIITPet", "Caltech101", "Caltech256", "FGVCAircraft", "StanfordCars", "DTD", "EuroSAT", "Country211",
+})
+"""torchvision datasets whose labels survive a horizontal mirror (natural images, clothing)."""
 
 
-def _attach(dataset, classes, normalization: Normalization):
-    dataset.classes = list(classes)
-    dataset.normalization = normalization
-    return dataset
+def _evenly_spaced(n: int, count: int) -> torch.Tensor:
+    return torch.linspace(0, n - 1, min(n, count)).round().long().unique()
 
 
-def load_image_folder(path: Path, split: str):
-    """``path/train`` and ``path/test`` if present, else ``path`` for both splits."""
-    from torchvision import datasets, transforms
+def _layout(source, where: str, input_size: int | None) -> tuple[str, tuple[int, int] | None]:
+    """Colour mode (``"L"``/``"RGB"``) for the source's images, and their common size (W, H) when
+    ``input_size`` is None (an error when they differ)."""
+    modes, sizes = set(), set()
+    for i in _evenly_spaced(len(source), LAYOUT_SAMPLE).tolist():
+        image = source.pil(i)
+        modes.add(image.mode)
+        sizes.add(image.size)
+    if input_size is None and len(sizes) > 1:
+        shown = ", ".join(f"{w}×{h}" for w, h in sorted(sizes)[:3])
+        raise DataError(f"{where}: images differ in size ({shown}…); pass --input-size N (input_size=N) to resize "
+                        "and centre-crop them to N×N")
+    return ("L" if modes <= GRAYSCALE_MODES else "RGB"), (next(iter(sizes)) if len(sizes) == 1 else None)
 
-    folder = path / split if (path / split).is_dir() else path
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such directory; give image-folder:PATH with one folder per class")
-    norm = IMAGENET_NORMALIZATION
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(norm.mean, norm.std)])
+
+def _measured(pixels: PilPixels) -> Normalization:
+    """Normalisation measured on an evenly spaced sample of ``pixels`` (images in [0, 1])."""
+    channels = 1 if pixels.mode == "L" else 3
+    raw = FileImageDataset(pixels, torch.zeros(len(pixels), dtype=torch.long), [], Normalization.identity(channels))
+    sample = raw.subset(_evenly_spaced(len(pixels), NORMALIZATION_SAMPLE))
+    return measure_normalization(images for images, _ in iterate_batches(sample, 64))
+
+
+# ---------------------------------------------------------------- image folders
+
+@lru_cache(maxsize=16)
+def _folder_reference(reference: str, input_size: int | None) -> tuple[tuple[str, ...], str, Normalization]:
+    """Class names, colour mode and normalisation of a training folder (measured once per process)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
     try:
-        ds = datasets.ImageFolder(str(folder), transform=tf)
+        classes, class_to_idx = find_classes(reference)
+        samples = make_dataset(reference, class_to_idx, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"{folder}: not an image folder ({exc}); use one sub-folder of images per class") from None
-    return _attach(ds, ds.classes, norm)
+        raise DataError(f"{reference}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder of "
+                        "images per class") from None
+    files = PilFiles([path for path, _ in samples])
+    mode, _ = _layout(files, reference, input_size)
+    return tuple(classes), mode, _measured(PilPixels(files, mode, input_size))
 
 
-def load_torchvision(name: str, root, split: str):
-    """A torchvision dataset by class name (e.g. ``CIFAR10``); downloads into ``root``."""
-    from torchvision import datasets, transforms
+@dataset_source("image-folder", argument="PATH", options=("class_names", "input_size"), flip_safe=False,
+                help="one sub-folder of images per class (PATH/train and PATH/test, or PATH itself)")
+def load_image_folder(argument: str | None, root: Path | None, split: str, class_names=None,
+                      input_size: int | None = None) -> FileImageDataset:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    if argument is None and root is None:
+        raise DataError("image-folder needs a directory: write image-folder:PATH")
+    path = (Path(argument).expanduser() if argument is not None else root).resolve()
+    if not path.is_dir():
+        raise DataError(f"{path}: no such directory; give image-folder:PATH with one folder per class")
+    split_folders = (path / "train").is_dir()
+    folder, reference = (path / split, path / "train") if split_folders else (path, path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such directory; {path} has a train/ folder, so it needs a {split}/ folder "
+                        "with the same class sub-folders")
+    classes, mode, norm = _folder_reference(str(reference), input_size)
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    try:
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{folder}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder per "
+                        "class") from None
+    if not samples:
+        raise DataError(f"{folder}: no images in its class folders ({', '.join(classes)}); "
+                        f"supported files: {', '.join(IMG_EXTENSIONS)}")
+    names = resolve_class_names(len(classes), class_names, None, str(path)) if class_names else list(classes)
+    options = {k: v for k, v in (("class_names", class_names), ("input_size", input_size)) if v is not None}
+    pixels = PilPixels(PilFiles([p for p, _ in samples]), mode, input_size)
+    return FileImageDataset(pixels, torch.tensor([t for _, t in samples], dtype=torch.long), names, norm,
+                            f"image-folder:{path}", root=str(path), options=options, flip_safe=False)
+
+
+# ---------------------------------------------------------------- torchvision datasets
+
+def _torchvision_split(name: str, root: Path, split: str):
+    """The torchvision dataset ``name`` (images as PIL) from ``root``, never downloading."""
+    from torchvision import datasets
 
     cls = getattr(datasets, name, None)
-    if cls is None:
+    if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
         raise DataError(f"torchvision has no dataset {name!r}; use a class name such as CIFAR10 or MNIST")
-    root = Path(root) if root else Path.home() / ".cache" / "neurotomy" / name
-    tf = transforms.ToTensor()
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict = {}
+    if "train" in params:
+        kwargs["train"] = split == "train"
+    elif "split" in params:
+        kwargs["split"] = split
+    if "download" in params:
+        kwargs["download"] = False
     try:
-        ds = cls(str(root), train=(split == "train"), download=True, transform=tf)
-    except Exception as exc:  # network errors come in many types
-        raise DataError(f"torchvision:{name}: could not load or download into {root} ({exc}); "
-                        "check your connection or use --root with a local copy") from None
-    classes = getattr(ds, "classes", [str(i) for i in range(10)])
-    x0 = ds[0][0]
-    norm = Normalization(tuple([0.5] * x0.shape[0]), tuple([0.5] * x0.shape[0]))
-    ds.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(norm.mean, norm.std)])
-    return _attach(ds, classes, norm)
+        return cls(str(root), **kwargs)
+    except (RuntimeError, FileNotFoundError, OSError, ValueError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+        raise DataError(f"torchvision:{name}: no usable local copy under {root} ({reason}); neurotomy never "
+                        f"downloads: fetch it once with torchvision.datasets.{name}(ROOT, download=True) on a "
+                        "connected machine and pass --root ROOT") from None
+
+
+def _torchvision_targets(dataset) -> torch.Tensor:
+    for attr in ("targets", "labels", "_labels"):
+        labels = getattr(dataset, attr, None)
+        if labels is not None:
+            return torch.as_tensor(labels if not isinstance(labels, torch.Tensor) else labels.clone()).long().flatten()
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+@lru_cache(maxsize=8)
+def _torchvision_reference(name: str, root: str, input_size: int | None) -> tuple[str, Normalization]:
+    """Colour mode and normalisation of the training split (measured once per process)."""
+    source = PilFromDataset(_torchvision_split(name, Path(root), "train"))
+    mode, _ = _layout(source, f"torchvision:{name}", input_size)
+    return mode, _measured(PilPixels(source, mode, input_size))
+
+
+@dataset_source("torchvision", argument="NAME", options=("class_names", "input_size"), flip_safe=False,
+                help="a torchvision dataset class already downloaded under --root (never downloads)")
+def load_torchvision(argument: str | None, root: Path | None, split: str, class_names=None,
+                     input_size: int | None = None) -> FileImageDataset:
+    if not argument:
+        raise DataError("torchvision needs a dataset class name: write torchvision:NAME, e.g. torchvision:CIFAR10")
+    root = (root if root is not None else Path.home() / ".cache" / "neurotomy" / argument).resolve()
+    dataset = _torchvision_split(argument, root, split)
+    if len(dataset) == 0:
+        raise DataError(f"torchvision:{argument}: the {split} split under {root} is empty")
+    dataset.transform = None  # PIL images out; PilPixels converts them
+    targets = _torchvision_targets(dataset)
+    mode, norm = _torchvision_reference(argument, str(root), input_size)
+    listed = list(getattr(dataset, "classes", None) or [])
+    count = max(len(listed), int(targets.max()) + 1)
+    names = resolve_class_names(count, class_names, None, f"torchvision:{argument}") if class_names else (
+        [str(c) for c in listed] if len(listed) == count else [str(c) for c in range(count)])
+    options = {k: v for k, v in (("class_names", class_names), ("input_size", input_size)) if v is not None}
+    pixels = PilPixels(PilFromDataset(dataset), mode, input_size)
+    return FileImageDataset(pixels, targets, names, norm, f"torchvision:{argument}", root=str(root),
+                            options=options, flip_safe=argument in FLIP_SAFE_TORCHVISION)
+
+
+__all__ = ["FLIP_SAFE_TORCHVISION", "LAYOUT_SAMPLE", "NORMALIZATION_SAMPLE", "load_image_folder", "load_torchvision"]

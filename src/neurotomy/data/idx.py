@@ -4,6 +4,10 @@ The layout is: two zero bytes, a type code (0x08 = unsigned byte), the number of
 one big-endian uint32 per dimension, then the data. Files may be gzip-compressed. Every way a file
 can be wrong (missing, truncated, bad magic, wrong size) raises :class:`DataError` naming the file.
 
+A split of an IDX set is a pair of files, ``{train,t10k,test}-images-idx3-ubyte[.gz]`` and
+``…-labels-idx1-ubyte[.gz]``: :func:`find_idx_file` finds them, :func:`read_idx_split` reads and
+checks them, :func:`images01` turns the images into a float tensor.
+
 Example:
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte.gz")
@@ -16,15 +20,19 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from neurotomy.errors import DataError
 
 _UBYTE = 0x08
+PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
+"""File-name prefixes of each split: ``train-…``; ``t10k-…`` (MNIST's) or ``test-…``."""
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -73,3 +81,36 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def find_idx_file(directory: Path, split: str, kind: str) -> Path | None:
+    """The ``kind`` (``images`` or ``labels``) file of ``split`` in ``directory``, or None."""
+    ndims = "[34]" if kind == "images" else "1"
+    prefixes = "|".join(PREFIXES[split])
+    pattern = re.compile(rf"(^|.*[-_.])({prefixes})[-_.]{kind}[-_.]idx{ndims}[-_.]ubyte(\.gz)?$")
+    found = sorted(p for p in directory.iterdir() if p.is_file() and pattern.match(p.name))
+    if len(found) > 1:
+        raise DataError(f"{directory}: several {split} {kind} files ({', '.join(p.name for p in found)}); "
+                        "keep one per split in the directory")
+    return found[0] if found else None
+
+
+def read_idx_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W) or (N, H, W, C) and labels (N,) of one split, checked to belong together."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise DataError(f"{images_path}: expected N×H×W (or N×H×W×C colour) images, found shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path}: expected a 1-d label array, found shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+            "the two files do not belong together"
+        )
+    return images, labels
+
+
+def images01(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, H, W[, C]) → float (N, C, H, W) in [0, 1]."""
+    x = torch.from_numpy(images).float() / 255.0
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)

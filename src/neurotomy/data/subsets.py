@@ -3,7 +3,7 @@
 Example:
     >>> import torch
     >>> balanced_indices(torch.tensor([0, 0, 1, 1, 1]), per_class=1).tolist()
-    [1, 4]
+    [0, 2]
 """
 
 from __future__ import annotations

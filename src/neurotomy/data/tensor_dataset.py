@@ -2,11 +2,14 @@
 
 Holding images as one normalised float tensor lets training and probing slice whole batches at
 once instead of collating single images, which is what makes 2-core CPU training practical.
+It satisfies :class:`neurotomy.data.dataset.ImageDataset`; ``images`` is its own fast path, which
+code that takes any dataset must not rely on (use :func:`neurotomy.data.dataset.batch_at`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch.utils.data import Dataset
@@ -32,9 +35,41 @@ class Normalization:
         std = torch.tensor(self.std, dtype=images01.dtype).view(1, -1, 1, 1)
         return (images01 - mean) / std
 
+    @classmethod
+    def identity(cls, channels: int) -> "Normalization":
+        """Mean 0, std 1: leaves images as they are."""
+        return cls((0.0,) * channels, (1.0,) * channels)
+
+
+def measure_normalization(batches: Iterable[torch.Tensor], decimals: int = 4) -> Normalization:
+    """Per-channel mean and std of every pixel of ``batches`` (N, C, H, W) of images in [0, 1],
+    rounded to ``decimals`` (so the statistics a checkpoint records compare equal when measured
+    again). A constant channel gets std 1, not 0.
+
+    Example:
+        >>> measure_normalization([torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)])
+        Normalization(mean=(0.5,), std=(0.5,))
+    """
+    total = squares = None
+    count = 0
+    for images in batches:
+        x = images.double().transpose(0, 1).reshape(images.shape[1], -1)
+        total = x.sum(1) if total is None else total + x.sum(1)
+        squares = (x * x).sum(1) if squares is None else squares + (x * x).sum(1)
+        count += x.shape[1]
+    if total is None or count == 0:
+        raise ValueError("no images to measure")
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return Normalization(tuple(round(float(m), decimals) for m in mean),
+                         tuple(round(float(s), decimals) for s in std))
+
 
 class TensorImageDataset(Dataset):
-    """Normalised images (N, C, H, W) with integer labels, class names and the normalisation.
+    """Normalised images (N, C, H, W) with integer labels, class names and the normalisation; ``root``
+    (the absolute directory read, None for built-in data), ``options`` (the load options that reload
+    it) and ``flip_safe`` (mirroring keeps labels) as its source declared them.
 
     Example:
         >>> import torch
@@ -51,6 +86,10 @@ class TensorImageDataset(Dataset):
         classes: list[str],
         normalization: Normalization,
         name: str = "",
+        *,
+        root: str | None = None,
+        options: dict | None = None,
+        flip_safe: bool = False,
     ) -> None:
         if images.ndim != 4 or len(images) != len(targets):
             raise ValueError("images must be (N, C, H, W) with one target per image")
@@ -59,6 +98,9 @@ class TensorImageDataset(Dataset):
         self.classes = list(classes)
         self.normalization = normalization
         self.name = name
+        self.root = root
+        self.options = dict(options or {})
+        self.flip_safe = flip_safe
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -70,8 +112,26 @@ class TensorImageDataset(Dataset):
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    def resized(self, size: int) -> "TensorImageDataset":
+        """The images resized (short side to ``size``, bilinear with antialiasing) and centre-cropped to
+        ``size``×``size`` — what image folders do with ``input_size``. Resizing is linear, so it
+        commutes with the normalisation, which stays as it is."""
+        import torch.nn.functional as F
+
+        h, w = self.images.shape[-2:]
+        if (h, w) == (size, size):
+            return self
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        images = F.interpolate(self.images, size=(new_h, new_w), mode="bilinear", align_corners=False,
+                               antialias=True)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        options = {**self.options, "input_size": size}
+        return TensorImageDataset(images[..., top:top + size, left:left + size], self.targets, self.classes,
+                                  self.normalization, self.name, root=self.root, options=options,
+                                  flip_safe=self.flip_safe)
+
     def subset(self, indices: torch.Tensor) -> "TensorImageDataset":
         """A dataset holding the given rows (shares nothing mutable with this one)."""
-        return TensorImageDataset(
-            self.images[indices], self.targets[indices], self.classes, self.normalization, self.name
-        )
+        return TensorImageDataset(self.images[indices], self.targets[indices], self.classes, self.normalization,
+                                  self.name, root=self.root, options=self.options, flip_safe=self.flip_safe)

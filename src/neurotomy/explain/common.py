@@ -36,6 +36,10 @@ def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
         raise ExplainError(f"inputs have shape {tuple(inputs.shape)}; expected a batch N×C×H×W")
     if not inputs.is_floating_point():
         raise ExplainError(f"inputs have dtype {inputs.dtype}; pass normalised float images")
+    if inputs.shape[0] == 0 or inputs[0].numel() == 0:
+        raise ExplainError(f"inputs have shape {tuple(inputs.shape)}: no image to explain")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ExplainError("inputs contain NaN or infinity; pass normalised float images")
     return inputs
 
 

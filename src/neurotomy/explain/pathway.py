@@ -1,11 +1,12 @@
 """Pathway gradient — input-specific pruning (Khakzar et al., "Neural Response Interpretation
 through the Lens of Critical Pathways", CVPR 2021; arXiv 1911.11081).
 
-For one input, score every output element of every ReLU (channel × position; a ReLU module called
-twice is two layers) by its contribution to the explained logit, s = |a · ∂y_c/∂a| (NeuronMCT), or
+For one input, score every output element of every activation module — ReLU in the paper; any
+element-wise activation here (GELU, SiLU, Hardswish, LeakyReLU, …, see :func:`is_activation`) —
+(channel × position; a module called twice is two layers) by its contribution to the explained logit, s = |a · ∂y_c/∂a| (NeuronMCT), or
 the integrated variant s = |a · mean_α ∂y_c/∂(αa)| with one layer's activations scaled by
 α ∈ {0, 0.1, …, 1}. Keep the top (1 − p) of all units of all layers together, zero the rest through
-multiplicative masks on the ReLU outputs (weights untouched, no retraining), and return the plain
+multiplicative masks on the activation outputs (weights untouched, no retraining), and return the plain
 input gradient of y_c through the masked network — the gradient along the input's critical pathway.
 
 The same per-input relevance, summed over positions at each conv filter's response, gives
@@ -34,7 +35,13 @@ from neurotomy.registry import Registry
 from neurotomy.scores.base import conv_units
 from neurotomy.scores.unit_scores import UnitScores
 
-RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+# Element-wise activations whose outputs are a pathway's units. The paper masks ReLU outputs; any
+# point-wise nonlinearity has units in the same sense (one per channel × position). Gates are
+# not units: a Sigmoid/Hardsigmoid scaling a squeeze-excitation branch, a Softmax over classes.
+ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+               nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Threshold)
+GATES = {"Sigmoid", "Hardsigmoid", "HardSigmoid", "HardSigmoidMe", "LogSigmoid", "Softmax", "Softmin",
+         "LogSoftmax", "Softmax2d", "GLU", "MultiheadAttention"}
 
 GRANULARITIES: Registry = Registry("granularity", error=ExplainError)
 """What a pathway keeps or masks: a per-unit relevance ``N × C × H × W`` (or ``N × F``) → the
@@ -53,17 +60,37 @@ def channel_units(relevance: torch.Tensor) -> torch.Tensor:
     return relevance.flatten(2).sum(2) if relevance.dim() > 2 else relevance
 
 
-def relu_layers(model: nn.Module) -> list[str]:
-    """Names of the rectifier modules — the units of a pathway."""
-    names = [n for n, m in model.named_modules() if isinstance(m, RECTIFIERS)]
+def is_activation(module: nn.Module) -> bool:
+    """An element-wise activation module: one of torch's (:data:`ELEMENTWISE`, subclasses
+    included) or any leaf class from an ``…activation…`` module (timm's ``layers.activations``),
+    gates (:data:`GATES`) excepted."""
+    cls = type(module)
+    if cls.__name__ in GATES or any(True for _ in module.children()):
+        return False
+    return isinstance(module, ELEMENTWISE) or "activation" in cls.__module__.rpartition(".")[2]
+
+
+def activation_layers(model: nn.Module) -> list[str]:
+    """Names of the element-wise activation modules — the units of a pathway; none is an error
+    that says which modules the model has."""
+    names = [n for n, m in model.named_modules() if is_activation(m)]
     if not names:
-        raise ExplainError("the model has no nn.ReLU modules (functional relu cannot be masked); "
-                           "the pathway method needs ReLU layers as modules")
+        kinds: dict[str, int] = {}
+        for _, m in model.named_modules():
+            if not any(True for _ in m.children()):
+                kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
+        found = ", ".join(f"{k} ×{v}" for k, v in kinds.items()) or "none"
+        raise ExplainError(f"the pathway method masks activation modules (nn.ReLU, nn.GELU, nn.SiLU, nn.Hardswish, "
+                           f"…) and this model has none — its layers: {found}; activations called as functions "
+                           "(F.relu, torch.relu) cannot be masked: make them modules")
     return names
 
 
+relu_layers = activation_layers  # the name of the paper's case
+
+
 class _ReluCalls:
-    """Forward hooks on every ReLU, indexed by call order so a reused module counts twice.
+    """Forward hooks on every activation module, indexed by call order so a reused module counts twice.
 
     ``transform(call, output)`` may return a replacement output (a mask, a scaling); every
     output that flows on is recorded in ``outputs``.
@@ -83,7 +110,7 @@ class _ReluCalls:
             self.outputs.append(out)
             return out
 
-        self.probe = Probe(self.model, relu_layers(self.model), on_output=on_output).__enter__()
+        self.probe = Probe(self.model, activation_layers(self.model), on_output=on_output).__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,7 +119,7 @@ class _ReluCalls:
 
 def neuron_relevance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                      integrated: bool = False, alphas: int = 11) -> list[torch.Tensor]:
-    """Per ReLU call, ``N × C × H × W`` (or ``N × F``) relevances s = |a · ∂y_c/∂a|."""
+    """Per activation call, ``N × C × H × W`` (or ``N × F``) relevances s = |a · ∂y_c/∂a|."""
     with torch.enable_grad(), _ReluCalls(model) as calls:
         logits = forward(model, inputs)
         acts = list(calls.outputs)
@@ -106,7 +133,7 @@ def neuron_relevance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
 
 def _integrated_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, layer_call: int,
                          alphas: int) -> torch.Tensor:
-    """mean over α ∈ {0, 1/(alphas−1), …, 1} of ∂y_c/∂(α·a) for one ReLU call, all α in one batch."""
+    """mean over α ∈ {0, 1/(alphas−1), …, 1} of ∂y_c/∂(α·a) for one activation call, all α in one batch."""
     n = inputs.shape[0]
     scale = torch.linspace(0, 1, alphas).repeat_interleave(n)  # α-major: block k is α_k for every image
 
@@ -124,7 +151,7 @@ def _integrated_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.
 
 def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, prune_fraction: float = 0.85,
                   integrated: bool = False, granularity: str = "neuron") -> list[torch.Tensor]:
-    """Binary masks, one per ReLU call, keeping each input's top ``1 − prune_fraction`` units
+    """Binary masks, one per activation call, keeping each input's top ``1 − prune_fraction`` units
     network-wide (exactly ``round((1 − p) · units)`` of them; ties broken by index).
 
     ``granularity="channel"`` scores and keeps whole channels (relevance summed over positions).
@@ -138,7 +165,8 @@ def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     flat = torch.cat([r.reshape(n, -1) for r in relevance], 1)
     keep = round((1.0 - prune_fraction) * flat.shape[1])
     mask = torch.zeros_like(flat)
-    mask.scatter_(1, flat.topk(keep, dim=1).indices, 1.0)
+    # a stable sort, not topk: topk breaks ties (dead units, relevance 0) in no documented order
+    mask.scatter_(1, flat.sort(dim=1, descending=True, stable=True).indices[:, :keep], 1.0)
     masks, start = [], 0
     for r in relevance:
         size = r[0].numel()

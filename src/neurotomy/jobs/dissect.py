@@ -10,6 +10,11 @@ returning a plain record; each section of the report is one function (:mod:`neur
 ``class_subsets_section``, ``explanations_section``) that renders such a record into a section
 record; the HTML renders whatever list of sections it is given.
 
+Given a :class:`~neurotomy.train.RunState`, every finished stage's record is saved in it (the
+fine-tune epoch by epoch), and an interrupted dissection resumes: finished stages are loaded, not
+rerun, and the prune is redone from the saved scores with its fine-tune fast-forwarded to the saved
+weights, so the report is the one an uninterrupted run writes (timings aside).
+
 Example:
     >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
@@ -27,18 +32,20 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy import validate
 from neurotomy.checkpoint import save_checkpoint
 from neurotomy.data.subsets import balanced_subset
 from neurotomy.errors import PruningError
 from neurotomy.jobs.budget import DissectBudget, finetune_epochs_for, parse_budget
 from neurotomy.jobs.dissect_stages import (dynamics_records, layer_records, reason_records, score_records,
                                            subset_records)
-from neurotomy.jobs.prune import PruneJob, forward_seconds
+from neurotomy.jobs.prune import PruneJob, forward_seconds, scores_from_record, scores_record
 from neurotomy.measure import compare_models
 from neurotomy.models.anatomy import model_input_shape
 from neurotomy.report import sections
@@ -47,7 +54,8 @@ from neurotomy.report.explanations_section import explanations_section
 from neurotomy.report.html import write_report
 from neurotomy.report.verdict import verdict
 from neurotomy.scores import get_criterion
-from neurotomy.train import evaluate, seed_everything
+from neurotomy.surgery.planner import SCOPES
+from neurotomy.train import RunState, evaluate, seed_everything, weights_digest
 
 
 class _Stages:
@@ -86,50 +94,86 @@ def _epoch_seconds(model: nn.Module, train: Dataset) -> float:
     return 3 * forward_seconds(model, train, images) * len(train) / images
 
 
+def _resumable(state: RunState | None, stages: _Stages, label: str, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` as the stage ``label``; with ``state``, saved there as ``key`` and, when the state
+    already holds it, loaded instead (with the seconds it took)."""
+    if state is not None and state.has_stage(key):
+        with stages(label):
+            saved = state.load_stage(key)
+        stages.seconds[label] = saved["seconds"]
+        return saved["result"]
+    with stages(label):
+        result = compute()
+    if state is not None:
+        state.save_stage(key, {"result": result, "seconds": stages.seconds[label]})
+    return result
+
+
 def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.PathLike | None = None,
             budget: str | DissectBudget = "fast", target_macs: float = 0.5, criterion: str = "l1",
-            scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None) -> dict:
+            scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None,
+            force: bool = False, state: RunState | None = None) -> dict:
     """Run the whole dissection of ``model`` and return the report; with ``out_dir``, write
-    ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically)."""
+    ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically). ``force``: keep
+    the fine-tuned pruned model even when fine-tuning lowered its accuracy (see
+    :class:`~neurotomy.jobs.prune.PruneJob`); ``state``: save each stage, resume from what it holds."""
     budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
     if not 0 < target_macs < 1:
         raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
                            f"(e.g. 0.5)")
     get_criterion(criterion)  # unknown name: fail before any work
+    validate.known_name(scope, "scope", names=SCOPES)
+    seed = validate.seed(seed, "seed")
+    if out_dir is not None:
+        validate.output_dir(out_dir, "out_dir")  # an out_dir under a file fails now, not after the whole job
     criteria = list(dict.fromkeys([criterion, *budget.criteria]))
+    if state is not None:
+        state.expect({"job": "dissect", "budget": budget.to_dict(), "target_macs": target_macs, "criterion": criterion,
+                      "scope": scope, "seed": seed, "model": weights_digest(model),
+                      "data": [f"{getattr(d, 'name', '')}:{len(d)}" for d in (train, test)]})
     seed_everything(seed)
     model.eval()
     train, test = balanced_subset(train, budget.train_images, seed), balanced_subset(test, budget.test_images, seed)
     shape = model_input_shape(model, train)
     stages = _Stages(7, quiet)
 
-    with stages("evaluate the original model"):
-        original_metrics = evaluate(model, test, quiet=quiet)
-    with stages(f"unit scores: {', '.join(criteria)}"):
-        scores = {name: get_criterion(name)(model, train, seed=seed, quiet=quiet, max_images=budget.score_images)
-                  for name in criteria}
+    original_metrics = _resumable(state, stages, "evaluate the original model", "dissect/evaluate",
+                                  lambda: evaluate(model, test, quiet=quiet))
+    scores = _resumable(state, stages, f"unit scores: {', '.join(criteria)}", "dissect/scores", lambda: {
+        name: scores_record(get_criterion(name)(model, train, seed=seed, quiet=quiet, max_images=budget.score_images))
+        for name in criteria})
+    scores = {name: scores_from_record(saved) for name, saved in scores.items()}
     epochs = budget.finetune_epochs
-    if budget.minutes is not None:
-        epochs = finetune_epochs_for(budget, stages.elapsed, _epoch_seconds(model, train))
+    if budget.minutes is not None:  # fitted to the time left once, then kept by a resumed run
+        if state is not None and state.has_stage("dissect/epochs"):
+            epochs = state.load_stage("dissect/epochs")
+        else:
+            epochs = finetune_epochs_for(budget, stages.elapsed, _epoch_seconds(model, train))
+            if state is not None:
+                state.save_stage("dissect/epochs", epochs)
     with stages(f"prune −{target_macs:.0%} MACs ({criterion}, {scope}), recalibrate, fine-tune {epochs} epoch(s)"):
         job = PruneJob(criterion=criterion, target_macs=target_macs, scope=scope,
                        recalibrate_images=budget.recalibrate_images, finetune_epochs=epochs,
-                       measure_latency=False, seed=seed, quiet=quiet)
-        pruned, record = job.run(model, train, test, scores=scores[criterion], original_metrics=original_metrics)
+                       measure_latency=False, seed=seed, quiet=quiet, force=force)
+        pruned, record = job.run(model, train, test, scores=scores[criterion], original_metrics=original_metrics,
+                                 state=state)
         pruned_metrics = {"accuracy": record["comparison"]["pruned"]["accuracy"],
                           "per_class_recall": record["comparison"]["pruned"]["per_class_recall"]}
-    with stages(f"size and latency at batch {', '.join(map(str, budget.latency_batches)) or '— (not measured)'}"):
-        record["comparison"] = compare_models(model, pruned, shape, original_metrics, pruned_metrics,
-                                              latency_batches=budget.latency_batches)
-    with stages("layer dynamics: modularity curves, CKA original vs pruned"):
-        dynamics = dynamics_records(model, pruned, test, budget, seed, quiet)
+    batches = ", ".join(map(str, budget.latency_batches)) or "— (not measured)"
+    record["comparison"] = _resumable(
+        state, stages, f"size and latency at batch {batches}", "dissect/size",
+        lambda: compare_models(model, pruned, shape, original_metrics, pruned_metrics,
+                               latency_batches=budget.latency_batches))
+    dynamics = _resumable(state, stages, "layer dynamics: modularity curves, CKA original vs pruned",
+                          "dissect/dynamics", lambda: dynamics_records(model, pruned, test, budget, seed, quiet))
     report_sections = [sections.layers_section(layer_records(model, pruned, shape)),
                        sections.scores_section(score_records(scores, criterion)),
                        sections.pruning_section(record, original_metrics, {**original_metrics, **pruned_metrics}),
                        sections.dynamics_section(dynamics)]
-    with stages("class feature subsets of the final layer, original and pruned"):
-        subsets = subset_records(model, pruned, train, test, images=budget.subset_images, quiet=quiet)
-        report_sections.append(class_subsets_section(subsets))
+    subsets = _resumable(state, stages, "class feature subsets of the final layer, original and pruned",
+                         "dissect/subsets",
+                         lambda: subset_records(model, pruned, train, test, images=budget.subset_images, quiet=quiet))
+    report_sections.append(class_subsets_section(subsets))
     with stages(f"explanations of {budget.explain_images} test images, original vs pruned"):
         reasons, figure = reason_records(model, pruned, balanced_subset(test, budget.explain_images, seed + 1),
                                          seed=seed, quiet=quiet)

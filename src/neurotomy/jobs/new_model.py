@@ -4,38 +4,55 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from torch import nn
 
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
+from neurotomy.errors import DataError
 from neurotomy.models import build_model
-from neurotomy.train import TrainConfig, evaluate, fit, seed_everything
+from neurotomy.train import RunState, TrainConfig, default_learning_rate, evaluate, fit, seed_everything
 
 
 def train_new_model(arch: str, data_name: str, root: str | None, config: TrainConfig,
+                    data_options: dict | None = None, state: RunState | None = None,
                     **arch_kwargs) -> nn.Module:
     """Build ``arch`` for the dataset's shape, train it from ``config.seed``, evaluate on the test
-    split; the result carries a :class:`~neurotomy.checkpoint.ModelMeta` ready to save.
+    split; the result carries a :class:`~neurotomy.checkpoint.ModelMeta` ready to save, recording
+    the dataset as it reloads (name, absolute root, ``data_options`` such as ``class_names`` and
+    ``input_size``), its class names and its normalisation. ``config.lr`` None: the model's
+    :func:`~neurotomy.train.default_learning_rate`. With ``state``, training resumes where an
+    interrupted run with the same settings stopped (:class:`~neurotomy.train.RunState`).
 
     Example:
         >>> model = train_new_model("lenet5", "digits", None, TrainConfig(epochs=1, quiet=True))
         >>> sorted(model.neurotomy_meta.metrics)
         ['test', 'train_history', 'train_seconds']
     """
-    train_data = load_dataset(data_name, root=root, split="train")
-    test_data = load_dataset(data_name, root=root, split="test")
-    channels, size, _ = train_data[0][0].shape
+    train_data = load_dataset(data_name, root=root, split="train", **(data_options or {}))
+    test_data = load_dataset(data_name, root=root, split="test", **(data_options or {}))
+    channels, size, width = train_data[0][0].shape
+    if size != width:
+        raise DataError(f"{train_data.name}: images are {size}×{width}; the architectures take square images, "
+                        "so resize them (--input-size N, input_size=N)")
     arch_args = {"in_channels": int(channels), "num_classes": len(train_data.classes),
                  "input_size": int(size), **arch_kwargs}
     seed_everything(config.seed)
     model = build_model(arch, **arch_args)
+    if config.lr is None:
+        config = replace(config, lr=default_learning_rate(model))
+    if state is not None:
+        state.expect({"job": "train", "arch": arch, "data": data_name, "root": root, "data_options": data_options,
+                      "arch_args": arch_args, "config": config.settings()})
     start = time.perf_counter()
-    history = fit(model, train_data, config)
+    history = fit(model, train_data, config, state=state)
     seconds = time.perf_counter() - start
     test_metrics = evaluate(model, test_data, quiet=config.quiet)
     model.neurotomy_meta = ModelMeta(
-        arch=arch, arch_args=arch_args, dataset=data_name,
+        arch=model.neurotomy_meta.arch, arch_args=model.neurotomy_meta.arch_args,  # as built: file specs by path + SHA-256
+        dataset=train_data.name, dataset_root=train_data.root,
+        dataset_options=dict(train_data.options),
         normalization=train_data.normalization.to_dict(), classes=list(train_data.classes),
         metrics={"test": {k: test_metrics[k] for k in ("accuracy", "n")},
                  "train_history": history, "train_seconds": round(seconds, 1)},

@@ -3,6 +3,12 @@
 The CLI's ``prune`` and the pruning benchmark both run this, so the numbers they report are made
 the same way.
 
+A fine-tune that leaves the model worse on the test set than it was before fine-tuning (after
+recalibration) is not kept: the job returns the model before the fine-tune, says so in one line
+(a :class:`~neurotomy.errors.NeurotomyWarning`) and in the record (``kept``, ``note``), unless
+``force=True``. With a :class:`~neurotomy.train.RunState`, the scores and every fine-tune epoch are
+saved as they are made, and an interrupted prune resumes from them.
+
 Example:
     >>> from neurotomy.loading import load_model
     >>> from neurotomy.data import load_dataset
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
-from neurotomy.errors import PruningError
+from neurotomy import validate
+from neurotomy.errors import NeurotomyWarning, PruningError
 from neurotomy.measure import compare_models
 from neurotomy.models.summary import count_macs_params
 from neurotomy.recover import finetune, recalibrate_batchnorm
@@ -31,10 +40,11 @@ from neurotomy.scores import get_criterion
 from neurotomy.models.anatomy import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult, prune_filters
+from neurotomy.surgery.planner import SCOPES
 from neurotomy.dynamics.layer_rules import choose_blocks
 from neurotomy.surgery.layers import remove_blocks
 from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
-from neurotomy.train import TrainConfig, evaluate
+from neurotomy.train import RunState, TrainConfig, evaluate, weights_digest
 
 
 @dataclass
@@ -65,20 +75,30 @@ class PruneJob:
     seed: int = 0
     quiet: bool = False
     max_eval_images: int | None = None
+    force: bool = False  # keep the fine-tuned model even when it is worse than before fine-tuning
 
     def run(self, model: nn.Module, train_data: Dataset, test_data: Dataset,
-            scores: UnitScores | None = None, original_metrics: dict | None = None) -> tuple[nn.Module, dict]:
+            scores: UnitScores | None = None, original_metrics: dict | None = None,
+            state: RunState | None = None) -> tuple[nn.Module, dict]:
         """Prune ``model`` (untouched) and return the recovered copy and its record. ``scores`` and
-        ``original_metrics`` may be passed in when one model is pruned many ways (benchmarks)."""
-        self._validate()
+        ``original_metrics`` may be passed in when one model is pruned many ways (benchmarks).
+        ``state``: save scores and fine-tune epochs there, resuming from what it holds."""
+        self._validate(model)
+        if state is not None:
+            settings = {k: v for k, v in asdict(self).items() if k not in ("quiet", "force")}
+            state.expect({**settings, "model": weights_digest(model),
+                          "data": f"{getattr(train_data, 'name', '')}:{len(train_data)}"}, part="prune")
         shape = model_input_shape(model, train_data)
         ev = lambda m: evaluate(m, test_data, quiet=self.quiet, max_images=self.max_eval_images)  # noqa: E731
         original_metrics = original_metrics or ev(model)
         if scores is None and not (self.sfp_epochs or self.steps > 1 or self.layers):  # those score as they go
-            scores = get_criterion(self.criterion)(model, train_data, seed=self.seed, quiet=self.quiet,
-                                                   max_images=self.score_images)
+            scores = self._scores(model, train_data, state)
         score_seconds = scores.info["seconds"] if scores is not None else None
-        result = self._cut(model, scores, train_data, shape)
+        result = self._cut(model, scores, train_data, shape, state)
+        if self.ratio is not None and not result.cuts:  # else a prune that removed nothing is written as one
+            limits = f"min_channels={self.min_channels}" + (f", round_to={self.round_to}" if self.round_to else "")
+            raise PruningError(f"ratio {self.ratio} removes no channel: with {limits} every layer keeps all its "
+                               "channels; raise the ratio or lower those limits")
         pruned = result.model
         record = {"criterion": self.criterion if not self.layers else f"layers:{self.layers}",
                   "settings": asdict(self), **result.summary(),
@@ -92,11 +112,7 @@ class PruneJob:
             metrics = ev(pruned)
             record["acc_recalibrated"] = metrics["accuracy"]
         if self.finetune_epochs:
-            teacher = copy.deepcopy(model).eval() if self.distill else None
-            finetune(pruned, train_data, self.finetune_epochs, lr=self.finetune_lr, seed=self.seed,
-                     teacher=teacher, quiet=self.quiet)
-            metrics = ev(pruned)
-            record["acc_finetuned"] = metrics["accuracy"]
+            pruned, metrics = self._finetune(model, pruned, metrics, train_data, ev, record, state)
         record["finetune_epochs"] = self.finetune_epochs
         comparison = compare_models(model, pruned, shape, original_metrics, metrics,
                                     latency_batches=(1, 64) if self.measure_latency else ())
@@ -108,6 +124,30 @@ class PruneJob:
             meta.metrics = {"test": {"accuracy": metrics["accuracy"], "n": metrics["n"]},
                             "pruning": {k: v for k, v in record.items() if k not in ("comparison", "channels")}}
         return pruned, record
+
+    def _scores(self, model: nn.Module, train_data: Dataset, state: RunState | None) -> UnitScores:
+        """The criterion's scores of ``model``, or the ones an interrupted run already computed."""
+        return scores_stage(state, "prune/scores", lambda: get_criterion(self.criterion)(
+            model, train_data, seed=self.seed, quiet=self.quiet, max_images=self.score_images))
+
+    def _finetune(self, model: nn.Module, pruned: nn.Module, before: dict, train_data: Dataset, ev, record: dict,
+                  state: RunState | None) -> tuple[nn.Module, dict]:
+        """Fine-tune ``pruned``; keep whichever of it and the model before fine-tuning is more accurate
+        (the fine-tuned one with ``force``)."""
+        teacher = copy.deepcopy(model).eval() if self.distill else None
+        untuned = copy.deepcopy(pruned)
+        finetune(pruned, train_data, self.finetune_epochs, lr=self.finetune_lr, seed=self.seed,
+                 teacher=teacher, quiet=self.quiet, state=state, state_key="prune/finetune")
+        metrics = ev(pruned)
+        record["acc_finetuned"] = metrics["accuracy"]
+        if metrics["accuracy"] >= before["accuracy"] or self.force:
+            record["kept"] = "finetuned"
+            return pruned, metrics
+        record["kept"] = "recalibrated" if self.recalibrate_images else "pruned"
+        record["note"] = (f"fine-tuning lowered test accuracy {before['accuracy']:.4f} → {metrics['accuracy']:.4f}; "
+                          f"kept the model before fine-tuning (--force keeps the fine-tuned one)")
+        warnings.warn(record["note"], NeurotomyWarning, stacklevel=2)
+        return untuned, before
 
     def _remove_blocks(self, model: nn.Module, train_data: Dataset, shape) -> PruningResult:
         names, basis = choose_blocks(model, self.layers, train_data, count=self.blocks,
@@ -121,17 +161,37 @@ class PruneJob:
         return PruningResult(slim, [], 0.0, "layers", macs0, macs1, params0, params1,
                              details={"blocks_removed": names, **basis})
 
-    def _validate(self) -> None:
-        """Fail before any work on settings that cannot go together."""
+    def _validate(self, model: nn.Module) -> None:
+        """Fail before any work on a value out of range or settings that cannot go together."""
         amounts = (self.ratio, self.target_macs, self.target_params, self.layers)
         if sum(a is not None for a in amounts) != 1:
             raise PruningError("give exactly one of ratio, target_macs, target_params or layers")
+        for name in ("ratio", "target_macs", "target_params"):
+            if getattr(self, name) is not None:
+                validate.fraction(getattr(self, name), name, "[0, 1)")
+        for name in ("min_channels", "steps"):
+            validate.positive_int(getattr(self, name), name)
+        for name in ("recalibrate_images", "finetune_epochs", "finetune_between", "sfp_epochs"):
+            validate.non_negative_int(getattr(self, name), name)
+        for name in ("round_to", "score_images", "blocks", "max_eval_images"):
+            if getattr(self, name) is not None:
+                validate.positive_int(getattr(self, name), name)
+        validate.positive_float(self.finetune_lr, "finetune_lr")
+        validate.non_negative_float(self.layer_threshold, "layer_threshold")
+        validate.known_name(self.scope, "scope", names=SCOPES)
+        validate.seed(self.seed, "seed")
+        get_criterion(self.criterion)  # an unknown criterion fails here, not after the evaluation
+        layers = dict(model.named_modules())
+        missing = [n for n in self.ignored_layers or [] if n not in layers]
+        if missing:
+            raise PruningError(f"ignored layer {missing[0]!r} is not in the model; see `neurotomy info` for names")
         if self.sfp_epochs and self.ratio is None:
             raise PruningError("soft filter pruning zeroes a fixed fraction per layer: give --ratio")
         if self.steps > 1 and self.target_macs is None:
             raise PruningError("an iterative schedule reaches a MACs target: give --target-macs")
 
-    def _cut(self, model: nn.Module, scores: UnitScores | None, train_data: Dataset, shape) -> PruningResult:
+    def _cut(self, model: nn.Module, scores: UnitScores | None, train_data: Dataset, shape,
+             state: RunState | None = None) -> PruningResult:
         """One-shot, iterative (``steps`` > 1) or soft filter pruning (``sfp_epochs`` > 0)."""
         shared = dict(scope=self.scope, min_channels=self.min_channels, ignored_layers=self.ignored_layers,
                       round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
@@ -140,14 +200,33 @@ class PruneJob:
         if self.sfp_epochs:
             config = TrainConfig(epochs=self.sfp_epochs, lr=self.finetune_lr, schedule="cosine",
                                  seed=self.seed, quiet=self.quiet)
-            return soft_filter_pruning(copy.deepcopy(model), train_data, self.ratio, config, **shared)
+            return soft_filter_pruning(copy.deepcopy(model), train_data, self.ratio, config, state=state, **shared)
         if self.steps > 1:
             return prune_iteratively(model, self.criterion, train_data, target_macs=self.target_macs,
                                      steps=self.steps, finetune_epochs=self.finetune_between,
                                      seed=self.seed, quiet=self.quiet, score_images=self.score_images,
-                                     **shared)
+                                     state=state, **shared)
         return prune_filters(model, scores, ratio=self.ratio, target_macs=self.target_macs,
                              target_params=self.target_params, **shared)
+
+
+def scores_record(scores: UnitScores) -> dict:
+    """``scores`` as tensors and JSON values, for a :class:`~neurotomy.train.RunState` stage."""
+    return {"scores": dict(scores), "criterion": scores.criterion, "axis": scores.axis, "info": scores.info}
+
+
+def scores_from_record(record: dict) -> UnitScores:
+    return UnitScores(record["scores"], record["criterion"], record["axis"], record["info"])
+
+
+def scores_stage(state: RunState | None, name: str, compute: Callable[[], UnitScores]) -> UnitScores:
+    """``compute()``, saved in ``state`` as stage ``name``; on resume, the saved scores instead."""
+    if state is not None and state.has_stage(name):
+        return scores_from_record(state.load_stage(name))
+    scores = compute()
+    if state is not None:
+        state.save_stage(name, scores_record(scores))
+    return scores
 
 
 def forward_seconds(model: nn.Module, data: Dataset, images: int, batch_size: int = 128) -> float:

@@ -33,26 +33,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from neurotomy.data.batches import iterate_batches
-from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
+from neurotomy.data.dataset import in_memory
+from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.explain.metrics.checks import Explainer, MetricError, check_fraction
 from neurotomy.explain.metrics.roar import (ROAR_TARGETS, THRESHOLDS, control_explainers, pixel_ranks,
                                             remove_top_pixels)
 from neurotomy.models import build_model
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.train import TrainConfig, evaluate, fit, seed_everything
-
-
-def _as_tensors(data: Dataset) -> TensorImageDataset:
-    """The dataset as one in-memory tensor dataset (ROAR rewrites every image)."""
-    if isinstance(data, TensorImageDataset):
-        return data
-    images, targets = zip(*iterate_batches(data, 256))
-    channels = images[0].shape[1]
-    normalization = getattr(data, "normalization", None) or Normalization((0.0,) * channels, (1.0,) * channels)
-    classes = list(getattr(data, "classes", [])) or [str(c) for c in range(int(torch.cat(targets).max()) + 1)]
-    return TensorImageDataset(torch.cat(images), torch.cat(targets), classes, normalization,
-                              getattr(data, "name", ""))
 
 
 def _retrain(arch: str, train: TensorImageDataset, test: TensorImageDataset, config: TrainConfig) -> float:
@@ -90,7 +78,7 @@ def roar(model: nn.Module, train_data: Dataset, test_data: Dataset, explainers: 
         methods = {**methods, **{k: v for k, v in control_explainers(seed).items() if k not in methods}}
     if not methods:
         raise MetricError("no explainers to evaluate; give at least one or keep controls=True")
-    train, test = _as_tensors(train_data), _as_tensors(test_data)
+    train, test = in_memory(train_data), in_memory(test_data)  # ROAR rewrites every image
     # Hooker et al. §3: removed pixels take the per-channel mean of the (unmodified) training set.
     fill = train.images.mean(dim=(0, 2, 3))
     original = copy.deepcopy(model).eval()

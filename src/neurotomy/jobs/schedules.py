@@ -18,14 +18,15 @@ from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import PruningResult, mask_filters, prune_filters
 from neurotomy.surgery.planner import plan_cuts
-from neurotomy.train import TrainConfig, fit
+from neurotomy.train import RunState, TrainConfig, fit
 
 
 def prune_iteratively(model: nn.Module, criterion: str, data: Dataset, *, target_macs: float,
                       steps: int = 3, finetune_epochs: int = 0, recalibrate: bool = True,
                       seed: int = 0, quiet: bool = False, score_images: int | None = None,
-                      **prune_kw) -> PruningResult:
-    """Cut to ``target_macs`` reduction (of the *original* MACs) in ``steps`` equal steps."""
+                      state: RunState | None = None, **prune_kw) -> PruningResult:
+    """Cut to ``target_macs`` reduction (of the *original* MACs) in ``steps`` equal steps. With
+    ``state``, the fine-tunes between steps resume (scoring and cutting are deterministic and redone)."""
     if steps < 1:
         raise PruningError(f"steps must be at least 1, got {steps}")
     current, first, last = model, None, None
@@ -42,19 +43,22 @@ def prune_iteratively(model: nn.Module, criterion: str, data: Dataset, *, target
         if recalibrate:
             recalibrate_batchnorm(current, data, seed=seed, quiet=quiet)
         if finetune_epochs and step < steps:
-            finetune(current, data, finetune_epochs, seed=seed, quiet=quiet)
+            finetune(current, data, finetune_epochs, seed=seed, quiet=quiet, state=state,
+                     state_key=f"prune/step{step}")
     return PruningResult(current, last.cuts, last.ratio, last.scope, first.macs_before, last.macs_after,
                          first.params_before, last.params_after, last.channels)
 
 
 def soft_filter_pruning(model: nn.Module, data: Dataset, ratio: float, config: TrainConfig, *,
-                        input_shape: tuple[int, ...], **prune_kw) -> PruningResult:
-    """Train ``model`` with SFP at per-layer ``ratio``, then physically remove the zeroed filters."""
+                        input_shape: tuple[int, ...], state: RunState | None = None, **prune_kw) -> PruningResult:
+    """Train ``model`` with SFP at per-layer ``ratio``, then physically remove the zeroed filters
+    (``state``: resume the training epoch by epoch)."""
     l2 = get_criterion("l2")
 
     def zero_weakest(m: nn.Module, epoch: int) -> None:
         cuts, _, _ = plan_cuts(m, l2(m), ratio=ratio, input_shape=input_shape, **prune_kw)
         mask_filters(m, cuts, input_shape)
 
-    fit(model, data, config, on_epoch_end=zero_weakest, description="soft filter pruning")
+    fit(model, data, config, on_epoch_end=zero_weakest, description="soft filter pruning", state=state,
+        state_key="prune/sfp")
     return prune_filters(model, l2(model), ratio=ratio, input_shape=input_shape, **prune_kw)

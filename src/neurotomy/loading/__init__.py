@@ -1,5 +1,5 @@
-"""From a file (or ``zoo:NAME``) to a working model: build the architecture the checkpoint names,
-replay its surgery recipe, load the weights.
+"""From a name or a file to a working model: checkpoints (architecture + surgery recipe + weights),
+the zoo, torchvision, timm and a user's own ``file.py:factory``, optional ``--weights``.
 
 This floor sits above ``models/`` (architectures) and ``surgery/`` (the recipe's operations, the
 patched model) so that neither of them needs the other or the file format: ``checkpoint.py``
@@ -19,77 +19,30 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from neurotomy.checkpoint import ModelMeta, read_meta
-from neurotomy.errors import CheckpointError, NeurotomyError
-from neurotomy.loading.zoo import zoo_path
-from neurotomy.models import build_model
-from neurotomy.surgery.patching import PatchedModel
-from neurotomy.surgery.recipe import replay_recipe
-
-PATCHED = "patched"  # the architecture name of a weak model + a class module (surgery/patching.py)
+from neurotomy.loading.checkpoints import PATCHED, build_from_meta, load_checkpoint
+from neurotomy.loading.specs import SPEC_FORMS, check_model_spec, model_spec_kind, resolve_model
+from neurotomy.loading.weights import load_weights
 
 
-def build_from_meta(meta: ModelMeta) -> nn.Module:
-    """The architecture the metadata describes, recipe replayed, weights still random."""
-    if meta.arch == PATCHED:
-        return _build_patched(**meta.arch_args)
-    model = build_model(meta.arch, **meta.arch_args)
-    if meta.recipe:
-        replay_recipe(model, meta.recipe, meta.input_shape)
-    return model
-
-
-def _build_patched(weak: dict, module: dict, target_class: int, **_shape) -> PatchedModel:
-    """A saved patched model: both parts rebuilt from their own metadata."""
-    weak_model = build_from_meta(ModelMeta.from_json(json.dumps(weak)))
-    module_model = build_from_meta(ModelMeta.from_json(json.dumps(module)))
-    return PatchedModel(weak_model, module_model, target_class)
-
-
-def load_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """Rebuild and load a checkpoint; the model is in eval mode with ``neurotomy_meta`` set."""
-    path = Path(path)
-    meta = read_meta(path)
-    try:
-        model = build_from_meta(meta)
-    except NeurotomyError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot rebuild architecture {meta.arch!r} ({exc})") from None
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: corrupt weights ({exc}); the file is damaged, write it again") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{path}: weights do not fit architecture {meta.arch!r} "
-                              f"({first[1].strip() if len(first) > 1 else first[0]})") from None
-    model.neurotomy_meta = meta
-    return model.eval()
-
-
-def load_model(spec: str | os.PathLike) -> nn.Module:
-    """A checkpoint path or ``zoo:NAME`` → the model in eval mode, metadata in ``.neurotomy_meta``.
+def load_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None, pretrained: bool = False,
+               in_channels: int | None = None, num_classes: int | None = None,
+               input_size: int | None = None) -> nn.Module:
+    """``zoo:NAME``, a checkpoint, ``torchvision:NAME``, ``timm:NAME``, ``path/to/file.py:factory``
+    or an architecture name → the model in eval mode, metadata in ``.neurotomy_meta``
+    (:func:`neurotomy.loading.specs.resolve_model`).
 
     Example:
         >>> model = load_model("zoo:lenet5-digits")
         >>> model.neurotomy_meta.arch, model.training
         ('lenet5', False)
     """
-    spec = str(spec)
-    if spec.startswith("zoo:"):
-        return load_checkpoint(zoo_path(spec[4:]))
-    return load_checkpoint(Path(spec))
+    return resolve_model(spec, weights=weights, pretrained=pretrained, in_channels=in_channels,
+                         num_classes=num_classes, input_size=input_size)
 
 
-__all__ = ["PATCHED", "build_from_meta", "load_checkpoint", "load_model"]
+__all__ = ["PATCHED", "SPEC_FORMS", "build_from_meta", "check_model_spec", "load_checkpoint", "load_model",
+           "load_weights", "model_spec_kind", "resolve_model"]

@@ -12,7 +12,7 @@ Example:
     ('3', 3)
     >>> execution_order(model, torch.zeros(1, 1, 8, 8))
     ['0', '3']
-    >>> set_submodule(model, "1", nn.Identity()); type(model[1]).__name__
+    >>> _ = set_submodule(model, "1", nn.Identity()); type(model[1]).__name__
     'Identity'
 """
 

@@ -1,7 +1,13 @@
 """Per-layer table of a model: output shape, parameters and multiply-accumulates (MACs).
 
-MACs count the multiplications of convolutions and linear layers (the convention of the pruning
-papers); normalisation, activation and pooling layers are listed with 0 MACs.
+MACs are counted by PyTorch's own ``FlopCounterMode`` on one forward pass (MACs = FLOPs / 2 for
+the matmul-like operations it counts: convolutions of any grouping, ``mm``/``addmm``/``bmm`` — so a
+Linear layer applied to every position of a feature map or every token costs what it computes —
+and scaled-dot-product attention), never re-derived per layer type. Each count is attributed to
+the module that ran it: a leaf layer (Conv2d, Linear, …), or the innermost non-leaf module whose
+own ``forward`` does the arithmetic (a matmul in an attention block's forward), listed as its own
+row. Normalisation, activation and pooling layers are listed with 0 MACs (the convention of the
+pruning papers); a module used twice costs twice.
 
 Example:
     >>> from neurotomy.models import build_model
@@ -12,13 +18,16 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 
 from neurotomy.models.anatomy import eval_mode
-from neurotomy.probe import Probe, leaf_modules
+from neurotomy.probe import Probe
 
 
 @dataclass
@@ -37,35 +46,109 @@ class LayerTable:
         return {"layers": self.rows, "total_params": self.total_params, "total_macs": self.total_macs}
 
 
-def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        return int(output[0].numel() * per_output)
-    if isinstance(module, nn.Linear):
-        return int(module.in_features * module.out_features)
-    return 0
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """FLOPs of the CPU flash-attention kernel, which FlopCounterMode does not list (as its other
+    scaled-dot-product kernels: two batched matmuls)."""
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _extra_formulas() -> dict:
+    formulas = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        formulas[op] = _sdpa_cpu_flops  # FlopCounterMode wraps it to receive shapes
+    return formulas
+
+
+@contextmanager
+def _counting() -> Iterator[flop_counter.FlopCounterMode]:
+    """FlopCounterMode with attention counted: the fused fast paths of nn.MultiheadAttention and
+    nn.TransformerEncoderLayer (one native kernel FlopCounterMode cannot see into) are turned off
+    while counting, so their projections and matmuls are counted one by one."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with flop_counter.FlopCounterMode(display=False, custom_mapping=_extra_formulas()) as counter:
+            yield counter
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _module_flops(counter: flop_counter.FlopCounterMode, model: nn.Module) -> dict[str, int]:
+    """Inclusive FLOPs per module name (``""`` for the model itself), from FlopCounterMode's
+    hierarchy, whose names start with the model's class name."""
+    flops = {}
+    for fqn, ops in counter.get_flop_counts().items():
+        if fqn == "Global":
+            continue
+        _, _, name = fqn.partition(".")
+        flops[name] = flops.get(name, 0) + int(sum(ops.values()))
+    return flops
+
+
+def _self_flops(inclusive: dict[str, int], modules: dict[str, nn.Module]) -> dict[str, int]:
+    """FLOPs each module spends outside its children (its own forward's matmuls; a leaf's all)."""
+    own = {}
+    for name, total in inclusive.items():
+        children = [f"{name}.{c}" if name else c for c, _ in modules[name].named_children()] if name in modules else []
+        own[name] = max(0, total - sum(inclusive.get(c, 0) for c in children))
+    return own
 
 
 @torch.no_grad()
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> LayerTable:
-    """Run one image of ``input_shape`` through ``model`` and tabulate every leaf layer it used."""
-    rows: dict[str, dict] = {}
+    """Run one image of ``input_shape`` through ``model`` and tabulate every leaf layer it used,
+    every other module that computes MACs or holds parameters of its own, and modules whose
+    parameters are used without calling them (``nn.MultiheadAttention``'s ``out_proj``; listed
+    with no output shape), so the table's parameters are the model's."""
+    modules = dict(model.named_modules())
+    seen: dict[str, dict] = {}
 
-    def record(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not isinstance(output, torch.Tensor):
-            return
-        row = rows.setdefault(name, {"name": name, "type": type(module).__name__,
-                                     "output_shape": list(output.shape[1:]),
-                                     "params": sum(p.numel() for p in module.parameters(recurse=False)),
-                                     "macs": 0})
-        row["macs"] += _layer_macs(module, output)  # a module used twice costs twice
+    def record(name: str, module: nn.Module, inputs: tuple, output) -> None:
+        if name not in seen:
+            shape = list(output.shape[1:]) if isinstance(output, torch.Tensor) else []
+            seen[name] = {"name": name, "type": type(module).__name__, "output_shape": shape,
+                          "params": sum(p.numel() for p in module.parameters(recurse=False)), "macs": 0}
 
-    with eval_mode(model), Probe(model, leaf_modules(model), on_module=record):
+    with eval_mode(model), Probe(model, list(modules), on_module=record), _counting() as counter:
         model(torch.zeros(1, *input_shape))
-    return LayerTable(list(rows.values()))
+    own = _self_flops(_module_flops(counter, model), modules)
+    total = int(counter.get_total_flops())
+    rows = []
+    for name, row in seen.items():  # post-hook order: a block after the layers inside it
+        row["macs"] = own.get(name, 0) // 2
+        leaf = not any(True for _ in modules[name].children())
+        if leaf or row["macs"] or row["params"]:
+            rows.append(row)
+    for name, module in modules.items():  # parameters a forward uses without calling their module
+        if name not in seen and any(True for _ in module.parameters(recurse=False)):
+            rows.append({"name": name, "type": type(module).__name__, "output_shape": [],
+                         "params": sum(p.numel() for p in module.parameters(recurse=False)), "macs": 0})
+    missing = total // 2 - sum(r["macs"] for r in rows)
+    if missing > 0:  # arithmetic outside every module's bookkeeping: charge it to the model itself
+        root = seen.get("") or {"name": "", "type": type(model).__name__, "output_shape": [], "params": 0, "macs": 0}
+        if root not in rows:
+            rows.append(root)
+        root["macs"] += missing
+    return LayerTable(rows)
 
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """(MACs, parameters) of one forward pass; parameters include unused ones."""
     table = layer_table(model, input_shape)
     return table.total_macs, sum(p.numel() for p in model.parameters())
+
+
+def flop_counter_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs of one forward pass as FlopCounterMode alone counts them (FLOPs / 2): the reference
+    :func:`layer_table` is checked against.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> model = build_model("resnet20", 1, 10, 28)
+        >>> flop_counter_macs(model, (1, 28, 28)) == layer_table(model, (1, 28, 28)).total_macs
+        True
+    """
+    with torch.no_grad(), eval_mode(model), _counting() as counter:
+        model(torch.zeros(1, *input_shape))
+    return int(counter.get_total_flops()) // 2

@@ -15,16 +15,19 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 
-from neurotomy.errors import NeurotomyError
+from neurotomy.errors import NeurotomyError, ScoresError
 from neurotomy.files import atomic_write
 from neurotomy.registry import Registry
+from neurotomy.validate import output_file
 
 
 class UnitScores(Mapping[str, torch.Tensor]):
@@ -101,9 +104,32 @@ class UnitScores(Mapping[str, torch.Tensor]):
         result["mean"] = float(np.mean(list(result.values())))
         return result
 
+    def check_fits(self, model: torch.nn.Module) -> "UnitScores":
+        """Raise :class:`ScoresError` unless every scored layer is a conv/linear layer of ``model``
+        whose unit count is the last axis of its finite scores (scores of another model, or a file
+        edited by hand, would otherwise prune or split by numbers that mean nothing)."""
+        modules = dict(model.named_modules())
+        for layer, s in self._scores.items():
+            module = modules.get(layer)
+            if module is None:
+                raise ScoresError(f"scores name layer {layer!r}, which the model lacks; score the model you "
+                                  "apply them to (`neurotomy score`)")
+            units = getattr(module, "out_channels", getattr(module, "out_features", None))
+            if units is None:
+                raise ScoresError(f"scores name layer {layer!r}, a {type(module).__name__}; only conv and linear "
+                                  "layers have units to score")
+            expected = 2 if self.axis else 1
+            if s.ndim != expected or s.shape[-1] != units:
+                raise ScoresError(f"scores for {layer!r} have shape {tuple(s.shape)} but the layer has {units} units"
+                                  f"{' (and a leading ' + self.axis + ' axis)' if self.axis else ''}; score the "
+                                  "model you apply them to")
+            if not bool(torch.isfinite(s).all()):
+                raise ScoresError(f"scores for {layer!r} contain NaN or infinity; score the model again")
+        return self
+
     # Persistence: one .npz holding the arrays and a JSON header (no pickle).
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
+        path = output_file(path, "path")
         header = json.dumps({"criterion": self.criterion, "axis": self.axis, "info": self.info,
                              "layers": list(self._scores)})
         arrays = {f"layer{i}": v.numpy() for i, v in enumerate(self._scores.values())}
@@ -115,16 +141,71 @@ class UnitScores(Mapping[str, torch.Tensor]):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "UnitScores":
+    def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None) -> "UnitScores":
+        """Scores saved by :meth:`save`; with ``model``, also checked to fit it (:meth:`check_fits`).
+        Every array's size in the file's own table is checked against the file before it is read."""
+        path = Path(path)
+        fix = "create it with `neurotomy score`"
+        if path.is_dir():
+            raise ScoresError(f"{path}: is a directory; give the .npz scores file")
+        if not path.is_file():
+            raise ScoresError(f"{path}: no such scores file; {fix}")
         try:
+            _check_npz_sizes(path)
             with np.load(path, allow_pickle=False) as npz:
-                header = json.loads(str(npz["__header__"]))
-                scores = {name: torch.from_numpy(npz[f"layer{i}"]) for i, name in enumerate(header["layers"])}
-        except FileNotFoundError:
-            raise NeurotomyError(f"{path}: no such scores file; create it with `neurotomy score`") from None
-        except (ValueError, KeyError, OSError) as exc:
-            raise NeurotomyError(f"{path}: not a neurotomy scores file ({exc}); create it with `neurotomy score`") from None
-        return cls(scores, header["criterion"], header["axis"], header["info"])
+                header = _scores_header(str(npz["__header__"][()]) if npz["__header__"].dtype.kind == "U" else None)
+                arrays = [npz[f"layer{i}"] for i in range(len(header["layers"]))]
+        except ScoresError as exc:
+            raise ScoresError(f"{path}: {exc}; {fix}") from None
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, RecursionError) as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ScoresError(f"{path}: not a neurotomy scores file ({reason}); {fix}") from None
+        for name, array in zip(header["layers"], arrays):
+            if array.dtype.kind not in "biuf" or array.ndim not in (1, 2):
+                raise ScoresError(f"{path}: scores of {name!r} are {array.dtype} of shape {array.shape}; {fix}")
+        scores = cls({name: torch.from_numpy(a) for name, a in zip(header["layers"], arrays)},
+                     header["criterion"], header["axis"], header["info"])
+        return scores if model is None else scores.check_fits(model)
+
+
+_MAX_DEFLATE_RATIO = 1100  # deflate never expands data more than ~1032 times
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Every member of the archive fits the file, and every array's declared shape fits its member,
+    before NumPy allocates anything from those numbers."""
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            stored = info.compress_size <= size and (
+                info.file_size == info.compress_size if info.compress_type == zipfile.ZIP_STORED
+                else info.file_size <= _MAX_DEFLATE_RATIO * max(1, info.compress_size))
+            if not stored:
+                raise ScoresError(f"member {info.filename!r} claims {info.file_size} bytes, more than the file holds")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise ScoresError(f"member {info.filename!r} holds Python objects, which are never loaded")
+                if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize > info.file_size:
+                    raise ScoresError(f"member {info.filename!r} claims shape {shape}, more than its "
+                                      f"{info.file_size} bytes hold")
+
+
+def _scores_header(text: str | None) -> dict:
+    """The JSON header, with the fields :meth:`UnitScores.load` relies on checked."""
+    header = json.loads(text) if text is not None else None
+    if not isinstance(header, dict):
+        raise ScoresError("its header is not a JSON object")
+    layers, axis = header.get("layers"), header.get("axis")
+    if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers) or len(set(layers)) != len(layers):
+        raise ScoresError("its header's layer list is not a list of distinct names")
+    if axis not in (None, "class", "input") or not isinstance(header.get("criterion", ""), str) \
+            or not isinstance(header.get("info", {}), dict):
+        raise ScoresError("its header's criterion, axis or info is malformed")
+    return {"layers": layers, "axis": axis, "criterion": header.get("criterion", ""), "info": header.get("info", {})}
 
 
 NORMALISATIONS: Registry = Registry("normalisation")

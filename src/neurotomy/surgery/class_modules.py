@@ -55,6 +55,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.data.dataset import in_memory
 from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.errors import DataError, NeurotomyError
 from neurotomy.models.anatomy import classifier_layer, model_input_shape, num_classes_of
@@ -87,11 +88,8 @@ class ClassModule:
 # ---------------------------------------------------------------- data
 
 def as_tensors(data: Dataset) -> TensorImageDataset:
-    if isinstance(data, TensorImageDataset):
-        return data
-    images, targets = zip(*iterate_batches(data, 256))
-    return TensorImageDataset(torch.cat(images), torch.cat(targets), list(getattr(data, "classes", [])),
-                              getattr(data, "normalization", None), getattr(data, "name", ""))
+    """``data`` in memory (:func:`neurotomy.data.in_memory`): the one-vs-rest sets re-slice every image."""
+    return in_memory(data)
 
 
 def one_vs_rest(data: Dataset, class_index: int, max_images: int | None = None,
@@ -119,7 +117,7 @@ def one_vs_rest(data: Dataset, class_index: int, max_images: int | None = None,
                       negatives[torch.randperm(len(negatives), generator=generator)[:per_side]]])
     name = data.classes[class_index] if class_index < len(data.classes) else str(class_index)
     return TensorImageDataset(data.images[pick], is_c[pick].long(), [f"not {name}", name],
-                              data.normalization, data.name)
+                              data.normalization, data.name, flip_safe=data.flip_safe)
 
 
 # ---------------------------------------------------------------- the cut

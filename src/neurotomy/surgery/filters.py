@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from neurotomy.errors import PruningError
+from neurotomy.checkpoint import describe_model
+from neurotomy.errors import NeurotomyError, PruningError
 from neurotomy.models.anatomy import require_input_shape
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
@@ -75,24 +76,56 @@ class PruningResult:
 
 
 def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) -> nn.Module:
-    """A pruned deep copy of ``model``; the input model is never modified."""
+    """A pruned deep copy of ``model``; the input model is never modified. The copy's checkpoint
+    recipe gains the cuts (a model without metadata is described first, see
+    :func:`neurotomy.checkpoint.describe_model`, so that it can be saved and rebuilt). A cut
+    torch-pruning fails on, or a pruned model that no longer runs, is a :class:`PruningError`
+    naming the layer."""
     pruned = copy.deepcopy(model)
     graph = dependency_graph(pruned, torch.zeros(1, *input_shape))
     modules = dict(pruned.named_modules())
     for cut in cuts:
-        prune_out_channels(graph, modules[cut.layer], cut.idxs)
+        prune_out_channels(graph, modules[cut.layer], cut.idxs, cut.layer)
     try:
         with torch.no_grad():
             pruned.eval()(torch.zeros(2, *input_shape))
     except Exception as exc:
-        raise PruningError(f"the pruned model does not run ({exc}); an op in the model is not handled "
-                           "by torch-pruning: add that layer to ignored_layers") from None
-    meta = getattr(model, "neurotomy_meta", None)
+        raise PruningError(_does_not_run(pruned, exc, cuts)) from None
+    meta = _meta_of(model)
     if meta is not None:
         pruned.neurotomy_meta = copy.deepcopy(meta)
         pruned.neurotomy_meta.recipe = list(meta.recipe) + [c.to_step() for c in cuts]
     pruned.train(model.training)
     return pruned
+
+
+def _meta_of(model: nn.Module):
+    """The model's metadata, or a description of how to rebuild it; None when it cannot be
+    described (it prunes all the same, and saving it says why it cannot)."""
+    try:
+        return describe_model(model)
+    except NeurotomyError:
+        return None
+
+
+def _does_not_run(pruned: nn.Module, exc: Exception, cuts: list[Cut]) -> str:
+    """The error of a pruned model that fails its test forward pass, naming the innermost module
+    that raised (found in the traceback) and the cut layers inside it to keep whole."""
+    names = {id(m): n for n, m in pruned.named_modules()}
+    failing, tb = None, exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            failing = names[id(owner)]
+        tb = tb.tb_next
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if failing is None:
+        return (f"the pruned model does not run ({reason}); an op in the model is not handled by torch-pruning: "
+                "add the layers feeding it to ignored_layers")
+    inside = [c.layer for c in cuts if failing == "" or c.layer == failing or c.layer.startswith(failing + ".")]
+    keep = ", ".join(inside[:4]) or failing
+    return (f"the pruned model does not run: layer {failing or '(model)'} ({type(pruned.get_submodule(failing)).__name__}) "
+            f"fails ({reason}); torch-pruning does not handle an op there: keep {keep} whole (ignored_layers / --ignore)")
 
 
 def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
@@ -104,10 +137,13 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
 
     Amount: ``ratio`` of each group's channels (uniform) or of all channels (global), or a
     ``target_macs`` / ``target_params`` *reduction* (0.5 = remove half) met within ±1 pt by
-    searching the ratio. ``min_channels`` per layer survive; ``ignored_layers`` (default: the
-    classifier) keep their outputs; ``round_to`` keeps channel counts multiples of it;
-    ``inner_only`` prunes only channels not coupled through residual adds (the classic papers'
-    setting). The result's model has the cuts appended to its checkpoint recipe.
+    searching the ratio on predicted counts, then checked on the pruned model as measured
+    (:func:`neurotomy.models.summary.layer_table`) and re-aimed up to twice when the measurement
+    misses. ``min_channels`` per layer survive; ``ignored_layers`` (default: the classifier) keep
+    their outputs; ``round_to`` keeps channel counts multiples of it; ``inner_only`` prunes only
+    channels not coupled through residual adds (the classic papers' setting). The result's model
+    has the cuts appended to its checkpoint recipe; layers torch-pruning cannot prune are listed
+    in ``details["refused_layers"]``.
     """
     input_shape = input_shape or require_input_shape(model)
     cuts, ratio, planner = plan_cuts(model, scores, ratio=ratio, target_macs=target_macs,
@@ -115,13 +151,43 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
                                      ignored_layers=ignored_layers, round_to=round_to,
                                      inner_only=inner_only, input_shape=input_shape)
     pruned = apply_cuts(model, cuts, input_shape)
-    macs_after = layer_table(pruned, input_shape).total_macs
-    params_after = sum(p.numel() for p in pruned.parameters())
-    params_before = sum(p.numel() for p in model.parameters())
+    after = _measure(pruned, input_shape)
+    before = (planner.total_macs, planner.total_params)
+    which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
+    if target is not None:
+        ratio, cuts, pruned, after = _meet_measured(planner, model, input_shape, scope, which, target,
+                                                    (ratio, cuts, pruned, after), before)
     channels = {g.root_name: (g.channels, g.channels - len(c.idxs))
                 for g in planner.groups for c in cuts if c.layer == g.root_name}
-    return PruningResult(pruned, cuts, ratio, scope, planner.macs_before, macs_after, params_before,
-                         params_after, channels)
+    details = {"refused_layers": dict(planner.refused)} if planner.refused else {}
+    return PruningResult(pruned, cuts, ratio, scope, before[0], after[0], before[1], after[1], channels, details)
+
+
+def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    return layer_table(model, input_shape).total_macs, sum(p.numel() for p in model.parameters())
+
+
+def _meet_measured(planner, model, input_shape, scope, which, target, first, before):
+    """Re-aim the ratio search when the measured reduction misses ``target`` by more than 1 pt
+    (the prediction cannot see everything a cut changes: attention matmuls, layer-scale
+    parameters); keeps the closest of at most three tries."""
+    index = 0 if which == "macs" else 1
+    best, aim = first, target
+    for _ in range(2):
+        measured = 1 - best[3][index] / before[index]
+        if abs(measured - target) <= 0.01:
+            break
+        aim = min(0.99, max(0.0, aim + target - measured))
+        try:
+            ratio = planner.ratio_for(aim, which, scope)
+        except PruningError:
+            break
+        cuts = planner.plan(ratio, scope)
+        pruned = apply_cuts(model, cuts, input_shape)
+        after = _measure(pruned, input_shape)
+        if abs(1 - after[index] / before[index] - target) < abs(measured - target):
+            best = (ratio, cuts, pruned, after)
+    return best
 
 
 @torch.no_grad()

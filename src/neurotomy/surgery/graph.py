@@ -2,30 +2,113 @@
 
 We only add clear errors and a flat view of each coupled group (which modules lose which channels
 when one root channel goes), which the planner uses to predict MACs and to zero units.
+
+Two things torch-pruning cannot follow are refused per group instead of failing the whole model,
+and named (:func:`prunable_groups`): a **channel shuffle** (ShuffleNet's view → transpose → view,
+a permutation of channels that torch-pruning's reshape mapping treats as a flatten and divides by
+zero on; a group whose channels pass through it keeps all of them), and any group torch-pruning
+raises on while collecting it. A grouped convolution's groups are reported by
+:attr:`CoupledGroup.channel_groups` so the planner removes the same positions in every group, as
+torch-pruning's own pruners do (anything else breaks its in-channel slicing).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import index_mapping
 
 from neurotomy.errors import PruningError
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
 
-def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Trace ``model`` on ``example``; any failure becomes a :class:`PruningError`."""
+@contextmanager
+def _tolerant_reshape_mapping(unmapped: list) -> Iterator[None]:
+    """While torch-pruning maps channel indices through reshapes: a reshape it cannot map (a
+    channel shuffle makes its flatten rule divide by zero) or that belongs to a channel shuffle
+    (which it would treat as a flatten or an identity, although it permutes channels) is recorded
+    in ``unmapped`` and maps no index onward, so a group stops there — and is refused — instead of
+    failing the trace or multiplying indices through every later shuffle. (torch-pruning 1.6
+    exposes no hook for this, so its module-level mapping function is swapped meanwhile.)"""
+    original = index_mapping.update_reshape_index_mapping
+
+    def tolerant(graph, node) -> None:
+        try:
+            original(graph, node)
+            if not _in_channel_shuffle(node):
+                return
+        except (ZeroDivisionError, IndexError, ValueError):
+            pass
+        unmapped.append(node.module)
+        for dep in node.dependencies:
+            dep.index_mapping[0] = _map_nothing
+
+    index_mapping.update_reshape_index_mapping = tolerant
     try:
-        with warnings.catch_warnings(), torch.enable_grad():
+        yield
+    finally:
+        index_mapping.update_reshape_index_mapping = original
+
+
+def _map_nothing(idxs):
+    return []
+
+
+def _input_dims(node) -> int:
+    sizes = getattr(node.grad_fn, "_saved_self_sizes", None)
+    if sizes is None:  # the name in recent PyTorch
+        sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    return len(sizes) if sizes is not None else 0
+
+
+def _in_channel_shuffle(node) -> bool:
+    """A reshape with a 5-D (or larger) input, or one whose output reaches such a reshape through
+    element-wise ops (transpose, contiguous): the two views of a channel shuffle."""
+    if _input_dims(node) >= 5:
+        return True
+    frontier = list(node.outputs)
+    for _ in range(4):
+        following = []
+        for n in frontier:
+            if isinstance(n.module, tp.ops._ReshapeOp):
+                if _input_dims(n) >= 5:
+                    return True
+            elif isinstance(n.module, tp.ops._ElementWiseOp):
+                following.extend(n.outputs)
+        frontier = following
+    return False
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """Trace ``model`` on ``example``; any failure becomes a :class:`PruningError`. Reshapes the
+    graph cannot map are kept in ``graph.neurotomy_unmapped``."""
+    unmapped: list = []
+    try:
+        with warnings.catch_warnings(), torch.enable_grad(), _tolerant_reshape_mapping(unmapped):
             warnings.simplefilter("ignore")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     except Exception as exc:  # tracing fails in many ways; all mean the same thing to a user
         raise PruningError(f"torch-pruning cannot trace this model ({type(exc).__name__}: {exc}); "
                            "replace the unsupported op or pass it in ignored_layers") from None
+    graph.neurotomy_unmapped = set(unmapped)
+    return graph
+
+
+def _pruning_group(graph: tp.DependencyGraph, module: nn.Module, handler, idxs: list[int]):
+    """``graph.get_pruning_group`` (which re-maps every reshape each time) with the same tolerance
+    as the trace; newly unmappable reshapes join ``graph.neurotomy_unmapped``."""
+    unmapped: list = []
+    with _tolerant_reshape_mapping(unmapped):
+        group = graph.get_pruning_group(module, handler, idxs)
+    if unmapped:
+        graph.neurotomy_unmapped = getattr(graph, "neurotomy_unmapped", set()) | set(unmapped)
+    return group
 
 
 def out_channel_handler(graph: tp.DependencyGraph, module: nn.Module):
@@ -36,16 +119,24 @@ def out_channel_handler(graph: tp.DependencyGraph, module: nn.Module):
     return pruner.prune_out_channels
 
 
-def prune_out_channels(graph: tp.DependencyGraph, module: nn.Module, idxs: list[int]) -> None:
-    """Remove output channels ``idxs`` of ``module`` and every coupled slice elsewhere."""
-    graph.get_pruning_group(module, out_channel_handler(graph, module), list(idxs)).prune()
+def prune_out_channels(graph: tp.DependencyGraph, module: nn.Module, idxs: list[int], name: str = "") -> None:
+    """Remove output channels ``idxs`` of ``module`` (called ``name``) and every coupled slice
+    elsewhere; a failure names the layer."""
+    try:
+        _pruning_group(graph, module, out_channel_handler(graph, module), list(idxs)).prune()
+    except PruningError:
+        raise
+    except Exception as exc:
+        layer = name or type(module).__name__
+        raise PruningError(f"torch-pruning failed to cut layer {layer} ({type(exc).__name__}: {exc}); keep it whole "
+                           f"(ignored_layers / --ignore {layer})") from None
 
 
 @RECIPE_OPS.register("prune_out_channels")
 def _replay_prune_out_channels(replay: Replay, step: dict) -> None:
     if replay.cache.get("graph") is None:  # traced once, again only after a step that changed the structure
         replay.cache["graph"] = dependency_graph(replay.model, torch.zeros(1, *replay.input_shape))
-    prune_out_channels(replay.cache["graph"], replay.model.get_submodule(step["layer"]), step["idxs"])
+    prune_out_channels(replay.cache["graph"], replay.model.get_submodule(step["layer"]), step["idxs"], step["layer"])
 
 
 @dataclass
@@ -67,6 +158,7 @@ class CoupledGroup:
     root: nn.Module
     channels: int
     members: list[GroupMember]
+    channel_groups: int = 1  # >1: a grouped conv (or GroupNorm) splits the channels into this many equal blocks
 
     @property
     def out_layers(self) -> list[GroupMember]:
@@ -85,20 +177,71 @@ def _is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels
 
 
-def coupled_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[nn.Module]) -> list[CoupledGroup]:
-    """Every prunable group whose root is a Conv2d or Linear not in ``ignored``."""
+def _channel_groups(members: list[GroupMember], channels: int) -> int:
+    """How many equal blocks the group's channels form: the most groups of any grouped
+    (non-depthwise) convolution or GroupNorm in it; 1 when none or when they do not divide."""
+    groups = 1
+    for m in members:
+        if isinstance(m.module, nn.Conv2d) and m.module.groups > 1 and not _is_depthwise(m.module):
+            groups = max(groups, m.module.groups)
+        elif isinstance(m.module, nn.GroupNorm):
+            groups = max(groups, m.module.num_groups)
+    return groups if groups > 1 and channels % groups == 0 else 1
+
+
+@dataclass
+class GroupSurvey:
+    """The prunable groups of a model, and the roots torch-pruning cannot prune, with why."""
+
+    groups: list[CoupledGroup]
+    refused: dict[str, str] = field(default_factory=dict)  # root layer name: reason
+
+
+def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[nn.Module]) -> GroupSurvey:
+    """Every prunable group whose root is a Conv2d or Linear not in ``ignored`` (torch-pruning's
+    ``get_all_groups``, one root at a time so one group it cannot follow refuses that group only)."""
     names = {m: n for n, m in model.named_modules()}
-    groups = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        root = group[0].dep.target.module
-        members = []
-        for item in group.items:
-            dep, module = item.dep, item.dep.target.module
-            if not isinstance(module, nn.Module) or module not in names:
-                continue
-            kind = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
-            members.append(GroupMember(names[module], module, kind, [int(i) for i in item.idxs],
-                                       [int(i) for i in item.root_idxs]))
-        channels = graph.get_out_channels(root)
-        groups.append(CoupledGroup(names[root], root, int(channels), members))
-    return groups
+    graph.neurotomy_unmapped = getattr(graph, "neurotomy_unmapped", set())
+    ignored_all = list(ignored) + list(graph.IGNORED_LAYERS_IN_TRACING)
+    visited: set = set()
+    survey = GroupSurvey([])
+    for module in list(graph.module2node):
+        if module in visited or module in ignored_all or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        try:
+            group = _pruning_group(graph, module, pruner.prune_out_channels,
+                                   list(range(pruner.get_out_channels(module))))
+        except Exception as exc:  # torch-pruning's index mapping fails on ops it does not model
+            survey.refused[names[module]] = f"torch-pruning cannot map its channels ({type(exc).__name__})"
+            continue
+        targets = [dep.target.module for dep, _ in group]
+        visited.update(dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler))
+        if any(t in ignored_all for t, (dep, _) in zip(targets, group) if graph.is_out_channel_pruning_fn(dep.handler)):
+            continue
+        if any(t in graph.neurotomy_unmapped for t in targets):
+            survey.refused[names[module]] = "its channels pass through a channel shuffle, which torch-pruning cannot map"
+            continue
+        survey.groups.append(_coupled_group(graph, group, names))
+    return survey
+
+
+def _coupled_group(graph: tp.DependencyGraph, group, names: dict) -> CoupledGroup:
+    root = group[0].dep.target.module
+    members = []
+    for item in group.items:
+        dep, module = item.dep, item.dep.target.module
+        if not isinstance(module, nn.Module) or module not in names:
+            continue
+        kind = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+        members.append(GroupMember(names[module], module, kind, [int(i) for i in item.idxs],
+                                   [int(i) for i in item.root_idxs]))
+    channels = int(graph.get_out_channels(root))
+    return CoupledGroup(names[root], root, channels, members, _channel_groups(members, channels))
+
+
+def coupled_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[nn.Module]) -> list[CoupledGroup]:
+    """The prunable groups of :func:`prunable_groups` (refused roots left out)."""
+    return prunable_groups(graph, model, ignored).groups

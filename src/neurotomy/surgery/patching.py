@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy import validate
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import num_classes_of
@@ -78,7 +79,7 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
           quiet: bool = False) -> PatchedModel:
     """Compose ``weak`` with ``module`` (its class from the module's recipe unless given), the
     module's output range measured on ``calibration`` (e.g. the training data)."""
-    c = module_class_index(module) if target_class is None else int(target_class)
+    c = module_class_index(module) if target_class is None else validate.non_negative_int(target_class, "target_class")
     weak_classes = num_classes_of(weak)
     if not 0 <= c < weak_classes:
         raise NeurotomyError(f"the module answers class {c} but the weak model has classes 0…{weak_classes - 1}; "
@@ -96,7 +97,8 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
             arch="patched",
             arch_args={"in_channels": in_channels, "num_classes": weak_classes, "input_size": size,
                        "weak": asdict(weak_meta), "module": asdict(module_meta), "target_class": c},
-            dataset=weak_meta.dataset, normalization=weak_meta.normalization, classes=weak_meta.classes,
+            dataset=weak_meta.dataset, dataset_root=weak_meta.dataset_root, dataset_options=weak_meta.dataset_options,
+            normalization=weak_meta.normalization, classes=weak_meta.classes,
             metrics={"calibration": {"low": low, "high": high, "images": len(calibration)}},
             seed=weak_meta.seed)
     return patched

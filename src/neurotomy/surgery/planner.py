@@ -19,16 +19,18 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from neurotomy.errors import ModelError, PruningError
+from neurotomy import validate
+from neurotomy.errors import ModelError, NeurotomyWarning, PruningError
 from neurotomy.models.anatomy import classifier_layer, require_input_shape
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
-from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph
+from neurotomy.surgery.graph import CoupledGroup, dependency_graph, prunable_groups
 
 SCOPES = ("uniform", "global")
 
@@ -46,12 +48,21 @@ class Cut:
 
 class Planner:
     """Turns scores + a ratio into cuts, and predicts the MACs/params of the result without
-    touching the model (so a target can be met by bisection on the ratio cheaply)."""
+    touching the model (so a target can be met by bisection on the ratio cheaply).
+
+    A group's *units* are what is removed together: one root channel, or — when a grouped
+    convolution splits the group into G blocks — the same position in every block (G channels;
+    torch-pruning's grouped-conv pruning slices every group alike), scored by their mean, so
+    channel counts stay multiples of G. Groups torch-pruning cannot follow (a channel shuffle)
+    keep all their channels and are listed in :attr:`refused` (and warned about, one line).
+    """
 
     def __init__(self, model: nn.Module, scores: UnitScores, input_shape: tuple[int, ...],
                  ignored: list[nn.Module], min_channels: int, round_to: int | None, inner_only: bool) -> None:
         self.graph = dependency_graph(model, torch.zeros(1, *input_shape))
-        groups = coupled_groups(self.graph, model, ignored)
+        survey = prunable_groups(self.graph, model, ignored)
+        self.refused: dict[str, str] = survey.refused
+        groups = survey.groups
         if inner_only:
             groups = [g for g in groups if not g.through_residual]
         normalized = scores.normalized("mean")
@@ -63,17 +74,24 @@ class Planner:
                 self.groups.append(g)
                 self.scores.append(s)
         if not self.groups:
+            refused = f"; torch-pruning refuses {', '.join(self.refused)}" if self.refused else ""
             raise PruningError("no prunable layer has scores; score the same model you prune "
-                               "(layer names must match) or loosen ignored_layers")
+                               f"(layer names must match) or loosen ignored_layers{refused}")
+        if self.refused:
+            warnings.warn(refusal_line(self.refused), NeurotomyWarning, stacklevel=3)
         self.min_channels, self.round_to = min_channels, round_to
+        self.units = [_units(g, s) for g, s in zip(self.groups, self.scores)]
         self._feasible = [self._feasible_order(g) for g in range(len(self.groups))]
-        self.table = {r["name"]: r for r in layer_table(model, input_shape).rows}
+        table = layer_table(model, input_shape)
+        self.table = {r["name"]: r for r in table.rows}
+        self.total_macs = table.total_macs
+        self.total_params = sum(p.numel() for p in model.parameters())
         self.macs_before, self.params_before = self.predict([])
 
-    def _feasible_order(self, g: int) -> list[int]:
-        """Root channels of group ``g``, lowest score first, that can go without leaving any coupled
-        layer with fewer than ``min_channels`` outputs (a concatenation can tie one root channel to
-        a small branch, so the root's own width is not the only limit)."""
+    def _feasible_order(self, g: int) -> list[list[int]]:
+        """Units of group ``g`` (lists of root channels), lowest score first, that can go without
+        leaving any coupled layer with fewer than ``min_channels`` outputs (a concatenation can tie
+        one root channel to a small branch, so the root's own width is not the only limit)."""
         group = self.groups[g]
         floor = max(1, self.min_channels)
         left = {i: len(m.idxs) for i, m in enumerate(group.out_layers)}
@@ -81,56 +99,77 @@ class Planner:
         for i, m in enumerate(group.out_layers):
             for r in m.root_idxs:
                 touches.setdefault(r, []).append(i)
-        order = []
-        for r in torch.argsort(self.scores[g], stable=True).tolist():
-            hit = touches.get(r, [])
-            if all(left[i] - hit.count(i) >= floor for i in set(hit)) and group.channels - len(order) > floor:
+        order, removed = [], 0
+        unit_scores = torch.tensor([score for score, _ in self.units[g]], dtype=torch.float64)
+        for u in torch.argsort(unit_scores, stable=True).tolist():
+            unit = self.units[g][u][1]
+            hit = [i for r in unit for i in touches.get(r, [])]
+            if all(left[i] - hit.count(i) >= floor for i in set(hit)) and group.channels - removed - len(unit) >= floor:
                 for i in hit:
                     left[i] -= 1
-                order.append(r)
+                order.append(unit)
+                removed += len(unit)
         return order
 
     def capacity(self, g: int) -> int:
         """How many channels group ``g`` may lose at most."""
-        return len(self._feasible[g])
+        return sum(len(u) for u in self._feasible[g])
 
     def _rounded(self, g: int, n_remove: int) -> int:
-        channels = self.groups[g].channels
+        """``n_remove`` made feasible: at most the capacity, whole units, and (``round_to``) a kept
+        count that is a multiple of ``round_to`` where whole units allow one."""
+        channels, unit = self.groups[g].channels, self.groups[g].channel_groups
         n_remove = min(n_remove, self.capacity(g))
+        n_remove -= n_remove % unit
         if self.round_to and self.round_to > 1:
-            keep = channels - n_remove
-            keep = max(self.round_to, int(math.ceil(keep / self.round_to) * self.round_to))
+            keep = max(self.round_to, int(math.ceil((channels - n_remove) / self.round_to) * self.round_to))
             n_remove = max(0, min(channels - keep, self.capacity(g)))
+            n_remove -= n_remove % unit
+            while n_remove > 0 and (channels - n_remove) % self.round_to:
+                n_remove -= unit
         return n_remove
 
     def plan(self, ratio: float, scope: str) -> list[Cut]:
         return self.cuts_for_counts(self._counts(ratio, scope))
 
     def cuts_for_counts(self, counts: list[int]) -> list[Cut]:
-        """Remove the ``counts[g]`` lowest-scoring feasible channels of each group ``g`` (used by
-        searches that choose a count per group themselves, e.g. splitting into class modules)."""
-        return [Cut(self.groups[g].root_name, sorted(self._feasible[g][:min(n, self.capacity(g))]))
-                for g, n in enumerate(counts) if n > 0]
+        """Remove the ``counts[g]`` lowest-scoring feasible channels of each group ``g`` (whole
+        units, rounded down; used by searches that choose a count per group themselves, e.g.
+        splitting into class modules)."""
+        cuts = []
+        for g, n in enumerate(counts):
+            chosen: list[int] = []
+            for unit in self._feasible[g]:
+                if len(chosen) + len(unit) > n:
+                    break
+                chosen.extend(unit)
+            if chosen:
+                cuts.append(Cut(self.groups[g].root_name, sorted(chosen)))
+        return cuts
 
     def _counts(self, ratio: float, scope: str) -> list[int]:
         if scope == "uniform":
             return [self._rounded(g, int(math.floor(ratio * grp.channels + 1e-9)))
                     for g, grp in enumerate(self.groups)]
-        # global: one threshold over all groups' normalised scores, capped per group
+        # global: one threshold over all groups' normalised unit scores, capped per group
         total = sum(grp.channels for grp in self.groups)
         budget = int(math.floor(ratio * total + 1e-9))
-        entries = sorted((float(s), g) for g, scores in enumerate(self.scores) for s in scores)
+        entries = sorted((float(score), g, len(unit)) for g, units in enumerate(self.units) for score, unit in units)
         counts = [0] * len(self.groups)
-        for _, g in entries:
+        for _, g, size in entries:
             if budget <= 0:
                 break
-            if counts[g] < self.capacity(g):
-                counts[g] += 1
-                budget -= 1
+            if counts[g] + size <= self.capacity(g):
+                counts[g] += size
+                budget -= size
         return [self._rounded(g, n) for g, n in enumerate(counts)]
 
     def predict(self, cuts: list[Cut]) -> tuple[int, int]:
-        """(MACs, params) of conv/linear/BN layers after ``cuts``, computed from channel counts."""
+        """(MACs, params) after ``cuts``, from channel counts: the measured totals of the unpruned
+        model minus what each cut conv/linear layer (its measured MACs scaled by the share of its
+        weights that stay) and normalisation layer lose. MACs that do not scale with a layer's
+        channels (attention's matmuls) are kept as measured, so a prediction errs on the side of
+        removing too little; :func:`neurotomy.surgery.filters.prune_filters` measures the result."""
         removed: dict[tuple[str, str], int] = {}
         by_root = {g.root_name: g for g in self.groups}
         for cut in cuts:
@@ -138,31 +177,72 @@ class Planner:
             for m in by_root[cut.layer].members:
                 n = sum(1 for r in m.root_idxs if r in chosen)
                 removed[(m.name, m.kind)] = removed.get((m.name, m.kind), 0) + n
-        macs = params = 0
+        macs, params = self.total_macs, self.total_params
         for name, module in self.graph.model.named_modules():
             out_rm, in_rm = removed.get((name, "out"), 0), removed.get((name, "in"), 0)
-            if isinstance(module, nn.Conv2d):
-                out_c = module.out_channels - out_rm
-                depthwise = module.groups > 1 and module.groups == module.out_channels
-                per_filter = (1 if depthwise else (module.in_channels - in_rm) // module.groups)
-                k = module.kernel_size[0] * module.kernel_size[1]
-                spatial = _spatial(self.table.get(name))
-                macs += spatial * out_c * per_filter * k
-                params += out_c * per_filter * k + (out_c if module.bias is not None else 0)
-            elif isinstance(module, nn.Linear):
-                out_f, in_f = module.out_features - out_rm, module.in_features - in_rm
-                macs += out_f * in_f if name in self.table else 0
-                params += out_f * in_f + (out_f if module.bias is not None else 0)
-            elif isinstance(module, nn.BatchNorm2d) and module.affine:
-                params += 2 * (module.num_features - max(out_rm, in_rm))
-        return macs, params
+            if not (out_rm or in_rm):
+                continue
+            weights = _weight_shape(module)
+            if weights is not None:
+                (out_c, per), (new_out, new_per) = weights, _weight_shape(module, out_rm, in_rm)
+                k = module.weight[0, 0].numel() if isinstance(module, nn.Conv2d) else 1
+                bias = module.bias is not None
+                params -= (out_c * per * k + bias * out_c) - (new_out * new_per * k + bias * new_out)
+                row_macs = self.table.get(name, {}).get("macs", 0)
+                macs -= row_macs - row_macs * (new_out * new_per) / (out_c * per)
+            elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+                per_channel = sum(p.numel() for p in module.parameters(recurse=False)) // max(1, _features(module))
+                params -= per_channel * max(out_rm, in_rm)
+        return int(round(macs)), int(params)
+
+    def ratio_for(self, target: float, which: str, scope: str) -> float:
+        """The ratio whose predicted ``which`` (``macs`` or ``params``) reduction lands within
+        ±1 pt of ``target`` (bisection); an unreachable target is a :class:`PruningError`."""
+        return _search_ratio(self, scope, target, which)
 
 
-def _spatial(row: dict | None) -> int:
-    if row is None:
-        return 0  # never executed: costs nothing
-    shape = row["output_shape"]
-    return int(shape[1] * shape[2]) if len(shape) == 3 else 1
+def refusal_line(refused: dict[str, str]) -> str:
+    """One line naming the layers torch-pruning cannot prune and why."""
+    by_reason: dict[str, list[str]] = {}
+    for layer, reason in refused.items():
+        by_reason.setdefault(reason, []).append(layer)
+    parts = [f"{', '.join(layers[:4])}{f' and {len(layers) - 4} more' if len(layers) > 4 else ''} ({reason})"
+             for reason, layers in by_reason.items()]
+    return f"{len(refused)} layer(s) keep all their channels, as torch-pruning cannot prune them: {'; '.join(parts)}"
+
+
+def _units(group: CoupledGroup, scores: torch.Tensor) -> list[tuple[float, list[int]]]:
+    """(score, root channels) of each unit of ``group``: single channels, or with G channel
+    groups the same position in each of the G blocks (scored by their mean, as torch-pruning does)."""
+    if group.channel_groups == 1:
+        return [(float(s), [r]) for r, s in enumerate(scores)]
+    block = group.channels // group.channel_groups
+    units = []
+    for p in range(block):
+        unit = [p + b * block for b in range(group.channel_groups)]
+        units.append((float(scores[unit].mean()), unit))
+    return units
+
+
+def _features(module: nn.Module) -> int:
+    if isinstance(module, nn.BatchNorm2d):
+        return module.num_features
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    return int(module.normalized_shape[0]) if module.normalized_shape else 1
+
+
+def _weight_shape(module: nn.Module, out_rm: int = 0, in_rm: int = 0) -> tuple[int, int] | None:
+    """(outputs, inputs per output) of a conv/linear layer's weight after removing ``out_rm``
+    outputs and ``in_rm`` inputs; None for other modules. A depthwise conv loses the same
+    channels on both sides; a grouped one keeps its number of groups."""
+    if isinstance(module, nn.Conv2d):
+        if module.groups > 1 and module.groups == module.out_channels:
+            return module.out_channels - max(out_rm, in_rm), module.in_channels // module.groups
+        return module.out_channels - out_rm, (module.in_channels - in_rm) // module.groups
+    if isinstance(module, nn.Linear):
+        return module.out_features - out_rm, module.in_features - in_rm
+    return None
 
 
 def _group_scores(group: CoupledGroup, scores: UnitScores) -> torch.Tensor | None:
@@ -205,16 +285,19 @@ def resolve_ignored(model: nn.Module, names: list[str] | None) -> list[nn.Module
     return [modules[n] for n in names]
 
 
-def _check_request(ratio, target_macs, target_params, scope) -> None:
+def _check_request(ratio, target_macs, target_params, scope, min_channels, round_to) -> None:
     given = [x for x in (ratio, target_macs, target_params) if x is not None]
     if len(given) != 1:
         raise PruningError("give exactly one of ratio, target_macs or target_params")
     value = given[0]
-    if not 0 <= value < 1:
-        raise PruningError(f"pruning amount {value} is impossible; give a fraction in [0, 1), "
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise PruningError(f"pruning amount {value!r} is impossible; give a fraction in [0, 1), "
                            "e.g. 0.5 to remove half")
     if scope not in SCOPES:
         raise PruningError(f"unknown scope {scope!r}; use uniform or global")
+    validate.positive_int(min_channels, "min_channels")
+    if round_to is not None:
+        validate.positive_int(round_to, "round_to")
 
 
 def _search_ratio(planner: Planner, scope: str, target: float, which: str) -> float:
@@ -247,7 +330,8 @@ def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = Non
               round_to: int | None = None, inner_only: bool = False,
               input_shape: tuple[int, ...] | None = None) -> tuple[list[Cut], float, Planner]:
     """Which channels a prune would remove, without removing them."""
-    _check_request(ratio, target_macs, target_params, scope)
+    _check_request(ratio, target_macs, target_params, scope, min_channels, round_to)
+    scores.check_fits(model)
     input_shape = input_shape or require_input_shape(model)
     planner = Planner(model, scores, input_shape, resolve_ignored(model, ignored_layers),
                        min_channels, round_to, inner_only)

@@ -49,8 +49,28 @@ def replay_recipe(model: nn.Module, recipe: list[dict[str, Any]], input_shape: t
     """Apply every step of ``recipe`` to ``model`` in place, in order."""
     replay = Replay(model, tuple(input_shape))
     for step in recipe:
+        if not isinstance(step, dict):
+            raise CheckpointError(f"surgery recipe step {str(step)[:40]!r} is not a JSON object; the checkpoint is corrupt")
         op = RECIPE_OPS.get(str(step.get("op")))
-        if step.get("layer") not in dict(model.named_modules()):
-            raise CheckpointError(f"surgery recipe names layer {step.get('layer')!r} that the model lacks")
+        modules = dict(model.named_modules())
+        if not isinstance(step.get("layer"), str) or step["layer"] not in modules:
+            raise CheckpointError(f"surgery recipe names layer {str(step.get('layer'))[:60]!r} that the model lacks")
+        check_channels(step, modules[step["layer"]])
         op(replay, step)
     return model
+
+
+def check_channels(step: dict[str, Any], module: nn.Module) -> None:
+    """A step's channel indices (``idxs``), if it has them: distinct integers inside the layer's
+    width, leaving at least one channel — a recipe that says otherwise is corrupt, not a model."""
+    if "idxs" not in step:
+        return
+    idxs, layer = step["idxs"], step["layer"]
+    width = getattr(module, "out_channels", getattr(module, "out_features", None))
+    if not isinstance(idxs, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idxs) \
+            or len(set(idxs)) != len(idxs):
+        raise CheckpointError(f"surgery recipe: the channels removed from {layer!r} are not distinct integers; "
+                              "the checkpoint is corrupt")
+    if isinstance(width, int) and (any(not 0 <= i < width for i in idxs) or len(idxs) >= width):
+        raise CheckpointError(f"surgery recipe removes channels {str(idxs)[:40]} from {layer!r}, which has {width}; "
+                              "the checkpoint is corrupt")

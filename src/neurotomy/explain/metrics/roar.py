@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.data.dataset import in_memory
 from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.explain.metrics.checks import Explainer, MetricError, descending_ranks, explain
 from neurotomy.explain.metrics.controls import random_map, sobel_map
@@ -59,7 +61,7 @@ def control_explainers(seed: int = 0) -> dict[str, Explainer]:
             "sobel": lambda model, inputs, targets: sobel_map(inputs)}
 
 
-def pixel_ranks(model: nn.Module, data: TensorImageDataset, explainer: Explainer, batch_size: int = 128,
+def pixel_ranks(model: nn.Module, data: Dataset, explainer: Explainer, batch_size: int = 128,
                 targets: str = "label", description: str = "maps", quiet: bool | None = None) -> torch.Tensor:
     """``N × HW`` rank of every pixel of every image (0 = most relevant) by the explainer's map of
     ``model``; ``targets`` is one of :data:`ROAR_TARGETS`: ``"label"`` explains each image's true
@@ -75,11 +77,14 @@ def pixel_ranks(model: nn.Module, data: TensorImageDataset, explainer: Explainer
     return torch.cat(ranks)
 
 
-def remove_top_pixels(data: TensorImageDataset, ranks: torch.Tensor, threshold: float,
+def remove_top_pixels(data: Dataset, ranks: torch.Tensor, threshold: float,
                       fill: torch.Tensor) -> TensorImageDataset:
-    """A copy of ``data`` whose top-``threshold`` pixels (all channels) hold ``fill`` (per channel)."""
+    """A copy of ``data`` (any dataset, brought into memory) whose top-``threshold`` pixels (all
+    channels) hold ``fill`` (per channel)."""
+    data = in_memory(data)
     n, channels, height, width = data.images.shape
     count = int(round(threshold * height * width))
     removed = (ranks < count).view(n, 1, height, width)
     images = torch.where(removed, fill.view(1, channels, 1, 1).to(data.images), data.images)
-    return TensorImageDataset(images, data.targets, data.classes, data.normalization, data.name)
+    return TensorImageDataset(images, data.targets, data.classes, data.normalization, data.name,
+                              root=data.root, options=data.options, flip_safe=data.flip_safe)

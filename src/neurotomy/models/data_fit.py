@@ -1,0 +1,137 @@
+"""Does this data fit this model? One comparison of a dataset with what the model was trained on
+(:func:`check_data_fits`), and the model's own dataset as its checkpoint records it
+(:func:`dataset_for_model`).
+
+The model's side comes from its checkpoint metadata (:class:`~neurotomy.checkpoint.ModelMeta`:
+dataset name, input shape, classes, normalisation) or, for a bare ``nn.Module``, from its anatomy
+(the classifier's outputs, the first convolution's input channels). Two differences make a run
+meaningless and are errors (:class:`~neurotomy.errors.DataError`): a different **class count** (every
+label would name another class) and a different **channel count** (the first layer cannot take the
+images). The others are returned as warnings, one phrase each: spatial size, normalisation (any
+channel's mean or std off by more than :data:`NORMALIZATION_TOLERANCE`) and dataset name.
+
+Example:
+    >>> from neurotomy.data import load_dataset
+    >>> from neurotomy.models import build_model
+    >>> model = build_model("lenet5", 1, 10, 8)
+    >>> check_data_fits(model, load_dataset("digits", split="test"))
+    []
+    >>> check_data_fits(build_model("lenet5", 1, 3, 8), load_dataset("digits", split="test"))
+    Traceback (most recent call last):
+    ...
+    neurotomy.errors.DataError: the data has 10 classes but the model has 3; give data with the model's 3 classes, or a model trained on this data
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from neurotomy.data.sources import canonical_name, load_dataset
+from neurotomy.errors import DataError, ModelError
+from neurotomy.models.anatomy import classifier_layer
+
+NORMALIZATION_TOLERANCE = 0.02
+"""Largest difference of a channel's mean or std (in units of [0, 1] pixels) that goes unmentioned."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model knows of the data it was trained on; None where it cannot tell."""
+
+    dataset: str | None = None
+    channels: int | None = None
+    size: tuple[int, int] | None = None
+    num_classes: int | None = None
+    normalization: dict | None = None
+
+
+def training_data_of(model: nn.Module) -> TrainingData:
+    """The model's training data as its checkpoint records it, else as its layers tell."""
+    meta = getattr(model, "neurotomy_meta", None)
+    if meta is not None:
+        args = getattr(meta, "arch_args", None) or {}
+        shape = meta.input_shape  # what it cannot tell (no in_channels / input_size recorded) stays None
+        # the class names first: a class module keeps its parent's num_classes but answers c-vs-rest
+        classes = len(meta.classes) if meta.classes else args.get("num_classes")
+        return TrainingData(dataset=meta.dataset, channels=shape[0] if "in_channels" in args else None,
+                            size=tuple(shape[1:]) if "input_size" in args else None,
+                            num_classes=int(classes) if classes is not None else None,
+                            normalization=meta.normalization)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        classes = classifier_layer(model)[1].out_features
+    except ModelError:
+        classes = None
+    return TrainingData(channels=convs[0].in_channels if convs else None, num_classes=classes)
+
+
+def dataset_for_model(model: nn.Module, split: str = "test", data: str | None = None,
+                      root: str | os.PathLike | None = None, **options) -> Dataset:
+    """One split of ``data`` (a :func:`~neurotomy.data.load_dataset` name) for ``model``; without
+    ``data``, the dataset its checkpoint records. The model's own dataset (recorded, or named again)
+    is read from the recorded absolute root with the recorded options (class names, input size)
+    unless ``root`` or ``options`` say otherwise.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> model = build_model("lenet5", 1, 10, 8)
+        >>> dataset_for_model(model, data="digits").name
+        'digits'
+    """
+    meta = getattr(model, "neurotomy_meta", None)
+    own = getattr(meta, "dataset", None)
+    name = data or own
+    if not name:
+        raise DataError("the model does not record its dataset; pass --data NAME (data=NAME)")
+    recorded: dict = {}
+    if own and (not data or canonical_name(data) == canonical_name(own)):
+        root = root or getattr(meta, "dataset_root", None)
+        recorded = dict(getattr(meta, "dataset_options", None) or {})
+    try:
+        return load_dataset(name, root=root, split=split, **{**recorded, **options})
+    except DataError as exc:
+        if data:
+            raise
+        raise DataError(f"the model's recorded dataset {name}: {exc} (or pass --data/--root)") from None
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
+def check_data_fits(model: nn.Module, data: Dataset) -> list[str]:
+    """Differences between ``data`` and the model's training data, one phrase each (empty when
+    it fits); raises :class:`DataError` on a class or channel count mismatch."""
+    trained = training_data_of(model)
+    classes = getattr(data, "classes", None)
+    count = len(classes) if classes else int(getattr(data, "targets").max()) + 1
+    where = f" (it was trained on {trained.dataset})" if trained.dataset else ""
+    if trained.num_classes is not None and count != trained.num_classes:
+        raise DataError(f"the data has {count} classes but the model has {trained.num_classes}; give data with the "
+                        f"model's {trained.num_classes} classes{where}, or a model trained on this data")
+    image = data[0][0]
+    channels, size = int(image.shape[0]), tuple(int(s) for s in image.shape[1:])
+    if trained.channels is not None and channels != trained.channels:
+        raise DataError(f"the data has {channels}-channel images but the model takes {trained.channels}; give "
+                        f"{'grey' if trained.channels == 1 else f'{trained.channels}-channel'} images{where}")
+    differences = []
+    if trained.size is not None and size != trained.size:
+        differences.append(f"images are {size[0]}×{size[1]}, the model was trained on {trained.size[0]}×"
+                           f"{trained.size[1]} (resize with --input-size {trained.size[0]})")
+    norm = getattr(data, "normalization", None)
+    if trained.normalization and norm is not None and len(norm.mean) == len(trained.normalization["mean"]):
+        pairs = zip((*norm.mean, *norm.std), (*trained.normalization["mean"], *trained.normalization["std"]))
+        if any(abs(a - b) > NORMALIZATION_TOLERANCE for a, b in pairs):
+            differences.append(f"normalisation mean {_fmt(norm.mean)} std {_fmt(norm.std)}, trained with mean "
+                               f"{_fmt(trained.normalization['mean'])} std {_fmt(trained.normalization['std'])}")
+    name = getattr(data, "name", "")
+    if trained.dataset and name and canonical_name(name) != canonical_name(trained.dataset):
+        differences.append(f"dataset {name}, trained on {trained.dataset}")
+    return differences
+
+
+__all__ = ["NORMALIZATION_TOLERANCE", "TrainingData", "check_data_fits", "dataset_for_model", "training_data_of"]
