@@ -99,7 +99,8 @@ def run_model(spec: str, source: str, size: int, work: Path) -> dict:
     table = layer_table(model, shape)
     record.update(macs_ours=table.total_macs, macs_flopcounter=plain_flop_counter_macs(model, shape),
                   params_ours=table.total_params, params_true=sum(p.numel() for p in model.parameters()))
-    record["macs_within_1pct"] = abs(record["macs_ours"] - record["macs_flopcounter"]) <= 0.01 * record["macs_flopcounter"]
+    reference = record["macs_flopcounter"]
+    record["macs_within_1pct"] = abs(record["macs_ours"] - reference) <= 0.01 * reference
     pruned = None
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -115,7 +116,8 @@ def run_model(spec: str, source: str, size: int, work: Path) -> dict:
     reloaded = None
     if pruned is not None:
         try:
-            reloaded = load_model(save_checkpoint(pruned, work / f"{source}_{record['name']}.safetensors"))
+            checkpoint = work / f"{source}_{record['name'].replace(':', '_').replace('.', '_')}.safetensors"
+            reloaded = load_model(save_checkpoint(pruned, checkpoint))
             x = torch.randn(2, *shape)
             with torch.no_grad():
                 record["reload_max_diff"] = float((reloaded(x) - pruned.eval()(x)).abs().max())

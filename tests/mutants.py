@@ -12,34 +12,42 @@ them and ``benchmarks/test_strength.py`` writes them to ``benchmarks/results/tes
 
 Each cross-check runs on a small case (the tiny two-conv model of ``tests/scores/test_criteria.py``,
 the shipped LeNet-5 on four digits) with its independent expected values computed once and cached
-(:mod:`tests.expected`), so a mutant costs one or a few calls of the method under test.
+(:mod:`tests.crosscheck`), so a mutant costs one or a few calls of the method under test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients
 
-from neurotomy.explain import METHODS
-from neurotomy.explain.cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 import neurotomy.explain.pathway as pathway_module
+from neurotomy.explain import METHODS
+from neurotomy.explain.cam import (
+    AblationCAM,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+)
 from neurotomy.explain.common import class_scores, forward
 from neurotomy.explain.metrics import random_map
 from neurotomy.probe import Probe
 from neurotomy.scores import CRITERIA
 from neurotomy.scores.chip import nuclear_norms_without_each_row
 from neurotomy.scores.entropy import birth_entropy
+from tests.crosscheck import CHECK_THREADS, one_thread  # noqa: F401 (CHECK_THREADS: for the results file)
 
 Patch = Callable[[pytest.MonkeyPatch], None]
 
@@ -251,7 +259,7 @@ def _ablation_without_division(mp):
 
 
 def _eigencam_uncentred(self, model, inputs, targets, layer, activations, grads, logits):
-    n, c, h, w = activations.shape
+    n, _, h, w = activations.shape
     points = activations.flatten(2).transpose(1, 2)
     _, _, vh = torch.linalg.svd(points, full_matrices=False)
     projection = (points @ vh[:, 0, :, None]).squeeze(-1)
@@ -306,7 +314,7 @@ def _pathway_alphas(alphas: int) -> Patch:
 
 
 def _eigencam_unoriented(self, model, inputs, targets, layer, activations, grads, logits):
-    n, c, h, w = activations.shape
+    n, _, h, w = activations.shape
     points = activations.flatten(2).transpose(1, 2)
     centred = points - points.mean(1, keepdim=True)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
@@ -343,7 +351,8 @@ def subjects() -> list[Subject]:
     from tests.explain import test_cam, test_gradients, test_pathway
     from tests.explain.cases import lenet_case
     from tests.explain.metrics import test_controls
-    from tests.scores import test_classwise, test_criteria as tc, test_entropy
+    from tests.scores import test_classwise, test_entropy
+    from tests.scores import test_criteria as tc
 
     def tiny(check, with_data=False):
         return lambda: check(tc.tiny_model(), tc.tiny_data()) if with_data else check(tc.tiny_model())
@@ -460,21 +469,6 @@ def subjects() -> list[Subject]:
 
 # ------------------------------------------------------------------ running them
 
-CHECK_THREADS = 1
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine two threads per op
-    make each call 10–100× slower; the previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(CHECK_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 TESTS = Path(__file__).resolve().parent
 
 
@@ -484,12 +478,14 @@ def outcome(check: Callable[[], None]) -> str | None:
     cross-check where it surfaced (``tests/…/test_x.py:LINE``)."""
     try:
         check()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (a crash fails the check too)
         frames = [f for f in traceback.extract_tb(error.__traceback__)
                   if Path(f.filename).resolve().is_relative_to(TESTS) and Path(f.filename).name != "mutants.py"]
         checks = [f for f in frames if f.name.startswith("check")] or frames
-        where = f" in {checks[-1].name} ({Path(checks[-1].filename).resolve().relative_to(TESTS.parent)}:{checks[-1].lineno})"
-        return type(error).__name__ + (where if checks else "")
+        if not checks:
+            return type(error).__name__
+        where = Path(checks[-1].filename).resolve().relative_to(TESTS.parent)
+        return f"{type(error).__name__} in {checks[-1].name} ({where}:{checks[-1].lineno})"
     return None
 
 

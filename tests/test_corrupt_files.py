@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 8}
 
 @pytest.fixture
 def good(tmp_path):
-    """A small pruned LeNet checkpoint (so it has a recipe) and its parts: header dict and data bytes."""
+    """A small LeNet checkpoint (8×8 inputs); the tests edit copies of it."""
     model = build_model("lenet5", **ARGS)
     meta = ModelMeta("lenet5", dict(ARGS), recipe=[])
     path = save_checkpoint(model, meta, tmp_path / "good.safetensors")
@@ -42,7 +43,7 @@ def write(path, header: dict | bytes, body: bytes, length: int | None = None):
     return path
 
 
-def lie(good, tmp_path, change) -> "Path":
+def lie(good, tmp_path, change) -> Path:
     """A copy of ``good`` whose header ``change(header)`` edited (in place)."""
     header, body = parts(good)
     change(header)

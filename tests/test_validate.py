@@ -113,7 +113,7 @@ def test_train_config_refuses_what_the_cli_refuses():
     assert TrainConfig(epochs="2", lr=0.05).epochs == 2
     for kwargs, needle in [({"epochs": 0}, "epochs"), ({"lr": -0.1}, "lr"), ({"lr": float("nan")}, "lr"),
                            ({"batch_size": 0}, "batch_size"), ({"momentum": 1.0}, "momentum"),
-                           ({"schedule": "linear"}, "unknown name 'linear'"), ({"seed": -1}, "seed"),
+                           ({"schedule": "linear"}, "unknown schedule 'linear'"), ({"seed": -1}, "seed"),
                            ({"max_images": 0}, "max_images"), ({"grad_mask_q": 2.0}, "q must be in"),
                            ({"distill_alpha": 1.5}, "distill_alpha")]:
         with pytest.raises(NeurotomyError, match=needle):
@@ -149,7 +149,7 @@ def test_prune_job_checks_every_setting_before_any_work():
     for kwargs, needle in [({"ratio": 1.5}, "ratio"), ({"ratio": 0.3, "min_channels": 0}, "min_channels"),
                            ({"ratio": 0.3, "finetune_lr": 0.0}, "finetune_lr"), ({"ratio": 0.3, "steps": 0}, "steps"),
                            ({"ratio": 0.3, "recalibrate_images": -1}, "recalibrate_images"),
-                           ({"ratio": 0.3, "scope": "local"}, "unknown name 'local'"),
+                           ({"ratio": 0.3, "scope": "local"}, "unknown scope 'local'"),
                            ({"ratio": 0.3, "criterion": "l7"}, "unknown criterion"),
                            ({"ratio": 0.3, "ignored_layers": ["nope"]}, "not in the model")]:
         with pytest.raises(NeurotomyError, match=needle):

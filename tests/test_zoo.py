@@ -11,10 +11,11 @@ from neurotomy.cli import main
 from neurotomy.data import load_dataset
 from neurotomy.loading import load_model
 from neurotomy.loading.zoo import ZOO
+from tests.crosscheck import one_thread
 
 
 def accuracy(model, data, batch=500) -> float:
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():  # see tests/crosscheck.py
         predicted = torch.cat([model(data.images[i:i + batch].float()).argmax(1) for i in range(0, len(data), batch)])
     return float((predicted == data.targets).double().mean())
 

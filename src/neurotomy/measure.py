@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 from pathlib import Path
@@ -41,10 +42,12 @@ def interleaved_latency(models: list[nn.Module], input_shape: tuple[int, ...], b
 
 
 def checkpoint_size(model: nn.Module) -> int:
-    """Bytes of the model's safetensors checkpoint."""
+    """Bytes of the model's safetensors checkpoint, its measured ``metrics`` left out of the header:
+    they hold timings, which would make the same seed give a different size on every run."""
     from neurotomy.checkpoint import ModelMeta, save_checkpoint
 
-    meta = getattr(model, "neurotomy_meta", None) or ModelMeta(arch="unknown", arch_args={})
+    meta = getattr(model, "neurotomy_meta", None)
+    meta = dataclasses.replace(meta, metrics={}) if meta is not None else ModelMeta(arch="unknown", arch_args={})
     with tempfile.TemporaryDirectory() as tmp:
         return save_checkpoint(model, meta, Path(tmp) / "m.safetensors").stat().st_size
 

@@ -4,7 +4,7 @@ Each validator takes a value and the name it goes by (``"epochs"`` in the API; `
 where argparse already names the option), returns the value in its proper type (``int``, ``float``,
 ``Path``) and raises :class:`OptionError` saying what was expected and what was given. Text is
 accepted wherever a number is (the CLI passes text, the API passes numbers) so both meet the very
-same rule; the CLI wraps each validator into an argparse ``type=`` (``neurotomy.cli.common.checked``),
+same rule; the CLI wraps each validator into an argparse ``type=`` (``neurotomy.cli.common.Checked``),
 so a bad value ends in one line and exit status 2 before any work starts.
 
 Output paths are checked the same way *before* a job runs: the parent must be creatable (no file

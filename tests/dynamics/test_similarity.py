@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurotomy.dynamics.similarity import cka_from_grams, gbs, linear_cka, rbf_cka, similarity_graph
+from neurotomy.dynamics.similarity import (
+    cka_from_grams,
+    gbs,
+    linear_cka,
+    rbf_cka,
+    similarity_graph,
+)
 
 
 def numpy_linear_cka(x, y):

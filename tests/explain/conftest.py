@@ -2,6 +2,14 @@ import pytest
 
 from neurotomy.data import load_dataset
 from neurotomy.loading import load_model
+from tests.crosscheck import one_thread
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Explanations of a few small images: one torch thread (see tests/crosscheck.py)."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import (AblationCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
-                              ScoreCAM)
+from pytorch_grad_cam import (
+    AblationCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 from neurotomy.explain import attribute, normalize
-from tests.expected import expected_value
+from tests.crosscheck import expected_value
 from tests.explain.cases import lenet_case, resnet20_case
 
 REFERENCE = {"gradcam": GradCAM, "gradcam_pp": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM,

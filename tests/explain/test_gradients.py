@@ -8,7 +8,7 @@ against broken versions of the method.
 import torch
 
 from neurotomy.explain import attribute
-from tests.expected import expected_value
+from tests.crosscheck import expected_value
 from tests.explain.cases import lenet_case, resnet20_case
 
 

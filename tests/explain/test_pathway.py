@@ -14,8 +14,13 @@ import torch
 from torch import nn
 
 from neurotomy.explain import ExplainError, attribute
-from neurotomy.explain.pathway import neuron_relevance, pathway_channel_scores, pathway_masks, relu_layers
-from tests.expected import expected_value
+from neurotomy.explain.pathway import (
+    neuron_relevance,
+    pathway_channel_scores,
+    pathway_masks,
+    relu_layers,
+)
+from tests.crosscheck import expected_value
 from tests.explain.cases import lenet_case, resnet20_case
 
 
@@ -195,7 +200,7 @@ def test_integrated_variant_equals_riemann_sum_by_hand():
 
 
 def test_hooks_are_removed_and_the_model_unchanged(resnet20, fmnist_batch):
-    images, targets = fmnist_batch
+    images, targets = fmnist_batch[0][:2], fmnist_batch[1][:2]
     with torch.no_grad():
         before = resnet20(images)
     attribute(resnet20, images, targets, method="pathway", integrated=True, granularity="channel")

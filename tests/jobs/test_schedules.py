@@ -3,9 +3,9 @@ from torch import nn
 
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
-from neurotomy.models import build_model
 from neurotomy.jobs import schedules
 from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
+from neurotomy.models import build_model
 from neurotomy.scores import get_criterion
 from neurotomy.train import TrainConfig, evaluate
 

@@ -173,4 +173,5 @@ def test_register_model_for_python_users(monkeypatch, tmp_path):
 
     model = neurotomy.build_model("tiny-mlp", 1, 3, 4, hidden=5)
     loaded = load_model(save_checkpoint(model, tmp_path / "m"))
-    assert loaded[1].out_features == 5 and torch.equal(loaded(torch.ones(1, 1, 4, 4)), model.eval()(torch.ones(1, 1, 4, 4)))
+    x = torch.ones(1, 1, 4, 4)
+    assert loaded[1].out_features == 5 and torch.equal(loaded(x), model.eval()(x))

@@ -17,7 +17,7 @@ from neurotomy.surgery.filters import prune_filters
 
 SIZE = 32
 MATRIX = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:regnet_x_400mf",
-          "torchvision:shufflenet_v2_x0_5", "torchvision:mnasnet0_5", "timm:resnet18"]
+          "torchvision:shufflenet_v2_x0_5", "torchvision:mnasnet0_5", "timm:resnet18", "timm:convnext_atto"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -5,7 +5,6 @@ test's tmp_path (tests never write into the repository); to refresh the committe
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 

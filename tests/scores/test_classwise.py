@@ -14,7 +14,7 @@ from neurotomy.errors import NeurotomyError
 from neurotomy.loading import load_model
 from neurotomy.scores.classwise import get_classwise_criterion
 from neurotomy.scores.unit_scores import UnitScores
-from tests.expected import expected_value
+from tests.crosscheck import expected_value
 
 
 @lru_cache(maxsize=1)

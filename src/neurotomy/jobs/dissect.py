@@ -122,7 +122,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
                            f"(e.g. 0.5)")
     get_criterion(criterion)  # unknown name: fail before any work
-    validate.known_name(scope, "scope", names=SCOPES)
+    validate.known_name(scope, "scope", names=SCOPES, kind="scope")
     seed = validate.seed(seed, "seed")
     if out_dir is not None:
         validate.output_dir(out_dir, "out_dir")  # an out_dir under a file fails now, not after the whole job

@@ -178,7 +178,7 @@ class PruneJob:
                 validate.positive_int(getattr(self, name), name)
         validate.positive_float(self.finetune_lr, "finetune_lr")
         validate.non_negative_float(self.layer_threshold, "layer_threshold")
-        validate.known_name(self.scope, "scope", names=SCOPES)
+        validate.known_name(self.scope, "scope", names=SCOPES, kind="scope")
         validate.seed(self.seed, "seed")
         get_criterion(self.criterion)  # an unknown criterion fails here, not after the evaluation
         layers = dict(model.named_modules())

@@ -29,7 +29,6 @@ import time
 from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 

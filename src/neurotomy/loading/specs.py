@@ -50,10 +50,12 @@ def model_spec_kind(spec: str | os.PathLike) -> str:
         return source[0]
     if text in ARCHITECTURES:
         return "architecture"
+    if Path(text).suffix == ".safetensors" or (Path(text).is_file() and Path(text).suffix != ".py"):
+        return "checkpoint"
     if text.endswith(".py") or (text.partition(":")[0].endswith(".py")):
         raise ModelError(f"{text}: name the factory too, as path/to/file.py:factory (a callable returning the "
                          "nn.Module)")
-    if Path(text).suffix == ".safetensors" or Path(text).exists() or os.sep in text:
+    if Path(text).exists() or os.sep in text:
         return "checkpoint"
     raise ModelError(f"{text!r} is not a model: give {SPEC_FORMS} or an architecture "
                      f"({', '.join(ARCHITECTURES)})")

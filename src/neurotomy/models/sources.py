@@ -43,7 +43,8 @@ from neurotomy.errors import ModelError, NeurotomyWarning
 from neurotomy.registry import Registry
 
 SOURCES: Registry[Callable[..., nn.Module]] = Registry(
-    "model source", ModelError, hint="(MODEL is zoo:NAME, a checkpoint, torchvision:NAME, timm:NAME or file.py:factory)")
+    "model source", ModelError,
+    hint="(MODEL is zoo:NAME, a checkpoint, torchvision:NAME, timm:NAME or file.py:factory)")
 
 # torchvision classifiers with auxiliary heads: built without them, so the model is a plain classifier
 _NO_AUX = {"googlenet": {"aux_logits": False, "init_weights": True}, "inception_v3": {"aux_logits": False,
@@ -128,7 +129,8 @@ def torchvision_model(name: str, in_channels: int = 3, num_classes: int = 1000, 
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
         if not cached.exists():
             raise ModelError(f"no pretrained weights for torchvision:{name} in the local cache ({cached}); copy "
-                             f"{os.path.basename(weights.url)} there from a machine with internet, or drop --pretrained")
+                             f"{os.path.basename(weights.url)} there from a machine with internet, or drop "
+                             "--pretrained")
         kwargs.pop("init_weights", None)
         model = torchvision.models.get_model(name, weights=weights, **kwargs)
         if num_classes != len(weights.meta["categories"]):
@@ -218,7 +220,8 @@ def timm_defaults(name: str, input_size: int | None) -> dict[str, Any]:
     cfg = timm.models.get_pretrained_cfg(name) or {}
     cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     default = int(cfg.get("input_size", (3, 224, 224))[-1])
-    extra = {"img_size": int(input_size)} if cfg.get("fixed_input_size") and input_size and input_size != default else {}
+    fixed = cfg.get("fixed_input_size") and input_size and input_size != default
+    extra = {"img_size": int(input_size)} if fixed else {}
     return {"input_size": int(input_size or default), **extra}
 
 
@@ -332,5 +335,5 @@ def _close(name: str, names: list[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-__all__ = ["SOURCES", "accepted_kwargs", "build_source_model", "prepare_source", "call_factory", "file_model", "file_sha256",
-           "load_factory", "split_source", "timm_defaults", "timm_model", "torchvision_model"]
+__all__ = ["SOURCES", "accepted_kwargs", "build_source_model", "call_factory", "file_model", "file_sha256",
+           "load_factory", "prepare_source", "split_source", "timm_defaults", "timm_model", "torchvision_model"]

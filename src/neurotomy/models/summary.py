@@ -74,7 +74,7 @@ def _counting() -> Iterator[flop_counter.FlopCounterMode]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _module_flops(counter: flop_counter.FlopCounterMode, model: nn.Module) -> dict[str, int]:
+def _module_flops(counter: flop_counter.FlopCounterMode) -> dict[str, int]:
     """Inclusive FLOPs per module name (``""`` for the model itself), from FlopCounterMode's
     hierarchy, whose names start with the model's class name."""
     flops = {}
@@ -112,7 +112,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> LayerTable:
 
     with eval_mode(model), Probe(model, list(modules), on_module=record), _counting() as counter:
         model(torch.zeros(1, *input_shape))
-    own = _self_flops(_module_flops(counter, model), modules)
+    own = _self_flops(_module_flops(counter), modules)
     total = int(counter.get_total_flops())
     rows = []
     for name, row in seen.items():  # post-hook order: a block after the layers inside it

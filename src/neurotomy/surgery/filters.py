@@ -124,8 +124,9 @@ def _does_not_run(pruned: nn.Module, exc: Exception, cuts: list[Cut]) -> str:
                 "add the layers feeding it to ignored_layers")
     inside = [c.layer for c in cuts if failing == "" or c.layer == failing or c.layer.startswith(failing + ".")]
     keep = ", ".join(inside[:4]) or failing
-    return (f"the pruned model does not run: layer {failing or '(model)'} ({type(pruned.get_submodule(failing)).__name__}) "
-            f"fails ({reason}); torch-pruning does not handle an op there: keep {keep} whole (ignored_layers / --ignore)")
+    kind = type(pruned.get_submodule(failing)).__name__
+    return (f"the pruned model does not run: layer {failing or '(model)'} ({kind}) fails ({reason}); torch-pruning "
+            f"does not handle an op there: keep {keep} whole (ignored_layers / --ignore)")
 
 
 def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,

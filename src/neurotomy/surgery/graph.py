@@ -217,12 +217,12 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
         except Exception as exc:  # torch-pruning's index mapping fails on ops it does not model
             survey.refused[names[module]] = f"torch-pruning cannot map its channels ({type(exc).__name__})"
             continue
-        targets = [dep.target.module for dep, _ in group]
-        visited.update(dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler))
-        if any(t in ignored_all for t, (dep, _) in zip(targets, group) if graph.is_out_channel_pruning_fn(dep.handler)):
+        outputs_cut = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+        visited.update(outputs_cut)
+        if any(t in ignored_all for t in outputs_cut):  # an ignored layer would lose outputs: not prunable
             continue
-        if any(t in graph.neurotomy_unmapped for t in targets):
-            survey.refused[names[module]] = "its channels pass through a channel shuffle, which torch-pruning cannot map"
+        if any(dep.target.module in graph.neurotomy_unmapped for dep, _ in group):
+            survey.refused[names[module]] = "its channels pass through a channel shuffle (torch-pruning cannot map it)"
             continue
         survey.groups.append(_coupled_group(graph, group, names))
     return survey
