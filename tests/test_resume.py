@@ -1,4 +1,4 @@
-"""Resumable runs (neurotomy.train.RunState): a `train` killed with SIGKILL after epoch 2 and resumed
+"""Resumable runs (neurotomy.run_state.RunState): a `train` killed with SIGKILL after epoch 2 and resumed
 ends with the weights of an uninterrupted run; Ctrl-C says how to resume; a state file that is
 missing, damaged or written with other settings is one line."""
 
@@ -19,7 +19,8 @@ from neurotomy.cli import main
 from neurotomy.data import load_dataset
 from neurotomy.errors import ResumeError
 from neurotomy.models import build_model
-from neurotomy.train import PAUSE_ENV, STATE_SUFFIX, Interrupted, RunState, TrainConfig, fit, seed_everything
+from neurotomy.run_state import PAUSE_ENV, STATE_SUFFIX, Interrupted, RunState
+from neurotomy.train import TrainConfig, fit, seed_everything
 
 TRAIN = ["train", "lenet5", "--data", "digits", "--epochs", "4", "--batch-size", "32", "--quiet"]
 
@@ -91,7 +92,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch, one_thread):
         raise KeyboardInterrupt
 
     monkeypatch.setenv(PAUSE_ENV, "1")
-    monkeypatch.setattr("neurotomy.train.time.sleep", interrupt)
+    monkeypatch.setattr("neurotomy.run_state.time.sleep", interrupt)
     out = tmp_path / "lenet.safetensors"
     assert main([*TRAIN, "--out", str(out)]) == 130
     err = capsys.readouterr().err
@@ -168,7 +169,7 @@ def test_long_commands_interrupted_after_epoch_1_resume_to_the_same_weights(comm
     out, reference = tmp_path / "resumed" / out_name, tmp_path / "uninterrupted" / out_name
     assert main([*command, "--out", str(reference), "--quiet"]) == 0
     monkeypatch.setenv(PAUSE_ENV, "1")
-    monkeypatch.setattr("neurotomy.train.time.sleep", interrupt)
+    monkeypatch.setattr("neurotomy.run_state.time.sleep", interrupt)
     assert main([*command, "--out", str(out), "--quiet"]) == 130
     assert "--resume" in capsys.readouterr().err
     monkeypatch.delenv(PAUSE_ENV)

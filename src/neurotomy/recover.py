@@ -22,7 +22,8 @@ from neurotomy import validate
 from neurotomy.data.batches import iterate_batches, num_batches
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
-from neurotomy.train import RunState, TrainConfig, fit
+from neurotomy.train import TrainConfig, fit
+from neurotomy.run_state import RunState
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

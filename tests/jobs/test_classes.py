@@ -13,7 +13,7 @@ from neurotomy.jobs.classes import patch_job, split_job
 from neurotomy.jobs.split import split
 from neurotomy.loading import load_model
 from neurotomy.surgery.class_modules import cut_class_module
-from neurotomy.train import RunState
+from neurotomy.run_state import RunState
 
 SPLIT = dict(calibration_images=200, finetune_epochs=1, finetune_images=300, quiet=True)
 

@@ -111,7 +111,7 @@ def _without_timings(value):
 
 def test_an_interrupted_dissection_resumes_to_the_same_report(tiny_report, tmp_path, monkeypatch):
     import neurotomy.jobs.dissect as job
-    from neurotomy.train import RunState
+    from neurotomy.run_state import RunState
 
     def killed(*args, **kwargs):
         raise RuntimeError("killed")

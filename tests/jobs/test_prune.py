@@ -8,7 +8,7 @@ from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyWarning
 from neurotomy.jobs.prune import PruneJob
 from neurotomy.loading import load_model
-from neurotomy.train import RunState
+from neurotomy.run_state import RunState
 
 JOB = dict(criterion="l1", target_macs=0.3, measure_latency=False, quiet=True, recalibrate_images=256)
 

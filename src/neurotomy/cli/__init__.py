@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the machine's answer, not a bug: say it in one line
         print(f"neurotomy: error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:  # a job with a state file says how to resume (neurotomy.train.Interrupted)
+    except KeyboardInterrupt as exc:  # a job with a state file says how to resume (neurotomy.run_state.Interrupted)
         print(f"neurotomy: {one_line(exc)}" if str(exc) else "neurotomy: interrupted", file=sys.stderr)
         return 130
     return 0

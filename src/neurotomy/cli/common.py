@@ -227,9 +227,9 @@ def add_force(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def run_state(args):
-    """The :class:`~neurotomy.train.RunState` beside ``args.out`` (read back with ``--resume``); use it
+    """The :class:`~neurotomy.run_state.RunState` beside ``args.out`` (read back with ``--resume``); use it
     as ``with run_state(args) as state:`` around the job and the writing of its output."""
-    from neurotomy.train import RunState
+    from neurotomy.run_state import RunState
 
     return RunState.beside(args.out, resume=args.resume)
 

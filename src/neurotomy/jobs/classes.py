@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from neurotomy import validate
 from neurotomy.errors import CheckpointError, NeurotomyError, WorseResultError
-from neurotomy.train import RunState
+from neurotomy.run_state import RunState
 
 
 def subsets_job(model: nn.Module, train: Dataset, test: Dataset, *, criterion: str = "frequency",
@@ -104,7 +104,8 @@ def split_job(model: nn.Module, train: Dataset, test: Dataset, classes: list[int
     from neurotomy.scores.classwise import get_classwise_criterion
     from neurotomy.jobs.split import check_split_settings, split
     from neurotomy.surgery.class_modules import module_metrics, module_set_metrics
-    from neurotomy.train import seed_everything, weights_digest
+    from neurotomy.train import seed_everything
+    from neurotomy.run_state import weights_digest
 
     check_split_settings(tolerance=tolerance, calibration_images=calibration_images, finetune_epochs=finetune_epochs,
                          finetune_images=finetune_images, seed=seed)

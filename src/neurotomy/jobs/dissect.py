@@ -10,7 +10,7 @@ returning a plain record; each section of the report is one function (:mod:`neur
 ``class_subsets_section``, ``explanations_section``) that renders such a record into a section
 record; the HTML renders whatever list of sections it is given.
 
-Given a :class:`~neurotomy.train.RunState`, every finished stage's record is saved in it (the
+Given a :class:`~neurotomy.run_state.RunState`, every finished stage's record is saved in it (the
 fine-tune epoch by epoch), and an interrupted dissection resumes: finished stages are loaded, not
 rerun, and the prune is redone from the saved scores with its fine-tune fast-forwarded to the saved
 weights, so the report is the one an uninterrupted run writes (timings aside).
@@ -55,7 +55,8 @@ from neurotomy.report.html import write_report
 from neurotomy.report.verdict import verdict
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.planner import SCOPES
-from neurotomy.train import RunState, evaluate, seed_everything, weights_digest
+from neurotomy.train import evaluate, seed_everything
+from neurotomy.run_state import RunState, weights_digest
 
 
 class _Stages:

@@ -12,7 +12,8 @@ from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
 from neurotomy.errors import DataError
 from neurotomy.models import build_model
-from neurotomy.train import RunState, TrainConfig, default_learning_rate, evaluate, fit, seed_everything
+from neurotomy.train import TrainConfig, default_learning_rate, evaluate, fit, seed_everything
+from neurotomy.run_state import RunState
 
 
 def train_new_model(arch: str, data_name: str, root: str | None, config: TrainConfig,
@@ -23,7 +24,7 @@ def train_new_model(arch: str, data_name: str, root: str | None, config: TrainCo
     the dataset as it reloads (name, absolute root, ``data_options`` such as ``class_names`` and
     ``input_size``), its class names and its normalisation. ``config.lr`` None: the model's
     :func:`~neurotomy.train.default_learning_rate`. With ``state``, training resumes where an
-    interrupted run with the same settings stopped (:class:`~neurotomy.train.RunState`).
+    interrupted run with the same settings stopped (:class:`~neurotomy.run_state.RunState`).
 
     Example:
         >>> model = train_new_model("lenet5", "digits", None, TrainConfig(epochs=1, quiet=True))

@@ -6,7 +6,7 @@ the same way.
 A fine-tune that leaves the model worse on the test set than it was before fine-tuning (after
 recalibration) is not kept: the job returns the model before the fine-tune, says so in one line
 (a :class:`~neurotomy.errors.NeurotomyWarning`) and in the record (``kept``, ``note``), unless
-``force=True``. With a :class:`~neurotomy.train.RunState`, the scores and every fine-tune epoch are
+``force=True``. With a :class:`~neurotomy.run_state.RunState`, the scores and every fine-tune epoch are
 saved as they are made, and an interrupted prune resumes from them.
 
 Example:
@@ -44,7 +44,8 @@ from neurotomy.surgery.planner import SCOPES
 from neurotomy.dynamics.layer_rules import choose_blocks
 from neurotomy.surgery.layers import remove_blocks
 from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
-from neurotomy.train import RunState, TrainConfig, evaluate, weights_digest
+from neurotomy.train import TrainConfig, evaluate
+from neurotomy.run_state import RunState, weights_digest
 
 
 @dataclass
@@ -211,7 +212,7 @@ class PruneJob:
 
 
 def scores_record(scores: UnitScores) -> dict:
-    """``scores`` as tensors and JSON values, for a :class:`~neurotomy.train.RunState` stage."""
+    """``scores`` as tensors and JSON values, for a :class:`~neurotomy.run_state.RunState` stage."""
     return {"scores": dict(scores), "criterion": scores.criterion, "axis": scores.axis, "info": scores.info}
 
 

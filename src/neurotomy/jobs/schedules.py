@@ -18,7 +18,8 @@ from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import PruningResult, mask_filters, prune_filters
 from neurotomy.surgery.planner import plan_cuts
-from neurotomy.train import RunState, TrainConfig, fit
+from neurotomy.train import TrainConfig, fit
+from neurotomy.run_state import RunState
 
 
 def prune_iteratively(model: nn.Module, criterion: str, data: Dataset, *, target_macs: float,

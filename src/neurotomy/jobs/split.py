@@ -34,7 +34,8 @@ from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.class_modules import (ClassModule, cut_class_module, module_metrics, one_vs_rest,
                                              record_module_metrics)
 from neurotomy.surgery.class_search import GAConfig
-from neurotomy.train import RunState, TrainConfig, fit
+from neurotomy.train import TrainConfig, fit
+from neurotomy.run_state import RunState
 
 
 def split(model: nn.Module, data: Dataset, class_index: int, *, scores: UnitScores | None = None,
