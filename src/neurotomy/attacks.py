@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.errors import OptionError
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
@@ -39,8 +40,8 @@ ATTACKS = ("fgsm", "pgd")
 
 def _scales(normalization, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(1/std, lowest, highest) per channel, shaped to broadcast over (N, C, H, W)."""
-    mean = torch.tensor(normalization.mean, dtype=like.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(normalization.std, dtype=like.dtype).view(1, -1, 1, 1)
+    mean = torch.tensor(normalization.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalization.std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
     return 1 / std, (0 - mean) / std, (1 - mean) / std
 
 
@@ -79,7 +80,7 @@ def pgd(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, eps: floa
     lower, upper = torch.max(images - radius, low), torch.min(images + radius, high)
     adv = images.clone()
     if random_start:
-        noise = torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1
+        noise = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device) * 2 - 1
         adv = torch.max(torch.min(images + noise * radius, upper), lower)
     for _ in range(steps):
         adv = adv + step_size * scale * _loss_gradient(model, adv, targets).sign()
@@ -106,6 +107,7 @@ def adversarial_accuracy(model: nn.Module, data: Dataset, attack: str, eps: floa
     with eval_mode(model), progress_bar(quiet) as bar:
         task = add_task(bar, f"attack {attack} ε={eps}", num_batches(data, batch_size, max_images))
         for images, targets in iterate_batches(data, batch_size, max_images=max_images):
+            images, targets = to_device(model_device(model), images, targets)
             if attack == "fgsm":
                 adv = fgsm(model, images, targets, eps, data.normalization)
             else:

@@ -123,7 +123,7 @@ def save_checkpoint(model: nn.Module, meta: ModelMeta | str | os.PathLike | None
     if not meta.versions:
         meta.versions = library_versions()
     # contiguous clones: safetensors refuses shared or strided storage
-    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={_META_KEY: meta.to_json()}))
     return path
 

@@ -51,3 +51,7 @@ class WorseResultError(NeurotomyError):
 class NeurotomyWarning(UserWarning):
     """Something a user should know that does not stop the work (a model file changed since its
     checkpoint was saved, a layer left out of a prune); the CLI prints it on one line."""
+
+
+class DeviceError(NeurotomyError):
+    """A ``--device``/``device=`` is unknown or not present on this machine (``cuda`` without CUDA)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neurotomy.device import on_cpu
 from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import model_input_shape
@@ -51,7 +52,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     shape = input_shape or model_input_shape(model)
     if shape is None:
         raise NeurotomyError("the model carries no input shape; pass input_shape=(C, H, W)")
-    model = model.eval()
+    model = on_cpu(model).eval()  # ONNX export and onnxruntime run on the CPU, whatever the model's device
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
     buffer = io.BytesIO()
     try:

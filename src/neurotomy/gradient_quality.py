@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.grad_mask import GradientMask, GradMaskConfig
 from neurotomy.models.anatomy import eval_mode
 
@@ -80,8 +81,8 @@ class SaliencyFocus(NamedTuple):
 def foreground_pixels(images: torch.Tensor, normalization) -> torch.Tensor:
     """(N, H, W) boolean: pixels that are not background (value > half a grey level in some channel
     before normalisation)."""
-    mean = torch.tensor(normalization.mean, dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(normalization.std, dtype=images.dtype).view(1, -1, 1, 1)
+    mean = torch.tensor(normalization.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalization.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return ((images * std + mean) > 0.5 / 255).any(1)
 
 
@@ -99,6 +100,7 @@ def saliency_focus(model: nn.Module, data: Dataset, max_images: int | None = 100
     focus, share, n = 0.0, 0.0, 0
     with eval_mode(model):
         for images, targets in iterate_batches(data, batch_size, max_images=max_images):
+            images, targets = to_device(model_device(model), images, targets)
             x = images.clone().requires_grad_(True)
             class_logits = model(x).gather(1, targets[:, None]).sum()
             (grad,) = torch.autograd.grad(class_logits, x)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neurotomy.device import on_cpu
 from neurotomy.models.summary import count_macs_params
 from neurotomy.timing import interleaved_timing
 
@@ -33,8 +34,10 @@ def interleaved_latency(models: list[nn.Module], input_shape: tuple[int, ...], b
                         warn: bool = True) -> list[dict]:
     """Per model: median and minimum milliseconds per forward pass of ``batch_size`` images, with
     ``threads`` and the 1-minute ``load_average`` ``[start, end]`` (see
-    :func:`~neurotomy.timing.interleaved_timing`; ``threads=1`` for a shared machine)."""
+    :func:`~neurotomy.timing.interleaved_timing`; ``threads=1`` for a shared machine). Always on the
+    CPU: a model on another device is timed as a CPU copy."""
     x = torch.randn(batch_size, *input_shape)
+    models = [on_cpu(m) for m in models]  # latency is CPU latency, whatever the device the run computes on
     for m in models:
         m.eval()
     return interleaved_timing([functools.partial(m, x) for m in models], rounds=rounds, repeats=repeats,

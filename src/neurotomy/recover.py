@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from neurotomy import validate
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.train import TrainConfig, fit
@@ -49,8 +50,9 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
         try:
             with progress_bar(quiet) as bar:
                 task = add_task(bar, "recalibrate BN", num_batches(data, batch_size, images))
+                where = model_device(model)
                 for x, _ in iterate_batches(data, batch_size, shuffle=True, generator=generator, max_images=images):
-                    model(x)
+                    model(to_device(where, x))
                     used += len(x)
                     bar.advance(task)
         finally:

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from neurotomy.data.augment import random_crop_flip
 from neurotomy.data.batches import batch_sizes, iterate_batches, num_batches
+from neurotomy.device import model_device, place, to_device
 from neurotomy.distributed import data_parallel, sum_over_processes
 from neurotomy.errors import TrainingError
 from neurotomy import validate
@@ -217,7 +218,7 @@ class LossWatch:
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module | None = None,
         on_epoch_end: EpochHook | None = None, description: str = "train", state: "RunState | None" = None,
-        state_key: str = "fit") -> list[dict]:
+        state_key: str = "fit", device: str | torch.device | None = None) -> list[dict]:
     """Train ``model`` in place; return one ``{"epoch", "loss", "accuracy"}`` record per epoch.
 
     With ``state`` (a :class:`RunState`), everything the next epoch depends on is saved there under
@@ -225,7 +226,14 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
     its last epoch (the configuration, data and starting weights must be the same, or
     :class:`~neurotomy.errors.ResumeError`). A diverging loss raises
     :class:`~neurotomy.errors.TrainingError` (see :class:`LossWatch`).
+
+    ``device`` (``"cpu"``, ``"cuda"``, ``"mps"``, ``"auto"``) moves ``model`` (and ``teacher``) there
+    first; ``None`` trains where the model is. Batches follow the model's device.
     """
+    place(model, device)
+    if teacher is not None:
+        place(teacher, device)
+    where = model_device(model)
     lr = config.lr if config.lr is not None else default_learning_rate(model)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
@@ -258,6 +266,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
                 if crop:
                     images = random_crop_flip(images, generator, padding=padding, flip=flip, fill=background,
                                               part=parallel.part(global_size))
+                images, targets = to_device(where, images, targets)
                 logits = parallel.module(images)
                 teacher_logits = None
                 if teacher is not None:
@@ -287,16 +296,19 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
 
 @torch.inference_mode()
 def predict(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: int | None = None,
-            quiet: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets of the whole dataset, in order."""
+            quiet: bool = False, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of the whole dataset, in order, on the CPU; computed on ``device`` (the
+    model is moved there; ``None``: where the model is)."""
     batch_size = validate.positive_int(batch_size, "batch_size")
     max_images = None if max_images is None else validate.positive_int(max_images, "max_images")
+    place(model, device)
+    where = model_device(model)
     model.eval()
     logits, targets = [], []
     with progress_bar(quiet) as bar:
         task = add_task(bar, "evaluate", num_batches(data, batch_size, max_images))
         for images, y in iterate_batches(data, batch_size, max_images=max_images):
-            logits.append(model(images))
+            logits.append(model(to_device(where, images)).cpu())
             targets.append(y)
             bar.advance(task)
     return torch.cat(logits), torch.cat(targets)
@@ -319,9 +331,10 @@ def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_c
 
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: int | None = None,
-             quiet: bool = False) -> dict:
-    """Metrics of ``model`` on ``data`` (see :func:`classification_metrics`)."""
-    logits, targets = predict(model, data, batch_size, max_images, quiet)
+             quiet: bool = False, device: str | torch.device | None = None) -> dict:
+    """Metrics of ``model`` on ``data`` (see :func:`classification_metrics`); computed on ``device``
+    (the model is moved there; ``None``: where the model is)."""
+    logits, targets = predict(model, data, batch_size, max_images, quiet, device)
     num_classes = len(getattr(data, "classes", [])) or logits.shape[1]
     metrics = classification_metrics(logits.argmax(1), targets, num_classes)
     metrics["classes"] = list(getattr(data, "classes", range(num_classes)))
@@ -340,6 +353,7 @@ def finetune_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor
     features = features.float()
     history = []
     steps = (len(targets) + batch_size - 1) // batch_size
+    where = model_device(head)
     head.train()
     with progress_bar(quiet) as bar:
         task = add_task(bar, "fine-tune head", steps * epochs)
@@ -348,7 +362,8 @@ def finetune_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor
             total = 0.0
             for start in range(0, len(targets), batch_size):
                 idx = order[start:start + batch_size]
-                loss = F.cross_entropy(head(features[idx]), targets[idx])
+                x, y = to_device(where, features[idx], targets[idx])
+                loss = F.cross_entropy(head(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

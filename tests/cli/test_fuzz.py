@@ -208,6 +208,8 @@ def invalid_values(action, sandbox: Path) -> st.SearchStrategy[str]:
         "module_file": [missing, str(sandbox / "a-dir"), str(sandbox / "a-file.txt"), ""],
         "dataset_spec": ["", "zz-no-such-data", "digits:extra", "idx:", f"idx:{missing}",
                          f"image-folder:{sandbox / 'a-file.txt'}", "torchvision:"],
+        # invalid on any machine ("cuda" is invalid only without CUDA: tests/test_device.py)
+        "device_spec": ["", "gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:999", "cpu:0", "tpu", "auto:1"],
     }
     if kind in paths:
         return st.sampled_from(paths[kind])

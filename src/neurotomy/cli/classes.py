@@ -8,6 +8,7 @@ from neurotomy import validate
 from neurotomy.cli.common import (CHECKPOINT_OUT, COUNT, MODEL, OUT_DIR, OUT_FILE, POSITIVE, Checked, add_common,
                                   add_data, data_for, model_spec, print_json)
 from neurotomy.cli.common import add_force, add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.device import place
 from neurotomy.loading import load_model
 from neurotomy.scores import CRITERIA
 from neurotomy.scores.class_subsets import FEATURE_CRITERIA
@@ -127,7 +128,7 @@ def cmd_patch(args) -> None:
     from neurotomy.jobs.classes import patch_job, resolve_checkpoint
 
     weak = load_model_arg(args, args.weak, main=True)
-    module = load_model(resolve_checkpoint(args.module))
+    module = place(load_model(resolve_checkpoint(args.module)), args.device)
     patched, record = patch_job(weak, module, data_for(weak, args, "train"), data_for(weak, args, "test"),
                                 quiet=args.quiet, force=args.force)
     record["checkpoint"] = str(save_checkpoint(patched, patched.neurotomy_meta, args.out))

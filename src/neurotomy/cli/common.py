@@ -18,6 +18,7 @@ from torch import nn
 
 from neurotomy import validate
 from neurotomy.data import dataset_specs
+from neurotomy.device import device_spec, place
 from neurotomy.data.sources import parse_class_names
 from neurotomy.distributed import is_main_process
 from neurotomy.errors import NeurotomyError
@@ -104,7 +105,7 @@ def model_options(args) -> dict:
 
 
 def load_model_arg(args, spec: str | None = None, main: bool | None = None):
-    """MODEL (or ``spec``) with the command line's model options; ``--weights`` and
+    """MODEL (or ``spec``) with the command line's model options, on ``--device``; ``--weights`` and
     ``--pretrained`` apply to the command's main model only (MODEL, or ``main=True``), not to a
     second one (a teacher, a model to compare with)."""
     from neurotomy.loading import load_model
@@ -112,7 +113,7 @@ def load_model_arg(args, spec: str | None = None, main: bool | None = None):
     options = model_options(args)
     if not (spec is None if main is None else main):
         options = {k: v for k, v in options.items() if k not in ("weights", "pretrained")}
-    return load_model(args.model if spec is None else spec, **options)
+    return place(load_model(args.model if spec is None else spec, **options), getattr(args, "device", None))
 
 
 def dataset_spec(text: str, name: str | None = None) -> str:
@@ -137,10 +138,21 @@ def dataset_spec(text: str, name: str | None = None) -> str:
 DATA = Checked(dataset_spec)
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """``--seed`` and ``--quiet``: every command has them."""
+def add_common(p: argparse.ArgumentParser, device: bool | str = True) -> None:
+    """``--seed`` and ``--quiet``: every command has them; ``--device`` every command that computes
+    (``device=False``: none; a string: what the command does with it, appended to the help)."""
     p.add_argument("--seed", type=Checked(validate.seed), default=0, help="seed for every random draw (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if device:
+        add_device(p, device if isinstance(device, str) else "")
+
+
+def add_device(p: argparse.ArgumentParser, note: str = "") -> None:
+    """``--device``, resolved and checked while parsing (a device this machine lacks: one line, exit 2,
+    before any work); ``args.device`` is a ``torch.device`` where :func:`load_model_arg` puts models."""
+    p.add_argument("--device", type=Checked(device_spec), default="auto", metavar="{auto,cpu,cuda,mps}",
+                   help="where to compute: auto (cuda if available, else mps, else cpu; the default), cpu, "
+                        "cuda or cuda:N, mps" + (f"; {note}" if note else ""))
 
 
 def add_data(p: argparse.ArgumentParser, required: bool = False) -> None:

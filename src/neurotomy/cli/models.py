@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
                    "path/to/file.py:factory, or an architecture name")
     add_model_options(p)
     p.add_argument("--json", action="store_true")
-    add_common(p)
+    add_common(p, device="counting runs on the CPU whatever the device (the device is only checked)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train an architecture from scratch")
@@ -67,7 +67,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("zoo", help="list the shipped trained models")
     p.add_argument("--json", action="store_true")
-    add_common(p)
+    add_common(p, device=False)
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("export", help="write an ONNX file, verified against PyTorch in onnxruntime")
@@ -77,7 +77,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--opset", type=Checked(validate.int_between, low=OPSETS[0], high=OPSETS[-1]), default=17)
     p.add_argument("--compare", type=MODEL, help="another model (e.g. the unpruned one): onnxruntime latency side by side")
     p.add_argument("--json", action="store_true")
-    add_common(p)
+    add_common(p, device="ONNX export and its onnxruntime check run on the CPU whatever the device (the device "
+                         "is only checked)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("finetune", help="fine-tune a (pruned) model, optionally distilling from a teacher")
@@ -97,6 +98,7 @@ def cmd_info(args) -> None:
     from neurotomy.models.summary import layer_table
     from neurotomy.report.tables import format_layer_table
 
+    args.device = None  # MACs and params are counted on the CPU
     model, shape = _model_and_shape(args.model, args)
     try:
         table = layer_table(model, shape)
@@ -131,7 +133,7 @@ def cmd_train(args) -> None:
                        config.grad_mask_sites)  # a bad value fails here, before any data is read
     with run_state(args) as state:
         model = train_new_model(args.model, args.data, args.root, config, data_options=dataset_options(args),
-                                state=state)
+                                state=state, device=args.device)
         if is_main_process():  # under `accelerate launch` only the main process writes and prints
             path = save_checkpoint(model, model.neurotomy_meta, args.out)
     if is_main_process():
@@ -167,6 +169,7 @@ def cmd_zoo(args) -> None:
 def cmd_export(args) -> None:
     from neurotomy.export import export_onnx, onnxruntime_latency
 
+    args.device = None  # ONNX export and onnxruntime are CPU work: the models stay on the CPU
     model = load_model_arg(args)
     compare = load_model_arg(args, args.compare) if args.compare else None  # a bad --compare fails before anything is written
     report = export_onnx(model, args.onnx, opset=args.opset, seed=args.seed)

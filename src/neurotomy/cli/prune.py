@@ -27,7 +27,7 @@ LAYER = Checked(validate.identifier, kind="layer name")
 def add_parsers(sub) -> None:
     p = sub.add_parser("criteria", help="list every unit-scoring criterion with its paper")
     p.add_argument("--json", action="store_true")
-    add_common(p)
+    add_common(p, device=False)
     p.set_defaults(func=cmd_criteria)
 
     p = sub.add_parser("score", help="score every conv filter with one criterion")

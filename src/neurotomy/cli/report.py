@@ -70,5 +70,6 @@ def cmd_demo(args) -> None:
     from neurotomy.jobs.demo import run_demo
     from neurotomy.report.verdict import verdict_sentence
 
-    report = run_demo(Path(args.out), root=args.root, quiet=args.quiet, seed=args.seed, budget=args.budget)
+    report = run_demo(Path(args.out), root=args.root, quiet=args.quiet, seed=args.seed, budget=args.budget,
+                      device=args.device)
     print(f"{verdict_sentence(report['verdict'])}\nwrote {Path(args.out) / 'report.html'} and report.json")

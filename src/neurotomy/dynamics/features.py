@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.data.subsets import IndexedSubset
 from neurotomy.probe import Probe, leaf_modules
 from neurotomy.models.anatomy import classifier_layer, residual_blocks
@@ -52,12 +53,13 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
 
     subset = data if indices is None else IndexedSubset(data, indices)
     model.eval()
+    where = model_device(model)  # batches follow the model's device; features come back on the CPU
     with Probe(model, sorted(set(modules)), on_module=grab):
         for x, y in iterate_batches(subset, batch_size, max_images=max_images, shard=shard,
                                     split_batches=split_batches):
             grabbed.clear()
-            model(x)
-            yield {layer: grabbed[layer] for layer in layers}, y
+            model(to_device(where, x))
+            yield {layer: grabbed[layer].cpu() for layer in layers}, y
 
 
 __all__ = ["INPUT_SUFFIX", "default_layers", "stream_features"]

@@ -25,18 +25,21 @@ from neurotomy.explain import gradients  # noqa: F401,I001
 from neurotomy.explain import cam  # noqa: F401
 from neurotomy.explain import pathway  # noqa: F401
 from neurotomy.explain.metrics import controls  # noqa: F401
+from neurotomy.device import place
 from neurotomy.explain.common import ExplainError, Target, check_inputs, normalize, resolve_targets
 from neurotomy.explain.methods import METHODS, Method, register_method
 from neurotomy.models.anatomy import eval_mode
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target = None, method: str = "gradient",
-              **opts) -> torch.Tensor:
+              device: str | torch.device | None = None, **opts) -> torch.Tensor:
     """Raw attribution maps ``N × H × W`` of ``method`` for each image's ``target`` class.
 
     Options depend on the method (see ``neurotomy explain --list``): CAM methods take ``layer``
     (a module name), ``pathway`` takes ``prune_fraction`` (default 0.85), ``integrated`` and
-    ``granularity``, SmoothGrad takes ``samples``, ``noise`` and ``seed``.
+    ``granularity``, SmoothGrad takes ``samples``, ``noise`` and ``seed``. ``device`` moves ``model``
+    there first (``None``: where it is); the inputs follow the model's device, and the maps come back
+    on the device the inputs came from (CPU images: CPU maps, whatever the model's device).
     """
     spec = METHODS.get(method)
     unknown = sorted(set(opts) - set(spec.options()))
@@ -44,11 +47,12 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target = None, met
         accepted = ", ".join(spec.options()) or "none"
         raise ExplainError(f"method {method!r} has no option {unknown[0]!r}; its options: {accepted}")
     inputs = check_inputs(inputs)
-    device = next((p.device for p in model.parameters()), inputs.device)
-    inputs = inputs.to(device)
+    place(model, device)
+    origin = inputs.device
+    inputs = inputs.to(next((p.device for p in model.parameters()), inputs.device))
     with eval_mode(model):
         targets = resolve_targets(model, inputs, target)
-        return spec.compute(model, inputs, targets, **opts)
+        return spec.compute(model, inputs, targets, **opts).to(origin)
 
 
 def method_names(family: str | None = None) -> list[str]:

@@ -178,12 +178,12 @@ class AblationCAM(CAM):
     def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
         n, c = activations.shape[:2]
         original = class_scores(logits, targets)
-        ablated = torch.empty(n, c)
+        ablated = torch.empty(n, c, device=activations.device)
         for i in range(n):
             for start in range(0, c, self.batch_size):
                 channels = torch.arange(start, min(c, start + self.batch_size))
                 # Desai & Ramaswamy: set channel k of the layer to zero, one copy of the image per k.
-                keep = torch.ones(len(channels), c, 1, 1, dtype=activations.dtype)
+                keep = torch.ones(len(channels), c, 1, 1, dtype=activations.dtype, device=activations.device)
                 keep[torch.arange(len(channels)), channels] = 0
                 copies = inputs[i][None].expand(len(channels), *inputs.shape[1:])
                 out = run_with_layer_output(model, copies, layer, lambda a, keep=keep: a * keep)

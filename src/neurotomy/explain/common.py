@@ -44,9 +44,10 @@ def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
 
 
 def forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Logits ``N × classes``, with a clear error when the inputs do not fit the model."""
+    """Logits ``N × classes``, with a clear error when the inputs do not fit the model; computed on
+    the model's device, returned on the inputs' device."""
     try:
-        logits = model(inputs)
+        logits = model(inputs.to(next((p.device for p in model.parameters()), inputs.device))).to(inputs.device)
     except RuntimeError as exc:
         first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         expects = f" (its first conv takes {first_conv.in_channels} channels)" if first_conv else ""

@@ -135,7 +135,7 @@ def _integrated_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.
                          alphas: int) -> torch.Tensor:
     """mean over α ∈ {0, 1/(alphas−1), …, 1} of ∂y_c/∂(α·a) for one activation call, all α in one batch."""
     n = inputs.shape[0]
-    scale = torch.linspace(0, 1, alphas).repeat_interleave(n)  # α-major: block k is α_k for every image
+    scale = torch.linspace(0, 1, alphas, device=inputs.device).repeat_interleave(n)  # α-major: block k is α_k for every image
 
     def scale_layer(call: int, out: torch.Tensor) -> torch.Tensor:
         if call != layer_call:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from neurotomy.data import load_dataset
+from neurotomy.device import place
 from neurotomy.jobs.dissect import dissect
 from neurotomy.loading import load_model
 
@@ -15,9 +18,9 @@ DEMO_MODEL = "zoo:resnet20-fmnist"
 
 
 def run_demo(out_dir: Path, root: str | None = None, quiet: bool = False, seed: int = 0,
-             budget: str = "fast") -> dict:
+             budget: str = "fast", device: str | torch.device | None = None) -> dict:
     """Dissect the demo model: prune half its MACs, recover, compare, explain; return the report."""
-    model = load_model(DEMO_MODEL)
+    model = place(load_model(DEMO_MODEL), device)
     dataset = model.neurotomy_meta.dataset
     return dissect(model, load_dataset(dataset, root=root, split="train"), load_dataset(dataset, root=root, split="test"),
                    out_dir=out_dir, budget=budget, target_macs=0.5, seed=seed, quiet=quiet, model_name=DEMO_MODEL)

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from neurotomy import validate
 from neurotomy.checkpoint import save_checkpoint
 from neurotomy.data.subsets import balanced_subset
+from neurotomy.device import model_device, place
 from neurotomy.errors import PruningError
 from neurotomy.jobs.budget import DissectBudget, finetune_epochs_for, parse_budget
 from neurotomy.jobs.dissect_stages import (dynamics_records, layer_records, reason_records, score_records,
@@ -81,11 +82,16 @@ class _Stages:
         return time.perf_counter() - self.start
 
 
-def machine() -> dict:
-    """What the timings were measured on."""
+def machine(model: nn.Module | None = None) -> dict:
+    """What the run computed and the timings were measured on: ``device`` is where ``model``
+    computed (training, scores, explanations), ``latency_device`` where latency was timed (always
+    the CPU, see :func:`neurotomy.measure.interleaved_latency`)."""
+    from neurotomy.provenance import device_name
+
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "gpu": torch.cuda.is_available()}
+            "torch": torch.__version__, "gpu": torch.cuda.is_available(),
+            "device": device_name(model_device(model) if model is not None else "cpu"), "latency_device": "cpu"}
 
 
 def _epoch_seconds(model: nn.Module, train: Dataset) -> float:
@@ -113,11 +119,13 @@ def _resumable(state: RunState | None, stages: _Stages, label: str, key: str, co
 def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.PathLike | None = None,
             budget: str | DissectBudget = "fast", target_macs: float = 0.5, criterion: str = "l1",
             scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None,
-            force: bool = False, state: RunState | None = None) -> dict:
+            force: bool = False, state: RunState | None = None,
+            device: str | torch.device | None = None) -> dict:
     """Run the whole dissection of ``model`` and return the report; with ``out_dir``, write
     ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically). ``force``: keep
     the fine-tuned pruned model even when fine-tuning lowered its accuracy (see
-    :class:`~neurotomy.jobs.prune.PruneJob`); ``state``: save each stage, resume from what it holds."""
+    :class:`~neurotomy.jobs.prune.PruneJob`); ``state``: save each stage, resume from what it holds;
+    ``device``: move ``model`` there first (``None``: compute where it is; latency is always CPU latency)."""
     budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
     if not 0 < target_macs < 1:
         raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
@@ -132,6 +140,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         state.expect({"job": "dissect", "budget": budget.to_dict(), "target_macs": target_macs, "criterion": criterion,
                       "scope": scope, "seed": seed, "model": weights_digest(model),
                       "data": [f"{getattr(d, 'name', '')}:{len(d)}" for d in (train, test)]})
+    place(model, device)
     seed_everything(seed)
     model.eval()
     train, test = balanced_subset(train, budget.train_images, seed), balanced_subset(test, budget.test_images, seed)
@@ -188,7 +197,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         "train_images": len(train), "test_images": len(test),
         "budget": budget.to_dict(), "finetune_epochs": epochs, "target_macs": target_macs,
         "criterion": criterion, "scope": scope, "seed": seed,
-        "machine": machine(),
+        "machine": machine(model),
     }
     report["verdict"] = verdict(record, report_sections)
     report["sections"] = report_sections + [sections.run_section(report, stages.seconds, stages.elapsed)]

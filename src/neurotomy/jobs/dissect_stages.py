@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import similarity_matrix
 from neurotomy.explain import METHODS as EXPLAIN_METHODS
@@ -117,7 +118,7 @@ def reason_records(model: nn.Module, pruned: nn.Module, data: Dataset, methods: 
     classes = [str(c) for c in getattr(data, "classes", [])]
     shown = images[:SHOWN]
     with torch.no_grad():
-        targets = model(shown).argmax(1)
+        targets = model(to_device(model_device(model), shown)).argmax(1).cpu()
     maps = {f"{m}, {who}": attribute(net, shown, targets, method=m).detach().abs()
             for m in methods for who, net in (("original", model), ("pruned", pruned))}
     record = {"agreement": agreement, "top": TOP, "primary": methods[0], "classes": classes,

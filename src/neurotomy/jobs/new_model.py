@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import torch
 from torch import nn
 
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
+from neurotomy.device import place
 from neurotomy.errors import DataError
 from neurotomy.models import build_model
 from neurotomy.train import TrainConfig, default_learning_rate, evaluate, fit, seed_everything
@@ -18,7 +20,7 @@ from neurotomy.run_state import RunState
 
 def train_new_model(arch: str, data_name: str, root: str | None, config: TrainConfig,
                     data_options: dict | None = None, state: RunState | None = None,
-                    **arch_kwargs) -> nn.Module:
+                    device: str | torch.device | None = None, **arch_kwargs) -> nn.Module:
     """Build ``arch`` for the dataset's shape, train it from ``config.seed``, evaluate on the test
     split; the result carries a :class:`~neurotomy.checkpoint.ModelMeta` ready to save, recording
     the dataset as it reloads (name, absolute root, ``data_options`` such as ``class_names`` and
@@ -40,7 +42,7 @@ def train_new_model(arch: str, data_name: str, root: str | None, config: TrainCo
     arch_args = {"in_channels": int(channels), "num_classes": len(train_data.classes),
                  "input_size": int(size), **arch_kwargs}
     seed_everything(config.seed)
-    model = build_model(arch, **arch_args)
+    model = place(build_model(arch, **arch_args), device)  # device None: the CPU, where it is built
     if config.lr is None:
         config = replace(config, lr=default_learning_rate(model))
     if state is not None:

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.device import model_device, place, to_device
 from neurotomy import validate
 from neurotomy.errors import NeurotomyWarning, PruningError
 from neurotomy.measure import compare_models
@@ -77,6 +78,7 @@ class PruneJob:
     quiet: bool = False
     max_eval_images: int | None = None
     force: bool = False  # keep the fine-tuned model even when it is worse than before fine-tuning
+    device: str | None = None  # "cpu", "cuda", "mps", "auto": move the model there first; None: leave it where it is
 
     def run(self, model: nn.Module, train_data: Dataset, test_data: Dataset,
             scores: UnitScores | None = None, original_metrics: dict | None = None,
@@ -85,8 +87,9 @@ class PruneJob:
         ``original_metrics`` may be passed in when one model is pruned many ways (benchmarks).
         ``state``: save scores and fine-tune epochs there, resuming from what it holds."""
         self._validate(model)
+        place(model, self.device)  # None: prune and recover where the model is
         if state is not None:
-            settings = {k: v for k, v in asdict(self).items() if k not in ("quiet", "force")}
+            settings = {k: v for k, v in asdict(self).items() if k not in ("quiet", "force", "device")}
             state.expect({**settings, "model": weights_digest(model),
                           "data": f"{getattr(train_data, 'name', '')}:{len(train_data)}"}, part="prune")
         shape = model_input_shape(model, train_data)
@@ -102,7 +105,7 @@ class PruneJob:
                                "channels; raise the ratio or lower those limits")
         pruned = result.model
         record = {"criterion": self.criterion if not self.layers else f"layers:{self.layers}",
-                  "settings": asdict(self), **result.summary(),
+                  "settings": {**asdict(self), "device": None if self.device is None else str(self.device)}, **result.summary(),
                   "acc_original": original_metrics["accuracy"], "score_seconds": score_seconds,
                   "forward_seconds": forward_seconds(model, train_data, self.score_images or
                                                      getattr(get_criterion(self.criterion), "default_images", 640))}
@@ -234,8 +237,9 @@ def forward_seconds(model: nn.Module, data: Dataset, images: int, batch_size: in
     """Seconds for one plain forward pass over ``images`` images (the yardstick for scoring cost)."""
     import torch
 
+    where = model_device(model)
     start = time.perf_counter()
     with torch.inference_mode():
         for x, _ in iterate_batches(data, batch_size, max_images=images):
-            model(x)
+            model(to_device(where, x))
     return time.perf_counter() - start

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
+from neurotomy.device import model_device
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.probe import Probe
 
@@ -111,7 +112,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> LayerTable:
                           "params": sum(p.numel() for p in module.parameters(recurse=False)), "macs": 0}
 
     with eval_mode(model), Probe(model, list(modules), on_module=record), _counting() as counter:
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=model_device(model)))
     own = _self_flops(_module_flops(counter), modules)
     total = int(counter.get_total_flops())
     rows = []
@@ -150,5 +151,5 @@ def flop_counter_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         True
     """
     with torch.no_grad(), eval_mode(model), _counting() as counter:
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=model_device(model)))
     return int(counter.get_total_flops()) // 2

@@ -158,7 +158,9 @@ def run_section(report: dict, stage_seconds: dict[str, float], total_seconds: fl
     sec = section("run", "How this report was made",
                   f"Budget {report['budget']['name']}, seed {report['seed']}, {report['train_images']} training and "
                   f"{report['test_images']} test images. Machine: {m['platform']}, {m['cpu_count']} CPUs, "
-                  f"{m['torch_threads']} torch threads, GPU {'yes' if m['gpu'] else 'no'}; torch {m['torch']}.")
+                  f"{m['torch_threads']} torch threads, GPU {'yes' if m['gpu'] else 'no'}; computed on "
+                  f"{m.get('device', 'cpu')}, latency timed on the {m.get('latency_device', 'cpu').upper()}; "
+                  f"torch {m['torch']}.")
     add_table(sec, "stages", [("stage", "text"), ("seconds", "seconds")],
               [[name, s] for name, s in stage_seconds.items()] + [["total", total_seconds]])
     return sec

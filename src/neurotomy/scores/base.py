@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.distributed import probe_shard, reduce_state
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import eval_mode, execution_order, model_input_shape
@@ -84,7 +85,7 @@ def conv_units(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     dummy image; without an input shape, pairing falls back to definition order.
     """
     modules = dict(model.named_modules())
-    order = (execution_order(model, torch.zeros(1, *input_shape), leaf_modules(model)) if input_shape
+    order = (execution_order(model, torch.zeros(1, *input_shape, device=model_device(model)), leaf_modules(model)) if input_shape
              else leaf_modules(model))
     units = []
     for i, name in enumerate(order):
@@ -161,11 +162,13 @@ class DataCriterion(Criterion):
         # sums are all-reduced below, so N processes score exactly what one process scores.
         shard = probe_shard()
         batches = range(num_batches(data, batch_size, max_images))
+        where = model_device(model)  # batches follow the model's device; results come back on the CPU
         with progress_bar(quiet) as bar, Probe(model, sites, on_output=on_output,
                                                on_grad=on_grad if self.needs_grad else None):
             task = add_task(bar, f"score {self.name}", len(batches if shard is None else batches[shard[0]::shard[1]]))
             for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
                                                    max_images=max_images, shard=shard):
+                images, targets = to_device(where, images, targets)
                 with torch.set_grad_enabled(self.needs_grad):
                     logits = model(images)
                     if self.needs_grad:
@@ -176,7 +179,7 @@ class DataCriterion(Criterion):
         if self.needs_grad:
             model.zero_grad(set_to_none=True)
         reduce_state(self.state)
-        return {name: self.result(name).double() for name in self.state}
+        return {name: self.result(name).detach().cpu().double() for name in self.state}
 
     def update(self, layer: str, response: torch.Tensor, grad: torch.Tensor | None) -> None:
         raise NotImplementedError

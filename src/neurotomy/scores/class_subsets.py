@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.models.anatomy import classifier_layer
 from neurotomy.errors import NeurotomyError
 from neurotomy.probe import Probe
@@ -66,10 +67,10 @@ def penultimate_features(model: nn.Module, data: Dataset, batch_size: int = 256,
     logits, targets = [], []
     model.eval()
     with progress_bar(quiet) as bar, Probe(model, [name], on_module=lambda n, m, inputs, out: seen.append(
-            inputs[0].detach().flatten(1))):
+            inputs[0].detach().flatten(1).cpu())):
         task = add_task(bar, "features", num_batches(data, batch_size, max_images))
         for images, y in iterate_batches(data, batch_size, max_images=max_images):
-            logits.append(model(images))
+            logits.append(model(to_device(model_device(model), images)).cpu())
             targets.append(y)
             bar.advance(task)
     return PenultimateFeatures(torch.cat(seen), torch.cat(logits), torch.cat(targets), name)

@@ -55,6 +55,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.data.dataset import in_memory
 from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.errors import DataError, NeurotomyError
@@ -193,7 +194,7 @@ def module_scores(module: nn.Module, data: Dataset, batch_size: int = 256) -> tu
     module.eval()
     probs, targets = [], []
     for images, y in iterate_batches(data, batch_size):
-        probs.append(module(images).softmax(1)[:, 1])
+        probs.append(module(to_device(model_device(module), images)).softmax(1)[:, 1].cpu())
         targets.append(y)
     return torch.cat(probs), torch.cat(targets)
 

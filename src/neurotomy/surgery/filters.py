@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from neurotomy.checkpoint import describe_model
+from neurotomy.device import model_device
 from neurotomy.errors import NeurotomyError, PruningError
 from neurotomy.models.anatomy import require_input_shape
 from neurotomy.models.summary import layer_table
@@ -82,13 +83,13 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
     torch-pruning fails on, or a pruned model that no longer runs, is a :class:`PruningError`
     naming the layer."""
     pruned = copy.deepcopy(model)
-    graph = dependency_graph(pruned, torch.zeros(1, *input_shape))
+    graph = dependency_graph(pruned, torch.zeros(1, *input_shape, device=model_device(pruned)))
     modules = dict(pruned.named_modules())
     for cut in cuts:
         prune_out_channels(graph, modules[cut.layer], cut.idxs, cut.layer)
     try:
         with torch.no_grad():
-            pruned.eval()(torch.zeros(2, *input_shape))
+            pruned.eval()(torch.zeros(2, *input_shape, device=model_device(pruned)))
     except Exception as exc:
         raise PruningError(_does_not_run(pruned, exc, cuts)) from None
     meta = _meta_of(model)
@@ -199,7 +200,7 @@ def mask_filters(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]
     ``groups`` (e.g. a planner's, traced on a model of the same architecture) saves re-tracing
     when many masks are tried; members are looked up by name in ``model``."""
     if groups is None:
-        groups = coupled_groups(dependency_graph(model, torch.zeros(1, *input_shape)), model, [])
+        groups = coupled_groups(dependency_graph(model, torch.zeros(1, *input_shape, device=model_device(model))), model, [])
     modules = dict(model.named_modules())
     groups = {g.root_name: g for g in groups}
     for cut in cuts:

@@ -24,6 +24,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import index_mapping
 
+from neurotomy.device import model_device
 from neurotomy.errors import PruningError
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
@@ -135,7 +136,7 @@ def prune_out_channels(graph: tp.DependencyGraph, module: nn.Module, idxs: list[
 @RECIPE_OPS.register("prune_out_channels")
 def _replay_prune_out_channels(replay: Replay, step: dict) -> None:
     if replay.cache.get("graph") is None:  # traced once, again only after a step that changed the structure
-        replay.cache["graph"] = dependency_graph(replay.model, torch.zeros(1, *replay.input_shape))
+        replay.cache["graph"] = dependency_graph(replay.model, torch.zeros(1, *replay.input_shape, device=model_device(replay.model)))
     prune_out_channels(replay.cache["graph"], replay.model.get_submodule(step["layer"]), step["idxs"], step["layer"])
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from neurotomy import validate
+from neurotomy.device import model_device
 from neurotomy.errors import ModelError, NeurotomyWarning, PruningError
 from neurotomy.models.anatomy import classifier_layer, require_input_shape
 from neurotomy.models.summary import layer_table
@@ -59,7 +60,7 @@ class Planner:
 
     def __init__(self, model: nn.Module, scores: UnitScores, input_shape: tuple[int, ...],
                  ignored: list[nn.Module], min_channels: int, round_to: int | None, inner_only: bool) -> None:
-        self.graph = dependency_graph(model, torch.zeros(1, *input_shape))
+        self.graph = dependency_graph(model, torch.zeros(1, *input_shape, device=model_device(model)))
         survey = prunable_groups(self.graph, model, ignored)
         self.refused: dict[str, str] = survey.refused
         groups = survey.groups

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.data.dataset import in_memory
 from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.explain.metrics.checks import Explainer, MetricError, descending_ranks, explain
@@ -50,7 +51,7 @@ def true_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) ->
 def predicted_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The class the model predicts for each image."""
     with torch.no_grad():
-        return model(images).argmax(1)
+        return model(to_device(model_device(model), images)).argmax(1).cpu()
 
 
 def control_explainers(seed: int = 0) -> dict[str, Explainer]:
@@ -72,7 +73,7 @@ def pixel_ranks(model: nn.Module, data: Dataset, explainer: Explainer, batch_siz
         task = add_task(bar, description, num_batches(data, batch_size))
         for images, labels in iterate_batches(data, batch_size):
             maps = explain(explainer, model, images, classes_of(model, images, labels))
-            ranks.append(descending_ranks(maps).to(torch.int32))
+            ranks.append(descending_ranks(maps).to(torch.int32).cpu())
             bar.advance(task)
     return torch.cat(ranks)
 

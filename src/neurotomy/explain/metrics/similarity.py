@@ -80,7 +80,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float | None = None, win_
         both = torch.cat([x.flatten(1), y.flatten(1)], 1)
         value_range = (both.amax(1) - both.amin(1)).view(-1, 1, 1, 1)
     else:
-        value_range = torch.full((len(x), 1, 1, 1), float(data_range), dtype=torch.float64)
+        value_range = torch.full((len(x), 1, 1, 1), float(data_range), dtype=torch.float64, device=x.device)
     c1, c2 = (0.01 * value_range) ** 2, (0.03 * value_range) ** 2
     samples = win_size * win_size
     correction = samples / (samples - 1) if samples > 1 else 1.0
