@@ -25,16 +25,6 @@ from neurotomy.train import TrainConfig, fit, seed_everything
 TRAIN = ["train", "lenet5", "--data", "digits", "--epochs", "4", "--batch-size", "32", "--quiet"]
 
 
-@pytest.fixture
-def one_thread():
-    """LeNet-5 on 8×8 digits is fastest on one thread, and on a busy machine two threads can be
-    several times slower; the killed child runs on one thread too, so every epoch computes alike."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _state_epoch(path: Path) -> int | None:
     """The epoch a state file has reached (None while there is none or it cannot be read yet)."""
     try:

@@ -21,3 +21,12 @@ def tiny_report_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_report(tiny_report_dir):
     return json.loads((tiny_report_dir / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lenet_digits():
+    """The shipped LeNet-5 with the digits training and test sets."""
+    from neurotomy.data import load_dataset
+    from neurotomy.loading import load_model
+
+    return load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test")

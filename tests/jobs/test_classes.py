@@ -7,28 +7,13 @@ import torch
 
 from neurotomy.checkpoint import save_checkpoint
 from neurotomy.cli import main
-from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyWarning, WorseResultError
 from neurotomy.jobs.classes import patch_job, split_job
 from neurotomy.jobs.split import split
-from neurotomy.loading import load_model
 from neurotomy.surgery.class_modules import cut_class_module
 from neurotomy.run_state import RunState
 
 SPLIT = dict(calibration_images=200, finetune_epochs=1, finetune_images=300, quiet=True)
-
-
-@pytest.fixture(scope="module")
-def lenet_digits():
-    return load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test")
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and steadiest on a busy machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _without_paths(records):

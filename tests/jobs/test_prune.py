@@ -4,26 +4,11 @@ forced); an interrupted fine-tune resumes from its state to the very weights of 
 import pytest
 import torch
 
-from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyWarning
 from neurotomy.jobs.prune import PruneJob
-from neurotomy.loading import load_model
 from neurotomy.run_state import RunState
 
 JOB = dict(criterion="l1", target_macs=0.3, measure_latency=False, quiet=True, recalibrate_images=256)
-
-
-@pytest.fixture(scope="module")
-def lenet_digits():
-    return load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test")
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and steadiest on a busy machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _ruin(model, *args, **kwargs):
