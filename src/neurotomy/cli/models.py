@@ -13,7 +13,7 @@ from neurotomy.distributed import is_main_process
 from neurotomy.errors import ModelError
 from neurotomy.export import OPSETS
 from neurotomy.grad_mask import RULES, SITE_KINDS, GradMaskConfig
-from neurotomy.train import AUGMENTATIONS, SCHEDULES
+from neurotomy.train import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 
 def add_parsers(sub) -> None:
@@ -37,6 +37,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=POSITIVE, default=128)
     p.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="auto")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd (Nesterov) or adamw (transformers)")
+    p.add_argument("--weight-decay", type=Checked(validate.non_negative_float), default=5e-4)
+    p.add_argument("--label-smoothing", type=Checked(validate.fraction, interval="[0, 1)"), default=0.0)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: autocast forward (fp32 weights)")
+    p.add_argument("--teacher", type=MODEL, help="checkpoint or zoo:NAME to distil from while training")
     p.add_argument("--max-images", type=POSITIVE, default=None)
     add_workers(p)
     p.add_argument("--out", required=True, type=CHECKPOINT_OUT, help="checkpoint file to write (.safetensors)")
@@ -125,15 +130,18 @@ def cmd_train(args) -> None:
 
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                          schedule=args.schedule, augment=args.augment, quiet=args.quiet,
+                         optimizer=args.optimizer, weight_decay=args.weight_decay,
+                         label_smoothing=args.label_smoothing, precision=args.precision,
                          max_images=args.max_images, grad_mask=args.grad_mask,
                          grad_mask_rule=args.grad_mask_rule, grad_mask_tau=args.grad_mask_tau,
                          grad_mask_q=args.grad_mask_q, grad_mask_sites=args.grad_mask_sites)
     if config.grad_mask:
         GradMaskConfig(config.grad_mask_rule, config.grad_mask_tau, config.grad_mask_q,
                        config.grad_mask_sites)  # a bad value fails here, before any data is read
+    teacher = load_model_arg(args, args.teacher) if args.teacher else None
     with run_state(args) as state:
         model = train_new_model(args.model, args.data, args.root, config, data_options=dataset_options(args),
-                                state=state, device=args.device)
+                                state=state, device=args.device, teacher=teacher)
         if is_main_process():  # under `accelerate launch` only the main process writes and prints
             path = save_checkpoint(model, model.neurotomy_meta, args.out)
     if is_main_process():

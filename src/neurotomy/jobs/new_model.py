@@ -20,13 +20,15 @@ from neurotomy.run_state import RunState
 
 def train_new_model(arch: str, data_name: str, root: str | None, config: TrainConfig,
                     data_options: dict | None = None, state: RunState | None = None,
-                    device: str | torch.device | None = None, **arch_kwargs) -> nn.Module:
+                    device: str | torch.device | None = None, teacher: nn.Module | None = None,
+                    **arch_kwargs) -> nn.Module:
     """Build ``arch`` for the dataset's shape, train it from ``config.seed``, evaluate on the test
     split; the result carries a :class:`~neurotomy.checkpoint.ModelMeta` ready to save, recording
     the dataset as it reloads (name, absolute root, ``data_options`` such as ``class_names`` and
     ``input_size``), its class names and its normalisation. ``config.lr`` None: the model's
     :func:`~neurotomy.train.default_learning_rate`. With ``state``, training resumes where an
-    interrupted run with the same settings stopped (:class:`~neurotomy.run_state.RunState`).
+    interrupted run with the same settings stopped (:class:`~neurotomy.run_state.RunState`). With
+    ``teacher``, the model also learns the teacher's softened outputs (knowledge distillation).
 
     Example:
         >>> model = train_new_model("lenet5", "digits", None, TrainConfig(epochs=1, quiet=True))
@@ -44,12 +46,13 @@ def train_new_model(arch: str, data_name: str, root: str | None, config: TrainCo
     seed_everything(config.seed)
     model = place(build_model(arch, **arch_args), device)  # device None: the CPU, where it is built
     if config.lr is None:
-        config = replace(config, lr=default_learning_rate(model))
+        config = replace(config, lr=default_learning_rate(model, config.optimizer))
     if state is not None:
         state.expect({"job": "train", "arch": arch, "data": data_name, "root": root, "data_options": data_options,
-                      "arch_args": arch_args, "config": config.settings()})
+                      "arch_args": arch_args, "config": config.settings(),
+                      "teacher": None if teacher is None else teacher.neurotomy_meta.arch})
     start = time.perf_counter()
-    history = fit(model, train_data, config, state=state)
+    history = fit(model, train_data, config, teacher=teacher, state=state)
     seconds = time.perf_counter() - start
     test_metrics = evaluate(model, test_data, quiet=config.quiet)
     model.neurotomy_meta = ModelMeta(
