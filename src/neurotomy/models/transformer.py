@@ -1,0 +1,160 @@
+"""Where a transformer keeps its units: attention heads, MLP neurons, the token grid.
+
+Scores, cuts and explanations of a transformer all start by finding its attention layers, how many
+heads each has, its MLPs and how tokens fold back into an image. This module finds them in the three
+shapes users bring, without per-model code:
+
+* a module with ``qkv`` and ``proj`` linears and ``num_heads`` (neurotomy's ``vit_tiny``, timm's
+  ``Attention`` — ViT, DeiT, and the window attention of Swin);
+* ``torch.nn.MultiheadAttention`` (torchvision's ViT), whose projections are ``in_proj_weight`` and
+  ``out_proj``;
+* MLPs as ``fc1`` → activation → ``fc2`` (ours, timm's ``Mlp``) or torchvision's ``MLPBlock``
+  (a Sequential ``Linear, GELU, Dropout, Linear, Dropout``).
+
+Example:
+    >>> from neurotomy.models import build_model
+    >>> vit = build_model("vit_tiny")
+    >>> [(s.name, s.num_heads, s.head_dim) for s in attention_sites(vit)][:2]
+    [('blocks.0.attn', 4, 32), ('blocks.1.attn', 4, 32)]
+    >>> mlp_sites(vit)[0].hidden, token_layout(vit, (1, 28, 28))
+    (256, TokenLayout(grid=(7, 7), prefix_tokens=1))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from neurotomy.errors import ModelError
+from neurotomy.probe import Probe
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention layer: ``name`` (its module path), ``module``, ``num_heads``, ``head_dim``,
+    ``kind`` (``"qkv"``: a ``qkv``/``proj`` pair; ``"mha"``: ``nn.MultiheadAttention``), and the names
+    of its input projection (``qkv``; for ``mha`` the module itself, whose ``in_proj_weight`` it is)
+    and output projection (``proj`` / ``out_proj``), whose input columns are the heads' channels,
+    head by head."""
+
+    name: str
+    module: nn.Module
+    num_heads: int
+    head_dim: int
+    kind: str
+    qkv_name: str
+    proj_name: str
+
+    @property
+    def proj(self) -> nn.Linear:
+        return self.module.proj if self.kind == "qkv" else self.module.out_proj
+
+
+@dataclass(frozen=True)
+class MlpSite:
+    """One transformer MLP: ``fc1`` (its outputs are the hidden neurons), the activation module
+    between (hookable: neuron activations), ``fc2``; names are module paths."""
+
+    name: str
+    fc1_name: str
+    act_name: str
+    fc2_name: str
+    hidden: int
+
+
+class TokenLayout(NamedTuple):
+    """How a token sequence folds back into an image: ``prefix_tokens`` (class/distillation tokens)
+    lead, then ``grid[0] × grid[1]`` patch tokens in row-major order."""
+
+    grid: tuple[int, int]
+    prefix_tokens: int
+
+
+def attention_sites(model: nn.Module) -> list[AttentionSite]:
+    """Every attention layer of ``model`` in module order (empty for a CNN)."""
+    sites = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            sites.append(AttentionSite(name, module, module.num_heads, module.head_dim, "mha", name,
+                                       f"{name}.out_proj" if name else "out_proj"))
+        elif (isinstance(getattr(module, "qkv", None), nn.Linear) and isinstance(getattr(module, "proj", None), nn.Linear)
+              and isinstance(getattr(module, "num_heads", None), int)):
+            heads = module.num_heads
+            prefix = f"{name}." if name else ""
+            sites.append(AttentionSite(name, module, heads, module.qkv.out_features // (3 * heads), "qkv",
+                                       prefix + "qkv", prefix + "proj"))
+    return sites
+
+
+def mlp_sites(model: nn.Module) -> list[MlpSite]:
+    """Every transformer MLP of ``model`` in module order: modules with ``fc1``/``act``/``fc2`` linears,
+    or Sequentials shaped ``Linear, activation, [Dropout], Linear`` whose first linear widens."""
+    sites = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
+        if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and hasattr(module, "act"):
+            sites.append(MlpSite(name, prefix + "fc1", prefix + "act", prefix + "fc2", fc1.out_features))
+        elif isinstance(module, nn.Sequential) and len(module) >= 3:
+            children = list(module.named_children())
+            (n1, first), (na, act) = children[0], children[1]
+            rest = [(n, c) for n, c in children[2:] if isinstance(c, nn.Linear)]
+            if (isinstance(first, nn.Linear) and not isinstance(act, (nn.Linear, nn.Dropout)) and len(rest) == 1
+                    and rest[0][1].in_features == first.out_features > first.in_features
+                    and isinstance(act, (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh))):
+                sites.append(MlpSite(name, prefix + n1, prefix + na, prefix + rest[0][0], first.out_features))
+    return sites
+
+
+def is_transformer(model: nn.Module) -> bool:
+    """Whether ``model`` has attention layers (see :func:`attention_sites`)."""
+    return bool(attention_sites(model))
+
+
+def token_layout(model: nn.Module, input_shape: tuple[int, ...]) -> TokenLayout:
+    """The patch grid and the number of leading non-patch tokens for inputs of ``input_shape``
+    (channels, height, width): read from the model where it says (neurotomy's ``patch_grid``, timm's
+    ``patch_embed.grid_size`` / ``num_prefix_tokens``, torchvision's ``patch_size``), else from the
+    first convolution whose stride equals its kernel (a patch embedding) and the first attention
+    layer's token count, measured in one forward pass."""
+    if hasattr(model, "patch_grid") and hasattr(model, "prefix_tokens"):
+        return TokenLayout(tuple(model.patch_grid), int(model.prefix_tokens))
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and hasattr(embed, "grid_size") and hasattr(model, "num_prefix_tokens"):
+        return TokenLayout(tuple(int(g) for g in embed.grid_size), int(model.num_prefix_tokens))
+    if isinstance(getattr(model, "patch_size", None), int) and hasattr(model, "class_token"):
+        side_h, side_w = input_shape[-2] // model.patch_size, input_shape[-1] // model.patch_size
+        return TokenLayout((side_h, side_w), 1)
+    return _measured_layout(model, input_shape)
+
+
+def _measured_layout(model: nn.Module, input_shape: tuple[int, ...]) -> TokenLayout:
+    names = {id(m): n for n, m in model.named_modules()}
+    patch = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride == m.kernel_size
+                  and m.kernel_size != (1, 1)), None)
+    sites = attention_sites(model)
+    if patch is None or not sites:
+        raise ModelError("cannot tell how this model's tokens fold into an image: it has no patch-embedding "
+                         "convolution (stride = kernel) or no attention layer")
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if module is patch:
+            seen.setdefault("grid", tuple(output.shape[-2:]))
+        else:
+            seen.setdefault("tokens", tuple(inputs[0].shape))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), Probe(model, [names[id(patch)], sites[0].name], on_module=record):
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    grid = seen["grid"]
+    # batch-first (batch, tokens, dim) unless the batch of 1 sits in the middle (sequence-first MHA)
+    tokens = seen["tokens"][1] if seen["tokens"][0] == 1 else seen["tokens"][0]
+    return TokenLayout((int(grid[0]), int(grid[1])), int(tokens - grid[0] * grid[1]))
