@@ -3,6 +3,11 @@
 Layers probed by default (Lu et al., ECCV 2022): the stem's activation, the output of every residual
 block (every ReLU for plain nets such as VGG), and the penultimate features — the input of the
 classifier, named ``"<classifier>:input"``. Features are taken whole and flattened, no pooling.
+
+A transformer's block outputs are token sequences; a *view* suffix says which vector stands for an
+image: ``"blocks.3:cls"`` is the class token (what the classifier reads), ``"blocks.3:patches"`` the
+mean of the patch tokens. Its default layers are every block's class token (its patch-token mean
+when the model has no class token, as in Swin) and the classifier's input.
 """
 
 from __future__ import annotations
@@ -16,14 +21,54 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches
 from neurotomy.device import model_device, to_device
 from neurotomy.data.subsets import IndexedSubset
+from neurotomy.errors import ModelError
 from neurotomy.probe import Probe, leaf_modules
-from neurotomy.models.anatomy import classifier_layer, residual_blocks
+from neurotomy.models.anatomy import classifier_layer, model_input_shape, residual_blocks
+from neurotomy.models.transformer import token_layout, transformer_blocks
 
 INPUT_SUFFIX = ":input"
+TOKEN_VIEWS = (":cls", ":patches")
 
 
-def default_layers(model: nn.Module) -> list[str]:
-    """Stem activation + every residual block (or every ReLU) + the classifier's input."""
+def split_view(layer: str) -> tuple[str, str]:
+    """``"blocks.3:cls"`` → ``("blocks.3", ":cls")``; a name without a view → ``(name, "")``.
+
+    Example:
+        >>> split_view("blocks.3:patches"), split_view("head:input"), split_view("layer1.0")
+        (('blocks.3', ':patches'), ('head', ':input'), ('layer1.0', ''))
+    """
+    for suffix in (INPUT_SUFFIX, *TOKEN_VIEWS):
+        if layer.endswith(suffix):
+            return layer.removesuffix(suffix), suffix
+    return layer, ""
+
+
+def _prefix_tokens(model: nn.Module, shape: tuple[int, ...] | None) -> int:
+    try:
+        return token_layout(model, shape).prefix_tokens if shape is not None else 0
+    except ModelError:  # a layout that cannot be read: no class token to take
+        return 0
+
+
+def token_view(output: torch.Tensor, view: str, prefix_tokens: int) -> torch.Tensor:
+    """One vector per image from a block's token output: the first (class) token for ``":cls"``,
+    the mean of the patch tokens for ``":patches"`` (every position but the batch and channel
+    axes, so Swin's ``(batch, rows, cols, channels)`` maps work too)."""
+    if view == ":cls":
+        return output[:, 0]
+    patches = output[:, prefix_tokens:] if output.dim() == 3 else output
+    return patches.flatten(1, -2).mean(1)
+
+
+def default_layers(model: nn.Module, view: str | None = None) -> list[str]:
+    """Stem activation + every residual block (or every ReLU) + the classifier's input; for a
+    transformer every block's ``view`` (default ``":cls"``, or ``":patches"`` without a class token)
+    + the classifier's input."""
+    blocks = transformer_blocks(model)
+    if blocks:
+        if view is None:
+            view = ":cls" if _prefix_tokens(model, model_input_shape(model)) else ":patches"
+        return [b + view for b in blocks] + [classifier_layer(model)[0] + INPUT_SUFFIX]
     blocks = residual_blocks(model)
     relus = [n for n in leaf_modules(model) if isinstance(dict(model.named_modules())[n], (nn.ReLU, nn.ReLU6))]
     if blocks:
@@ -42,14 +87,19 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
                     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
     """Yield ({layer: flattened features (B × D)}, labels) one batch at a time; ``shard`` and
     ``split_batches`` select one process's part (see :func:`neurotomy.data.batches.select_shard`)."""
-    modules = [layer.removesuffix(INPUT_SUFFIX) for layer in layers]
+    modules = [split_view(layer)[0] for layer in layers]
     grabbed: dict[str, torch.Tensor] = {}
+    prefix = _prefix_tokens(model, model_input_shape(model, data)) if any(
+        split_view(layer)[1] in TOKEN_VIEWS for layer in layers) else 0
 
     def grab(name, module, inputs, output):
         if name + INPUT_SUFFIX in layers:
             grabbed[name + INPUT_SUFFIX] = inputs[0].flatten(1)
         if name in layers:
             grabbed[name] = output.flatten(1)
+        for view in TOKEN_VIEWS:
+            if name + view in layers:
+                grabbed[name + view] = token_view(output, view, prefix)
 
     subset = data if indices is None else IndexedSubset(data, indices)
     model.eval()
@@ -62,4 +112,4 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
             yield {layer: grabbed[layer].cpu() for layer in layers}, y
 
 
-__all__ = ["INPUT_SUFFIX", "default_layers", "stream_features"]
+__all__ = ["INPUT_SUFFIX", "TOKEN_VIEWS", "default_layers", "split_view", "stream_features", "token_view"]

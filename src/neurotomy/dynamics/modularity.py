@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from neurotomy.distributed import gather_records, probe_shard
 from neurotomy.data.subsets import balanced_indices
-from neurotomy.dynamics.features import default_layers, stream_features
+from neurotomy.dynamics.features import TOKEN_VIEWS, default_layers, split_view, stream_features
 from neurotomy.errors import NeurotomyError
 from neurotomy.progress import add_task, progress_bar
 
@@ -87,10 +87,13 @@ class ModularityCurve:
         """
         deltas = dict(zip(self.layers, self.delta_q()))
         mean_rise = (self.q[-1] - self.q[0]) / max(1, len(self.q) - 1)
-        pool = [layer for layer in reversed(self.layers) if layer in candidates]
+        # a transformer's curve names views of blocks ("blocks.3:cls"): the block is the candidate
+        deltas = {split_view(layer)[0] if split_view(layer)[1] in TOKEN_VIEWS else layer: d
+                  for layer, d in deltas.items()}
+        pool = [block for block in reversed(list(deltas)) if block in candidates]
         if count is not None:
-            return sorted(pool, key=lambda layer: deltas[layer])[:count]
-        return [layer for layer in pool if deltas[layer] < threshold * mean_rise]
+            return sorted(pool, key=lambda block: deltas[block])[:count]
+        return [block for block in pool if deltas[block] < threshold * mean_rise]
 
 
 def modularity_curve(model: nn.Module, data: Dataset, layers: list[str] | None = None, k: int = 3,

@@ -16,6 +16,8 @@ Example:
     >>> vit = build_model("vit_tiny")
     >>> [(s.name, s.num_heads, s.head_dim) for s in attention_sites(vit)][:2]
     [('blocks.0.attn', 4, 32), ('blocks.1.attn', 4, 32)]
+    >>> transformer_blocks(vit)[:2]
+    ['blocks.0', 'blocks.1']
     >>> mlp_sites(vit)[0].hidden, token_layout(vit, (1, 28, 28))
     (256, TokenLayout(grid=(7, 7), prefix_tokens=1))
 """
@@ -107,6 +109,23 @@ def mlp_sites(model: nn.Module) -> list[MlpSite]:
                     and isinstance(act, (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh))):
                 sites.append(MlpSite(name, prefix + n1, prefix + na, prefix + rest[0][0], first.out_features))
     return sites
+
+
+def transformer_blocks(model: nn.Module) -> list[str]:
+    """Names of the transformer blocks, in module order: the smallest modules holding exactly one
+    attention layer and one MLP (a block's output is its input plus what both add — the residual
+    stream, so removing a block leaves the stream unchanged)."""
+    attention = [s.name for s in attention_sites(model)]
+    mlps = [s.name for s in mlp_sites(model)]
+    blocks = []
+    for name, _ in model.named_modules():
+        prefix = f"{name}." if name else ""
+        inside = [a for a in attention if a.startswith(prefix)], [m for m in mlps if m.startswith(prefix)]
+        if len(inside[0]) == 1 and len(inside[1]) == 1 and not any(b.startswith(prefix) for b in blocks):
+            # named_modules lists parents first: drop an enclosing module once a smaller one qualifies
+            blocks = [b for b in blocks if not prefix.startswith(f"{b}.")]
+            blocks.append(name)
+    return [b for b in blocks if b]
 
 
 def is_transformer(model: nn.Module) -> bool:
