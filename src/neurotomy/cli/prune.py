@@ -25,7 +25,8 @@ LAYER = Checked(validate.identifier, kind="layer name")
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("criteria", help="list every unit-scoring criterion with its paper")
+    p = sub.add_parser("criteria", help="list every unit-scoring criterion (conv filters; transformer heads, "
+                                       "neurons, embedding channels) with its paper")
     p.add_argument("--json", action="store_true")
     add_common(p, device=False)
     p.set_defaults(func=cmd_criteria)
@@ -91,15 +92,18 @@ def add_parsers(sub) -> None:
 
 
 def cmd_criteria(args) -> None:
-    from neurotomy.scores import criteria_table
+    from neurotomy.scores import criteria_table, transformer_criteria_table
 
+    # conv criteria (per unit / per class), then the transformer ones (per head / neuron / embedding)
     rows = [{"name": r["name"], "data": r["needs_data"], "axis": r["axis"], "paper": r["paper"]}
-            for r in sorted(criteria_table(), key=lambda r: r["name"])]
+            for table in (criteria_table(), transformer_criteria_table())
+            for r in sorted(table, key=lambda r: r["name"])]
     if args.json:
         print_json(rows)
         return
+    width = max(len(r["axis"]) for r in rows) + 4
     for r in rows:
-        print(f"{r['name']:<16} {'data' if r['data'] else 'data-free':<10} {'per ' + r['axis']:<10} {r['paper']}")
+        print(f"{r['name']:<18} {'data' if r['data'] else 'data-free':<10} {'per ' + r['axis']:<{width}} {r['paper']}")
 
 
 def cmd_score(args) -> None:

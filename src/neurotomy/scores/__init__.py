@@ -34,6 +34,8 @@ from neurotomy.scores import classwise  # noqa: F401
 from neurotomy.scores.classwise import get_classwise_criterion
 from neurotomy.scores.clp import clp_outliers
 from neurotomy.scores.unit_scores import UnitScores, spearman
+from neurotomy.scores.transformer import (TRANSFORMER_CRITERIA, head_matrix, score_transformer,
+                                          transformer_criteria_table)
 
 
 def get_criterion(name: str) -> Criterion:
@@ -46,7 +48,8 @@ def get_criterion(name: str) -> Criterion:
 
 def criteria_table() -> list[dict]:
     """One row per registered criterion, in registration order: ``name``, ``axis`` (unit/class),
-    ``paper`` and ``needs_data`` — what ``neurotomy criteria`` lists.
+    ``paper`` and ``needs_data`` — what ``neurotomy criteria`` lists, with the transformer criteria's
+    rows (:func:`transformer_criteria_table`) after them.
 
     Example:
         >>> criteria_table()[0]
@@ -56,5 +59,6 @@ def criteria_table() -> list[dict]:
             for name, cls in CRITERIA.items()]
 
 
-__all__ = ["CRITERIA", "Criterion", "DataCriterion", "UnitScores", "WeightCriterion", "clp_outliers",
-           "conv_units", "criteria_table", "get_classwise_criterion", "get_criterion", "spearman"]
+__all__ = ["CRITERIA", "TRANSFORMER_CRITERIA", "Criterion", "DataCriterion", "UnitScores", "WeightCriterion",
+           "clp_outliers", "conv_units", "criteria_table", "get_classwise_criterion", "get_criterion", "head_matrix",
+           "score_transformer", "spearman", "transformer_criteria_table"]
