@@ -439,3 +439,21 @@ def test_layers_whose_heads_cannot_be_seen_are_refused():
         score_transformer(functional, "attention_entropy", "head", data)
     with pytest.raises(ModelError, match="'attn.attn' was called with masks or options"):
         score_transformer(TokenModel(MaskedMha()), "attention_entropy", "head", data)
+
+
+def test_saved_transformer_scores_reload_checked_against_the_model(tmp_path):
+    """Head, neuron and embedding scores survive save → load(model=…); another model's are refused."""
+    vit = tiny_vit()
+    for unit in ("head", "neuron", "embedding"):
+        scores = score_transformer(vit, "l1", unit)
+        loaded = UnitScores.load(scores.save(tmp_path / f"{unit}.npz"), model=vit)
+        assert loaded.info["unit"] == unit
+        for layer in scores:
+            torch.testing.assert_close(loaded[layer], scores[layer])
+    wider = build_model("vit_tiny", 1, 4, 8, patch=2, dim=24, depth=2, num_heads=3, mlp_hidden=24)
+    from neurotomy.errors import ScoresError
+    for unit in ("head", "embedding"):
+        with pytest.raises(ScoresError, match="units"):
+            UnitScores.load(tmp_path / f"{unit}.npz", model=wider)
+    with pytest.raises(ScoresError, match="units|lacks"):
+        UnitScores.load(tmp_path / "neuron.npz", model=build_model("vit_tiny", 1, 4, 8, patch=2, depth=1))

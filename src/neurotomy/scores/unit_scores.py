@@ -26,6 +26,7 @@ import torch
 
 from neurotomy.errors import NeurotomyError, ScoresError
 from neurotomy.files import atomic_write
+from neurotomy.models.transformer import attention_sites, mlp_sites
 from neurotomy.registry import Registry
 from neurotomy.validate import output_file
 
@@ -109,12 +110,17 @@ class UnitScores(Mapping[str, torch.Tensor]):
         whose unit count is the last axis of its finite scores (scores of another model, or a file
         edited by hand, would otherwise prune or split by numbers that mean nothing)."""
         modules = dict(model.named_modules())
+        transformer_units = _transformer_unit_counts(model, self.info.get("unit"))
         for layer, s in self._scores.items():
             module = modules.get(layer)
-            if module is None:
+            if module is None and layer not in transformer_units:
                 raise ScoresError(f"scores name layer {layer!r}, which the model lacks; score the model you "
                                   "apply them to (`neurotomy score`)")
-            units = getattr(module, "out_channels", getattr(module, "out_features", None))
+            units = transformer_units.get(layer) if transformer_units else getattr(
+                module, "out_channels", getattr(module, "out_features", None))
+            if units is None and transformer_units:
+                raise ScoresError(f"scores of {self.info['unit']}s name {layer!r}, which is no "
+                                  f"{self.info['unit']} layer of this model; score the model you apply them to")
             if units is None:
                 raise ScoresError(f"scores name layer {layer!r}, a {type(module).__name__}; only conv and linear "
                                   "layers have units to score")
@@ -251,3 +257,16 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = float(ra.norm() * rb.norm())
     return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+
+
+def _transformer_unit_counts(model: torch.nn.Module, unit: str | None) -> dict[str, int]:
+    """Unit counts of a transformer's scored layers for scores of heads, neurons or embedding
+    channels (keyed as :mod:`neurotomy.scores.transformer` keys them); empty for any other unit."""
+    if unit == "head":
+        return {site.name: site.num_heads for site in attention_sites(model)}
+    if unit == "neuron":
+        return {site.fc1_name: site.hidden for site in mlp_sites(model)}
+    if unit == "embedding":
+        sites = attention_sites(model)
+        return {"embedding": sites[0].proj.out_features} if sites else {}
+    return {}
