@@ -9,6 +9,14 @@ Questions (issue #6):
    genetic search beside the threshold search on a few classes (``search_comparison``).
 3. ``patching``: weak models patched with ResNet-20's modules — target-class precision and recall
    and accuracy on the other classes, before and after.
+4. ``subsets_by_depth`` (issue #15): the same subset sizes (both rules, 99 % retention) for the final
+   layer of each model in ``--depth-models`` (ResNet-20, the converged ResNet-56, VGG-16) and for its
+   penultimate block, and ``heads_by_depth``: the decomposed-head accuracy at k = 3, 5, 8. The
+   penultimate block's output is globally average-pooled (as the network pools its last block) and
+   read by a linear probe trained on the same 10k images (Adam, lr 1e-3, 30 epochs): the block has
+   no classifier of its own. ``subsets_by_depth_summary``: median and mean size per model, layer and
+   rule beside the model's accuracy — is the per-class dimension smaller in deeper models, and does
+   it track accuracy?
 
 Scale (chosen for 2 shared CPU cores; each record's provenance stamp has the load it ran under): penultimate features of a stratified
 10,000-image subset of the 60k training set, head accuracies on the full 10k test set; modules
@@ -18,6 +26,8 @@ calibrated on 2,000 training images); weak models are LeNet-5s trained for 1–2
 10,000 training images. Everything is seeded.
 
 Usage: python benchmarks/classes.py --root ../shared/data/fashion-mnist
+Smoke test of part 4: ... --parts subsets_by_depth --depth-models zoo:resnet20-fmnist --max-images 1000 \
+    --out /tmp/classes.json
 Writes benchmarks/results/classes.json (after every record; a re-run resumes, and each record carries
 the stamp of the run that measured it: commit, date, argv, threads, load average) and classes_*.png.
 """
@@ -27,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -40,6 +51,13 @@ from neurotomy.loading import load_model
 from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.scores.class_subsets import penultimate_features
 from neurotomy.jobs.split import split
+from neurotomy.models.anatomy import layer_blocks
+from neurotomy.models.sources import file_sha256
+from neurotomy.loading.zoo import zoo_path
+from neurotomy.probe import Probe
+from neurotomy.scores.class_subsets import PenultimateFeatures
+from neurotomy.data.batches import iterate_batches
+from neurotomy.device import model_device, to_device
 from neurotomy.surgery.class_modules import module_metrics
 from neurotomy.surgery.class_search import GAConfig, jaccard
 from neurotomy.train import TrainConfig, fit, seed_everything
@@ -99,6 +117,141 @@ def run_subsets(result, path, train10k, test, models):
                   f"{[(h['k'], round(h['acc_subsets'], 4), round(h['acc_subsets_finetuned'], 4)) for h in record['heads']]}"
                   f" full {record['acc_full']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
             save(result, path)
+
+
+DEPTH_KS = [3, 5, 8]
+PROBE_EPOCHS, PROBE_LR = 30, 1e-3
+
+
+def model_name(spec: str) -> str:
+    """``zoo:NAME`` → NAME; a checkpoint path → its file name without suffix."""
+    return spec.removeprefix("zoo:") if spec.startswith("zoo:") else Path(spec).stem
+
+
+def checkpoint_sha(spec: str) -> str:
+    path = zoo_path(spec.removeprefix("zoo:")) if spec.startswith("zoo:") else Path(spec)
+    return file_sha256(path)[:16]
+
+
+@torch.no_grad()
+def pooled_block_features(model, data, block: str, batch_size: int = 256) -> PenultimateFeatures:
+    """A block's output, globally average-pooled over its spatial positions (N × channels)."""
+    seen, targets = [], []
+    model.eval()
+    with Probe(model, [block], on_output=lambda _, out: seen.append(out.mean((2, 3)).cpu())):
+        for images, y in iterate_batches(data, batch_size):
+            model(to_device(model_device(model), images))
+            targets.append(y)
+    features = torch.cat(seen)
+    return PenultimateFeatures(features, torch.empty(len(features), 0), torch.cat(targets), "probe")
+
+
+def linear_probe(fit: PenultimateFeatures, num_classes: int, seed: int = 0) -> torch.nn.Module:
+    """A Linear classifier on fixed features (the readout a block without its own head needs), in a
+    holder module under the name ``"probe"``, the layer name ``subsets_job`` looks the head up by."""
+    from neurotomy.train import finetune_head
+
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(fit.features.shape[1], num_classes)
+    finetune_head(probe, fit.features, fit.targets, epochs=PROBE_EPOCHS, lr=PROBE_LR, seed=seed, quiet=True)
+    return torch.nn.ModuleDict({"probe": probe.eval()})
+
+
+def run_subsets_by_depth(result, path, train10k, test, models, max_images=None):
+    """Subset sizes and decomposed heads at the final layer and at the penultimate block of each model."""
+    from neurotomy.train import evaluate
+
+    if max_images is not None:  # smoke runs: stratified caps on both sets
+        train10k = stratified(train10k, max(1, max_images // 10), seed=0)
+        test = stratified(test, max(1, max_images // 10), seed=0)
+    for spec in models:
+        name, sha = model_name(spec), checkpoint_sha(spec)
+        stale = [r for r in result["subsets_by_depth"] if r["model"] == name and r.get("model_sha") != sha]
+        if stale:  # a retrained checkpoint of the same name: measure it again
+            result["subsets_by_depth"] = [r for r in result["subsets_by_depth"] if r["model"] != name]
+            result["heads_by_depth"] = [r for r in result["heads_by_depth"] if r["model"] != name]
+        model = load_model(spec).eval()
+        accuracy = evaluate(model, test, quiet=True)["accuracy"]
+        block = layer_blocks(model)[-2]
+        for position in ("final", "penultimate_block"):
+            if any(r["model"] == name and r["position"] == position for r in result["subsets_by_depth"]):
+                continue
+            t = time.perf_counter()
+            if position == "final":
+                features = penultimate_features(model, train10k, quiet=True), penultimate_features(model, test, quiet=True)
+                holder, layer, head_kind = model, features[0].layer + ":input", "the model's classifier"
+            else:
+                features = pooled_block_features(model, train10k, block), pooled_block_features(model, test, block)
+                holder, layer = linear_probe(features[0], len(test.classes)), block
+                head_kind = (f"linear probe on the globally pooled block output (Adam, lr {PROBE_LR}, "
+                             f"{PROBE_EPOCHS} epochs on the fitting images)")
+            for criterion in ("frequency", "contribution"):
+                stamp = begin_stamp()
+                record = subsets_job(holder, train10k, test, criterion=criterion, k=5, retention=0.99, ks=DEPTH_KS,
+                                     finetune_epochs=3, seed=0, quiet=True, features=features)
+                stamp = end_stamp(stamp)
+                common = {"model": name, "model_sha": sha, "model_accuracy": accuracy, "layer": layer,
+                          "position": position, "criterion": criterion, "head": head_kind}
+                for r in record["subsets"]:
+                    result["subsets_by_depth"].append({**common, "class": r["class"], "size": r["size"],
+                                                       "width": r["width"], "retention": 0.99,
+                                                       "precision_full": r["precision_full"],
+                                                       "recall_full": r["recall_full"], **stamp})
+                for h in record["heads"]:
+                    result["heads_by_depth"].append({**common, "k": h["k"], "acc_full": h["acc_full"],
+                                                     "acc_subsets": h["acc_subsets"],
+                                                     "acc_subsets_finetuned": h["acc_subsets_finetuned"], **stamp})
+                print(f"{name} {layer} {criterion}: sizes {[r['size'] for r in record['subsets']]} of "
+                      f"{record['width']}, heads {[(h['k'], round(h['acc_subsets'], 4)) for h in record['heads']]} "
+                      f"full {record['acc_full']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+            save(result, path)
+    result["subsets_by_depth_summary"] = depth_summary(result)
+    save(result, path)
+    plot_depth(result, path.with_name(path.stem + "_depth.png"))
+
+
+def depth_summary(result) -> list[dict]:
+    """Per model, position and rule: median and mean subset size, the width, the model's accuracy
+    and the decomposed heads' accuracy at each k."""
+    rows = []
+    keys = sorted({(r["model"], r["position"], r["criterion"]) for r in result["subsets_by_depth"]})
+    for model, position, criterion in keys:
+        mine = [r for r in result["subsets_by_depth"] if (r["model"], r["position"], r["criterion"]) ==
+                (model, position, criterion)]
+        sizes = [r["size"] for r in mine]
+        heads = {h["k"]: h["acc_subsets_finetuned"] for h in result["heads_by_depth"]
+                 if (h["model"], h["position"], h["criterion"]) == (model, position, criterion)}
+        rows.append({"model": model, "position": position, "layer": mine[0]["layer"], "criterion": criterion,
+                     "median_size": statistics.median(sizes), "mean_size": statistics.fmean(sizes),
+                     "width": mine[0]["width"], "model_accuracy": mine[0]["model_accuracy"],
+                     "head_accuracy_finetuned": heads})
+    return rows
+
+
+def plot_depth(result, path: Path) -> None:
+    """Median subset size (bars, per rule) at the final layer and the penultimate block of each model."""
+    import matplotlib.pyplot as plt
+
+    from neurotomy.report.figures import save_figure
+
+    rows = result["subsets_by_depth_summary"]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    labels = sorted({(r["model"], r["position"]) for r in rows})
+    for j, criterion in enumerate(("frequency", "contribution")):
+        values = [next((r["median_size"] for r in rows if (r["model"], r["position"], r["criterion"]) ==
+                        (*label, criterion)), float("nan")) for label in labels]
+        ax.bar([i + 0.4 * j for i in range(len(labels))], values, width=0.4, label=f"{criterion} rule")
+    widths = [next(r["width"] for r in rows if (r["model"], r["position"]) == label) for label in labels]
+    accs = [next(r["model_accuracy"] for r in rows if r["model"] == label[0]) for label in labels]
+    ax.set_xticks([i + 0.2 for i in range(len(labels))],
+                  [f"{m}\n{p.replace('_', ' ')} (of {w}; acc {100 * a:.1f} %)" for (m, p), w, a in
+                   zip(labels, widths, accs)], fontsize=7)
+    ax.set(ylabel="median features per class (99 % retention)", title="class feature subsets across depth")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(3, 5, 8), epochs=30):
@@ -312,7 +465,12 @@ def main() -> None:
     parser.add_argument("--patch-classes", type=int, nargs="+", default=[0, 4, 6])
     parser.add_argument("--compare-classes", type=int, nargs="+", default=[6])
     parser.add_argument("--parts", nargs="+", default=["subsets20", "modules_patch", "patching", "modules_rest",
-                                                           "subsets56", "search", "plot"])
+                                                           "subsets56", "search", "subsets_by_depth", "plot"])
+    parser.add_argument("--depth-models", nargs="+",
+                        default=["zoo:resnet20-fmnist", "zoo:resnet56-fmnist", "zoo:vgg16-fmnist"],
+                        help="models of the subsets_by_depth part (zoo:NAME or checkpoint paths)")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="subsets_by_depth: cap the fitting and test images (stratified) — for a smoke run")
     args = parser.parse_args()
     path = Path(args.out)
     import json
@@ -322,7 +480,7 @@ def main() -> None:
                                  f"{torch.get_num_threads()} threads, torch {torch.__version__}, no GPU")
     result["scale"] = __doc__.split("Scale ")[1].split("\n\n")[0].replace("\n", " ")
     result["paper"] = {"patching": PAPER_PATCHING, "heads": PAPER_HEADS}
-    for key in ("subsets", "heads", "modules", "patching", "search_comparison"):
+    for key in ("subsets", "heads", "modules", "patching", "search_comparison", "subsets_by_depth", "heads_by_depth"):
         result.setdefault(key, [])
     train = load_dataset("fashion-mnist", root=args.root, split="train")
     test = load_dataset("fashion-mnist", root=args.root, split="test")
@@ -352,6 +510,8 @@ def main() -> None:
         elif part == "heads_network_full":  # the same, fine-tuned on all 60k training images
             run_head_network(result, path, train10k, test, epochs=3, key="head_network_full", tune_data=train,
                              tune_name="all 60k training images")
+        elif part == "subsets_by_depth":
+            run_subsets_by_depth(result, path, train10k, test, args.depth_models, args.max_images)
         elif part == "plot":
             plot(result)
     save(result, path)

@@ -9,6 +9,10 @@ from neurotomy.explain import METHODS, ExplainError, attribute, method_names, no
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_gives_one_map_per_image(method, resnet20, fmnist_batch):
+    if METHODS[method].family == "attention":  # CNNs have no attention; tests/explain/test_rollout.py
+        with pytest.raises(NeurotomyError, match="attention"):
+            attribute(resnet20, fmnist_batch[0][:1], method=method)
+        return
     images, targets = fmnist_batch[0][:3], fmnist_batch[1][:3]
     maps = attribute(resnet20, images, targets, method=method)
     assert maps.shape == (3, 28, 28) and torch.isfinite(maps).all()

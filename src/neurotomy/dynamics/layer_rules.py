@@ -1,13 +1,17 @@
-"""Layer rules: which residual blocks a layer prune removes.
+"""Layer rules: which blocks a layer prune removes (residual blocks, or a plain network's conv blocks).
 
 A rule is a function ``rule(model, data, count=..., threshold=..., seed=..., per_class=..., quiet=...)
 -> (block names, basis)`` registered in :data:`LAYER_RULES`; ``basis`` records what the choice
-rested on (the modularity curve, the seed). Down-sampling blocks are never chosen by a rule
+rested on (the modularity curve, the seed, the similarities). Down-sampling blocks (in a plain
+network: blocks that change the channel count) are never chosen by a rule
 (:func:`neurotomy.models.anatomy.removable_blocks`). The removal itself is surgery
 (:func:`neurotomy.surgery.layers.remove_blocks`).
 
 * ``modularity`` — Lu et al., ECCV 2022: blocks whose ΔQ is below ``threshold`` × the curve's
   mean per-layer rise, tail first (or the ``count`` smallest ΔQ) — :meth:`ModularityCurve.redundant`;
+* ``cka`` — a data criterion without labels: the ``count`` blocks whose output is most like their
+  input, by linear CKA (Kornblith et al., ICML 2019) on ``per_class`` images per class — a block
+  that barely changes its representation is the cheapest to lose (:func:`block_similarity`);
 * ``random`` — ``count`` removable blocks drawn with ``seed``;
 * ``last`` — the last ``count`` removable blocks.
 
@@ -25,9 +29,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.data.batches import iterate_batches
+from neurotomy.data.subsets import IndexedSubset, balanced_indices
+from neurotomy.device import model_device, to_device
 from neurotomy.dynamics.modularity import modularity_curve
+from neurotomy.dynamics.similarity import cka_from_grams
 from neurotomy.errors import PruningError
-from neurotomy.models.anatomy import removable_blocks
+from neurotomy.models.anatomy import block_input_module, eval_mode, removable_blocks
+from neurotomy.probe import Probe
 from neurotomy.registry import Registry
 
 LayerRule = Callable[..., tuple[list[str], dict]]
@@ -51,6 +60,57 @@ def _counted(model: nn.Module, rule: str, count: int | None) -> list[str]:
     if count > len(candidates):
         raise PruningError(f"cannot remove {count} blocks: only {len(candidates)} are removable")
     return candidates
+
+
+@torch.no_grad()
+def block_similarity(model: nn.Module, data: Dataset, blocks: list[str], per_class: int = 50,
+                     seed: int = 0) -> dict[str, float]:
+    """Linear CKA of each block's output with its input, on ``per_class`` images of each class.
+
+    One forward pass over the sample; each hook reduces its map to the n × n Gram matrix at once,
+    so memory is one Gram per block, never the features of every block.
+
+    Example:
+        >>> from neurotomy.data import load_dataset
+        >>> from neurotomy.models import build_model
+        >>> sims = block_similarity(build_model("resnet20", 1, 10, 28), load_dataset("fashion-mnist"),
+        ...                         ["layer3.2"], per_class=5)
+        >>> 0 < sims["layer3.2"] <= 1
+        True
+    """
+    targets = getattr(data, "targets", None)
+    if targets is None:
+        raise PruningError("block similarity needs a dataset with a `targets` tensor of labels")
+    inputs = {block_input_module(model, b): b for b in blocks}
+    grams: dict[tuple[str, str], torch.Tensor] = {}
+
+    def gram(features: torch.Tensor) -> torch.Tensor:
+        flat = features.flatten(1).double().cpu()
+        return flat @ flat.T
+
+    def reduce(name: str, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if name in inputs:
+            grams[inputs[name], "input"] = gram(args[0])
+        if name in blocks:
+            grams[name, "output"] = gram(output)
+
+    subset = IndexedSubset(data, balanced_indices(torch.as_tensor(targets), per_class, seed))
+    images, _ = next(iterate_batches(subset, len(subset)))
+    with eval_mode(model), Probe(model, sorted(set(inputs) | set(blocks)), on_module=reduce):
+        model(to_device(model_device(model), images))
+    return {b: cka_from_grams(grams[b, "input"], grams[b, "output"]) for b in blocks}
+
+
+@LAYER_RULES.register("cka", paper="control: linear CKA of block output with input (Kornblith et al., ICML 2019)")
+def cka_rule(model: nn.Module, data: Dataset | None, *, count: int | None, seed: int, per_class: int,
+             **_) -> tuple[list[str], dict]:
+    if data is None:
+        raise PruningError("the cka rule needs data; pass --data")
+    candidates = _counted(model, "cka", count)
+    similarity = block_similarity(model, data, candidates, per_class=per_class, seed=seed)
+    # most similar first; among equals the later block (tail first, as the modularity rule)
+    ranked = sorted(reversed(candidates), key=lambda block: -similarity[block])[:count]
+    return [b for b in candidates if b in ranked], {"method": "cka", "cka": similarity, "seed": seed}
 
 
 @LAYER_RULES.register("random", paper="control")
@@ -77,4 +137,4 @@ def choose_blocks(model: nn.Module, method: str, data: Dataset | None = None, co
                                    quiet=quiet)
 
 
-__all__ = ["LAYER_RULES", "choose_blocks"]
+__all__ = ["LAYER_RULES", "block_similarity", "choose_blocks"]

@@ -24,6 +24,7 @@ from torch import nn
 from neurotomy.explain import gradients  # noqa: F401,I001
 from neurotomy.explain import cam  # noqa: F401
 from neurotomy.explain import pathway  # noqa: F401
+from neurotomy.explain import rollout  # noqa: F401
 from neurotomy.explain.metrics import controls  # noqa: F401
 from neurotomy.device import place
 from neurotomy.explain.common import ExplainError, Target, check_inputs, normalize, resolve_targets

@@ -18,6 +18,16 @@ overrides one method:
 Each returns ``N × H × W`` at the input's resolution: the layer map (after ReLU, as every one of
 these papers defines it; ``relu=False`` keeps the sign) upsampled bilinearly.
 
+**Vision Transformers.** A layer that outputs a token sequence ``N × tokens × C`` is folded into a
+feature map ``N × C × rows × cols`` before any of the above: the leading class/distillation tokens
+dropped, the patch tokens laid out row-major on the patch grid, channels = embedding — the
+``reshape_transform`` pytorch-grad-cam asks its users to write, here read from the model
+(:func:`neurotomy.models.transformer.token_layout`). The default layer of a transformer is the
+LayerNorm that feeds its last attention layer (``blocks[-1].norm1`` in timm, ``ln_1`` in
+torchvision), pytorch-grad-cam's recommendation: after the last attention only the class token
+reaches the logits, so the patch tokens' gradients there are zero. Ablation-CAM on tokens zeroes
+embedding channel k in every token, as pytorch-grad-cam's ``AblationLayerVit`` does.
+
 Each class carries its ``name`` and ``paper`` and registers itself with :func:`register_cam`, so a
 new CAM method is one class in this file; it is listed after the ones above it.
 """
@@ -30,6 +40,7 @@ from torch import nn
 
 from neurotomy.explain.common import ExplainError, class_scores, default_cam_layer, forward, upsample
 from neurotomy.explain.methods import register_method
+from neurotomy.models.transformer import attention_sites, token_layout
 from neurotomy.probe import Probe
 
 
@@ -51,6 +62,52 @@ def observe_layer(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         # the sum gives every image's gradient in one backward pass.
         grads, = torch.autograd.grad(class_scores(logits, targets).sum(), activations)
     return activations.detach(), grads, logits.detach()
+
+
+def transformer_cam_layer(model: nn.Module) -> str | None:
+    """The LayerNorm feeding a transformer's last attention layer — the last LayerNorm registered before
+    the attention module in the same parent block (``norm1``, ``ln_1``); None for a CNN or a block
+    without one."""
+    sites = attention_sites(model)
+    if not sites:
+        return None
+    parent, _, child = sites[-1].name.rpartition(".")
+    norm = None
+    for name, module in model.get_submodule(parent).named_children():
+        if name == child:
+            break
+        if isinstance(module, nn.LayerNorm):
+            norm = name
+    return None if norm is None else f"{parent}.{norm}" if parent else norm
+
+
+def cam_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The default CAM layer: for a transformer :func:`transformer_cam_layer`, otherwise the last module
+    with a spatial output (:func:`neurotomy.explain.common.default_cam_layer`)."""
+    return transformer_cam_layer(model) or default_cam_layer(model, inputs)
+
+
+def token_feature_map(model: nn.Module, inputs: torch.Tensor, layer: str, tokens: torch.Tensor) -> torch.Tensor:
+    """A transformer layer's token sequence ``N × tokens × C`` as a feature map ``N × C × rows × cols``:
+    prefix tokens dropped, patch tokens folded row-major onto the model's patch grid.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> vit = build_model("vit_tiny", 1, 10, 28, depth=1, dim=8, num_heads=2, mlp_hidden=8)
+        >>> token_feature_map(vit, torch.zeros(2, 1, 28, 28), "blocks.0", torch.zeros(2, 50, 8)).shape
+        torch.Size([2, 8, 7, 7])
+    """
+    shape = tuple(tokens.shape)
+    if not attention_sites(model):
+        raise ExplainError(f"layer {layer!r} outputs shape {shape}; CAM methods need a conv feature map N×C×h×w "
+                           "(or a transformer's tokens N×tokens×C) — pick a conv layer or block")
+    layout = token_layout(model, tuple(inputs.shape[1:]))
+    (rows, cols), prefix = layout
+    if tokens.shape[0] != inputs.shape[0] or tokens.shape[1] != prefix + rows * cols:
+        raise ExplainError(f"layer {layer!r} outputs shape {shape}, not the model's {prefix} prefix + {rows}×{cols} "
+                           "patch tokens per image; pick a layer inside the transformer blocks (e.g. a block or "
+                           "its first LayerNorm)")
+    return tokens[:, prefix:].transpose(1, 2).reshape(shape[0], shape[2], rows, cols)
 
 
 def run_with_layer_output(model: nn.Module, inputs: torch.Tensor, layer: str, replace) -> torch.Tensor:
@@ -77,8 +134,11 @@ class CAM:
         self.layer, self.relu, self.batch_size = layer, relu, batch_size
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        layer = self.layer or default_cam_layer(model, inputs)
+        layer = self.layer or cam_layer(model, inputs)
         activations, grads, logits = observe_layer(model, inputs, targets, layer, self.uses_gradients)
+        if activations.dim() == 3:  # a transformer's tokens: fold the patch tokens onto their grid
+            activations = token_feature_map(model, inputs, layer, activations)
+            grads = None if grads is None else token_feature_map(model, inputs, layer, grads)
         if activations.dim() != 4:
             raise ExplainError(f"layer {layer!r} outputs shape {tuple(activations.shape)}; CAM methods "
                                "need a conv feature map N×C×h×w — pick a conv layer or block")
@@ -186,7 +246,9 @@ class AblationCAM(CAM):
                 keep = torch.ones(len(channels), c, 1, 1, dtype=activations.dtype, device=activations.device)
                 keep[torch.arange(len(channels)), channels] = 0
                 copies = inputs[i][None].expand(len(channels), *inputs.shape[1:])
-                out = run_with_layer_output(model, copies, layer, lambda a, keep=keep: a * keep)
+                # a token layer (N × tokens × C): channel k zeroed in every token
+                out = run_with_layer_output(
+                    model, copies, layer, lambda a, keep=keep: a * (keep.view(len(keep), 1, c) if a.dim() == 3 else keep))
                 ablated[i, channels] = out[:, targets[i]]
         return ((original[:, None] - ablated.to(original)) / original[:, None]).to(activations)
 

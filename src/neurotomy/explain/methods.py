@@ -32,7 +32,7 @@ class Method:
 
     name: str
     compute: Callable[..., torch.Tensor]  # (model, inputs, targets, **opts) -> N × H × W
-    family: str  # gradient | cam | pathway | control
+    family: str  # gradient | cam | pathway | attention | concept | control
     signed: bool
     paper: str
 

@@ -9,6 +9,17 @@ the integrated variant s = |a · mean_α ∂y_c/∂(αa)| with one layer's activ
 multiplicative masks on the activation outputs (weights untouched, no retraining), and return the plain
 input gradient of y_c through the masked network — the gradient along the input's critical pathway.
 
+**GELU and other smooth activations** (a transformer's MLP neurons). A ReLU unit is *active* when
+its output is positive: only then does it pass a gradient, so an inactive unit has relevance 0 and
+the pathway is a subset of the active units. A GELU is never switched off by its input (for x < 0 its
+output is small and negative, down to −0.17, and its slope is non-zero almost everywhere), so every unit takes
+part with relevance |a · ∂y_c/∂a|, and "active for this input" means *kept*: among the top (1 − p)
+by that relevance. Masking sets a unit's output to 0 — for an MLP neuron, the same as removing it
+(``fc2`` receives nothing from it). In a transformer (a model with attention layers, see
+:func:`neurotomy.models.transformer.attention_sites`) activations are ``N × tokens × neurons``,
+channels last: ``granularity="neuron"`` keeps one neuron at one token, ``"channel"`` one neuron over
+all tokens.
+
 The same per-input relevance, summed over positions at each conv filter's response, gives
 per-input *channel* scores as :class:`~neurotomy.scores.UnitScores` (``axis="input"``): a criterion
 that can drive pruning like any other (``neurotomy prune --criterion pathway``).
@@ -30,6 +41,7 @@ from torch import nn
 
 from neurotomy.explain.common import ExplainError, class_scores, forward
 from neurotomy.explain.methods import register_method
+from neurotomy.models.transformer import is_transformer
 from neurotomy.probe import Probe
 from neurotomy.registry import Registry
 from neurotomy.scores.base import conv_units
@@ -178,21 +190,28 @@ def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     """Binary masks, one per activation call, keeping each input's top ``1 − prune_fraction`` units
     network-wide (exactly ``round((1 − p) · units)`` of them; ties broken by index).
 
-    ``granularity="channel"`` scores and keeps whole channels (relevance summed over positions).
+    ``granularity="channel"`` scores and keeps whole channels (relevance summed over positions; for a
+    transformer's ``N × tokens × neurons`` activations, a neuron over all tokens, mask ``N × 1 × neurons``).
     """
     if not 0.0 <= prune_fraction < 1.0:
         raise ExplainError(f"prune_fraction {prune_fraction} is outside [0, 1); it is the share of units "
                            "masked, e.g. 0.85")
     pool = GRANULARITIES.get(granularity)
-    relevance = [pool(r) for r in neuron_relevance(model, inputs, targets, integrated)]
+    # a transformer's activations are N × tokens × neurons: pool with the neurons as channels (axis 1)
+    tokens = is_transformer(model)
+    raw = neuron_relevance(model, inputs, targets, integrated)
+    relevance = [pool(r.transpose(1, 2) if tokens and r.dim() == 3 else r) for r in raw]
     n = inputs.shape[0]
     flat = torch.cat([r.reshape(n, -1) for r in relevance], 1)
     keep = round((1.0 - prune_fraction) * flat.shape[1])
     mask = top_units_by_index(flat, keep).to(flat.dtype)
     masks, start = [], 0
-    for r in relevance:
+    for r, original in zip(relevance, raw):
         size = r[0].numel()
-        masks.append(mask[:, start:start + size].view_as(r))
+        m = mask[:, start:start + size].view_as(r)
+        if tokens and original.dim() == 3:  # back to N × tokens × neurons (a channel mask: N × 1 × neurons)
+            m = m.transpose(1, 2) if m.dim() == 3 else m[:, None, :]
+        masks.append(m)
         start += size
     return masks
 

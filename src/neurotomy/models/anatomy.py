@@ -1,8 +1,9 @@
 """Model anatomy: the questions every part of neurotomy asks of a model, answered once.
 
 Which layer is the classifier, how many classes, what input shape, which modules a forward pass
-runs and in what order, which modules are residual blocks, how to swap a submodule by name, and how
-to run a model in eval mode without losing the caller's training flag.
+runs and in what order, which modules are residual blocks (or, in a plain network such as VGG, conv
+blocks), how to swap a submodule by name, and how to run a model in eval mode without losing the
+caller's training flag.
 
 Example:
     >>> import torch
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -129,12 +131,133 @@ def is_downsampling(block: nn.Module) -> bool:
     return block_shortcut(block) is not None
 
 
+@dataclass(frozen=True)
+class PlainBlock:
+    """A conv block of a plain network (no shortcut): ``conv`` (+ ``norm``) + an activation.
+
+    It is named by its activation — the block's output, the layer a modularity curve probes — and
+    ``successor`` is the next layer with weights that reads it (a conv, or the classifier after
+    global pooling): removing the block changes what the successor sees, so the successor must be
+    adapted (:mod:`neurotomy.surgery.layers`)."""
+
+    name: str
+    conv: str
+    norm: str | None
+    successor: str
+    in_channels: int
+    out_channels: int
+
+    @property
+    def changes_channels(self) -> bool:
+        """The plain counterpart of a down-sampling block: its output is not shaped like its input."""
+        return self.in_channels != self.out_channels
+
+
+# modules that act on each channel alone and hold no weights: a block's output may pass them on
+# the way to its successor (VGG's max-pools; global pooling and flattening before a classifier)
+_CHANNELWISE = (nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
+                nn.Dropout, nn.Dropout2d)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+
+
+def _keeps_size(conv: nn.Module) -> bool:
+    """A dense conv whose output has its input's height and width (3×3, stride 1, padding 1)."""
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.padding_mode != "zeros":
+        return False
+    kernel = conv.kernel_size
+    same = conv.padding == "same" or conv.padding == tuple(k // 2 for k in kernel)
+    return same and all(k % 2 for k in kernel) and conv.stride == (1, 1) and conv.dilation == (1, 1)
+
+
+def _sequential_children(model: nn.Module) -> Iterator[list[tuple[str, nn.Module]]]:
+    """Each ``nn.Sequential``'s children as (full name, module), in order."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            yield [(f"{name}.{key}" if name else key, child) for key, child in module._modules.items()]
+
+
+def _plain_block_at(children: list[tuple[str, nn.Module]], i: int, next_weighted: dict[str, str],
+                    classifier: tuple[str, nn.Linear] | None) -> PlainBlock | None:
+    """The plain block whose conv is ``children[i]``, or None: a size-keeping conv after an earlier
+    conv (the stem reads the image: it is no block), an optional BatchNorm, an activation, then
+    only channel-wise pooling up to a dense conv in the same Sequential — or the classifier, when
+    that is the next layer with weights and reads exactly the block's channels."""
+    conv = children[i][1]
+    if not _keeps_size(conv) or not any(isinstance(m, nn.Conv2d) for _, m in children[:i]):
+        return None
+    j = i + 1
+    norm = children[j][0] if j < len(children) and isinstance(children[j][1], nn.BatchNorm2d) else None
+    j += norm is not None
+    if j >= len(children) or not isinstance(children[j][1], _ACTIVATIONS):
+        return None
+    act = j
+    j += 1
+    while j < len(children) and isinstance(children[j][1], _CHANNELWISE):
+        j += 1
+    successor = children[j][0] if j < len(children) else next_weighted.get(norm or children[i][0], "")
+    if not (j < len(children) and isinstance(children[j][1], nn.Conv2d) and children[j][1].groups == 1):
+        # else only the classifier, reading the block's channels (global pooling: C·H·W = C only at 1×1)
+        if classifier is None or successor != classifier[0] or classifier[1].in_features != conv.out_channels:
+            return None
+    return PlainBlock(children[act][0], children[i][0], norm, successor, conv.in_channels, conv.out_channels)
+
+
+def plain_block_table(model: nn.Module) -> dict[str, PlainBlock]:
+    """Every conv block of a plain network (none when the model has residual blocks), by name.
+
+    Found in ``nn.Sequential`` containers (VGG's ``features``, torchvision's too) by their layout;
+    a block counts only when its removal is well defined (see :class:`PlainBlock`).
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> table = plain_block_table(build_model("vgg11_bn", 1, 10, 28))
+        >>> list(table)[:2], table["features.6"].conv, table["features.6"].successor
+        (['features.6', 'features.10'], 'features.4', 'features.8')
+    """
+    if residual_blocks(model):
+        return {}
+    weighted = [n for n, m in model.named_modules() if _own_parameters(m)]
+    next_weighted = dict(zip(weighted, weighted[1:]))
+    try:
+        classifier: tuple[str, nn.Linear] | None = classifier_layer(model)
+    except ModelError:
+        classifier = None
+    table = {}
+    for children in _sequential_children(model):
+        for i in range(len(children)):
+            block = _plain_block_at(children, i, next_weighted, classifier)
+            if block is not None:
+                table[block.name] = block
+    return table
+
+
+def plain_blocks(model: nn.Module) -> list[str]:
+    """Names of the conv blocks of a plain network (:func:`plain_block_table`)."""
+    return list(plain_block_table(model))
+
+
+def layer_blocks(model: nn.Module) -> list[str]:
+    """The blocks layer pruning can remove: residual blocks, or in a plain network its conv blocks."""
+    return residual_blocks(model) or plain_blocks(model)
+
+
+def block_input_module(model: nn.Module, block: str) -> str:
+    """The module whose input is the block's input: the block itself, or a plain block's conv."""
+    plain = plain_block_table(model).get(block)
+    return plain.conv if plain is not None else block
+
+
 def removable_blocks(model: nn.Module, keep_downsampling: bool = True) -> list[str]:
-    """Blocks a layer-pruning rule may remove (by default: not the down-sampling ones)."""
+    """Blocks a layer-pruning rule may remove (by default: not the down-sampling ones, nor in a
+    plain network the blocks that change the channel count)."""
     modules = dict(model.named_modules())
-    return [b for b in residual_blocks(model) if not (keep_downsampling and is_downsampling(modules[b]))]
+    residual = residual_blocks(model)
+    if residual:
+        return [b for b in residual if not (keep_downsampling and is_downsampling(modules[b]))]
+    return [name for name, block in plain_block_table(model).items()
+            if not (keep_downsampling and block.changes_channels)]
 
 
-__all__ = ["block_shortcut", "classifier_layer", "eval_mode", "execution_order", "is_downsampling",
-           "model_input_shape", "num_classes_of", "removable_blocks", "require_input_shape", "residual_blocks",
-           "set_submodule"]
+__all__ = ["PlainBlock", "block_input_module", "block_shortcut", "classifier_layer", "eval_mode", "execution_order",
+           "is_downsampling", "layer_blocks", "model_input_shape", "num_classes_of", "plain_block_table",
+           "plain_blocks", "removable_blocks", "require_input_shape", "residual_blocks", "set_submodule"]

@@ -59,7 +59,11 @@ def execution_blocks(model: nn.Module, inputs: torch.Tensor) -> list[list[str]]:
     modules = dict(model.named_modules())
     blocks: list[list[str]] = []
     check_inputs(inputs)
-    for name in execution_order(model, inputs):
+    order = execution_order(model, inputs)
+    # the root's own parameters (a ViT's class token and position embedding) enter next to the input,
+    # though the root's hook fires last: they are the first block, randomised last
+    order = [name for name in order if name == ""] + [name for name in order if name != ""]
+    for name in order:
         if blocks and is_normalisation(modules[name]):
             blocks[-1].append(name)
         else:
@@ -70,12 +74,21 @@ def execution_blocks(model: nn.Module, inputs: torch.Tensor) -> list[list[str]]:
 def randomize_modules(model: nn.Module, names: Sequence[str], seed: int = 0) -> None:
     """Re-initialise the named modules *in place* with their own initialiser (``reset_parameters``;
     BatchNorm also forgets its running statistics), drawing from ``seed`` without touching the global
-    random state."""
+    random state. A module without an initialiser whose own parameters are bare tensors (a ViT's class
+    token and position embedding live on the model itself) has them re-drawn from a normal
+    distribution of their current standard deviation (0.02, ViT's initialiser, where that is 0)."""
     modules = dict(model.named_modules())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name in names:
             module = modules[name]
+            own = list(module.parameters(recurse=False))
+            if not hasattr(module, "reset_parameters") and own:
+                with torch.no_grad():
+                    for parameter in own:
+                        std = float(parameter.std()) if parameter.numel() > 1 else 0.0
+                        parameter.normal_(0.0, std if std > 0 else 0.02)
+                continue
             if not hasattr(module, "reset_parameters"):
                 raise MetricError(f"layer {name!r} ({type(module).__name__}) has no reset_parameters(); "
                                   "pass blocks= without it")
