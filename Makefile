@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,3 +78,11 @@ bench-classes: install
 # torchvision + timm classifiers and a user-file model: MACs vs FlopCounterMode, prune −50 % MACs, reload, explain
 bench-models: install-dev
 	nice $(BIN)/python benchmarks/model_matrix.py
+
+# relevant directions of ResNet-20's last block: PRCA vs PCA vs random (relevance, accuracy kept), DRSA subspaces
+bench-subspaces: install
+	$(BIN)/python benchmarks/subspaces.py --root $(FMNIST)
+
+# zoo:resnet20-fmnist and its −50 % MACs cut as PyTorch, onnxruntime fp32 and int8: accuracy, size, latency, reasons kept
+bench-deploy: install-dev
+	$(BIN)/python benchmarks/deploy.py --root $(FMNIST) --threads 1

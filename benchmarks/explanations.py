@@ -30,7 +30,7 @@ import torch
 
 from neurotomy.data import load_dataset
 from neurotomy.data.subsets import balanced_indices
-from neurotomy.explain import METHODS, attribute
+from neurotomy.explain import METHODS, applicable_methods, attribute
 from neurotomy.jobs.roar import roar
 from neurotomy.explain.rating import METRICS, better_direction, explainer, rate_explanations
 from neurotomy.files import write_json
@@ -61,7 +61,7 @@ def balanced(data, n: int, seed: int):
 
 def part_scores(model, test, args, results: dict, save) -> None:
     images, _ = balanced(test, args.n, args.seed)
-    methods = list(METHODS)
+    methods = applicable_methods(model)
     fast = ["deletion", "insertion", "morf", "lerf"]
     rated = rate_explanations(model, images, methods=methods, metrics=fast, seed=args.seed)
     sanity = rate_explanations(model, images[:args.n_sanity], methods=methods,
@@ -113,7 +113,7 @@ def part_throughput(model, test, args, results: dict, save) -> None:
     def images_per_second(timed: dict) -> float:  # one call = one batch
         return len(images) / (timed["median_ms"] / 1000)
 
-    for method in METHODS:
+    for method in applicable_methods(model):
         opts = {"seed": 0} if "seed" in METHODS[method].options() else {}
         fn = (lambda x, m=method, o=opts: attribute(model, x, targets[:len(x)], method=m, **o))
         fn(images[:4])  # warm-up

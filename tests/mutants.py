@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients
 
 import neurotomy.explain.pathway as pathway_module
+import neurotomy.explain.perturbation as perturbation_module
+import neurotomy.explain.rollout as rollout_module
 from neurotomy.explain import METHODS
 from neurotomy.explain.cam import (
     AblationCAM,
@@ -344,11 +346,62 @@ def _ones_weights(self, model, inputs, targets, layer, activations, grads, logit
     return torch.ones(activations.shape[:2], dtype=activations.dtype)
 
 
+def _logit_scores(f, images, targets, masks, baseline=0.0, batch_size=256):
+    """Occlusion / RISE scoring the target's logit instead of its softmax probability."""
+    masks = masks.to(images)
+    rows = []
+    with torch.no_grad():
+        for image, target in zip(images, targets.tolist()):
+            masked = image[None] * masks[:, None] + baseline * (1 - masks[:, None])
+            rows.append(torch.as_tensor(f(masked)).float()[:, target])
+    return torch.stack(rows)
+
+
+def _occlusion_summed(model, inputs, targets, **opts):
+    """Occlusion without the division by the number of windows covering each pixel."""
+    side = min(inputs.shape[-2:])
+    patch = opts.get("patch") or -(-side // 7)
+    stride = opts.get("stride") or max(1, patch // 2)
+    counts = perturbation_module.occlusion_windows(*inputs.shape[-2:], patch, stride).sum(0)
+    return perturbation_module.occlusion(model, inputs, targets, **opts) * counts
+
+
+def _rise_masks_unshifted(height, width, masks=1000, cells=7, keep=0.5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    grid = (torch.rand(masks, cells, cells, generator=generator) < keep).float()
+    cell_h, cell_w = -(-height // cells), -(-width // cells)
+    up = F.interpolate(grid[:, None], size=((cells + 1) * cell_h, (cells + 1) * cell_w), mode="bilinear",
+                       align_corners=False)[:, 0]
+    return up[:, :height, :width]
+
+
+def _rollout_without_identity(model, inputs, targets, **opts):
+    """Attention rollout without the residual identity: R = Ā_L ⋯ Ā_1 of the head means alone."""
+    layout = rollout_module._token_layout(model, inputs)
+    maps = rollout_module.observe_attention(model, inputs)
+    relevance = None
+    for m in maps:
+        mixed = m.probs.mean(1)
+        relevance = mixed if relevance is None else mixed @ relevance
+    return rollout_module._class_row_map(relevance, layout, tuple(inputs.shape[-2:]))
+
+
+def _grad_rollout_clamped_after_mean(model, inputs, targets, **opts):
+    """Gradient rollout that averages the heads first and clamps after (vit-explain's order)."""
+    layout = rollout_module._token_layout(model, inputs)
+    maps = rollout_module.observe_attention(model, inputs, targets)
+    tokens = maps[0].probs.shape[-1]
+    relevance = torch.eye(tokens).expand(inputs.shape[0], tokens, tokens)
+    for m in maps:
+        relevance = relevance + (m.grads * m.probs).mean(1).clamp(min=0) @ relevance
+    return rollout_module._class_row_map(relevance, layout, tuple(inputs.shape[-2:]))
+
+
 # ------------------------------------------------------------------ the catalogue
 
 def subjects() -> list[Subject]:
     """Every registered criterion and attribution method with its cross-check and its mutants."""
-    from tests.explain import test_cam, test_gradients, test_pathway
+    from tests.explain import test_cam, test_crp, test_gradients, test_pathway, test_perturbation, test_rollout
     from tests.explain.cases import lenet_case
     from tests.explain.metrics import test_controls
     from tests.scores import test_classwise, test_entropy
@@ -458,6 +511,27 @@ def subjects() -> list[Subject]:
                                term("drop the masks (plain gradient)", method_replaced_by("pathway", "gradient")),
                                term("drop |·| in the relevance", patched(pathway_module, "neuron_relevance", _signed_neuron_relevance)),
                                setting("integrated variant: 6 values of α instead of 11", _pathway_alphas(6)))),
+        Subject("occlusion", attribution, lenet(test_perturbation.check_occlusion), method_mutants(
+            "occlusion",
+            term("score the logit, not the softmax probability", patched(perturbation_module, "target_probabilities",
+                                                                           _logit_scores)),
+            term("drop the division by the windows covering a pixel", _replacing("occlusion", _occlusion_summed)))),
+        Subject("rise", attribution, lenet(test_perturbation.check_rise), method_mutants(
+            "rise",
+            term("score the logit, not the softmax probability", patched(perturbation_module, "target_probabilities",
+                                                                           _logit_scores)),
+            term("drop the random shift of the masks", patched(perturbation_module, "rise_masks", _rise_masks_unshifted)),
+            setting("ignore the seed (always 0)", _with_options("rise", seed=0)))),
+        Subject("rollout", attribution, lambda: test_rollout.check_rollout_method("rollout"), method_mutants(
+            "rollout",
+            term("drop the residual identity (+ I)", _replacing("rollout", _rollout_without_identity)),
+            term("gradient-weighted instead of plain", method_replaced_by("rollout", "grad_rollout")))),
+        Subject("grad_rollout", attribution, lambda: test_rollout.check_rollout_method("grad_rollout"), method_mutants(
+            "grad_rollout",
+            term("clamp after the head mean", _replacing("grad_rollout", _grad_rollout_clamped_after_mean)),
+            term("drop the gradient (plain rollout)", method_replaced_by("grad_rollout", "rollout")))),
+        Subject("crp", attribution, lenet(test_crp.check_crp), method_mutants(
+            "crp", term("drop the channel mask (plain input × gradient)", method_replaced_by("crp", "input_x_gradient")))),
         Subject("random", attribution, lenet(test_controls.check_random_method), method_mutants("random", term(
             "ignore the seed", _replacing("random", _random_ignoring_seed)))),
         Subject("sobel", attribution, lenet(test_controls.check_sobel_method), method_mutants("sobel", term(

@@ -106,7 +106,7 @@ def test_methods_list_in_the_order_the_cli_and_benchmarks_show():
     assert METHODS.names() == [
         "gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "smoothgrad_sq",
         "gradcam", "gradcam_pp", "hirescam", "layercam", "scorecam", "ablationcam", "eigencam",
-        "pathway", "random", "sobel"]
+        "pathway", "occlusion", "rise", "rollout", "grad_rollout", "crp", "random", "sobel"]
     assert method_names("control") == ["random", "sobel"] and method_names() == METHODS.names()
 
 

@@ -26,6 +26,7 @@ _LAZY = {
     "prune_filters": "neurotomy.surgery.filters",
     "split": "neurotomy.jobs.split",           # per-class modules
     "patch": "neurotomy.surgery.patching",     # patch a weak model with a module
+    "deploy": "neurotomy.jobs.deploy",         # ONNX (+ int8): accuracy, size, latency, reasons kept
 }
 
 
@@ -37,6 +38,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neurotomy' has no attribute {name!r}")
 
 
-__all__ = ["ModelMeta", "NeurotomyError", "TrainConfig", "__version__", "attribute", "build_model", "check_data_fits", "dissect", "evaluate", "fit",
+__all__ = ["ModelMeta", "NeurotomyError", "TrainConfig", "__version__", "attribute", "build_model", "check_data_fits", "deploy", "dissect", "evaluate", "fit",
            "get_criterion", "load_checkpoint", "load_dataset", "load_model", "patch", "prune_filters",
            "register_model", "save_checkpoint", "split"]

@@ -50,3 +50,20 @@ def test_prune_layers_needs_blocks_for_baselines(tmp_path, capsys):
     assert main(["prune", "zoo:lenet5-digits", "--layers", "last", "--out", str(out), "--quiet"]) == 2
     assert "needs a number of blocks" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_prune_reconstruct(tmp_path, capsys, one_thread):
+    """--reconstruct refits the cut model; its accuracy is recorded next to the recalibrated one and
+    the checkpoint written is the reconstructed model."""
+    out = tmp_path / "rebuilt.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--target-macs", "0.6", "--reconstruct", "--reconstruct-images", "512",
+                 "--no-latency", "--out", str(out), "--json", "--quiet"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["settings"]["reconstruct"] and record["reconstruction"]["images"] == 512
+    assert record["reconstruction"]["mean_error_after"] < record["reconstruction"]["mean_error_before"]
+    assert record["acc_reconstructed"] > record["acc_recalibrated"]
+    assert main(["evaluate", str(out), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == record["acc_reconstructed"]
+    assert main(["prune", "zoo:lenet5-digits", "--ratio", "0.2", "--reconstruct-images", "0", "--out", str(out),
+                 "--quiet"]) == 2
+    assert "--reconstruct-images" in capsys.readouterr().err

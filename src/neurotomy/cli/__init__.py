@@ -11,14 +11,14 @@ import argparse
 import sys
 import warnings
 
-from neurotomy.cli import classes, explain, models, prune, report
+from neurotomy.cli import classes, concepts, deploy, explain, models, prune, report
 from neurotomy.cli.common import OneLineParser
 from neurotomy.data.batches import set_default_workers
 from neurotomy.distributed import shutdown
 from neurotomy.errors import NeurotomyError, NeurotomyWarning
 from neurotomy.progress import set_quiet
 
-GROUPS = (models, prune, explain, classes, report)
+GROUPS = (models, deploy, prune, explain, concepts, classes, report)
 
 _format_warning = warnings.formatwarning
 

@@ -15,9 +15,9 @@ from neurotomy.surgery.planner import SCOPES
 
 
 def _criteria():
-    from neurotomy.scores import CRITERIA
+    from neurotomy.scores import CRITERIA, TRANSFORMER_CRITERIA
 
-    return CRITERIA
+    return [*CRITERIA.names(), *(n for n in TRANSFORMER_CRITERIA.names() if n not in CRITERIA)]
 
 
 CRITERION = Checked(validate.known_name, names=_criteria, kind="criterion")
@@ -35,6 +35,8 @@ def add_parsers(sub) -> None:
     p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
     add_model_options(p)
     p.add_argument("--criterion", required=True, type=CRITERION, help="see `neurotomy criteria`")
+    p.add_argument("--units", choices=("head", "neuron", "embedding"),
+                   help="a transformer's units to score (default: its conv filters)")
     add_data(p)
     p.add_argument("--out", required=True, type=OUT_FILE, help="scores file to write (.npz)")
     add_common(p)
@@ -53,6 +55,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--blocks", type=POSITIVE, help="how many blocks --layers removes (modularity: default by rule)")
     p.add_argument("--layer-threshold", type=Checked(validate.non_negative_float), default=0.25,
                    help="modularity rule: remove blocks whose ΔQ < this × the curve's mean per-layer rise")
+    p.add_argument("--units", type=Checked(validate.identifier, kind="unit kinds"),
+                   help="transformers: heads, neurons, embedding or all, comma-separated (default heads,neurons)")
     p.add_argument("--scope", choices=list(SCOPES), default="uniform")
     p.add_argument("--min-channels", type=POSITIVE, default=1)
     p.add_argument("--round-to", type=POSITIVE, default=None, help="keep channel counts multiples of this")
@@ -67,6 +71,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     p.add_argument("--recalibrate-images", type=COUNT, default=4096)
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit each layer after the cut to the original's outputs by least squares (no training)")
+    p.add_argument("--reconstruct-images", type=POSITIVE, default=2048, help="training images --reconstruct fits on")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     add_data(p)
     p.add_argument("--out", required=True, type=CHECKPOINT_OUT, help="pruned checkpoint to write")
@@ -110,10 +117,17 @@ def cmd_score(args) -> None:
     from neurotomy.scores import get_criterion
 
     model = load_model_arg(args)
-    criterion = get_criterion(args.criterion)
-    data = data_for(model, args, "train") if criterion.needs_data else None
-    scores = criterion(model, data, batch_size=args.batch_size, max_images=args.max_images,
-                       seed=args.seed, quiet=args.quiet)
+    if args.units:
+        from neurotomy.scores import TRANSFORMER_CRITERIA, score_transformer
+
+        data = data_for(model, args, "train") if TRANSFORMER_CRITERIA.get(args.criterion).needs_data else None
+        scores = score_transformer(model, args.criterion, args.units, data, max_images=args.max_images,
+                                   batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    else:
+        criterion = get_criterion(args.criterion)
+        data = data_for(model, args, "train") if criterion.needs_data else None
+        scores = criterion(model, data, batch_size=args.batch_size, max_images=args.max_images,
+                           seed=args.seed, quiet=args.quiet)
     if not is_main_process():  # under `accelerate launch` only the main process writes and prints
         return
     path = scores.save(args.out)
@@ -132,9 +146,10 @@ def cmd_prune(args) -> None:
                    round_to=args.round_to, inner_only=args.inner_only,
                    ignored_layers=args.ignore, score_images=args.max_images,
                    finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
-                   layers=args.layers, blocks=args.blocks, layer_threshold=args.layer_threshold,
+                   layers=args.layers, blocks=args.blocks, layer_threshold=args.layer_threshold, units=args.units,
                    steps=args.steps, finetune_between=args.finetune_between, sfp_epochs=args.sfp_epochs,
                    recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,
+                   reconstruct=args.reconstruct, reconstruct_images=args.reconstruct_images,
                    measure_latency=not args.no_latency, seed=args.seed, quiet=args.quiet, force=args.force)
     with run_state(args) as state:
         pruned, record = job.run(model, data_for(model, args, "train"), data_for(model, args, "test"), state=state)

@@ -24,11 +24,13 @@ from torch import nn
 from neurotomy.explain import gradients  # noqa: F401,I001
 from neurotomy.explain import cam  # noqa: F401
 from neurotomy.explain import pathway  # noqa: F401
+from neurotomy.explain import perturbation  # noqa: F401
 from neurotomy.explain import rollout  # noqa: F401
+from neurotomy.explain import crp  # noqa: F401
 from neurotomy.explain.metrics import controls  # noqa: F401
 from neurotomy.device import place
 from neurotomy.explain.common import ExplainError, Target, check_inputs, normalize, resolve_targets
-from neurotomy.explain.methods import METHODS, Method, register_method
+from neurotomy.explain.methods import METHODS, Method, applicable_methods, register_method
 from neurotomy.models.anatomy import eval_mode
 
 
@@ -38,7 +40,8 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target = None, met
 
     Options depend on the method (see ``neurotomy explain --list``): CAM methods take ``layer``
     (a module name), ``pathway`` takes ``prune_fraction`` (default 0.85), ``integrated`` and
-    ``granularity``, SmoothGrad takes ``samples``, ``noise`` and ``seed``. ``device`` moves ``model``
+    ``granularity``, SmoothGrad takes ``samples``, ``noise`` and ``seed``, ``crp`` takes ``layer`` and
+    ``channel`` (default: each image's most relevant channel). ``device`` moves ``model``
     there first (``None``: where it is); the inputs follow the model's device, and the maps come back
     on the device the inputs came from (CPU images: CPU maps, whatever the model's device).
     """
@@ -61,4 +64,5 @@ def method_names(family: str | None = None) -> list[str]:
     return METHODS.names() if family is None else METHODS.names(family=family)
 
 
-__all__ = ["METHODS", "ExplainError", "Method", "attribute", "method_names", "normalize", "register_method"]
+__all__ = ["METHODS", "ExplainError", "Method", "applicable_methods", "attribute", "method_names", "normalize",
+           "register_method"]

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from neurotomy.explain.common import ExplainError, pixel_map
+from neurotomy.models.transformer import is_transformer
 from neurotomy.registry import Registry
 
 
@@ -65,3 +66,17 @@ def register_method(name: str, *, family: str, signed: bool, paper: str, input_a
         METHODS.add(name, Method(name, compute, family, signed, paper), family=family)
         return fn
     return decorate
+
+
+def applicable_methods(model: torch.nn.Module) -> list[str]:
+    """The registered methods that can explain ``model``, in listing order: the attention family
+    (rollout) only for models with attention layers.
+
+    Example:
+        >>> import neurotomy.explain
+        >>> from neurotomy.models import build_model
+        >>> "rollout" in applicable_methods(build_model("lenet5")), "rollout" in applicable_methods(build_model("vit_tiny"))
+        (False, True)
+    """
+    attention = is_transformer(model)
+    return [name for name, method in METHODS.items() if attention or method.family != "attention"]

@@ -93,7 +93,7 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
 
 def mlp_sites(model: nn.Module) -> list[MlpSite]:
     """Every transformer MLP of ``model`` in module order: modules with ``fc1``/``act``/``fc2`` linears,
-    or Sequentials shaped ``Linear, activation, [Dropout], Linear`` whose first linear widens."""
+    or Sequentials shaped ``Linear, activation, [Dropout], Linear`` mapping the width back to itself."""
     sites = []
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
@@ -104,8 +104,9 @@ def mlp_sites(model: nn.Module) -> list[MlpSite]:
             children = list(module.named_children())
             (n1, first), (na, act) = children[0], children[1]
             rest = [(n, c) for n, c in children[2:] if isinstance(c, nn.Linear)]
-            if (isinstance(first, nn.Linear) and not isinstance(act, (nn.Linear, nn.Dropout)) and len(rest) == 1
-                    and rest[0][1].in_features == first.out_features > first.in_features
+            # dim → hidden → dim (a pruned MLP may be narrower than the stream, so no width order)
+            if (isinstance(first, nn.Linear) and len(rest) == 1
+                    and rest[0][1].in_features == first.out_features and rest[0][1].out_features == first.in_features
                     and isinstance(act, (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh))):
                 sites.append(MlpSite(name, prefix + n1, prefix + na, prefix + rest[0][0], first.out_features))
     return sites

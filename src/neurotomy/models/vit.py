@@ -41,7 +41,7 @@ class Attention(nn.Module):
         batch, tokens, _ = x.shape
         head_dim = self.qkv.out_features // (3 * self.num_heads)
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.unbind(0)  # unbind: torch-pruning maps a head's proj columns to its q, k and v rows
         attn = self.attn_probe((q @ k.transpose(-2, -1) * head_dim ** -0.5).softmax(-1))
         context = self.head_gate(attn @ v)  # (batch, heads, tokens, head_dim)
         return self.proj(context.transpose(1, 2).reshape(batch, tokens, self.num_heads * head_dim))

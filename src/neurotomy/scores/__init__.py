@@ -34,6 +34,7 @@ from neurotomy.scores import classwise  # noqa: F401
 from neurotomy.scores.classwise import get_classwise_criterion
 from neurotomy.scores.clp import clp_outliers
 from neurotomy.scores.unit_scores import UnitScores, spearman
+from neurotomy.scores.subspace import SUBSPACE_METHODS, score_subspaces  # relevant subspaces (PRCA, DRSA)
 from neurotomy.scores.transformer import (TRANSFORMER_CRITERIA, head_matrix, score_transformer,
                                           transformer_criteria_table)
 
@@ -59,6 +60,7 @@ def criteria_table() -> list[dict]:
             for name, cls in CRITERIA.items()]
 
 
-__all__ = ["CRITERIA", "TRANSFORMER_CRITERIA", "Criterion", "DataCriterion", "UnitScores", "WeightCriterion",
-           "clp_outliers", "conv_units", "criteria_table", "get_classwise_criterion", "get_criterion", "head_matrix",
-           "score_transformer", "spearman", "transformer_criteria_table"]
+__all__ = ["CRITERIA", "SUBSPACE_METHODS", "TRANSFORMER_CRITERIA", "Criterion", "DataCriterion", "UnitScores",
+           "WeightCriterion", "clp_outliers", "conv_units", "criteria_table", "get_classwise_criterion",
+           "get_criterion", "head_matrix", "score_subspaces", "score_transformer", "spearman",
+           "transformer_criteria_table"]

@@ -110,15 +110,15 @@ class UnitScores(Mapping[str, torch.Tensor]):
         whose unit count is the last axis of its finite scores (scores of another model, or a file
         edited by hand, would otherwise prune or split by numbers that mean nothing)."""
         modules = dict(model.named_modules())
-        transformer_units = _transformer_unit_counts(model, self.info.get("unit"))
+        special_units = _unit_counts(model, self.info)
         for layer, s in self._scores.items():
             module = modules.get(layer)
-            if module is None and layer not in transformer_units:
+            if module is None and layer not in special_units:
                 raise ScoresError(f"scores name layer {layer!r}, which the model lacks; score the model you "
                                   "apply them to (`neurotomy score`)")
-            units = transformer_units.get(layer) if transformer_units else getattr(
+            units = special_units.get(layer) if special_units else getattr(
                 module, "out_channels", getattr(module, "out_features", None))
-            if units is None and transformer_units:
+            if units is None and special_units:
                 raise ScoresError(f"scores of {self.info['unit']}s name {layer!r}, which is no "
                                   f"{self.info['unit']} layer of this model; score the model you apply them to")
             if units is None:
@@ -259,9 +259,19 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / denom) if denom > 0 else 0.0
 
 
-def _transformer_unit_counts(model: torch.nn.Module, unit: str | None) -> dict[str, int]:
-    """Unit counts of a transformer's scored layers for scores of heads, neurons or embedding
-    channels (keyed as :mod:`neurotomy.scores.transformer` keys them); empty for any other unit."""
+def _unit_counts(model: torch.nn.Module, info: dict) -> dict[str, int]:
+    """Unit counts of the scored layers for scores whose units are not a layer's output channels:
+    a transformer's heads, neurons or embedding channels (keyed as :mod:`neurotomy.scores.transformer`
+    keys them) and subspaces (one score per stored basis, each basis as wide as the layer); empty for
+    channel scores."""
+    unit = info.get("unit")
+    if unit == "subspace":
+        module = dict(model.named_modules()).get(info.get("layer", ""))
+        width = getattr(module, "out_channels", getattr(module, "out_features", None))
+        basis = info.get("basis") or []
+        if module is None or (width is not None and any(len(b) != width for b in basis)):
+            return {}  # the layer check below names what is wrong
+        return {info["layer"]: len(basis)}
     if unit == "head":
         return {site.name: site.num_heads for site in attention_sites(model)}
     if unit == "neuron":

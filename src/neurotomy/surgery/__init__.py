@@ -5,4 +5,4 @@ The modules imported below register their recipe operations (:mod:`neurotomy.sur
 so replaying any checkpoint's recipe knows every operation.
 """
 
-from neurotomy.surgery import graph, heads, layers  # noqa: F401  (they register their recipe operations)
+from neurotomy.surgery import graph, heads, layers, projection, transformer  # noqa: F401  (they register their recipe operations)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ from torch import nn
 from neurotomy.checkpoint import describe_model
 from neurotomy.device import model_device
 from neurotomy.errors import NeurotomyError, PruningError
-from neurotomy.models.anatomy import require_input_shape
+from neurotomy.models.anatomy import eval_mode, require_input_shape
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph, prune_out_channels
@@ -81,18 +82,13 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
     recipe gains the cuts (a model without metadata is described first, see
     :func:`neurotomy.checkpoint.describe_model`, so that it can be saved and rebuilt). A cut
     torch-pruning fails on, or a pruned model that no longer runs, is a :class:`PruningError`
-    naming the layer."""
-    pruned = copy.deepcopy(model)
-    graph = dependency_graph(pruned, torch.zeros(1, *input_shape, device=model_device(pruned)))
-    modules = dict(pruned.named_modules())
-    for cut in cuts:
-        prune_out_channels(graph, modules[cut.layer], cut.idxs, cut.layer)
+    naming the layer whose cut breaks it."""
+    pruned = _cut_copy(model, cuts, input_shape)
     try:
-        with torch.no_grad():
-            pruned.eval()(torch.zeros(2, *input_shape, device=model_device(pruned)))
+        _run(pruned, input_shape)
     except Exception as exc:
-        raise PruningError(_does_not_run(pruned, exc, cuts)) from None
-    meta = _meta_of(model)
+        raise PruningError(_does_not_run(model, cuts, input_shape, pruned, exc)) from None
+    meta = model_meta(model)
     if meta is not None:
         pruned.neurotomy_meta = copy.deepcopy(meta)
         pruned.neurotomy_meta.recipe = list(meta.recipe) + [c.to_step() for c in cuts]
@@ -100,7 +96,24 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
     return pruned
 
 
-def _meta_of(model: nn.Module):
+def _cut_copy(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],
+              after_each: Callable[[nn.Module, Cut], None] | None = None) -> nn.Module:
+    pruned = copy.deepcopy(model)
+    graph = dependency_graph(pruned, torch.zeros(1, *input_shape, device=model_device(pruned)))
+    modules = dict(pruned.named_modules())
+    for cut in cuts:
+        prune_out_channels(graph, modules[cut.layer], cut.idxs, cut.layer)
+        if after_each is not None:
+            after_each(pruned, cut)
+    return pruned
+
+
+def _run(model: nn.Module, input_shape: tuple[int, ...], batch: int = 2) -> None:
+    with torch.no_grad(), eval_mode(model):
+        model(torch.zeros(batch, *input_shape, device=model_device(model)))
+
+
+def model_meta(model: nn.Module):
     """The model's metadata, or a description of how to rebuild it; None when it cannot be
     described (it prunes all the same, and saving it says why it cannot)."""
     try:
@@ -109,10 +122,10 @@ def _meta_of(model: nn.Module):
         return None
 
 
-def _does_not_run(pruned: nn.Module, exc: Exception, cuts: list[Cut]) -> str:
-    """The error of a pruned model that fails its test forward pass, naming the innermost module
-    that raised (found in the traceback) and the cut layers inside it to keep whole."""
-    names = {id(m): n for n, m in pruned.named_modules()}
+def describe_failure(model: nn.Module, exc: Exception) -> str:
+    """``layer NAME (Type) fails (Error: message)``: the innermost module of ``model`` on the
+    traceback of ``exc`` (the model itself when the failing code is its own forward)."""
+    names = {id(m): n for n, m in model.named_modules()}
     failing, tb = None, exc.__traceback__
     while tb is not None:
         owner = tb.tb_frame.f_locals.get("self")
@@ -121,13 +134,36 @@ def _does_not_run(pruned: nn.Module, exc: Exception, cuts: list[Cut]) -> str:
         tb = tb.tb_next
     reason = " ".join(f"{type(exc).__name__}: {exc}".split())
     if failing is None:
-        return (f"the pruned model does not run ({reason}); an op in the model is not handled by torch-pruning: "
-                "add the layers feeding it to ignored_layers")
-    inside = [c.layer for c in cuts if failing == "" or c.layer == failing or c.layer.startswith(failing + ".")]
-    keep = ", ".join(inside[:4]) or failing
-    kind = type(pruned.get_submodule(failing)).__name__
-    return (f"the pruned model does not run: layer {failing or '(model)'} ({kind}) fails ({reason}); torch-pruning "
-            f"does not handle an op there: keep {keep} whole (ignored_layers / --ignore)")
+        return f"an op outside its modules fails ({reason})"
+    return f"layer {failing or '(model)'} ({type(model.get_submodule(failing)).__name__}) fails ({reason})"
+
+
+class _Broken(Exception):
+    def __init__(self, cut: Cut, where: str) -> None:
+        super().__init__(where)
+        self.cut, self.where = cut, where
+
+
+def _does_not_run(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...], pruned: nn.Module,
+                  exc: Exception) -> str:
+    """The error of a pruned model that fails its test forward pass. Which cut broke it is found by
+    cutting a fresh copy again, one cut at a time, running it after each (the failing module alone
+    can mislead: a stale width attribute fails in the model's own forward, far from the cut)."""
+    def check(copy_: nn.Module, cut: Cut) -> None:
+        try:
+            _run(copy_, input_shape, batch=1)
+        except Exception as failure:
+            raise _Broken(cut, describe_failure(copy_, failure)) from None
+
+    try:
+        _cut_copy(model, cuts, input_shape, after_each=check)
+    except _Broken as broken:
+        layer = broken.cut.layer
+        return (f"the pruned model does not run after cutting {len(broken.cut.idxs)} channel(s) of layer {layer}: "
+                f"{broken.where}; torch-pruning does not handle an op its channels reach: keep {layer} whole "
+                f"(ignored_layers / --ignore {layer})")
+    return (f"the pruned model does not run ({describe_failure(pruned, exc)}) although each cut alone runs; "
+            "an op in the model is not handled by torch-pruning: add the layers feeding it to ignored_layers")
 
 
 def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
@@ -157,8 +193,9 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     before = (planner.total_macs, planner.total_params)
     which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
     if target is not None:
-        ratio, cuts, pruned, after = _meet_measured(planner, model, input_shape, scope, which, target,
-                                                    (ratio, cuts, pruned, after), before)
+        ratio, cuts, pruned, after = meet_measured(planner, scope, which, target, (ratio, cuts, pruned, after), before,
+                                                   lambda c: apply_cuts(model, c, input_shape),
+                                                   lambda m: _measure(m, input_shape))
     channels = {g.root_name: (g.channels, g.channels - len(c.idxs))
                 for g in planner.groups for c in cuts if c.layer == g.root_name}
     details = {"refused_layers": dict(planner.refused)} if planner.refused else {}
@@ -169,24 +206,29 @@ def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     return layer_table(model, input_shape).total_macs, sum(p.numel() for p in model.parameters())
 
 
-def _meet_measured(planner, model, input_shape, scope, which, target, first, before):
+def meet_measured(planner, scope: str, which: str, target: float, first: tuple, before: tuple[int, int],
+                  apply: Callable[[list[Cut]], nn.Module], measure: Callable[[nn.Module], tuple[int, int]]) -> tuple:
     """Re-aim the ratio search when the measured reduction misses ``target`` by more than 1 pt
-    (the prediction cannot see everything a cut changes: attention matmuls, layer-scale
-    parameters); keeps the closest of at most three tries."""
+    (a prediction cannot see everything a cut changes: attention matmuls, layer-scale parameters).
+    ``first`` and the result are (ratio, cuts, pruned model, measured (MACs, params)); ``apply``
+    cuts a copy, ``measure`` measures it; the closest of at most three tries is kept. The aim is
+    corrected by the ratio of target to measured (a prediction off by a factor stays off by about
+    that factor), additively when nothing was measured."""
     index = 0 if which == "macs" else 1
     best, aim = first, target
     for _ in range(2):
         measured = 1 - best[3][index] / before[index]
         if abs(measured - target) <= 0.01:
             break
-        aim = min(0.99, max(0.0, aim + target - measured))
+        aim = aim * target / measured if measured > 0 else aim + target - measured
+        aim = min(0.99, max(0.0, aim))
         try:
             ratio = planner.ratio_for(aim, which, scope)
         except PruningError:
             break
         cuts = planner.plan(ratio, scope)
-        pruned = apply_cuts(model, cuts, input_shape)
-        after = _measure(pruned, input_shape)
+        pruned = apply(cuts)
+        after = measure(pruned)
         if abs(1 - after[index] / before[index] - target) < abs(measured - target):
             best = (ratio, cuts, pruned, after)
     return best

@@ -10,6 +10,18 @@ zero on; a group whose channels pass through it keeps all of them), and any grou
 raises on while collecting it. A grouped convolution's groups are reported by
 :attr:`CoupledGroup.channel_groups` so the planner removes the same positions in every group, as
 torch-pruning's own pruners do (anything else breaks its in-channel slicing).
+
+Attention heads are refused too: a group that would cut a ``qkv`` layer's outputs or a ``proj``
+layer's inputs (a head's width must change with ``num_heads``, which only
+:mod:`neurotomy.surgery.attention` does), or pass through an ``nn.MultiheadAttention`` (whose heads
+are tied to the model width), keeps its channels, and the refusal says to prune heads instead.
+
+Cost: torch-pruning re-derives every index mapping of the whole graph before each group it builds,
+by recursive shape inference from every reshape — seconds per group on a Swin or MaxViT, minutes for
+a plan. A reshape's mapping (a flatten's stride, a ratio of spatial sizes) and an expand's (trace-time
+sizes) do not change when channels are removed, so after the trace only the mappings whose offsets do
+(concatenations, splits, unbinds, slices) are refreshed (:func:`_refreshed_offsets_only`). The trace
+keeps no activations (:func:`dependency_graph`): torch-pruning reads only the shapes autograd saved.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from torch_pruning.dependency import index_mapping
 
 from neurotomy.device import model_device
 from neurotomy.errors import PruningError
+from neurotomy.models.transformer import attention_sites
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
 
@@ -86,12 +99,23 @@ def _in_channel_shuffle(node) -> bool:
     return False
 
 
+def _drop_saved_tensor(tensor: torch.Tensor) -> None:
+    return None
+
+
+def _no_saved_tensor(_packed: None) -> torch.Tensor:
+    raise RuntimeError("neurotomy traced this graph without keeping activations; it cannot run backward")
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Trace ``model`` on ``example``; any failure becomes a :class:`PruningError`. Reshapes the
-    graph cannot map are kept in ``graph.neurotomy_unmapped``."""
+    graph cannot map are kept in ``graph.neurotomy_unmapped``. The traced autograd graph keeps no
+    saved activations (torch-pruning reads only the sizes and dims autograd records, never a saved
+    tensor; a graph traced at 224 px would otherwise hold every activation for as long as it lives)."""
     unmapped: list = []
     try:
-        with warnings.catch_warnings(), torch.enable_grad(), _tolerant_reshape_mapping(unmapped):
+        with warnings.catch_warnings(), torch.enable_grad(), _tolerant_reshape_mapping(unmapped), \
+                torch.autograd.graph.saved_tensors_hooks(_drop_saved_tensor, _no_saved_tensor):
             warnings.simplefilter("ignore")
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     except Exception as exc:  # tracing fails in many ways; all mean the same thing to a user
@@ -101,15 +125,40 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
     return graph
 
 
-def _pruning_group(graph: tp.DependencyGraph, module: nn.Module, handler, idxs: list[int]):
-    """``graph.get_pruning_group`` (which re-maps every reshape each time) with the same tolerance
-    as the trace; newly unmappable reshapes join ``graph.neurotomy_unmapped``."""
-    unmapped: list = []
-    with _tolerant_reshape_mapping(unmapped):
-        group = graph.get_pruning_group(module, handler, idxs)
-    if unmapped:
-        graph.neurotomy_unmapped = getattr(graph, "neurotomy_unmapped", set()) | set(unmapped)
-    return group
+_OFFSET_MAPPINGS = {
+    tp.ops.OPTYPE.CONCAT: index_mapping.update_concat_index_mapping,
+    tp.ops.OPTYPE.SPLIT: index_mapping.update_split_index_mapping,
+    tp.ops.OPTYPE.UNBIND: index_mapping.update_unbind_index_mapping,
+    tp.ops.OPTYPE.SLICE: index_mapping.update_slice_index_mapping,
+}
+
+
+def _refresh_offsets(graph: tp.DependencyGraph) -> None:
+    """torch-pruning's ``update_index_mapping`` restricted to the mappings that removing channels
+    can change: the offsets of concatenations, splits, unbinds and slices."""
+    for node in graph.module2node.values():
+        update = _OFFSET_MAPPINGS.get(node.type)
+        if update is not None:
+            update(graph, node)
+
+
+@contextmanager
+def _refreshed_offsets_only() -> Iterator[None]:
+    """While torch-pruning builds a group: refresh only the offset mappings (see the module
+    docstring; the full refresh, from the trace, stays in place for reshapes and expands)."""
+    original = index_mapping.update_index_mapping
+    index_mapping.update_index_mapping = _refresh_offsets
+    try:
+        yield
+    finally:
+        index_mapping.update_index_mapping = original
+
+
+def pruning_group(graph: tp.DependencyGraph, module: nn.Module, handler, idxs: list[int]):
+    """``graph.get_pruning_group`` with the same tolerance as the trace and without re-deriving
+    the reshape mappings the trace made (:func:`_refreshed_offsets_only`)."""
+    with _refreshed_offsets_only():
+        return graph.get_pruning_group(module, handler, idxs)
 
 
 def out_channel_handler(graph: tp.DependencyGraph, module: nn.Module):
@@ -124,7 +173,7 @@ def prune_out_channels(graph: tp.DependencyGraph, module: nn.Module, idxs: list[
     """Remove output channels ``idxs`` of ``module`` (called ``name``) and every coupled slice
     elsewhere; a failure names the layer."""
     try:
-        _pruning_group(graph, module, out_channel_handler(graph, module), list(idxs)).prune()
+        pruning_group(graph, module, out_channel_handler(graph, module), list(idxs)).prune()
     except PruningError:
         raise
     except Exception as exc:
@@ -206,6 +255,7 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
     ignored_all = list(ignored) + list(graph.IGNORED_LAYERS_IN_TRACING)
     visited: set = set()
     survey = GroupSurvey([])
+    attention = _attention_internals(model)
     for module in list(graph.module2node):
         if module in visited or module in ignored_all or not isinstance(module, (nn.Conv2d, nn.Linear)):
             continue
@@ -213,7 +263,7 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
         try:
-            group = _pruning_group(graph, module, pruner.prune_out_channels,
+            group = pruning_group(graph, module, pruner.prune_out_channels,
                                    list(range(pruner.get_out_channels(module))))
         except Exception as exc:  # torch-pruning's index mapping fails on ops it does not model
             survey.refused[names[module]] = f"torch-pruning cannot map its channels ({type(exc).__name__})"
@@ -225,8 +275,43 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
         if any(dep.target.module in graph.neurotomy_unmapped for dep, _ in group):
             survey.refused[names[module]] = "its channels pass through a channel shuffle (torch-pruning cannot map it)"
             continue
+        inside = _attention_inside(graph, group, attention)
+        if inside is not None:
+            survey.refused[names[module]] = inside
+            continue
         survey.groups.append(_coupled_group(graph, group, names))
     return survey
+
+
+def _attention_internals(model: nn.Module) -> dict:
+    """Module → (how a filter cut would reach into its heads, attention name): the ``qkv`` outputs
+    and ``proj`` inputs of each attention layer, and every ``nn.MultiheadAttention``."""
+    internals = {}
+    for site in attention_sites(model):
+        if site.kind == "mha":
+            internals[site.module] = ("any", site.name)
+        else:
+            internals[site.module.qkv] = ("out", site.name)
+            internals[site.module.proj] = ("in", site.name)
+    return internals
+
+
+def _attention_inside(graph: tp.DependencyGraph, group, attention: dict) -> str | None:
+    """Why a channel group may not be cut as filters: it removes channels of attention heads (a
+    head's width and ``num_heads`` must change together, which only a head cut does) or passes
+    through an ``nn.MultiheadAttention`` (whose heads are tied to the model width)."""
+    for dep, _ in group:
+        found = attention.get(dep.target.module)
+        if found is None:
+            continue
+        side, name = found
+        out = graph.is_out_channel_pruning_fn(dep.handler)
+        if side == "any":
+            return (f"its channels pass through nn.MultiheadAttention {name}, whose heads are tied to the model width "
+                    "(prune_transformer cuts heads and embedding channels)")
+        if (side == "out") == out:
+            return f"its channels are the heads of {name} (prune_transformer cuts whole heads)"
+    return None
 
 
 def _coupled_group(graph: tp.DependencyGraph, group, names: dict) -> CoupledGroup:
@@ -241,6 +326,21 @@ def _coupled_group(graph: tp.DependencyGraph, group, names: dict) -> CoupledGrou
                                    [int(i) for i in item.root_idxs]))
     channels = int(graph.get_out_channels(root))
     return CoupledGroup(names[root], root, channels, members, _channel_groups(members, channels))
+
+
+def coupled_group(graph: tp.DependencyGraph, model: nn.Module, module: nn.Module) -> CoupledGroup:
+    """The group of all of ``module``'s output channels, flattened (no refusal checks: the caller
+    knows what the group should hold)."""
+    names = {m: n for n, m in model.named_modules()}
+    try:
+        group = pruning_group(graph, module, out_channel_handler(graph, module),
+                              list(range(int(graph.get_out_channels(module)))))
+    except PruningError:
+        raise
+    except Exception as exc:
+        raise PruningError(f"torch-pruning cannot map the channels of {names.get(module, type(module).__name__)} "
+                           f"({type(exc).__name__}: {exc})") from None
+    return _coupled_group(graph, group, names)
 
 
 def coupled_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[nn.Module]) -> list[CoupledGroup]:

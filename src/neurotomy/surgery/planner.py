@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -202,14 +203,14 @@ class Planner:
         return _search_ratio(self, scope, target, which)
 
 
-def refusal_line(refused: dict[str, str]) -> str:
-    """One line naming the layers torch-pruning cannot prune and why."""
+def refusal_line(refused: dict[str, str], cause: str = "as torch-pruning cannot prune them") -> str:
+    """One line naming the layers that keep their channels (``cause``) and why each."""
     by_reason: dict[str, list[str]] = {}
     for layer, reason in refused.items():
         by_reason.setdefault(reason, []).append(layer)
     parts = [f"{', '.join(layers[:4])}{f' and {len(layers) - 4} more' if len(layers) > 4 else ''} ({reason})"
              for reason, layers in by_reason.items()]
-    return f"{len(refused)} layer(s) keep all their channels, as torch-pruning cannot prune them: {'; '.join(parts)}"
+    return f"{len(refused)} layer(s) keep all their channels, {cause}: {'; '.join(parts)}"
 
 
 def _units(group: CoupledGroup, scores: torch.Tensor) -> list[tuple[float, list[int]]]:
@@ -286,7 +287,8 @@ def resolve_ignored(model: nn.Module, names: list[str] | None) -> list[nn.Module
     return [modules[n] for n in names]
 
 
-def _check_request(ratio, target_macs, target_params, scope, min_channels, round_to) -> None:
+def check_request(ratio, target_macs, target_params, scope, min_channels, round_to) -> None:
+    """One amount (a fraction in [0, 1)), a known scope, positive limits — else a one-line error."""
     given = [x for x in (ratio, target_macs, target_params) if x is not None]
     if len(given) != 1:
         raise PruningError("give exactly one of ratio, target_macs or target_params")
@@ -301,16 +303,17 @@ def _check_request(ratio, target_macs, target_params, scope, min_channels, round
         validate.positive_int(round_to, "round_to")
 
 
-def _search_ratio(planner: Planner, scope: str, target: float, which: str) -> float:
-    """Smallest ratio whose predicted reduction lands within ±1 pt of ``target`` (bisection)."""
-    index, before = (0, planner.macs_before) if which == "macs" else (1, planner.params_before)
+def search_ratio(reduction: Callable[[float], float], target: float, which: str, limits: str) -> float:
+    """The ratio whose ``reduction(ratio)`` (predicted, monotone in the ratio) lands within ±1 pt of
+    ``target``, by bisection; the closer end when none does. An unreachable target is a
+    :class:`PruningError` naming ``limits`` (what keeps units from going).
 
-    def reduction(r: float) -> float:
-        return 1 - planner.predict(planner.plan(r, scope))[index] / before
-
+    Example:
+        >>> round(search_ratio(lambda r: r / 2, 0.25, "macs", "min_channels=1"), 2)
+        0.5
+    """
     most = reduction(0.999)
     if most < target - 0.01:
-        limits = f"min_channels={planner.min_channels}" + (f", round_to={planner.round_to}" if planner.round_to else "")
         raise PruningError(f"a {which} reduction of {target:.0%} cannot be reached: with {limits} and the "
                            f"ignored layers, at most {most:.1%} is possible; lower the target or those limits")
     lo, hi = 0.0, 0.999
@@ -325,13 +328,20 @@ def _search_ratio(planner: Planner, scope: str, target: float, which: str) -> fl
     return hi if abs(reduction(hi) - target) <= abs(reduction(lo) - target) else lo
 
 
+def _search_ratio(planner: Planner, scope: str, target: float, which: str) -> float:
+    """Smallest ratio whose predicted reduction lands within ±1 pt of ``target`` (bisection)."""
+    index, before = (0, planner.macs_before) if which == "macs" else (1, planner.params_before)
+    limits = f"min_channels={planner.min_channels}" + (f", round_to={planner.round_to}" if planner.round_to else "")
+    return search_ratio(lambda r: 1 - planner.predict(planner.plan(r, scope))[index] / before, target, which, limits)
+
+
 def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
               target_macs: float | None = None, target_params: float | None = None,
               scope: str = "uniform", min_channels: int = 1, ignored_layers: list[str] | None = None,
               round_to: int | None = None, inner_only: bool = False,
               input_shape: tuple[int, ...] | None = None) -> tuple[list[Cut], float, Planner]:
     """Which channels a prune would remove, without removing them."""
-    _check_request(ratio, target_macs, target_params, scope, min_channels, round_to)
+    check_request(ratio, target_macs, target_params, scope, min_channels, round_to)
     scores.check_fits(model)
     input_shape = input_shape or require_input_shape(model)
     planner = Planner(model, scores, input_shape, resolve_ignored(model, ignored_layers),

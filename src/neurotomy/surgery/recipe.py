@@ -3,9 +3,13 @@
 Each step is JSON with an ``op`` and the ``layer`` it acts on: ``prune_out_channels`` (``idxs``;
 applied through torch-pruning's dependency graph, so one step removes the channel everywhere it is
 coupled: batch norm, the next layer's inputs, residual partners — :mod:`neurotomy.surgery.graph`),
-``remove_block`` (:mod:`neurotomy.surgery.layers`) or ``binary_head`` (a class module's c-vs-rest
-classifier, :mod:`neurotomy.surgery.heads`). Replaying the recipe on a fresh model gives exactly
-the pruned architecture, ready for its saved weights.
+``remove_block`` (:mod:`neurotomy.surgery.layers`; a plain network's conv block names its
+``successor``, resized on replay to read the block's input channels), ``binary_head`` (a class module's c-vs-rest
+classifier, :mod:`neurotomy.surgery.heads`) or ``project_subspace`` (a rank-k 1×1 projection pair
+around a layer, :mod:`neurotomy.surgery.projection`); for transformers ``unpack_attention``,
+``prune_heads`` (``heads``; :mod:`neurotomy.surgery.attention`) and ``prune_embedding`` (``idxs`` of
+the residual stream, width attributes following; :mod:`neurotomy.surgery.transformer`). Replaying
+the recipe on a fresh model gives exactly the pruned architecture, ready for its saved weights.
 
 Each operation registers its replay function in :data:`RECIPE_OPS` where the edit itself is
 defined; ``neurotomy/surgery/__init__.py`` imports those modules, so a replay knows every op.
@@ -15,7 +19,7 @@ Example:
     >>> from neurotomy.models import build_model
     >>> model = build_model("resnet20", 1, 10, 8)
     >>> _ = replay_recipe(model, [{"op": "prune_out_channels", "layer": "conv1", "idxs": [0, 1]}], (1, 8, 8))
-    >>> model.conv1.out_channels, RECIPE_OPS.names()
+    >>> model.conv1.out_channels, RECIPE_OPS.names()[:3]
     (14, ['prune_out_channels', 'binary_head', 'remove_block'])
 """
 

@@ -1,0 +1,60 @@
+"""`neurotomy deploy` (neurotomy.cli.deploy): the files and the table, and each refusal — one line,
+exit status 2, nothing written."""
+
+import json
+
+import pytest
+
+from neurotomy.cli import main
+
+pytest.importorskip("onnxruntime")
+
+CHEAP = ["--calibration-images", "64", "--reason-images", "4", "--quiet"]
+
+PRELU_NET = '''from torch import nn
+
+
+def build(in_channels=1, num_classes=10, input_size=8):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.PReLU(4), nn.Flatten(),
+                         nn.Linear(4 * input_size * input_size, num_classes))
+'''
+
+
+def test_deploy_json_and_table(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["deploy", "zoo:lenet5-digits", "--data", "digits", "--out", str(out), "--int8", "--json", *CHEAP]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [r["format"] for r in record["rows"]] == ["torch", "onnx-fp32", "onnx-int8"]
+    assert record["rows"][0]["model"] == "zoo:lenet5-digits"
+    assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.int8.onnx", "model.onnx"]
+    assert main(["deploy", "zoo:lenet5-digits", "--data", "digits", "--out", str(out), "--latency-batch", "8",
+                 *CHEAP]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["format", "accuracy", "size", "batch", "1"] and "batch 8" in lines[0]
+    assert [line.split()[0] for line in lines[1:3]] == ["torch", "onnx-fp32"] and "reference" in lines[1]
+    assert not (out / "model.int8.onnx").exists()  # this run made no int8 file: the old one is gone
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--data", "fashion-mnist"], "images are 1×28×28 but the model takes 1×8×8"),
+    (["--data", "digits", "--int8", "--calibration-images", "1", "--max-drop", "0.1"],
+     "int8 accuracy 98.06% is 0.56 pt below the fp32 ONNX model's 98.61% (more than --max-drop 0.1)"),
+    (["--data", "digits", "--calibration-images", "0"], "argument --calibration-images: expected a positive integer"),
+    (["--data", "digits", "--max-drop", "-1"], "argument --max-drop"),
+])
+def test_bad_input_is_refused_with_nothing_written(argv, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["deploy", "zoo:lenet5-digits", "--out", str(out), "--reason-images", "0", "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and err[-1].startswith("neurotomy: error:")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_onnxruntime_cannot_quantize_is_named(tmp_path, capsys):
+    source = tmp_path / "prelu_net.py"
+    source.write_text(PRELU_NET)
+    out = tmp_path / "out"
+    assert main(["deploy", f"{source}:build", "--input-size", "8", "--data", "digits", "--out", str(out), "--int8",
+                 *CHEAP]) == 2
+    assert "onnxruntime cannot quantize op PRelu" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prelu_net.py"]

@@ -1,0 +1,46 @@
+"""PruneJob on a transformer: heads and neurons scored by a transformer criterion, cut, reloaded."""
+
+import pytest
+import torch
+
+from neurotomy.checkpoint import save_checkpoint
+from neurotomy.data import load_dataset
+from neurotomy.errors import NeurotomyError
+from neurotomy.jobs.prune import PruneJob
+from neurotomy.loading import load_model
+from neurotomy.models.transformer import attention_sites, mlp_sites
+
+
+def test_neurons_cut_to_a_macs_target_and_heads_by_ratio_reload(vit_digits, tmp_path):
+    model, train, test = vit_digits
+    job = PruneJob(criterion="taylor", target_macs=0.2, units="neurons", measure_latency=False,
+                   score_images=128, quiet=True)
+    pruned, record = job.run(model, train, test)
+    assert record["units"] == ["neuron"] and record["acc_original"] > 0.8
+    assert abs(record["macs_reduction"] - 0.2) <= 0.02  # 32 neurons per block: fine enough steps
+    assert record["acc_recalibrated"] == record["acc_pruned"] and "nothing" in record["recalibration"]  # LayerNorm
+    assert [s.num_heads for s in attention_sites(pruned)] == [2, 2]
+    assert record["acc_pruned"] > 0.5
+    # heads and neurons by ratio: one of the two heads of each block goes (a tiny model's heads are
+    # coarse steps of MACs, so a MACs target cannot be met closely with them)
+    both, record = PruneJob(criterion="l1", ratio=0.5, units="heads,neurons", measure_latency=False,
+                            quiet=True).run(model, train, test)
+    assert [s.num_heads for s in attention_sites(both)] == [1, 1]
+    assert [s.hidden for s in mlp_sites(both)] == [16, 16]
+    for cut in (pruned, both):
+        reloaded = load_model(save_checkpoint(cut, cut.neurotomy_meta, tmp_path / "vit.safetensors"))
+        x = torch.stack([test[i][0] for i in range(8)])
+        torch.testing.assert_close(reloaded(x), cut.eval()(x))
+
+
+def test_transformer_settings_are_checked_before_work(vit_digits):
+    model, train, test = vit_digits
+    with pytest.raises(NeurotomyError, match="does not score transformer heads"):
+        PruneJob(criterion="hrank", ratio=0.3, units="heads").run(model, train, test)
+    with pytest.raises(NeurotomyError, match="unit kind|units"):
+        PruneJob(criterion="l1", ratio=0.3, units="filters").run(model, train, test)
+    with pytest.raises(NeurotomyError, match="one step"):
+        PruneJob(criterion="l1", target_macs=0.3, steps=2).run(model, train, test)
+    cnn = load_model("zoo:lenet5-digits")
+    with pytest.raises(NeurotomyError, match="applies to transformers"):
+        PruneJob(criterion="l1", ratio=0.3, units="heads").run(cnn, train, test)
