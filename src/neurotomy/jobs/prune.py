@@ -223,7 +223,7 @@ class PruneJob:
         if not names:
             raise PruningError(f"the {self.layers} rule found no redundant block (threshold "
                                f"{self.layer_threshold}); raise --layer-threshold or give --blocks N")
-        slim = remove_blocks(model, names)
+        slim = remove_blocks(model, names, train_data, seed=self.seed)  # plain nets: successors refit
         macs0, params0 = count_macs_params(model, shape)
         macs1, params1 = count_macs_params(slim, shape)
         return PruningResult(slim, [], 0.0, "layers", macs0, macs1, params0, params1,
