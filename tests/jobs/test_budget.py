@@ -25,3 +25,11 @@ def test_minutes_budget_fits_epochs_to_the_time_left():
     assert finetune_epochs_for(budget, elapsed_s=26, epoch_s=20) == 5
     assert finetune_epochs_for(budget, elapsed_s=200, epoch_s=20) == 0
     assert finetune_epochs_for(budget, elapsed_s=0, epoch_s=0.01) == MAX_BUDGET_EPOCHS
+
+
+def test_the_optional_stages_grow_with_the_budget_and_stay_small():
+    tiny, fast, full = (parse_budget(n) for n in ("tiny", "fast", "full"))
+    for field in ("deploy_calibration_images", "deploy_reason_images", "deploy_rise_masks", "concept_images"):
+        assert getattr(tiny, field) < getattr(fast, field) <= getattr(full, field), field
+    assert tiny.deploy_latency_batch < fast.deploy_latency_batch == 64  # the batch for the speed-ups
+    assert parse_budget("4").concept_images == fast.concept_images  # minutes budgets use the fast sizes

@@ -6,8 +6,11 @@ from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.loading import load_model
 from neurotomy.jobs.dissect import dissect
+from neurotomy.jobs.dissect_stages import deployment_available
 
-SECTIONS = ["layers", "scores", "pruning", "dynamics", "class_subsets", "explanations", "run"]
+SECTIONS = ["layers", "scores", "pruning", *(["deployment"] if deployment_available() else []), "dynamics",
+            "directions", "class_subsets", "explanations", "run"]
+TIMED_KEYS = ("speedup", "load_average")  # numbers that are timings (or the load while timing): they vary by run
 
 
 def _numbers(report, section_id):
@@ -62,7 +65,7 @@ def test_same_seed_same_report(tiny_report):
         for sec in report["sections"]:
             if sec["id"] == "run":
                 continue
-            timed = {"seconds"} | {n["key"] for n in sec["numbers"] if n["key"].startswith("speedup")}
+            timed = {"seconds"} | {n["key"] for n in sec["numbers"] if n["key"].startswith(TIMED_KEYS)}
             out.append(([n for n in sec["numbers"] if n["key"] not in timed],
                         [[[v for v, c in zip(r, t["columns"]) if c["format"] not in ("seconds", "ms")]
                           for r in t["rows"]] for t in sec["tables"]],
@@ -95,7 +98,8 @@ def test_a_failed_render_leaves_no_partial_html(tmp_path, monkeypatch, tiny_repo
 
 
 def _without_timings(value):
-    """The report as two runs of the same dissection must agree on it: no timings, no machine, no
+    """The report as two runs of the same dissection must agree on it: no timings (nor numbers, verdict
+    items and figures made of them: speed-ups, the load while timing, latency plots), no machine, no
     checkpoint sizes (a checkpoint's metadata holds the prune's timings, so its size varies by a few bytes)."""
     if isinstance(value, dict) and "columns" in value and "rows" in value:  # a table: drop its timing columns
         timed = [i for i, c in enumerate(value["columns"]) if c.get("format") in ("seconds", "ms", "mb")]
@@ -105,7 +109,9 @@ def _without_timings(value):
         return {k: _without_timings(v) for k, v in value.items()
                 if "seconds" not in k and k not in ("machine", "files") and value.get("id") != "run"}
     if isinstance(value, list):
-        return [_without_timings(v) for v in value if not (isinstance(v, dict) and v.get("id") == "run")]
+        return [_without_timings(v) for v in value if not (isinstance(v, dict) and (
+            v.get("id") == "run" or str(v.get("key", "")).startswith(TIMED_KEYS)
+            or "latency" in str(v.get("title", ""))))]
     return value
 
 
@@ -130,3 +136,72 @@ def test_an_interrupted_dissection_resumes_to_the_same_report(tiny_report, tmp_p
     assert not state.path.exists()
     resumed = json.loads((out / "report.json").read_text())
     assert _without_timings(resumed) == _without_timings(tiny_report)
+
+
+# ------------------------------------------------------------------------------------------------
+# a Vision Transformer: every stage works on it or is replaced by its transformer counterpart
+
+VIT_SECTIONS = ["layers", "scores", "pruning", *(["deployment"] if deployment_available() else []), "dynamics",
+                "transformer", "directions", "class_subsets", "explanations", "run"]
+
+
+@pytest.fixture(scope="module")
+def vit_report_dir(vit_digits, tmp_path_factory):
+    from tests.crosscheck import one_thread
+
+    model, train, test = vit_digits
+    out = tmp_path_factory.mktemp("vit-dissect")
+    with one_thread():
+        dissect(model, train, test, out_dir=out, budget="tiny", seed=0, quiet=True, model_name="vit")
+    return out
+
+
+def test_a_vit_gets_the_full_report_with_its_heads_and_neurons(vit_report_dir):
+    from neurotomy.models.transformer import attention_sites, mlp_sites
+
+    report = json.loads((vit_report_dir / "report.json").read_text())
+    assert [s["id"] for s in report["sections"]] == VIT_SECTIONS
+    for sec in report["sections"]:
+        assert sec["numbers"] or sec["tables"], (sec["id"], sec["text"])
+    assert "report.html" in {p.name for p in vit_report_dir.iterdir()}
+    # the scores and the prune are the transformer's: heads and MLP neurons
+    assert {row[0] for row in report["sections"][1]["tables"][0]["rows"]} == {"l1", "l2", "taylor", "mean_activation"}
+    transformer = _numbers(report, "transformer")
+    pruned = load_model(vit_report_dir / "pruned.safetensors")
+    assert transformer["heads_pruned"] == sum(s.num_heads for s in attention_sites(pruned))
+    assert transformer["neurons_pruned"] == sum(s.hidden for s in mlp_sites(pruned))
+    assert (transformer["heads_original"], transformer["neurons_original"]) == (4, 64)
+    assert transformer["heads_pruned"] + transformer["neurons_pruned"] < 4 + 64
+    # explanations add attention rollout; directions look where the last block enters the classifier
+    methods = [row[0] for row in next(s for s in report["sections"] if s["id"] == "explanations")["tables"][0]["rows"]]
+    assert methods == ["gradcam", "gradient", "pathway", "rollout"]
+    directions = next(s for s in report["sections"] if s["id"] == "directions")
+    assert directions["text"].startswith("Layer norm.") and len(directions["figures"]) == 6
+    if deployment_available():  # onnxruntime refuses to quantize the class token's Expand: deployed in fp32
+        deployment = _numbers(report, "deployment")
+        assert deployment["deployed_as"] in ("pruned + int8", "pruned, ONNX fp32")
+        assert report["verdict"]["items"][-1]["key"] == "speedup_deployed"
+
+
+def test_an_interrupted_vit_dissection_resumes_to_the_same_report(vit_digits, vit_report_dir, tmp_path, monkeypatch):
+    import neurotomy.jobs.dissect as job
+    from neurotomy.run_state import RunState
+    from tests.crosscheck import one_thread
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    model, train, test = vit_digits
+    out = tmp_path / "dissect"
+    run = dict(out_dir=out, budget="tiny", seed=0, quiet=True, model_name="vit")
+    subset_records = job.subset_records
+    monkeypatch.setattr(job, "subset_records", killed)
+    with one_thread():
+        with pytest.raises(RuntimeError), RunState.beside(out) as state:
+            dissect(model, train, test, **run, state=state)
+        monkeypatch.setattr(job, "subset_records", subset_records)
+        monkeypatch.setattr(job, "transformer_records", killed)  # a finished stage is loaded, not rerun
+        with RunState.beside(out, resume=True) as state:
+            dissect(model, train, test, **run, state=state)
+    resumed = json.loads((out / "report.json").read_text())
+    assert _without_timings(resumed) == _without_timings(json.loads((vit_report_dir / "report.json").read_text()))

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from neurotomy.checkpoint import save_checkpoint
-from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.jobs.prune import PruneJob
 from neurotomy.loading import load_model

@@ -40,6 +40,13 @@ class DissectBudget:
     explain_images: int               # images explained by both models
     subset_images: int | None         # training images for the class feature subsets
     minutes: float | None = None
+    # the deployment section (original → pruned → pruned + int8 in onnxruntime), kept cheap:
+    deploy_calibration_images: int = 128  # training images the int8 quantizer calibrates on
+    deploy_latency_batch: int = 64        # latency is timed at batch 1 and at this batch
+    deploy_reason_images: int = 8         # images whose occlusion/RISE maps compare the deployed models
+    deploy_rise_masks: int = 500          # RISE masks per map (the method's default is 1000): every format
+                                          # sees the same masks, so their noise is common to the compared maps
+    concept_images: int = 640             # images observed (and evaluated) for the directions and concepts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +56,9 @@ PRESETS: dict[str, DissectBudget] = {
     "tiny": DissectBudget("tiny", train_images=300, test_images=300,
                           criteria=("l1", "fpgm", "bn_scale", "apoz"), score_images=128,
                           finetune_epochs=0, recalibrate_images=256, latency_batches=(),
-                          modularity_per_class=10, cka_samples=100, explain_images=16, subset_images=300),
+                          modularity_per_class=10, cka_samples=100, explain_images=16, subset_images=300,
+                          deploy_calibration_images=32, deploy_latency_batch=16, deploy_reason_images=3,
+                          deploy_rise_masks=100, concept_images=128),
     "fast": DissectBudget("fast", train_images=None, test_images=None,
                           criteria=("l1", "fpgm", "bn_scale", "taylor", "apoz", "hrank"), score_images=None,
                           finetune_epochs=1, recalibrate_images=4096, latency_batches=(1, 64),
@@ -58,7 +67,9 @@ PRESETS: dict[str, DissectBudget] = {
                           criteria=("l1", "l2", "fpgm", "bn_scale", "bn_stats", "taylor", "mean_activation",
                                     "apoz", "hrank", "chip"), score_images=None,
                           finetune_epochs=3, recalibrate_images=4096, latency_batches=(1, 64),
-                          modularity_per_class=200, cka_samples=1000, explain_images=200, subset_images=None),
+                          modularity_per_class=200, cka_samples=1000, explain_images=200, subset_images=None,
+                          deploy_calibration_images=256, deploy_reason_images=20, deploy_rise_masks=1000,
+                          concept_images=1280),
 }
 
 MAX_BUDGET_EPOCHS = 10

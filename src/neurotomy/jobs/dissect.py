@@ -1,9 +1,12 @@
 """``neurotomy dissect``: the main job, from a trained model to a readable verdict.
 
 layer table → unit scores (several criteria and their rank agreement) → pruning to a MACs target
-with recalibration and a short fine-tune → layer dynamics (modularity curves, CKA original vs
-pruned) → class subsets → explanations of both models side by side → ``report.json`` (every
-number, every figure) and ``report.html`` rendered from it, plus the pruned checkpoint.
+with recalibration and a short fine-tune → deployment (original → pruned → pruned + int8 in
+onnxruntime; optional, on when onnxruntime is installed) → layer dynamics (modularity curves, CKA
+original vs pruned) → for a transformer, its heads, MLP neurons and token views → directions and
+concepts of the last block (PRCA/PCA, DRSA, CRP reference images of kept and pruned-away channels)
+→ class subsets → explanations of both models side by side → ``report.json`` (every number, every
+figure) and ``report.html`` rendered from it, plus the pruned checkpoint.
 
 Each stage is a call into the library (the measuring ones are in :mod:`neurotomy.jobs.dissect_stages`)
 returning a plain record; each section of the report is one function (:mod:`neurotomy.report.sections`,
@@ -20,8 +23,9 @@ Example:
     >>> from neurotomy.data import load_dataset
     >>> report = dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"),
     ...                  load_dataset("digits", split="test"), budget="tiny", quiet=True)
-    >>> [s["id"] for s in report["sections"]]
-    ['layers', 'scores', 'pruning', 'dynamics', 'class_subsets', 'explanations', 'run']
+    >>> [s["id"] for s in report["sections"]]  # doctest: +NORMALIZE_WHITESPACE
+    ['layers', 'scores', 'pruning', 'deployment', 'dynamics', 'directions', 'class_subsets', 'explanations',
+     'run']
 """
 
 from __future__ import annotations
@@ -42,19 +46,27 @@ from neurotomy import validate
 from neurotomy.checkpoint import save_checkpoint
 from neurotomy.data.subsets import balanced_subset
 from neurotomy.device import model_device, place
-from neurotomy.errors import PruningError
+from neurotomy.errors import NeurotomyError, PruningError
 from neurotomy.jobs.budget import DissectBudget, finetune_epochs_for, parse_budget
-from neurotomy.jobs.dissect_stages import (dynamics_records, layer_records, reason_records, score_records,
-                                           subset_records)
+from neurotomy.jobs.dissect_stages import (TRANSFORMER_CRITERION, TRANSFORMER_REPORT_CRITERIA, TRANSFORMER_UNITS,
+                                           concept_records, deployment_available, deployment_records,
+                                           dynamics_records, layer_records, reason_methods, reason_records,
+                                           score_records, subset_records, transformer_records,
+                                           transformer_score_records, transformer_scores)
 from neurotomy.jobs.prune import PruneJob, forward_seconds, scores_from_record, scores_record
 from neurotomy.measure import compare_models
 from neurotomy.models.anatomy import model_input_shape
+from neurotomy.models.transformer import is_transformer
 from neurotomy.report import sections
 from neurotomy.report.class_subsets_section import class_subsets_section
+from neurotomy.report.concepts_section import directions_section
+from neurotomy.report.deployment_section import deployment_section
 from neurotomy.report.explanations_section import explanations_section
+from neurotomy.report.transformer_section import transformer_section
 from neurotomy.report.html import write_report
 from neurotomy.report.verdict import verdict
 from neurotomy.scores import get_criterion
+from neurotomy.scores.transformer import transformer_criteria
 from neurotomy.surgery.planner import SCOPES
 from neurotomy.train import evaluate, seed_everything
 from neurotomy.run_state import RunState, weights_digest
@@ -116,43 +128,81 @@ def _resumable(state: RunState | None, stages: _Stages, label: str, key: str, co
     return result
 
 
+def _check_transformer_criterion(criterion: str) -> None:
+    """A transformer is pruned by heads and MLP neurons: the criterion must score both."""
+    both = [c for c in transformer_criteria("head") if c in transformer_criteria("neuron")]
+    if criterion not in both:
+        raise PruningError(f"criterion {criterion!r} does not score a transformer's heads and MLP neurons; use one "
+                           f"of {', '.join(both)} (see `neurotomy criteria`)")
+
+
+def _score_stage(model: nn.Module, train: Dataset, criteria: list[str], transformer: bool, budget: DissectBudget,
+                 seed: int, quiet: bool) -> dict:
+    """Every criterion's scores as saveable records (a transformer's: per unit kind)."""
+    if transformer:
+        return {name: {unit: scores_record(s) for unit, s in units.items()} for name, units in transformer_scores(
+            model, train, criteria, budget.score_images, seed=seed, quiet=quiet).items()}
+    return {name: scores_record(get_criterion(name)(model, train, seed=seed, quiet=quiet,
+                                                    max_images=budget.score_images)) for name in criteria}
+
+
+def _deploy_flag(deploy: bool | None) -> bool:
+    """``deploy`` as given, or (``None``) whether onnxruntime is installed; ``True`` without it fails."""
+    if deploy is None:
+        return deployment_available()
+    if deploy and not deployment_available():
+        raise NeurotomyError("the deployment section needs onnx and onnxruntime: pip install 'neurotomy[onnx]', "
+                             "or dissect with deploy=False")
+    return bool(deploy)
+
+
 def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.PathLike | None = None,
             budget: str | DissectBudget = "fast", target_macs: float = 0.5, criterion: str = "l1",
             scope: str = "uniform", seed: int = 0, quiet: bool = False, model_name: str | None = None,
             force: bool = False, state: RunState | None = None,
-            device: str | torch.device | None = None) -> dict:
+            device: str | torch.device | None = None, deploy: bool | None = None) -> dict:
     """Run the whole dissection of ``model`` and return the report; with ``out_dir``, write
     ``report.json``, ``report.html`` and ``pruned.safetensors`` there (atomically). ``force``: keep
     the fine-tuned pruned model even when fine-tuning lowered its accuracy (see
     :class:`~neurotomy.jobs.prune.PruneJob`); ``state``: save each stage, resume from what it holds;
-    ``device``: move ``model`` there first (``None``: compute where it is; latency is always CPU latency)."""
+    ``device``: move ``model`` there first (``None``: compute where it is; latency is always CPU latency);
+    ``deploy``: add the deployment section (``None``: when onnxruntime is installed; ``True`` without
+    it fails before any work)."""
     budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
     if not 0 < target_macs < 1:
         raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
                            f"(e.g. 0.5)")
     get_criterion(criterion)  # unknown name: fail before any work
+    transformer = is_transformer(model)
+    if transformer:
+        _check_transformer_criterion(criterion)
+    deploy = _deploy_flag(deploy)
     validate.known_name(scope, "scope", names=SCOPES, kind="scope")
     seed = validate.seed(seed, "seed")
     if out_dir is not None:
         validate.output_dir(out_dir, "out_dir")  # an out_dir under a file fails now, not after the whole job
-    criteria = list(dict.fromkeys([criterion, *budget.criteria]))
+    criteria = list(dict.fromkeys([criterion, *(TRANSFORMER_REPORT_CRITERIA if transformer else budget.criteria)]))
     if state is not None:
         state.expect({"job": "dissect", "budget": budget.to_dict(), "target_macs": target_macs, "criterion": criterion,
-                      "scope": scope, "seed": seed, "model": weights_digest(model),
+                      "scope": scope, "seed": seed, "model": weights_digest(model), "deploy": deploy,
                       "data": [f"{getattr(d, 'name', '')}:{len(d)}" for d in (train, test)]})
     place(model, device)
     seed_everything(seed)
     model.eval()
     train, test = balanced_subset(train, budget.train_images, seed), balanced_subset(test, budget.test_images, seed)
     shape = model_input_shape(model, train)
-    stages = _Stages(7, quiet)
+    stages = _Stages(8 + deploy + transformer, quiet)
 
     original_metrics = _resumable(state, stages, "evaluate the original model", "dissect/evaluate",
                                   lambda: evaluate(model, test, quiet=quiet))
-    scores = _resumable(state, stages, f"unit scores: {', '.join(criteria)}", "dissect/scores", lambda: {
-        name: scores_record(get_criterion(name)(model, train, seed=seed, quiet=quiet, max_images=budget.score_images))
-        for name in criteria})
-    scores = {name: scores_from_record(saved) for name, saved in scores.items()}
+    scores = _resumable(state, stages, f"unit scores: {', '.join(criteria)}", "dissect/scores",
+                        lambda: _score_stage(model, train, criteria, transformer, budget, seed, quiet))
+    if transformer:  # {criterion: {"head": …, "neuron": …}}: a transformer is pruned by heads and MLP neurons
+        scores = {name: {unit: scores_from_record(r) for unit, r in units.items()} for name, units in scores.items()}
+        prune_scores = [scores[criterion][unit] for unit in TRANSFORMER_UNITS]
+    else:
+        scores = {name: scores_from_record(saved) for name, saved in scores.items()}
+        prune_scores = scores[criterion]
     epochs = budget.finetune_epochs
     if budget.minutes is not None:  # fitted to the time left once, then kept by a resumed run
         if state is not None and state.has_stage("dissect/epochs"):
@@ -165,7 +215,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         job = PruneJob(criterion=criterion, target_macs=target_macs, scope=scope,
                        recalibrate_images=budget.recalibrate_images, finetune_epochs=epochs,
                        measure_latency=False, seed=seed, quiet=quiet, force=force)
-        pruned, record = job.run(model, train, test, scores=scores[criterion], original_metrics=original_metrics,
+        pruned, record = job.run(model, train, test, scores=prune_scores, original_metrics=original_metrics,
                                  state=state)
         pruned_metrics = {"accuracy": record["comparison"]["pruned"]["accuracy"],
                           "per_class_recall": record["comparison"]["pruned"]["per_class_recall"]}
@@ -174,19 +224,36 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         state, stages, f"size and latency at batch {batches}", "dissect/size",
         lambda: compare_models(model, pruned, shape, original_metrics, pruned_metrics,
                                latency_batches=budget.latency_batches))
+    report_sections = [sections.layers_section(layer_records(model, pruned, shape)),
+                       sections.scores_section(transformer_score_records(scores, criterion) if transformer
+                                               else score_records(scores, criterion)),
+                       sections.pruning_section(record, original_metrics, {**original_metrics, **pruned_metrics})]
+    if deploy:
+        deployed = _resumable(state, stages, "deployment: original → pruned → pruned + int8 (onnxruntime)",
+                              "dissect/deploy", lambda: deployment_records(model, pruned, train, test, budget, seed,
+                                                                           quiet))
+        report_sections.append(deployment_section(deployed))
     dynamics = _resumable(state, stages, "layer dynamics: modularity curves, CKA original vs pruned",
                           "dissect/dynamics", lambda: dynamics_records(model, pruned, test, budget, seed, quiet))
-    report_sections = [sections.layers_section(layer_records(model, pruned, shape)),
-                       sections.scores_section(score_records(scores, criterion)),
-                       sections.pruning_section(record, original_metrics, {**original_metrics, **pruned_metrics}),
-                       sections.dynamics_section(dynamics)]
+    report_sections.append(sections.dynamics_section(dynamics))
+    if transformer:
+        units = _resumable(state, stages, "transformer: head and MLP-neuron scores, token views, CKA between blocks",
+                           "dissect/transformer",
+                           lambda: transformer_records(model, pruned, test, budget, scores[TRANSFORMER_CRITERION],
+                                                       seed, quiet))
+        report_sections.append(transformer_section(units))
+    concepts = _resumable(state, stages, "directions and concepts of the last block: PRCA, DRSA, CRP",
+                          "dissect/concepts",
+                          lambda: concept_records(model, train, test, budget, None if transformer else
+                                                  scores[criterion], seed, quiet))
+    report_sections.append(directions_section(concepts))
     subsets = _resumable(state, stages, "class feature subsets of the final layer, original and pruned",
                          "dissect/subsets",
                          lambda: subset_records(model, pruned, train, test, images=budget.subset_images, quiet=quiet))
     report_sections.append(class_subsets_section(subsets))
     with stages(f"explanations of {budget.explain_images} test images, original vs pruned"):
         reasons, figure = reason_records(model, pruned, balanced_subset(test, budget.explain_images, seed + 1),
-                                         seed=seed, quiet=quiet)
+                                         methods=reason_methods(model), seed=seed, quiet=quiet)
         report_sections.append(explanations_section(reasons, figure))
     meta = getattr(model, "neurotomy_meta", None)
     report = {

@@ -38,7 +38,7 @@ def paired_bars(labels: list[str], original: list[float], pruned: list[float], y
 
 def matrix_heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: str,
                    vmin: float = 0.0, vmax: float = 1.0, cmap: str = "viridis", annotate: bool = True):
-    """A labelled heatmap (criteria agreement, CKA between models)."""
+    """A labelled heatmap (criteria agreement, CKA between models, head importance); NaN cells stay blank."""
     data = np.array(values, dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 0.42 * len(cols), 1.2 + 0.36 * len(rows)))
     im = ax.imshow(data, vmin=vmin, vmax=vmax, cmap=cmap)
@@ -47,6 +47,8 @@ def matrix_heatmap(values: list[list[float]], rows: list[str], cols: list[str], 
     if annotate and data.size <= 144:
         colormap = plt.get_cmap(cmap)
         for (i, j), v in np.ndenumerate(data):
+            if np.isnan(v):  # no such cell (a block with fewer heads): left blank
+                continue
             r, g, b, _ = colormap((v - vmin) / (vmax - vmin))
             dark_cell = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # text must contrast with the cell's colour
             label = f"{v:.2f}".replace("-0.00", "0.00")

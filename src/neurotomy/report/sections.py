@@ -50,12 +50,13 @@ def layers_section(layers: dict) -> dict:
 
 def scores_section(scores: dict) -> dict:
     """Each criterion's cost and the Spearman rank agreement of every pair (mean over layers);
-    ``scores`` is the record of :func:`neurotomy.jobs.dissect_stages.score_records`."""
+    ``scores`` is the record of :func:`neurotomy.jobs.dissect_stages.score_records` (or, for a
+    transformer, ``transformer_score_records``, whose ``units`` says what was scored)."""
     pruning_criterion, agreement = scores["pruning_criterion"], scores["agreement"]
     names = [c["name"] for c in scores["criteria"]]
-    sec = section("scores", "Unit scores", f"{len(names)} criteria scored every convolution filter. Do they agree "
-                  f"on which filters matter? Spearman rank correlation per layer, averaged over layers; "
-                  f"pruning used {pruning_criterion}.")
+    sec = section("scores", "Unit scores", f"{len(names)} criteria scored "
+                  f"{scores.get('units', 'every convolution filter')}. Do they agree on which units matter? Spearman "
+                  f"rank correlation per layer, averaged over layers; pruning used {pruning_criterion}.")
     i = names.index(pruning_criterion)
     off_diagonal = [agreement[a][b] for a in range(len(names)) for b in range(len(names)) if a != b]
     if off_diagonal:
