@@ -12,13 +12,9 @@ from neurotomy.jobs.concepts import (accuracy_kept, compare_directions, concepts
                                      reference_images)
 from neurotomy.loading import load_model
 from neurotomy.scores.subspace import observe_layer
-from tests.crosscheck import one_thread
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
 @pytest.fixture(scope="module")

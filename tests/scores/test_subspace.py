@@ -13,13 +13,9 @@ from neurotomy.scores import UnitScores
 from neurotomy.scores.subspace import (bases_of, check_orthonormal, drsa, drsa_objective, find_subspaces,
                                        observe_layer, orthonormal_complement, prca_basis, random_basis,
                                        relevance_through, score_subspaces, subspace_heatmaps)
-from tests.crosscheck import one_thread
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
 @pytest.fixture(scope="module")

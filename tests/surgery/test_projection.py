@@ -12,13 +12,9 @@ from neurotomy.probe import Probe
 from neurotomy.scores.subspace import random_basis
 from neurotomy.surgery.projection import ProjectedLayer, project_layer, remove_subspace
 from neurotomy.surgery.recipe import replay_recipe
-from tests.crosscheck import one_thread
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
 @pytest.fixture(scope="module")
