@@ -11,10 +11,13 @@ def tiny_report_dir(tmp_path_factory):
     from neurotomy.data import load_dataset
     from neurotomy.loading import load_model
     from neurotomy.jobs.dissect import dissect
+    from neurotomy.jobs.dissect_stages import deployment_available
 
     out = tmp_path_factory.mktemp("dissect")
+    # the tiny budget deploys only when asked: asked here, so the report tests read every section
     dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test"),
-            out_dir=out, budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits")
+            out_dir=out, budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits",
+            deploy=deployment_available())
     return out
 
 

@@ -8,7 +8,8 @@ from neurotomy.loading import load_model
 from neurotomy.jobs.dissect import dissect
 from neurotomy.jobs.dissect_stages import deployment_available
 
-SECTIONS = ["layers", "scores", "pruning", *(["deployment"] if deployment_available() else []), "dynamics",
+DEPLOY = deployment_available()  # the tiny budget deploys only when asked (it times nothing else)
+SECTIONS = ["layers", "scores", "pruning", *(["deployment"] if DEPLOY else []), "dynamics",
             "directions", "class_subsets", "explanations", "run"]
 TIMED_KEYS = ("speedup", "load_average")  # numbers that are timings (or the load while timing): they vary by run
 
@@ -57,7 +58,7 @@ def test_scores_section_agreement_is_spearman_of_the_criteria(tiny_report):
 
 def test_same_seed_same_report(tiny_report):
     again = dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test"),
-                    budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits")
+                    budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits", deploy=DEPLOY)
     again = json.loads(json.dumps(again))
 
     def measured(report):  # everything but wall-clock times
@@ -124,7 +125,7 @@ def test_an_interrupted_dissection_resumes_to_the_same_report(tiny_report, tmp_p
 
     model, train, test = load_model("zoo:lenet5-digits"), load_dataset("digits"), load_dataset("digits", split="test")
     out = tmp_path / "dissect"
-    run = dict(out_dir=out, budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits")
+    run = dict(out_dir=out, budget="tiny", seed=0, quiet=True, model_name="zoo:lenet5-digits", deploy=DEPLOY)
     subset_records = job.subset_records
     monkeypatch.setattr(job, "subset_records", killed)
     with pytest.raises(RuntimeError), RunState.beside(out) as state:
@@ -141,7 +142,7 @@ def test_an_interrupted_dissection_resumes_to_the_same_report(tiny_report, tmp_p
 # ------------------------------------------------------------------------------------------------
 # a Vision Transformer: every stage works on it or is replaced by its transformer counterpart
 
-VIT_SECTIONS = ["layers", "scores", "pruning", *(["deployment"] if deployment_available() else []), "dynamics",
+VIT_SECTIONS = ["layers", "scores", "pruning", *(["deployment"] if DEPLOY else []), "dynamics",
                 "transformer", "directions", "class_subsets", "explanations", "run"]
 
 
@@ -152,7 +153,7 @@ def vit_report_dir(vit_digits, tmp_path_factory):
     model, train, test = vit_digits
     out = tmp_path_factory.mktemp("vit-dissect")
     with one_thread():
-        dissect(model, train, test, out_dir=out, budget="tiny", seed=0, quiet=True, model_name="vit")
+        dissect(model, train, test, out_dir=out, budget="tiny", seed=0, quiet=True, model_name="vit", deploy=DEPLOY)
     return out
 
 
@@ -177,7 +178,7 @@ def test_a_vit_gets_the_full_report_with_its_heads_and_neurons(vit_report_dir):
     assert methods == ["gradcam", "gradient", "pathway", "rollout"]
     directions = next(s for s in report["sections"] if s["id"] == "directions")
     assert directions["text"].startswith("Layer norm.") and len(directions["figures"]) == 6
-    if deployment_available():  # onnxruntime refuses to quantize the class token's Expand: deployed in fp32
+    if DEPLOY:  # onnxruntime refuses to quantize the class token's Expand: deployed in fp32
         deployment = _numbers(report, "deployment")
         assert deployment["deployed_as"] in ("pruned + int8", "pruned, ONNX fp32")
         assert report["verdict"]["items"][-1]["key"] == "speedup_deployed"
@@ -193,7 +194,7 @@ def test_an_interrupted_vit_dissection_resumes_to_the_same_report(vit_digits, vi
 
     model, train, test = vit_digits
     out = tmp_path / "dissect"
-    run = dict(out_dir=out, budget="tiny", seed=0, quiet=True, model_name="vit")
+    run = dict(out_dir=out, budget="tiny", seed=0, quiet=True, model_name="vit", deploy=DEPLOY)
     subset_records = job.subset_records
     monkeypatch.setattr(job, "subset_records", killed)
     with one_thread():

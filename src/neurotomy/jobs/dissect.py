@@ -2,11 +2,12 @@
 
 layer table → unit scores (several criteria and their rank agreement) → pruning to a MACs target
 with recalibration and a short fine-tune → deployment (original → pruned → pruned + int8 in
-onnxruntime; optional, on when onnxruntime is installed) → layer dynamics (modularity curves, CKA
-original vs pruned) → for a transformer, its heads, MLP neurons and token views → directions and
-concepts of the last block (PRCA/PCA, DRSA, CRP reference images of kept and pruned-away channels)
-→ class subsets → explanations of both models side by side → ``report.json`` (every number, every
-figure) and ``report.html`` rendered from it, plus the pruned checkpoint.
+onnxruntime; optional: on when onnxruntime is installed and the budget times latency) → layer
+dynamics (modularity curves, CKA original vs pruned) → for a transformer, its heads, MLP neurons
+and token views → directions and concepts of the last block (PRCA/PCA, DRSA, CRP reference images
+of kept and pruned-away channels) → class subsets → explanations of both models side by side →
+``report.json`` (every number, every figure) and ``report.html`` rendered from it, plus the pruned
+checkpoint.
 
 Each stage is a call into the library (the measuring ones are in :mod:`neurotomy.jobs.dissect_stages`)
 returning a plain record; each section of the report is one function (:mod:`neurotomy.report.sections`,
@@ -23,9 +24,8 @@ Example:
     >>> from neurotomy.data import load_dataset
     >>> report = dissect(load_model("zoo:lenet5-digits"), load_dataset("digits"),
     ...                  load_dataset("digits", split="test"), budget="tiny", quiet=True)
-    >>> [s["id"] for s in report["sections"]]  # doctest: +NORMALIZE_WHITESPACE
-    ['layers', 'scores', 'pruning', 'deployment', 'dynamics', 'directions', 'class_subsets', 'explanations',
-     'run']
+    >>> [s["id"] for s in report["sections"]]  # the tiny budget times nothing: no deployment section
+    ['layers', 'scores', 'pruning', 'dynamics', 'directions', 'class_subsets', 'explanations', 'run']
 """
 
 from __future__ import annotations
@@ -146,10 +146,12 @@ def _score_stage(model: nn.Module, train: Dataset, criteria: list[str], transfor
                                                     max_images=budget.score_images)) for name in criteria}
 
 
-def _deploy_flag(deploy: bool | None) -> bool:
-    """``deploy`` as given, or (``None``) whether onnxruntime is installed; ``True`` without it fails."""
+def _deploy_flag(deploy: bool | None, budget: DissectBudget) -> bool:
+    """``deploy`` as given, or (``None``) whether onnxruntime is installed and the budget times latency
+    (the deployment's point is its speed-up: the ``tiny`` smoke budget times nothing); ``True``
+    without onnxruntime fails."""
     if deploy is None:
-        return deployment_available()
+        return deployment_available() and bool(budget.latency_batches)
     if deploy and not deployment_available():
         raise NeurotomyError("the deployment section needs onnx and onnxruntime: pip install 'neurotomy[onnx]', "
                              "or dissect with deploy=False")
@@ -166,8 +168,8 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
     the fine-tuned pruned model even when fine-tuning lowered its accuracy (see
     :class:`~neurotomy.jobs.prune.PruneJob`); ``state``: save each stage, resume from what it holds;
     ``device``: move ``model`` there first (``None``: compute where it is; latency is always CPU latency);
-    ``deploy``: add the deployment section (``None``: when onnxruntime is installed; ``True`` without
-    it fails before any work)."""
+    ``deploy``: add the deployment section (``None``: when onnxruntime is installed and the budget times
+    latency — not ``tiny``; ``True`` without onnxruntime fails before any work)."""
     budget = budget if isinstance(budget, DissectBudget) else parse_budget(budget)
     if not 0 < target_macs < 1:
         raise PruningError(f"--target-macs {target_macs}: give the fraction of MACs to remove, between 0 and 1 "
@@ -176,7 +178,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
     transformer = is_transformer(model)
     if transformer:
         _check_transformer_criterion(criterion)
-    deploy = _deploy_flag(deploy)
+    deploy = _deploy_flag(deploy, budget)
     validate.known_name(scope, "scope", names=SCOPES, kind="scope")
     seed = validate.seed(seed, "seed")
     if out_dir is not None:
