@@ -87,7 +87,7 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                        f"{f'{args.threads} torch threads' if args.threads else 'torch threads default'}, no GPU",
             **({"resumed": True} if args.resume else {}),
-            **stamp,
+            **stamp, **({"threads": args.threads} if args.threads else {}),  # the child's, not ours
         }
         print(name, results[name])
         # re-read so that entries trained concurrently by another invocation are kept
