@@ -3,7 +3,9 @@
 The exported graph takes ``images`` (batch × C × H × W, dynamic batch) and returns ``logits``.
 After writing, the file is run in onnxruntime on random inputs and the largest absolute difference
 from PyTorch is reported; above ``tolerance`` the export is refused (nothing is left on disk).
-Needs the ``onnx`` extra: ``pip install neurotomy[onnx]``.
+Every onnxruntime session here states its threads — the check runs with as many as PyTorch computes
+with, :func:`onnxruntime_latency` times with ``threads`` (default 1) — never onnxruntime's default
+pool of one thread per core. Needs the ``onnx`` extra: ``pip install neurotomy[onnx]``.
 
 Example:
     >>> import tempfile, os
@@ -27,7 +29,7 @@ from neurotomy.device import on_cpu
 from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import model_input_shape
-from neurotomy.validate import int_between, output_file, positive_float
+from neurotomy.validate import int_between, output_file, positive_float, positive_int
 
 OPSET = 17
 OPSETS = (7, 20)
@@ -42,13 +44,25 @@ def _onnxruntime():
     return onnxruntime
 
 
+def _session(source: str | Path | bytes, threads: int):
+    """An onnxruntime CPU session for an ONNX file (or its bytes) running ``threads`` intra-op threads
+    and one inter-op thread (:func:`neurotomy.quantize.onnx_session` does the same for deployment; it
+    sits on this module's floor, so the two cannot share one)."""
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = positive_int(threads, "threads", maximum=1024)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options,
+                                providers=["CPUExecutionProvider"])
+
+
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] | None = None,
                 tolerance: float = 1e-4, opset: int = OPSET, seed: int = 0) -> dict:
     """Write ``model`` as ONNX to ``path`` and check it in onnxruntime; returns what was measured."""
     opset = int_between(opset, "opset", *OPSETS)
     path = output_file(path, "path")  # before the export runs, not after
     tolerance = positive_float(tolerance, "tolerance")
-    ort = _onnxruntime()
+    _onnxruntime()
     shape = input_shape or model_input_shape(model)
     if shape is None:
         raise NeurotomyError("the model carries no input shape; pass input_shape=(C, H, W)")
@@ -66,7 +80,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
         raise NeurotomyError(f"ONNX cannot export this model ({first}); replace the unsupported op "
                              f"or try another --opset") from None
     data = buffer.getvalue()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = _session(data, torch.get_num_threads())  # a check, not a timing: PyTorch's threads
     x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         expected = model(x).numpy()
@@ -80,14 +94,14 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
 
 
 def onnxruntime_latency(paths: list[str | Path], input_shape: tuple[int, ...], batch_size: int = 64,
-                        rounds: int = 15, repeats: int = 5) -> list[dict]:
-    """Median and minimum ms per batch of each ONNX file in onnxruntime, interleaved in rounds."""
+                        rounds: int = 15, repeats: int = 5, threads: int = 1) -> list[dict]:
+    """Median and minimum ms per batch of each ONNX file in onnxruntime with ``threads`` intra-op
+    threads (default 1: comparable on a shared machine), interleaved in rounds."""
     import statistics
 
     import numpy as np
 
-    ort = _onnxruntime()
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths]
+    sessions = [_session(p, threads) for p in paths]
     x = np.random.default_rng(0).standard_normal((batch_size, *input_shape), dtype=np.float32)
     for s in sessions:
         s.run(None, {"images": x})

@@ -18,7 +18,7 @@ def test_dissect_command_writes_the_report(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(dissect, "finetune_epochs_for", spy)
     out = tmp_path / "report"
     assert main(["dissect", "zoo:lenet5-digits", "--budget", "0.3", "--target-macs", "0.4", "--criterion", "fpgm",
-                 "--scope", "global", "--seed", "3", "--out", str(out), "--quiet"]) == 0
+                 "--scope", "global", "--seed", "3", "--out", str(out), "--quiet", "--no-deploy"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert (report["criterion"], report["scope"], report["seed"], report["target_macs"]) == ("fpgm", "global", 3, 0.4)
@@ -35,6 +35,24 @@ def test_dissect_command_writes_the_report(tmp_path, capsys, monkeypatch):
     assert verdict["speedup"] == pruning["speedup_batch64"] > 0 and "speedup_batch1" in pruning
     assert printed.startswith("smaller by") and "report.html" in printed
     assert (out / "report.html").exists() and (out / "pruned.safetensors").exists()
+    # a minutes budget times latency, so it would deploy where onnxruntime is installed: --no-deploy turned it off
+    assert "deployment" not in [s["id"] for s in report["sections"]]
+    stages = [row[0] for row in report["sections"][-1]["tables"][0]["rows"]]
+    assert len(stages) == 9 and not any(name.startswith("deployment") for name in stages)  # 8 stages + total
+
+
+@pytest.mark.parametrize("flag, deploy", [([], None), (["--no-deploy"], False), (["--deploy"], True)])
+def test_dissect_passes_the_deployment_switch(tmp_path, capsys, monkeypatch, flag, deploy):
+    from neurotomy.errors import NeurotomyError
+
+    asked = {}
+
+    def spy(*args, **kwargs):
+        asked.update(kwargs)
+        raise NeurotomyError("stopped here")
+    monkeypatch.setattr(dissect, "dissect", spy)
+    assert main(["dissect", "zoo:lenet5-digits", "--out", str(tmp_path / "r"), "--quiet", *flag]) == 2
+    assert asked["deploy"] is deploy and "stopped here" in capsys.readouterr().err
 
 
 def test_demo_dissects_the_shipped_resnet20(tmp_path, capsys):

@@ -2,6 +2,7 @@
 onnxruntime and PyTorch run by hand, refusals with their numbers."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,12 +69,12 @@ def test_maps_through_onnxruntime_match_the_pytorch_maps(deployed, lenet_digits)
     model, _, test = lenet_digits
     images = test.images[:3]
     targets = model(images).argmax(1)
-    f = session_logits(onnx_session(out / "model.onnx"))
+    f = session_logits(onnx_session(out / "model.onnx", threads=1))
     torch.testing.assert_close(occlusion_maps(f, images, targets),
                                attribute(model, images, targets, method="occlusion"), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(rise_maps(f, images, targets, masks=200),
                                attribute(model, images, targets, method="rise", masks=200), atol=1e-5, rtol=1e-4)
-    int8 = rise_maps(session_logits(onnx_session(out / "model.int8.onnx")), images, targets, masks=200)
+    int8 = rise_maps(session_logits(onnx_session(out / "model.int8.onnx", threads=1)), images, targets, masks=200)
     assert not torch.allclose(int8, rise_maps(f, images, targets, masks=200))  # int8 really ran
 
 
@@ -127,3 +128,46 @@ def test_without_int8_a_stale_int8_file_is_removed(deployed, lenet_digits, tmp_p
     record = deploy(model, again, train, test, reason_images=0, rounds=1, quiet=True)
     assert sorted(p.name for p in again.iterdir()) == ["deploy.json", "model.onnx", "notes.txt"]
     assert [r["format"] for r in record["rows"]] == ["torch", "onnx-fp32"]
+
+
+def test_a_vit_deploys_in_int8_and_a_lossy_int8_is_refused(vit_digits, tmp_path):
+    from neurotomy.models.transformer import is_transformer
+
+    model, train, test = vit_digits
+    assert is_transformer(model)
+    record = deploy(model, tmp_path / "vit", train, test, int8=True, calibration_images=64, reason_images=6,
+                    methods=["occlusion"], rounds=1, quiet=True)
+    rows = {r["format"]: r for r in record["rows"]}
+    assert record["files"]["model"]["onnx-int8"]["quantized_ops"] == {"Conv": 1, "Gemm": 1, "MatMul": 8}
+    # measured 0–0.3 pt below fp32 over three calibration draws; the default --max-drop is 1 pt
+    assert rows["onnx-fp32"]["accuracy"] - rows["onnx-int8"]["accuracy"] <= 0.01
+    assert rows["onnx-int8"]["bytes"] < rows["onnx-fp32"]["bytes"]
+    assert 0.95 < rows["onnx-int8"]["reasons_spearman"]["occlusion"] < rows["onnx-fp32"]["reasons_spearman"]["occlusion"]
+    # the int8 file's accuracy, by hand in onnxruntime
+    logits = session_logits(onnx_session(tmp_path / "vit" / "model.int8.onnx", threads=1))(test.images)
+    assert rows["onnx-int8"]["accuracy"] == pytest.approx(float((logits.argmax(1) == test.targets.numpy()).mean()))
+    # one calibration image (this draw): ranges too narrow, more than half a point lost — refused, nothing written
+    with pytest.raises(WorseResultError, match=r"int8 accuracy .* pt below the fp32 ONNX model's .*--max-drop 0\.5"):
+        deploy(model, tmp_path / "lossy", train, test, int8=True, calibration_images=1, max_drop=0.5, seed=2,
+               reason_images=0, rounds=1, quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vit"]
+
+
+def test_every_deployment_session_states_its_threads(lenet_digits, tmp_path, monkeypatch):
+    """Timed sessions run the deployment's threads, the sessions measuring accuracy and maps PyTorch's own."""
+    import neurotomy.jobs.deploy as job
+    from neurotomy.timing import torch_threads
+
+    model, train, test = lenet_digits
+    made, real = [], job.onnx_session
+
+    def spy(path, threads):
+        session = real(path, threads)
+        made.append((Path(path).name, session.get_session_options().intra_op_num_threads))
+        return session
+    monkeypatch.setattr(job, "onnx_session", spy)
+    with torch_threads(3):
+        record = deployment_figures({"m": model}, train, test, tmp_path, int8=True, threads=2, calibration_images=16,
+                                    reason_images=0, latency_batch=2, rounds=1, quiet=True)
+    assert sorted(made) == [("model.int8.onnx", 2), ("model.int8.onnx", 3), ("model.onnx", 2), ("model.onnx", 3)]
+    assert record["settings"]["compute_threads"] == 3 and record["timing"]["threads"] == 2

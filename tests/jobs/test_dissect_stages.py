@@ -17,6 +17,7 @@ from neurotomy.jobs.budget import parse_budget
 from neurotomy.jobs.dissect_stages import (concept_records, deployment_available, deployment_records,
                                            reason_methods, transformer_readout, transformer_records,
                                            transformer_score_records, transformer_scores)
+from neurotomy.quantize import Int8Error
 
 TINY = replace(parse_budget("tiny"), deploy_calibration_images=16, deploy_latency_batch=4, deploy_reason_images=2)
 
@@ -115,14 +116,20 @@ def test_deployment_records_keep_no_paths_and_fall_back_to_fp32(lenet_digits, mo
     assert all("path" not in r for r in record["rows"])
     assert all("path" not in e for files in record["files"].values() for e in files.values())
 
-    def refuse(*args, **kwargs):
-        raise ModelError("onnxruntime cannot quantize op Expand of this model")
-    monkeypatch.setattr(deploy, "quantize_int8", refuse)
+    def refuse_int8(*args, **kwargs):
+        raise Int8Error("onnxruntime cannot quantize op Einsum of this model")
+    monkeypatch.setattr(deploy, "quantize_int8", refuse_int8)
     fallback = deployment_records(model, model, train, test, TINY, quiet=True)
-    assert "op Expand" in fallback["int8_refused"]
+    # the op named, and what dissect did instead — not the deploy command's "--int8" (dissect has none)
+    assert fallback["int8_refused"].startswith("onnxruntime cannot quantize op Einsum of this model, so this section "
+                                               "shows the fp32 ONNX files only, the pruned one as the deployed model")
+    assert "--int8" not in fallback["int8_refused"] and "\n" not in fallback["int8_refused"]
     assert {r["format"] for r in fallback["rows"]} == {"torch", "onnx-fp32"}
-    monkeypatch.setattr(deploy, "export_onnx", refuse)
-    assert "op Expand" in deployment_records(model, model, train, test, TINY, quiet=True)["skipped"]
+
+    def refuse_export(*args, **kwargs):
+        raise ModelError("ONNX cannot export op Foo")
+    monkeypatch.setattr(deploy, "export_onnx", refuse_export)
+    assert deployment_records(model, model, train, test, TINY, quiet=True)["skipped"] == "ONNX cannot export op Foo"
 
 
 def test_concepts_of_a_model_without_conv_or_block_are_skipped_with_the_reason(lenet_digits):

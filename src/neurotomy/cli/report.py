@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from neurotomy import validate
@@ -40,6 +41,10 @@ def add_parsers(sub) -> None:
                    help="fraction of MACs to remove (default 0.5)")
     p.add_argument("--criterion", default="l1", type=CRITERION, help="criterion that drives the prune (default l1)")
     p.add_argument("--scope", choices=list(SCOPES), default="uniform")
+    p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=None,
+                   help="the deployment section (original → pruned → pruned + int8 in onnxruntime): --no-deploy "
+                        "leaves it out, --deploy adds it under the tiny budget too (needs onnxruntime); default: on "
+                        "when onnxruntime is installed and the budget times latency (not tiny)")
     add_common(p)
     p.set_defaults(func=cmd_dissect)
 
@@ -61,7 +66,8 @@ def cmd_dissect(args) -> None:
     with run_state(args) as state:
         report = dissect(model, data_for(model, args, "train"), data_for(model, args, "test"), out_dir=Path(args.out),
                          budget=budget, target_macs=args.target_macs, criterion=args.criterion, scope=args.scope,
-                         seed=args.seed, quiet=args.quiet, model_name=args.model, force=args.force, state=state)
+                         seed=args.seed, quiet=args.quiet, model_name=args.model, force=args.force, state=state,
+                         deploy=args.deploy)
     print(f"{verdict_sentence(report['verdict'])}\nwrote {Path(args.out) / 'report.html'}, report.json and "
           f"pruned.safetensors")
 

@@ -47,7 +47,7 @@ from neurotomy import validate
 from neurotomy.data.batches import iterate_batches
 from neurotomy.data.subsets import IndexedSubset, balanced_subset
 from neurotomy.device import on_cpu, place
-from neurotomy.errors import DataError, WorseResultError
+from neurotomy.errors import DataError, ModelError, WorseResultError
 from neurotomy.explain import METHODS, attribute
 from neurotomy.explain.common import resolve_targets
 from neurotomy.explain.metrics import agreement
@@ -57,7 +57,7 @@ from neurotomy.measure import checkpoint_size
 from neurotomy.models.anatomy import eval_mode, require_input_shape
 from neurotomy.models.data_fit import check_data_fits
 from neurotomy.progress import add_task, progress_bar
-from neurotomy.quantize import CALIBRATION, CALIBRATIONS, OnnxClassifier, onnx_session, quantize_int8
+from neurotomy.quantize import CALIBRATION, CALIBRATIONS, Int8Error, OnnxClassifier, onnx_session, quantize_int8
 from neurotomy.timing import interleaved_timing
 from neurotomy.train import classification_metrics, predict
 
@@ -111,10 +111,14 @@ def _torch_format(label: str, model: nn.Module) -> _Format:
 
 
 def _onnx_format(label: str, fmt: str, path: Path, threads: int) -> _Format:
-    timing_session = onnx_session(path, threads)  # the stated threads; accuracy and maps use the default
+    """Timed with the stated ``threads``; accuracy and maps computed with as many threads as PyTorch
+    computes with (``torch.get_num_threads()``: ``torch.set_num_threads`` and ``OMP_NUM_THREADS`` bound
+    onnxruntime too, instead of its default of one thread per core), like for like."""
+    timing_session = onnx_session(path, threads)
     name = timing_session.get_inputs()[0].name
     timed = lambda x: (lambda: timing_session.run(None, {name: x}))  # noqa: E731
-    return _Format(label, fmt, OnnxClassifier(onnx_session(path)), timed, os.path.getsize(path), str(path))
+    return _Format(label, fmt, OnnxClassifier(onnx_session(path, torch.get_num_threads())), timed,
+                   os.path.getsize(path), str(path))
 
 
 def _latency(formats: list[_Format], shape: tuple[int, ...], batch: int, threads: int, rounds: int,
@@ -157,7 +161,10 @@ def deployment_figures(models: Mapping[str, nn.Module], train: Dataset, test: Da
     speed-ups at batch B over its PyTorch and fp32 ONNX forms; ``reasons`` holds the full agreement
     records (per class too), including each int8 file against its own fp32 file. ``options`` gives
     per-method options, e.g. ``{"rise": {"masks": 4000}}``. ``max_drop`` (points): refuse an int8
-    model that loses more accuracy than this against its fp32 file (:class:`WorseResultError`).
+    model that loses more accuracy than this against its fp32 file (:class:`WorseResultError`); a model
+    onnxruntime cannot quantize raises :class:`~neurotomy.quantize.Int8Error`. ``threads``: the
+    onnxruntime and PyTorch threads of the timed runs; the sessions that compute accuracy and maps run
+    as many as PyTorch computes with (``settings["compute_threads"]``).
     """
     settings = _settings(int8=int8, calibration_images=calibration_images, calibration=calibration,
                          threads=threads, latency_batch=latency_batch, reason_images=reason_images, methods=methods,
@@ -165,7 +172,7 @@ def deployment_figures(models: Mapping[str, nn.Module], train: Dataset, test: Da
     shape = _check_models(models, train, test, device)
     labels = list(models)
     record: dict = {"rows": [], "reasons": [], "files": {}, "reference": labels[0],
-                    "settings": {**settings, "input_shape": list(shape)}}
+                    "settings": {**settings, "input_shape": list(shape), "compute_threads": torch.get_num_threads()}}
     with progress_bar(quiet) as bar:
         task = add_task(bar, "deploy", len(labels) * (3 + (3 if int8 else 2) * (1 + len(settings["methods"])
                                                                                 * bool(reason_images))))
@@ -332,11 +339,14 @@ def deploy(model: nn.Module, out: str | Path, train: Dataset, test: Dataset, *, 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        record = deployment_figures({label: model}, train, test, work, int8=int8,
-                                    calibration_images=calibration_images, threads=threads,
-                                    latency_batch=latency_batch, reason_images=reason_images, methods=methods,
-                                    eval_images=eval_images, max_drop=max_drop, rounds=rounds, seed=seed,
-                                    quiet=quiet, device=device)
+        try:
+            record = deployment_figures({label: model}, train, test, work, int8=int8,
+                                        calibration_images=calibration_images, threads=threads,
+                                        latency_batch=latency_batch, reason_images=reason_images, methods=methods,
+                                        eval_images=eval_images, max_drop=max_drop, rounds=rounds, seed=seed,
+                                        quiet=quiet, device=device)
+        except Int8Error as exc:  # the deploy user asked for int8: going without it is theirs to choose
+            raise ModelError(f"{exc.problem}; nothing written — {exc.fix}, or deploy without --int8") from None
         record["data"] = {"train": getattr(train, "name", None), "test": getattr(test, "name", None)}
         _move_into(record, work, out)
     finally:

@@ -154,7 +154,7 @@ def _deploy_flag(deploy: bool | None, budget: DissectBudget) -> bool:
         return deployment_available() and bool(budget.latency_batches)
     if deploy and not deployment_available():
         raise NeurotomyError("the deployment section needs onnx and onnxruntime: pip install 'neurotomy[onnx]', "
-                             "or dissect with deploy=False")
+                             "or dissect without it (--no-deploy, deploy=False)")
     return bool(deploy)
 
 

@@ -46,6 +46,7 @@ from neurotomy.jobs.concepts import directions_and_concepts
 from neurotomy.jobs.deploy import deployment_figures
 from neurotomy.models.anatomy import classifier_layer, model_input_shape
 from neurotomy.models.summary import layer_table
+from neurotomy.quantize import Int8Error
 from neurotomy.models.transformer import (attention_sites, is_transformer, mlp_sites, token_layout,
                                           transformer_blocks)
 from neurotomy.scores import get_criterion
@@ -175,8 +176,9 @@ def deployment_records(model: nn.Module, pruned: nn.Module, train: Dataset, test
     ``budget.deploy_latency_batch`` (:data:`DEPLOY_THREADS` thread(s), :data:`DEPLOY_ROUNDS` interleaved
     rounds) and its occlusion/RISE maps against the original PyTorch model's. The ONNX files are
     written to a temporary folder and removed (the report keeps their sizes, not their paths). A
-    model onnxruntime cannot quantize is deployed in fp32 only, the refusal kept as
-    ``int8_refused``; one it cannot export gives ``{"skipped": why}`` — the rest of the report stands."""
+    model onnxruntime cannot quantize is deployed in fp32 only, ``int8_refused`` saying why (the op)
+    and what the section shows instead; one that cannot be deployed at all (an op ONNX cannot export)
+    gives ``{"skipped": why}`` — the rest of the report stands."""
     refused = None
     for int8 in (True, False):
         try:
@@ -188,10 +190,11 @@ def deployment_records(model: nn.Module, pruned: nn.Module, train: Dataset, test
                                             options={"rise": {"masks": budget.deploy_rise_masks}}, seed=seed,
                                             quiet=quiet)
             break
-        except NeurotomyError as exc:  # e.g. an op onnxruntime cannot quantize, named in the message
-            if not int8:
-                return {"skipped": str(exc), "int8_refused": refused}
-            refused = str(exc)
+        except Int8Error as exc:  # the op is named; dissect goes on in fp32 (its user asked for no int8 flag)
+            refused = (f"{exc.problem}, so this section shows the fp32 ONNX files only, the pruned one as the "
+                       f"deployed model; for an int8 file, {exc.fix}")
+        except NeurotomyError as exc:  # e.g. an op ONNX cannot export: nothing to deploy
+            return {"skipped": str(exc), "int8_refused": refused}
     record["int8_refused"] = refused
     for row in record["rows"]:
         row.pop("path", None)
