@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy
+.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,3 +86,8 @@ bench-subspaces: install
 # zoo:resnet20-fmnist and its −50 % MACs cut as PyTorch, onnxruntime fp32 and int8: accuracy, size, latency, reasons kept
 bench-deploy: install-dev
 	$(BIN)/python benchmarks/deploy.py --root $(FMNIST) --threads 1
+
+# zoo:vit-tiny-fmnist: heads / MLP neurons / embedding cut at −30/−50/−70 % MACs vs torch-pruning's ViT recipe, 3 fine-tune
+# epochs each (long, resumable), explanations before/after, then batch-64 CPU speed-up (waits for a quiet machine)
+bench-vit: install
+	$(BIN)/python benchmarks/vit.py --root $(FMNIST)
