@@ -20,6 +20,13 @@ def _criteria():
     return [*CRITERIA.names(), *(n for n in TRANSFORMER_CRITERIA.names() if n not in CRITERIA)]
 
 
+def _latency_runtimes():
+    from neurotomy.jobs import latency_runtimes  # noqa: F401  (registers onnx and onnx-int8)
+    from neurotomy.surgery.latency import LATENCY_RUNTIMES
+
+    return LATENCY_RUNTIMES.names()
+
+
 CRITERION = Checked(validate.known_name, names=_criteria, kind="criterion")
 LAYER = Checked(validate.identifier, kind="layer name")
 
@@ -53,6 +60,7 @@ def add_parsers(sub) -> None:
     amount.add_argument("--ratio", type=reduction, help="fraction of channels to remove")
     amount.add_argument("--layers", type=LAYER, help="remove blocks (residual, or a plain net's conv blocks): "
                         f"{', '.join(LAYER_RULES)}, or NAME,NAME")
+    add_latency_target(p, amount)
     p.add_argument("--blocks", type=POSITIVE, help="how many blocks --layers removes (modularity: default by rule)")
     p.add_argument("--layer-threshold", type=Checked(validate.non_negative_float), default=0.25,
                    help="modularity rule: remove blocks whose ΔQ < this × the curve's mean per-layer rise")
@@ -99,6 +107,26 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_inspect)
 
 
+def add_latency_target(p, amount) -> None:
+    """``--target-speedup`` / ``--target-latency-ms`` (in the amount group) and how the latency is measured."""
+    amount.add_argument("--target-speedup", type=Checked(validate.positive_float),
+                        help="prune CNN filters until this many times faster (> 1), measured on this machine")
+    amount.add_argument("--target-latency-ms", type=Checked(validate.positive_float),
+                        help="prune CNN filters to this many ms per batch of --latency-batch images")
+    latency = p.add_argument_group("latency target")
+    latency.add_argument("--latency-batch", type=Checked(validate.positive_int, maximum=65536), default=64,
+                         help="batch size the latency is measured at (default 64)")
+    latency.add_argument("--threads", type=Checked(validate.positive_int, maximum=1024), default=None,
+                         help="threads of the deployment, for the latency table and the timing (default: torch's; "
+                              "1 on a shared machine)")
+    latency.add_argument("--latency-runtime", type=Checked(validate.known_name, names=_latency_runtimes,
+                                                           kind="latency runtime"), default="torch",
+                         help="runtime the latency table is measured in: torch, onnx or onnx-int8 (default torch)")
+    latency.add_argument("--latency-cache", type=OUT_DIR, default=None,
+                         help="latency table cache directory (default ~/.cache/neurotomy/latency or "
+                              "NEUROTOMY_LATENCY_CACHE)")
+
+
 def cmd_criteria(args) -> None:
     from neurotomy.scores import criteria_table, transformer_criteria_table
 
@@ -143,7 +171,10 @@ def cmd_prune(args) -> None:
 
     model = load_model_arg(args)
     job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, ratio=args.ratio,
-                   target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
+                   target_params=args.target_params, target_speedup=args.target_speedup,
+                   target_latency_ms=args.target_latency_ms, latency_batch=args.latency_batch, threads=args.threads,
+                   latency_runtime=args.latency_runtime, latency_cache=args.latency_cache,
+                   scope=args.scope, min_channels=args.min_channels,
                    round_to=args.round_to, inner_only=args.inner_only,
                    ignored_layers=args.ignore, score_images=args.max_images,
                    finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
@@ -162,6 +193,11 @@ def cmd_prune(args) -> None:
         print_json(record)
     else:
         print(format_prune_record(record))
+        if "speedup_measured" in record:
+            load = record["load_average"]
+            print(f"latency target: {record['speedup_predicted']:.2f}× predicted, {record['speedup_measured']:.2f}× "
+                  f"measured ({record['latency_ms_measured']:.2f} ms; {record['latency_runtime']}, batch "
+                  f"{record['latency_batch']}, {record['threads']} thread(s), load {load[0]:.2f} → {load[1]:.2f})")
         print(f"\nwrote {path}")
 
 

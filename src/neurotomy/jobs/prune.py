@@ -8,6 +8,11 @@ With ``reconstruct=True`` the cut model is refitted layer by layer to the origin
 ``acc_reconstructed`` is its accuracy, next to ``acc_recalibrated``, and the recovered model (the
 one fine-tuned, if asked) is the reconstructed one.
 
+With ``target_speedup`` or ``target_latency_ms`` a CNN is pruned to a latency measured on this
+machine at ``latency_batch`` images and ``threads`` threads in ``latency_runtime`` (``torch``,
+``onnx``, ``onnx-int8``; :func:`neurotomy.surgery.filters.prune_to_latency`): the record holds the
+predicted and measured speed-up and latency, and ``comparison`` is measured with the same threads.
+
 A transformer (:func:`neurotomy.models.transformer.is_transformer`) is pruned by its own units:
 ``units`` names the kinds cut — ``heads``, ``neurons``, ``embedding`` (the residual stream) or
 ``all``, several with commas; default ``heads,neurons`` — each scored by the transformer version of
@@ -58,6 +63,8 @@ from neurotomy.models.transformer import is_transformer
 from neurotomy.models.anatomy import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult, apply_cuts, prune_filters
+from neurotomy.surgery.latency_plan import TRANSFORMER_LATENCY, check_latency_request
+from neurotomy.jobs import latency_runtimes  # noqa: F401  (registers the onnx and onnx-int8 latency runtimes)
 from neurotomy.surgery.planner import SCOPES, Cut
 from neurotomy.surgery.recipe import replay_recipe
 from neurotomy.dynamics.layer_rules import choose_blocks
@@ -73,9 +80,15 @@ class PruneJob:
     """Settings of one prune; ``run`` does it and returns (pruned model, record)."""
 
     criterion: str = "l1"
-    target_macs: float | None = None  # give exactly one of target_macs, ratio, target_params, layers
+    target_macs: float | None = None  # give exactly one of target_macs, ratio, target_params, layers, target_speedup, target_latency_ms
     ratio: float | None = None
     target_params: float | None = None
+    target_speedup: float | None = None  # prune to a measured latency (CNN filters): × faster than the original
+    target_latency_ms: float | None = None  # … or milliseconds per batch of latency_batch images
+    latency_batch: int = 64
+    threads: int | None = None  # threads of the deployment: the latency table's, and the job's latency measurement
+    latency_runtime: str = "torch"  # torch | onnx | onnx-int8: the runtime the table is measured in
+    latency_cache: str | None = None  # the latency table cache directory (default ~/.cache/neurotomy/latency)
     scope: str = "uniform"
     min_channels: int = 1
     round_to: int | None = None
@@ -148,7 +161,7 @@ class PruneJob:
             pruned, metrics = self._finetune(model, pruned, metrics, train_data, ev, record, state)
         record["finetune_epochs"] = self.finetune_epochs
         comparison = compare_models(model, pruned, shape, original_metrics, metrics,
-                                    latency_batches=(1, 64) if self.measure_latency else ())
+                                    latency_batches=(1, 64) if self.measure_latency else (), threads=self.threads)
         record["comparison"] = comparison
         record["speedup_batch64"] = comparison.get("speedup_batch64")
         record["macs_ratio"] = comparison["macs_ratio"]
@@ -231,9 +244,11 @@ class PruneJob:
 
     def _validate(self, model: nn.Module) -> None:
         """Fail before any work on a value out of range or settings that cannot go together."""
-        amounts = (self.ratio, self.target_macs, self.target_params, self.layers)
+        amounts = (self.ratio, self.target_macs, self.target_params, self.layers, self.target_speedup,
+                   self.target_latency_ms)
         if sum(a is not None for a in amounts) != 1:
-            raise PruningError("give exactly one of ratio, target_macs, target_params or layers")
+            raise PruningError("give exactly one of ratio, target_macs, target_params, layers, target_speedup "
+                               "or target_latency_ms")
         for name in ("ratio", "target_macs", "target_params"):
             if getattr(self, name) is not None:
                 validate.fraction(getattr(self, name), name, "[0, 1)")
@@ -249,6 +264,13 @@ class PruneJob:
         validate.non_negative_float(self.layer_threshold, "layer_threshold")
         validate.known_name(self.scope, "scope", names=SCOPES, kind="scope")
         validate.seed(self.seed, "seed")
+        if self.threads is not None:
+            validate.positive_int(self.threads, "threads")
+        if self._to_latency():
+            if is_transformer(model):
+                raise PruningError(TRANSFORMER_LATENCY)
+            check_latency_request(None, None, None, self.target_speedup, self.target_latency_ms, self.latency_batch,
+                                  self.threads, self.latency_runtime, self.min_channels, self.round_to)
         if is_transformer(model):
             self._validate_transformer()
         else:
@@ -267,6 +289,9 @@ class PruneJob:
                                "model lacks: load it with neurotomy.load_model, or prune in one step")
         if self.steps > 1 and self.target_macs is None:
             raise PruningError("an iterative schedule reaches a MACs target: give --target-macs")
+
+    def _to_latency(self) -> bool:
+        return self.target_speedup is not None or self.target_latency_ms is not None
 
     def _validate_transformer(self) -> None:
         units = self._units()
@@ -299,6 +324,11 @@ class PruneJob:
                                      steps=self.steps, finetune_epochs=self.finetune_between,
                                      seed=self.seed, quiet=self.quiet, score_images=self.score_images,
                                      state=state, **shared)
+        if self._to_latency():
+            return prune_filters(model, scores, target_speedup=self.target_speedup,
+                                 target_latency_ms=self.target_latency_ms, latency_batch=self.latency_batch,
+                                 threads=self.threads, runtime=self.latency_runtime, latency_cache=self.latency_cache,
+                                 quiet=self.quiet, **shared)
         return prune_filters(model, scores, ratio=self.ratio, target_macs=self.target_macs,
                              target_params=self.target_params, **shared)
 

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -41,10 +42,14 @@ from neurotomy.checkpoint import describe_model
 from neurotomy.device import model_device
 from neurotomy.errors import NeurotomyError, PruningError
 from neurotomy.models.anatomy import eval_mode, require_input_shape
+from neurotomy.models.transformer import is_transformer
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph, prune_out_channels
-from neurotomy.surgery.planner import Cut, plan_cuts
+from neurotomy.surgery.latency import LatencyRuntime, runtime_named
+from neurotomy.surgery.latency_plan import (LATENCY_TOLERANCE, TRANSFORMER_LATENCY, check_latency_request,
+                                            latency_model)
+from neurotomy.surgery.planner import Cut, Planner, plan_cuts, resolve_ignored
 
 @dataclass
 class PruningResult:
@@ -168,9 +173,12 @@ def _does_not_run(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...
 
 def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
                   target_macs: float | None = None, target_params: float | None = None,
+                  target_speedup: float | None = None, target_latency_ms: float | None = None,
                   scope: str = "uniform", min_channels: int = 1, ignored_layers: list[str] | None = None,
                   round_to: int | None = None, inner_only: bool = False,
-                  input_shape: tuple[int, ...] | None = None) -> PruningResult:
+                  input_shape: tuple[int, ...] | None = None, latency_batch: int = 64, threads: int | None = None,
+                  runtime: str | LatencyRuntime = "torch", latency_cache: str | os.PathLike | None = None,
+                  quiet: bool | None = None) -> PruningResult:
     """Physically remove the lowest-scoring filters.
 
     Amount: ``ratio`` of each group's channels (uniform) or of all channels (global), or a
@@ -182,8 +190,23 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     channels not coupled through residual adds (the classic papers' setting). The result's model
     has the cuts appended to its checkpoint recipe; layers torch-pruning cannot prune are listed
     in ``details["refused_layers"]``.
+
+    Or a latency: ``target_speedup`` (> 1, against the unpruned model) or ``target_latency_ms``
+    per batch of ``latency_batch`` images with ``threads`` threads in ``runtime`` (``torch``,
+    ``onnx``, ``onnx-int8``): widths are chosen from a measured, cached latency table by a knapsack
+    (:mod:`neurotomy.surgery.latency_plan`; ``scope`` and ``round_to`` do not apply), the pruned
+    model is measured, and the aim corrected up to twice when the measurement misses by more than
+    10 %. ``details`` then hold ``speedup_predicted``, ``speedup_measured``, ``latency_ms_predicted``,
+    ``latency_ms_measured``, ``threads`` and ``load_average`` (see :func:`prune_to_latency`).
     """
     input_shape = input_shape or require_input_shape(model)
+    if target_speedup is not None or target_latency_ms is not None:
+        check_latency_request(ratio, target_macs, target_params, target_speedup, target_latency_ms, latency_batch,
+                              threads, runtime, min_channels, round_to)
+        return prune_to_latency(model, scores, target_speedup=target_speedup, target_latency_ms=target_latency_ms,
+                                min_channels=min_channels, ignored_layers=ignored_layers, inner_only=inner_only,
+                                input_shape=input_shape, latency_batch=latency_batch, threads=threads,
+                                runtime=runtime, latency_cache=latency_cache, quiet=quiet)
     cuts, ratio, planner = plan_cuts(model, scores, ratio=ratio, target_macs=target_macs,
                                      target_params=target_params, scope=scope, min_channels=min_channels,
                                      ignored_layers=ignored_layers, round_to=round_to,
@@ -200,6 +223,86 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
                 for g in planner.groups for c in cuts if c.layer == g.root_name}
     details = {"refused_layers": dict(planner.refused)} if planner.refused else {}
     return PruningResult(pruned, cuts, ratio, scope, before[0], after[0], before[1], after[1], channels, details)
+
+
+def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: float | None = None,
+                     target_latency_ms: float | None = None, min_channels: int = 1,
+                     ignored_layers: list[str] | None = None, inner_only: bool = False,
+                     input_shape: tuple[int, ...] | None = None, latency_batch: int = 64, threads: int | None = None,
+                     runtime: str | LatencyRuntime = "torch", latency_cache: str | os.PathLike | None = None,
+                     quiet: bool | None = None) -> PruningResult:
+    """Prune to ``target_speedup`` or ``target_latency_ms`` (see :func:`prune_filters`): measure the
+    latency table (or read it from the cache), choose widths by the knapsack, cut, measure the cut
+    model against the original (interleaved, in the same runtime), and when the measured latency
+    misses the goal by more than 10 % re-aim by the ratio of goal to measurement (at most twice),
+    keeping the closest. ``details`` record the target, the runtime, batch, threads, the predicted
+    and measured latency and speed-up, the load average of the measurement and every attempt.
+
+    Example:
+        >>> import tempfile
+        >>> from neurotomy.models import build_model
+        >>> from neurotomy.scores import get_criterion
+        >>> model = build_model("resnet20", 1, 10, 28).eval()
+        >>> scores = get_criterion("l1")(model)
+        >>> # result = prune_to_latency(model, scores, target_speedup=2, threads=1)  # measures: seconds
+        >>> prune_to_latency(model, scores, target_speedup=0.5, latency_cache=tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        neurotomy.errors.PruningError: target_speedup 0.5 is no speed-up; give a number above 1, e.g. 2 for twice as fast
+    """
+    if is_transformer(model):
+        raise PruningError(TRANSFORMER_LATENCY)
+    check_latency_request(None, None, None, target_speedup, target_latency_ms, latency_batch, threads, runtime,
+                          min_channels, None)
+    input_shape = input_shape or require_input_shape(model)
+    scores.check_fits(model)
+    runtime = runtime_named(runtime)
+    planner = Planner(model, scores, input_shape, resolve_ignored(model, ignored_layers), min_channels, None, inner_only)
+    table = latency_model(model, planner, input_shape, runtime, latency_batch, threads, latency_cache, quiet)
+    goal = target_latency_ms if target_latency_ms is not None else table.full_ms / target_speedup
+    if goal >= table.full_ms:
+        raise PruningError(f"a latency of {goal:.2f} ms is not below the unpruned model's {table.full_ms:.2f} ms "
+                           f"({runtime.name}, batch {latency_batch}, {table.threads} thread(s)); nothing to prune — "
+                           "give a lower target_latency_ms")
+    attempts, aim, best = [], goal, None
+    for _ in range(3):
+        try:
+            choice = table.allocate(aim)
+        except PruningError:
+            if best is None:
+                raise
+            break  # a corrected aim out of reach: keep what was measured
+        cuts = table.cuts(choice)
+        pruned = apply_cuts(model, cuts, input_shape)
+        original, cut = runtime.time_models([model, pruned], input_shape, latency_batch, table.threads)
+        # the cut model's latency on the table's scale: for a speed-up, relative to the original as measured now
+        achieved = cut["median_ms"] * (table.full_ms / original["median_ms"] if target_latency_ms is None else 1)
+        attempt = {"aim_ms": aim, "latency_ms_predicted": table.predict(choice), "latency_ms_measured": cut["median_ms"],
+                   "latency_ms_original": original["median_ms"], "speedup_predicted": table.full_ms / table.predict(choice),
+                   "speedup_measured": original["median_ms"] / cut["median_ms"], "widths": table.widths(choice),
+                   "load_average": [original["load_average"][0], cut["load_average"][-1]],
+                   "machine_busy": cut["machine_busy"], "miss": achieved / goal - 1}
+        attempts.append(attempt)
+        if best is None or abs(attempt["miss"]) < abs(best[0]["miss"]):
+            best = (attempt, cuts, pruned)
+        if abs(attempt["miss"]) <= LATENCY_TOLERANCE:
+            break
+        aim = aim * goal / achieved
+    attempt, cuts, pruned = best
+    after = _measure(pruned, input_shape)
+    channels = {g.root_name: (g.channels, g.channels - len(c.idxs))
+                for g in planner.groups for c in cuts if c.layer == g.root_name}
+    target = {"target_speedup": target_speedup} if target_latency_ms is None else {"target_latency_ms": target_latency_ms}
+    details = {**target, "latency_runtime": runtime.name, "latency_batch": latency_batch, "threads": table.threads,
+               **{k: attempt[k] for k in ("latency_ms_predicted", "latency_ms_measured", "latency_ms_original",
+                                          "speedup_predicted", "speedup_measured", "load_average", "machine_busy")},
+               "latency_table": {**table.info, "full_ms": table.full_ms, "rest_ms": table.rest_ms},
+               "latency_attempts": attempts}
+    if planner.refused:
+        details["refused_layers"] = dict(planner.refused)
+    removed = sum(len(c.idxs) for c in cuts)
+    return PruningResult(pruned, cuts, removed / sum(g.channels for g in planner.groups), "latency",
+                         planner.total_macs, after[0], planner.total_params, after[1], channels, details)
 
 
 def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -166,12 +166,19 @@ class Planner:
                 budget -= size
         return [self._rounded(g, n) for g, n in enumerate(counts)]
 
-    def predict(self, cuts: list[Cut]) -> tuple[int, int]:
-        """(MACs, params) after ``cuts``, from channel counts: the measured totals of the unpruned
-        model minus what each cut conv/linear layer (its measured MACs scaled by the share of its
-        weights that stay) and normalisation layer lose. MACs that do not scale with a layer's
-        channels (attention's matmuls) are kept as measured, so a prediction errs on the side of
-        removing too little; :func:`neurotomy.surgery.filters.prune_filters` measures the result."""
+    def removal_steps(self, g: int) -> list[tuple[int, float]]:
+        """How group ``g`` can shrink: (channels removed, their summed score) after each feasible
+        unit, lowest score first, starting from (0, 0.0) — the widths a latency target may choose
+        from and the score each costs."""
+        score_of = {tuple(unit): score for score, unit in self.units[g]}
+        steps, removed, lost = [(0, 0.0)], 0, 0.0
+        for unit in self._feasible[g]:
+            removed, lost = removed + len(unit), lost + score_of[tuple(unit)]
+            steps.append((removed, lost))
+        return steps
+
+    def removed_channels(self, cuts: list[Cut]) -> dict[tuple[str, str], int]:
+        """Channels each member layer loses to ``cuts``: ``(layer name, "out" | "in")`` → count."""
         removed: dict[tuple[str, str], int] = {}
         by_root = {g.root_name: g for g in self.groups}
         for cut in cuts:
@@ -179,6 +186,15 @@ class Planner:
             for m in by_root[cut.layer].members:
                 n = sum(1 for r in m.root_idxs if r in chosen)
                 removed[(m.name, m.kind)] = removed.get((m.name, m.kind), 0) + n
+        return removed
+
+    def predict(self, cuts: list[Cut]) -> tuple[int, int]:
+        """(MACs, params) after ``cuts``, from channel counts: the measured totals of the unpruned
+        model minus what each cut conv/linear layer (its measured MACs scaled by the share of its
+        weights that stay) and normalisation layer lose. MACs that do not scale with a layer's
+        channels (attention's matmuls) are kept as measured, so a prediction errs on the side of
+        removing too little; :func:`neurotomy.surgery.filters.prune_filters` measures the result."""
+        removed = self.removed_channels(cuts)
         macs, params = self.total_macs, self.total_params
         for name, module in self.graph.model.named_modules():
             out_rm, in_rm = removed.get((name, "out"), 0), removed.get((name, "in"), 0)

@@ -1,0 +1,359 @@
+"""Pruning to a latency: the widths that keep the most score within a latency budget (HALP).
+
+Shen et al. (NeurIPS 2022, "Structural Pruning via Latency-Saliency Knapsack", HALP) prune to a
+latency by (1) a lookup table of each layer's latency over its widths, measured on the target
+device, and (2) a knapsack that keeps the most importance within the budget. Here:
+
+* **Table** (:func:`latency_model`): every conv/linear layer a prunable group touches, as a
+  :class:`~neurotomy.surgery.latency.LayerSpec` (conv + its BatchNorm + its activation, when the
+  model runs them right after it) at its input size, timed at every (input width, output width)
+  pair the candidate widths can give it, at the deployment batch and threads, in the chosen
+  runtime, cached per machine (:func:`~neurotomy.surgery.latency.time_specs`). The model's latency
+  is predicted as the **sum over those layers** of their table entries, calibrated on the unpruned
+  model as measured: when the table sums to less, the difference (pooling, additions, the layers
+  no group touches) is a constant ``rest``; when it sums to more (layers timed alone start from
+  cold inputs; onnxruntime int8 quantizes and transposes each layer's input and output, which the
+  whole model does once), the table is scaled down to the model.
+* **Candidate widths** (:func:`candidate_widths`): multiples of 8 (coarser on wide layers, at most
+  ~16 per group), multiples of 4 below 32, and the full width, kept only where whole units of the
+  group's feasible removal order land — so channel rounding follows the table, not a ``round_to``.
+* **Knapsack** (:func:`~neurotomy.surgery.knapsack.solve_knapsack`): one option per group, its
+  value the summed normalised scores of the channels it keeps (the planner's group scores: HALP's
+  global saliency), its cost the latency of the layers it touches. A layer's latency depends on
+  two groups (the one that cuts its inputs and the one that cuts its outputs); as HALP §3 does
+  with the previous layer's kept width, a group's costs are taken with its neighbours at their
+  current widths, the knapsack solved, the neighbours updated, and so on until the choice repeats
+  (at most :data:`LINEARISATIONS` rounds); in each round the knapsack budget is bisected so that
+  the *exact* (pairwise) prediction meets the budget, and the best choice of all rounds is kept.
+
+Example:
+    >>> import tempfile
+    >>> from neurotomy.models import build_model
+    >>> from neurotomy.scores import get_criterion
+    >>> from neurotomy.surgery.planner import Planner
+    >>> model = build_model("lenet5", 1, 10, 28).eval()
+    >>> planner = Planner(model, get_criterion("l1")(model), (1, 28, 28), [model.classifier[-1]], 1, None, False)
+    >>> table = latency_model(model, planner, (1, 28, 28), "torch", batch=2, threads=1,
+    ...                       cache_dir=tempfile.mkdtemp(), quiet=True)
+    >>> budget = 1.01 * table.predict([0] * len(table.options))  # the narrowest widths fit: reachable
+    >>> choice = table.allocate(budget)
+    >>> table.predict(choice) <= budget, all(w in candidate_widths(g.channels)
+    ...                                      for w, g in zip(table.widths(choice), planner.groups))
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from neurotomy import validate
+from neurotomy.device import model_device
+from neurotomy.errors import PruningError
+from neurotomy.models.anatomy import eval_mode
+from neurotomy.probe import Probe
+from neurotomy.surgery.knapsack import solve_knapsack
+from neurotomy.surgery.latency import ACTIVATIONS, LATENCY_RUNTIMES, LatencyRuntime, LayerSpec, runtime_named, time_specs
+from neurotomy.surgery.planner import Cut, Planner
+
+LINEARISATIONS = 6
+BISECTIONS = 16
+KNAPSACK_BINS = 1024
+TRANSFORMER_LATENCY = ("latency targets prune CNN filters only for now; prune a transformer to --target-macs, "
+                      "--target-params or --ratio")
+ONNX_RUNTIMES = ("onnx", "onnx-int8")  # registered on the jobs floor (neurotomy.jobs.latency_runtimes)
+LATENCY_TOLERANCE = 0.10  # a measured latency this close to the target (relative) is not re-aimed
+
+
+def check_latency_request(ratio, target_macs, target_params, target_speedup, target_latency_ms, latency_batch,
+                          threads, runtime, min_channels, round_to) -> None:
+    """Exactly one amount, a speed-up above 1 or a positive latency, a known runtime, positive
+    batch and threads, and no ``round_to`` (widths follow the table) — else a one-line error."""
+    given = [x for x in (ratio, target_macs, target_params, target_speedup, target_latency_ms) if x is not None]
+    if len(given) != 1:
+        raise PruningError("give exactly one of ratio, target_macs, target_params, target_speedup or target_latency_ms")
+    if target_speedup is not None and validate.positive_float(target_speedup, "target_speedup") <= 1:
+        raise PruningError(f"target_speedup {target_speedup!r} is no speed-up; give a number above 1, "
+                           "e.g. 2 for twice as fast")
+    if target_latency_ms is not None:
+        validate.positive_float(target_latency_ms, "target_latency_ms")
+    validate.positive_int(latency_batch, "latency_batch")
+    validate.positive_int(min_channels, "min_channels")
+    if threads is not None:
+        validate.positive_int(threads, "threads")
+    if round_to is not None:
+        raise PruningError("round_to does not apply to a latency target: widths are the latency table's candidate "
+                           "widths; leave round_to out")
+    if not isinstance(runtime, LatencyRuntime):
+        if runtime in ONNX_RUNTIMES and runtime not in LATENCY_RUNTIMES:
+            raise PruningError(f"the {runtime} latency runtime lives in neurotomy.jobs.latency_runtimes (export and "
+                               "quantization sit beside surgery): import it first, or prune through PruneJob / the CLI")
+        validate.known_name(runtime, "runtime", names=LATENCY_RUNTIMES.names, kind="latency runtime")
+        runtime_named(runtime)  # a runtime whose library is missing says so now, before any work
+
+
+def candidate_widths(channels: int) -> set[int]:
+    """The widths a group of ``channels`` may be cut to: multiples of 8 (of a coarser multiple of 8
+    when that gives more than ~16), multiples of 4 below 32, and ``channels`` itself.
+
+    Example:
+        >>> sorted(candidate_widths(64))
+        [4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64]
+    """
+    step = 8 * max(1, math.ceil(channels / 16 / 8))
+    return {channels, *range(step, channels, step), *range(4, min(channels, 32), 4)}
+
+
+@dataclass
+class TimedLayer:
+    """A conv/linear layer the table times: its spec at the unpruned widths, the groups that cut
+    its outputs and its inputs, and the widths measured on each side."""
+
+    name: str
+    spec: LayerSpec
+    out_groups: list[int]
+    in_groups: list[int]
+    ins: list[int] = field(default_factory=list)
+    outs: list[int] = field(default_factory=list)
+
+
+class LatencyModel:
+    """A model's latency predicted from how many channels each prunable group keeps.
+
+    ``options[g]`` lists group ``g``'s candidate widths as ``(kept channels, score lost)``, narrowest
+    first; a *choice* is one option index per group. ``full_ms`` is the unpruned model's measured
+    latency, ``rest_ms`` what the table does not cover, ``info`` how the table was made."""
+
+    def __init__(self, planner: Planner, layers: list[TimedLayer], options: list[list[tuple[int, float]]],
+                 removal: list[list[dict[tuple[int, str], int]]], ms: dict[str, float], full: dict,
+                 runtime: str, batch: int, threads: int, info: dict) -> None:
+        self.planner, self.layers, self.options, self.removal, self.ms = planner, layers, options, removal, ms
+        self.full_ms, self.full_timing = float(full["median_ms"]), full
+        self.runtime, self.batch, self.threads, self.info = runtime, batch, threads, info
+        self.touched = [sorted({key[0] for opts in removal[g] for key in opts}) for g in range(len(options))]
+        self.full_choice = [len(o) - 1 for o in options]
+        # Calibration to the measured model: layers timed alone can sum to more than the model (cold
+        # inputs, a busy machine) — then the table is scaled down to it; or to less (what it leaves
+        # out: additions, pooling, unpruned layers) — then the difference is a constant rest.
+        table_ms = self._layers_ms(self._removed(self.full_choice))
+        self.scale = min(1.0, self.full_ms / table_ms) if table_ms > 0 else 1.0
+        self.rest_ms = self.full_ms - self.scale * table_ms
+
+    # ------------------------------------------------------------------ prediction
+    def _removed(self, choice: list[int]) -> Counter:
+        removed: Counter = Counter()
+        for g, i in enumerate(choice):
+            removed.update(self.removal[g][i])
+        return removed
+
+    def _widths(self, l: int, out_rm: int, in_rm: int) -> tuple[int, int]:
+        spec = self.layers[l].spec
+        if spec.depthwise:  # one width on both sides, as the planner counts it
+            w = spec.out_channels - max(out_rm, in_rm)
+            return w, w
+        return spec.in_channels - in_rm, spec.out_channels - out_rm
+
+    def layer_ms(self, l: int, in_width: int, out_width: int) -> float:
+        """Milliseconds of layer ``l`` at these widths: the table's entry, or between entries
+        (bilinear; proportional below the narrowest) where several groups feed one side."""
+        layer = self.layers[l]
+        exact = self.ms.get(layer.spec.at(in_width, out_width).key())
+        if exact is not None:
+            return exact
+        if layer.spec.depthwise:
+            return sum(w * self.ms[layer.spec.at(a, a).key()] for a, w in _weights(layer.outs, out_width))
+        return sum(wa * wb * self.ms[layer.spec.at(a, b).key()]
+                   for a, wa in _weights(layer.ins, in_width) for b, wb in _weights(layer.outs, out_width))
+
+    def _layers_ms(self, removed: Counter, only: list[int] | None = None) -> float:
+        return sum(self.layer_ms(l, *self._widths(l, removed[(l, "out")], removed[(l, "in")]))
+                   for l in (range(len(self.layers)) if only is None else only))
+
+    def predict(self, choice: list[int]) -> float:
+        """Predicted milliseconds per batch with each group at its chosen option."""
+        return self.rest_ms + self.scale * self._layers_ms(self._removed(choice))
+
+    def value(self, choice: list[int]) -> float:
+        """The score the choice loses, negated (higher is better)."""
+        return -sum(self.options[g][i][1] for g, i in enumerate(choice))
+
+    def widths(self, choice: list[int]) -> list[int]:
+        return [self.options[g][i][0] for g, i in enumerate(choice)]
+
+    def cuts(self, choice: list[int]) -> list[Cut]:
+        """The planner's cuts for a choice (each group's lowest-scoring feasible channels)."""
+        return self.planner.cuts_for_counts([g.channels - self.options[i][c][0]
+                                             for i, (g, c) in enumerate(zip(self.planner.groups, choice))])
+
+    # ------------------------------------------------------------------ the knapsack
+    def _costs(self, current: list[int]) -> list[list[float]]:
+        """Each group's options' cost: the latency of the layers it touches, its neighbours held at
+        ``current`` (HALP's latency contribution with the adjacent widths fixed)."""
+        removed = self._removed(current)
+        costs = []
+        for g, options in enumerate(self.removal):
+            row = []
+            for option in options:
+                swapped = removed.copy()
+                swapped.subtract(self.removal[g][current[g]])
+                swapped.update(option)
+                row.append(self._layers_ms(swapped, self.touched[g]))
+            costs.append(row)
+        return costs
+
+    def allocate(self, budget_ms: float) -> list[int]:
+        """The choice that keeps the most score with a predicted latency within ``budget_ms``; an
+        unreachable budget is a :class:`PruningError`."""
+        smallest = [0] * len(self.options)
+        if self.predict(smallest) > budget_ms:
+            raise PruningError(self.unreachable(budget_ms))
+        best, current, tried = smallest, self.full_choice, set()
+        values = [[-lost for _, lost in options] for options in self.options]
+        for _ in range(LINEARISATIONS):
+            tried.add(tuple(current))
+            costs = self._costs(current)
+            lo, hi = sum(min(c) for c in costs), sum(max(c) for c in costs)
+            for _ in range(BISECTIONS):
+                mid = (lo + hi) / 2
+                choice = solve_knapsack(values, costs, mid, bins=KNAPSACK_BINS)
+                if choice is not None and self.predict(choice) <= budget_ms:
+                    lo = mid
+                    if self.value(choice) > self.value(best):
+                        best = choice
+                else:
+                    hi = mid
+            if tuple(best) in tried:
+                break
+            current = best
+        return best
+
+    def unreachable(self, budget_ms: float) -> str:
+        least = self.predict([0] * len(self.options))
+        return (f"a latency of {budget_ms:.2f} ms ({self.full_ms / budget_ms:.2f}× speed-up) cannot be reached: the "
+                f"{self.runtime} latency table predicts at least {least:.2f} ms ({self.full_ms / least:.2f}×) at batch "
+                f"{self.batch}, {self.threads} thread(s), with every group at its narrowest candidate width and the "
+                f"ignored layers whole; lower the target (the model measures {self.full_ms:.2f} ms)")
+
+
+def _weights(grid: list[int], x: int) -> list[tuple[int, float]]:
+    """Grid points around ``x`` and their linear-interpolation weights (proportional below the grid)."""
+    if x <= grid[0]:
+        return [(grid[0], x / grid[0])]
+    if x >= grid[-1]:
+        return [(grid[-1], x / grid[-1])]
+    j = bisect.bisect_right(grid, x)
+    lo, hi = grid[j - 1], grid[j]
+    if lo == x:
+        return [(lo, 1.0)]
+    t = (x - lo) / (hi - lo)
+    return [(lo, 1 - t), (hi, t)]
+
+
+def _spec(name: str, module: nn.Module, shape: tuple[int, ...], after: list[nn.Module]) -> LayerSpec:
+    """The spec of ``module`` (input ``shape`` without the batch) with the BatchNorm and activation
+    the model runs right ``after`` it."""
+    def activation(rest: list[nn.Module]) -> str:
+        kind = type(rest[0]).__name__ if rest else ""
+        return kind if kind in ACTIVATIONS and isinstance(rest[0], ACTIVATIONS[kind]) else ""
+
+    if isinstance(module, nn.Linear):
+        return LayerSpec("linear", module.in_features, module.out_features, bias=module.bias is not None,
+                         spatial=tuple(shape[:-1]), activation=activation(after))
+    depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+    if module.groups > 1 and not depthwise:
+        raise PruningError(f"latency targets do not handle grouped convolution {name} (groups={module.groups}) yet; "
+                           f"prune to a MACs target instead, or keep it whole (--ignore {name})")
+    bn = bool(after) and isinstance(after[0], nn.BatchNorm2d) and after[0].num_features == module.out_channels
+    padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+    return LayerSpec("conv", module.in_channels, module.out_channels, tuple(module.kernel_size), tuple(module.stride),
+                     padding, tuple(module.dilation), depthwise, module.bias is not None, tuple(shape[1:]), bn,
+                     activation(after[1:] if bn else after))
+
+
+def _timed_layers(model: nn.Module, planner: Planner, input_shape: tuple[int, ...]) -> list[TimedLayer]:
+    """Every conv/linear layer a group cuts, in execution order, with its input size and the
+    BatchNorm/activation modules run right after it (one forward pass of one image)."""
+    sides: dict[str, dict[str, list[int]]] = {}
+    for g, group in enumerate(planner.groups):
+        for m in group.members:
+            if isinstance(m.module, (nn.Conv2d, nn.Linear)):
+                sides.setdefault(m.name, {"out": [], "in": []})[m.kind].append(g)
+    order: list[tuple[str, nn.Module, tuple[int, ...] | None]] = []
+
+    def record(name: str, module: nn.Module, inputs: tuple, output) -> None:
+        first = inputs[0] if inputs else None
+        order.append((name, module, tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else None))
+
+    leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    with torch.no_grad(), eval_mode(model), Probe(model, leaves, on_module=record):
+        model(torch.zeros(1, *input_shape, device=model_device(model)))
+    layers, seen = [], set()
+    for i, (name, module, shape) in enumerate(order):
+        if name in sides and name not in seen and shape is not None:  # a module run twice is timed once
+            seen.add(name)
+            after = [m for _, m, _ in order[i + 1:i + 3]]
+            layers.append(TimedLayer(name, _spec(name, module, shape, after), sides[name]["out"], sides[name]["in"]))
+    return layers
+
+
+def _options(planner: Planner, g: int) -> list[tuple[int, float]]:
+    """(kept width, score lost) of group ``g``'s candidate widths reachable in whole units, narrowest first."""
+    channels = planner.groups[g].channels
+    wanted = candidate_widths(channels)
+    return sorted((channels - n, lost) for n, lost in planner.removal_steps(g) if channels - n in wanted)
+
+
+def _side_grid(layer: TimedLayer, side: str, options: list, removal: list, l: int) -> list[int]:
+    """The widths one side of a layer can take: its groups' options, or (several groups feed it, a
+    concatenation) a coarse grid the table interpolates on."""
+    full = layer.spec.out_channels if side == "out" else layer.spec.in_channels
+    groups = layer.out_groups if side == "out" else layer.in_groups
+    if len(groups) == 1:
+        g = groups[0]
+        return sorted({full - removal[g][i].get((l, side), 0) for i in range(len(options[g]))})
+    if not groups:
+        return [full]
+    least = full - sum(max(r.get((l, side), 0) for r in removal[g]) for g in groups)
+    return sorted({full, max(1, least), *range(8, full, 8)})
+
+
+def latency_model(model: nn.Module, planner: Planner, input_shape: tuple[int, ...],
+                  runtime: str | LatencyRuntime = "torch", batch: int = 64, threads: int | None = None,
+                  cache_dir: str | os.PathLike | None = None, quiet: bool | None = None) -> LatencyModel:
+    """Measure (or read from the cache) the latency table of ``model``'s prunable groups, and the
+    unpruned model's latency, in ``runtime`` at ``batch`` and ``threads`` (default: torch's current
+    thread count)."""
+    runtime = runtime_named(runtime)
+    threads = int(threads or torch.get_num_threads())
+    layers = _timed_layers(model, planner, input_shape)
+    index = {layer.name: l for l, layer in enumerate(layers)}
+    options = [_options(planner, g) for g in range(len(planner.groups))]
+    removal = []
+    for g, group_options in enumerate(options):
+        rows = []
+        for kept, _ in group_options:
+            counts = [0] * len(planner.groups)
+            counts[g] = planner.groups[g].channels - kept
+            rows.append({(index[name], side): n for (name, side), n in
+                         planner.removed_channels(planner.cuts_for_counts(counts)).items() if name in index and n})
+        removal.append(rows)
+    specs = []
+    for l, layer in enumerate(layers):
+        layer.outs = _side_grid(layer, "out", options, removal, l)
+        layer.ins = _side_grid(layer, "in", options, removal, l)
+        if layer.spec.depthwise:
+            layer.outs = layer.ins = sorted(set(layer.outs) | set(layer.ins))
+            specs += [layer.spec.at(w, w) for w in layer.outs]
+        else:
+            specs += [layer.spec.at(a, b) for a in layer.ins for b in layer.outs]
+    info: dict = {}
+    ms = time_specs(specs, runtime, batch, threads, cache_dir, quiet, info)
+    full = runtime.time_models([model], input_shape, batch, threads)[0]
+    info.update(layers=len(layers), entries=len(ms))
+    return LatencyModel(planner, layers, options, removal, ms, full, runtime.name, batch, threads, info)
