@@ -1,7 +1,8 @@
 """Model matrix (issue 20): does every command's machinery work on the models users bring?
 
 For each torchvision and timm classifier of the issue's list (random init, 10 classes, RGB at
-``--size`` px, 64 by default) and a user-file model (a reused ReLU, a residual add and a concat):
+``--size`` px, 64 by default) and a user-file model (tests/user_net.py: a reused ReLU, a residual
+add and a concat):
 
 * **counting** — ``macs_ours`` (``neurotomy info``: :func:`neurotomy.models.summary.layer_table`)
   against ``macs_flopcounter`` (a plain ``torch.utils.flop_counter.FlopCounterMode`` run, FLOPs / 2),
@@ -46,33 +47,10 @@ TIMM = ["resnet18", "mobilenetv3_small_100", "convnext_atto", "efficientnet_b0"]
 METHODS = ("gradcam", "gradient", "pathway")
 RESULTS = Path(__file__).resolve().parent / "results" / "model_matrix.json"
 
-USER_MODEL = '''
-import torch
-from torch import nn
-
-
-class UserNet(nn.Module):
-    """One ReLU module used four times, a residual add and a channel concatenation."""
-
-    def __init__(self, in_channels=3, num_classes=10, width=32):
-        super().__init__()
-        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.bn = nn.BatchNorm2d(width)
-        self.conv_a = nn.Conv2d(width, width, 3, padding=1)
-        self.conv_b = nn.Conv2d(width, 24, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(width + 24, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn(self.stem(x)))
-        x = self.relu(self.conv_a(x)) + x
-        x = torch.cat([x, self.relu(self.conv_b(x))], 1)
-        return self.head(self.relu(x).mean((2, 3)))
-
-
-def make(in_channels=3, num_classes=10):
-    return UserNet(in_channels, num_classes)
-'''
+# the user's model file the tests load too (one copy): ``UserNet`` is its factory here, as ``make``
+# takes no ``in_channels`` and the matrix runs RGB
+USER_MODEL = Path(__file__).resolve().parents[1] / "tests" / "user_net.py"
+USER_FACTORY = "UserNet"
 
 
 def plain_flop_counter_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
@@ -92,8 +70,8 @@ def run_model(spec: str, source: str, size: int, work: Path) -> dict:
     """Every measurement of one model; a failing step is recorded, never fatal."""
     start = time.perf_counter()
     torch.manual_seed(0)
-    record: dict = {"name": spec.split(":", 1)[1] if source != "file" else "user_net.py:make", "source": source,
-                    "spec": spec, "input_size": size}
+    name = spec.split(":", 1)[1] if source != "file" else f"user_net.py:{USER_FACTORY}"
+    record: dict = {"name": name, "source": source, "spec": spec, "input_size": size}
     shape = (3, size, size)
     model = load_model(spec, in_channels=3, num_classes=10, input_size=size)
     table = layer_table(model, shape)
@@ -146,9 +124,9 @@ def main() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     stamp = begin_stamp()
     work = Path(tempfile.mkdtemp(prefix="model_matrix_"))
-    (work / "user_net.py").write_text(USER_MODEL)
+    (work / "user_net.py").write_text(USER_MODEL.read_text())
     specs = [(f"torchvision:{n}", "torchvision") for n in TORCHVISION] + [(f"timm:{n}", "timm") for n in TIMM]
-    specs.append((f"{work / 'user_net.py'}:make", "file"))
+    specs.append((f"{work / 'user_net.py'}:{USER_FACTORY}", "file"))
     if args.models:
         specs = [(s, src) for s, src in specs if s in args.models]
     records = []

@@ -66,8 +66,8 @@ def test_solver_needs_rows():
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits"), load_dataset("digits", split="test")
+def digits(digits_train, digits_test):
+    return digits_train, digits_test
 
 
 @pytest.fixture(scope="module")

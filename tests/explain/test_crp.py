@@ -5,7 +5,6 @@ import pytest
 import torch
 from captum.attr import InputXGradient
 
-from neurotomy.data import load_dataset
 from neurotomy.explain import METHODS, ExplainError, attribute
 from neurotomy.explain.crp import channel_relevance, conditional_relevance
 from neurotomy.loading import load_model
@@ -19,9 +18,8 @@ def lenet64():
 
 
 @pytest.fixture(scope="module")
-def digits_batch():
-    data = load_dataset("digits", split="test")
-    return data.images[:6].double(), data.targets[:6]
+def digits_batch(digits_test):
+    return digits_test.images[:6].double(), digits_test.targets[:6]
 
 
 def plain(model, x, y):

@@ -5,26 +5,14 @@ import json
 
 import pytest
 
-from neurotomy.data import load_dataset
 from neurotomy.errors import ModelError, OptionError
 from neurotomy.explain.crp import channel_relevance
 from neurotomy.jobs.concepts import (accuracy_kept, compare_directions, concepts_job, directions_and_concepts,
                                      reference_images)
-from neurotomy.loading import load_model
 from neurotomy.scores.subspace import observe_layer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
-
-
-@pytest.fixture(scope="module")
-def lenet():
-    return load_model("zoo:lenet5-digits").eval()
-
-
-@pytest.fixture(scope="module")
-def digits_test():
-    return load_dataset("digits", split="test")
 
 
 def test_reference_images_are_the_most_relevant_ones(lenet, digits_test):
@@ -68,9 +56,8 @@ def test_compare_directions_on_the_fit_data(lenet, digits_test):
     assert accuracy_kept(lenet, digits_test, "features.4", None) == pytest.approx(0.9861, abs=1e-3)
 
 
-def test_directions_and_concepts_for_a_report(lenet, digits_test):
-    train = load_dataset("digits")
-    section = directions_and_concepts(lenet, train, digits_test, layer="features.4", ks=(1, 2), drsa_subspaces=2,
+def test_directions_and_concepts_for_a_report(lenet, digits_train, digits_test):
+    section = directions_and_concepts(lenet, digits_train, digits_test, layer="features.4", ks=(1, 2), drsa_subspaces=2,
                                       drsa_size=2, n_images=2, n_reference=2, per_side=1, max_images=64,
                                       eval_images=100)
     assert len(section["spectra"]["prca_relevance"]) == 16 and len(section["spectra"]["pca_variance"]) == 16

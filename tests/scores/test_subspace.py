@@ -5,7 +5,6 @@ import pytest
 import torch
 from captum.attr import InputXGradient
 
-from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
 from neurotomy.loading import load_model
 from neurotomy.models import build_model
@@ -16,16 +15,6 @@ from neurotomy.scores.subspace import (bases_of, check_orthonormal, drsa, drsa_o
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
-
-
-@pytest.fixture(scope="module")
-def lenet():
-    return load_model("zoo:lenet5-digits").eval()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", split="test")
 
 
 def unit_vectors(n: int, d: int, seed: int) -> torch.Tensor:
@@ -96,11 +85,11 @@ def test_drsa_refuses_more_dimensions_than_the_layer_has():
         drsa(a, a, subspaces=3, size=2)
 
 
-def test_layer_statistics_match_a_hook_free_computation(lenet, digits):
-    stats = observe_layer(lenet, digits, "features.3", max_images=40, batch_size=16, positions=4, quiet=True)
+def test_layer_statistics_match_a_hook_free_computation(lenet, digits_test):
+    stats = observe_layer(lenet, digits_test, "features.3", max_images=40, batch_size=16, positions=4, quiet=True)
     # the same images (the shuffle is seeded) through the model split at the layer: a is a leaf
-    order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:40]
-    images, labels = digits.images[order].float(), digits.targets[order]
+    order = torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(0))[:40]
+    images, labels = digits_test.images[order].float(), digits_test.targets[order]
     a = lenet.features[:4](images).detach().requires_grad_(True)
     logits = lenet.classifier(lenet.features[4:](a))
     (grad,) = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), a)
@@ -113,8 +102,8 @@ def test_layer_statistics_match_a_hook_free_computation(lenet, digits):
     assert all(p.grad is None for p in lenet.parameters())
 
 
-def test_subspaces_spanning_the_layer_share_its_relevance(lenet, digits):
-    stats = observe_layer(lenet, digits, "features.3", max_images=64, quiet=True)
+def test_subspaces_spanning_the_layer_share_its_relevance(lenet, digits_test):
+    stats = observe_layer(lenet, digits_test, "features.3", max_images=64, quiet=True)
     for method in ("prca", "drsa", "pca", "random"):
         bases = find_subspaces(stats, method, subspaces=4, size=4, seed=0, **({"steps": 30} if method == "drsa" else {}))
         joint = torch.cat(bases, 1)
@@ -126,8 +115,8 @@ def test_subspaces_spanning_the_layer_share_its_relevance(lenet, digits):
     assert all(prca >= stats.relevance(torch.cat(find_subspaces(stats, m, 4), 1)) - 1e-9 for m in ("pca", "random"))
 
 
-def test_subspace_scores_are_unit_scores_that_save_and_load(lenet, digits, tmp_path):
-    scores = score_subspaces(lenet, digits, "features.3", "prca", subspaces=3, max_images=32, quiet=True)
+def test_subspace_scores_are_unit_scores_that_save_and_load(lenet, digits_test, tmp_path):
+    scores = score_subspaces(lenet, digits_test, "features.3", "prca", subspaces=3, max_images=32, quiet=True)
     assert isinstance(scores, UnitScores) and scores.info["unit"] == "subspace" and list(scores) == ["features.3"]
     relevance = scores["features.3"]
     assert relevance[0] >= relevance[1] >= relevance[2]
@@ -142,12 +131,12 @@ def test_subspace_scores_are_unit_scores_that_save_and_load(lenet, digits, tmp_p
     with pytest.raises(NeurotomyError, match="not subspace scores"):
         bases_of(UnitScores({"c": torch.ones(2)}, "l1"))
     with pytest.raises(NeurotomyError, match="need 20 dimensions; layer 'features.3' has 16"):
-        score_subspaces(lenet, digits, "features.3", "prca", subspaces=5, size=4, max_images=8, quiet=True)
+        score_subspaces(lenet, digits_test, "features.3", "prca", subspaces=5, size=4, max_images=8, quiet=True)
 
 
-def test_heatmaps_of_subspaces_sum_to_gradient_times_input(lenet, digits):
+def test_heatmaps_of_subspaces_sum_to_gradient_times_input(lenet, digits_test):
     model = load_model("zoo:lenet5-digits").double().eval()
-    x, y = digits.images[:5].double(), digits.targets[:5]
+    x, y = digits_test.images[:5].double(), digits_test.targets[:5]
     bases = list(random_basis(16, 6, seed=2).split(3, dim=1))
     maps = subspace_heatmaps(model, x, y, "features.3", bases)
     assert maps.shape == (5, 3, 1, 8, 8)
@@ -177,11 +166,11 @@ def test_orthonormal_helpers():
         check_orthonormal(torch.eye(4)[:, :2], channels=3)
 
 
-def test_token_layers_take_tokens_as_positions(digits):
+def test_token_layers_take_tokens_as_positions(digits_test):
     vit = build_model("vit_tiny", 1, 10, 8, patch=2, dim=16, depth=2, num_heads=2, mlp_hidden=24).double().eval()
-    stats = observe_layer(vit, digits, "blocks.0", max_images=8, positions=4, quiet=True)
+    stats = observe_layer(vit, digits_test, "blocks.0", max_images=8, positions=4, quiet=True)
     assert (stats.layout, stats.channels, stats.rows, stats.images) == ("channels_last", 16, 8 * 17, 8)
-    x, y = digits.images[:3].double(), digits.targets[:3]
+    x, y = digits_test.images[:3].double(), digits_test.targets[:3]
     maps = subspace_heatmaps(vit, x, y, "blocks.0", list(random_basis(16, 8, seed=0).split(4, dim=1)))
     plain = InputXGradient(vit).attribute(x.clone().requires_grad_(True), target=y).detach()
     torch.testing.assert_close(maps.sum(1), plain, rtol=0, atol=1e-12)

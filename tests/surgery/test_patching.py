@@ -4,17 +4,14 @@ from safetensors.torch import load_file
 
 from neurotomy.checkpoint import read_meta, save_checkpoint
 from neurotomy.loading import load_checkpoint
-from neurotomy.data import load_dataset
 from neurotomy.errors import NeurotomyError
-from neurotomy.loading import load_model
 from neurotomy.jobs.split import split
 from neurotomy.surgery.patching import agrees_about_class, patch
 
 
 @pytest.fixture(scope="module")
-def model_module_data():
-    model = load_model("zoo:lenet5-digits")
-    train, test = load_dataset("digits"), load_dataset("digits", split="test")
+def model_module_data(lenet, digits_train, digits_test):
+    model, train, test = lenet, digits_train, digits_test
     module = split(model, train, 3, calibration_images=200, finetune_epochs=1, finetune_images=300, quiet=True)
     return model, module.model, train, test
 

@@ -17,11 +17,6 @@ from neurotomy.surgery.recipe import replay_recipe
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
-@pytest.fixture(scope="module")
-def lenet():
-    return load_model("zoo:lenet5-digits").eval()
-
-
 def output_of(model, layer, x):
     seen = {}
     with torch.no_grad(), Probe(model, [layer], on_output=lambda _, out: seen.update(out=out)):

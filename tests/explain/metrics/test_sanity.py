@@ -4,20 +4,16 @@ import pytest
 import torch
 from torch import nn
 
-from neurotomy.data import load_dataset
 from neurotomy.models.anatomy import execution_order
 from neurotomy.explain.metrics import (MetricError, cascading_randomization, execution_blocks,
                                        independent_randomization, sobel_map)
-from neurotomy.loading import load_model
 
 from .conftest import gradient_map
 
 
 @pytest.fixture(scope="module")
-def lenet_digits():
-    model = load_model("zoo:lenet5-digits").eval()
-    data = load_dataset("digits", split="test")
-    return model, data.images[:32], data.targets[:32]
+def lenet_digits(lenet, digits_test):
+    return lenet, digits_test.images[:32], digits_test.targets[:32]
 
 
 class RegisteredBackwards(nn.Module):

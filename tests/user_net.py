@@ -1,8 +1,10 @@
-"""A user's own model file: a reused ReLU, a residual add and a concatenation (issue 20)."""
+"""A user's own model file: a reused ReLU, a residual add and a concatenation (issue 20).
 
-import pytest
+The one copy of this source: the tests (tests/conftest.py ``user_net``) and
+benchmarks/model_matrix.py copy the file and load it by path, as a user's file is loaded
+(``path/to/user_net.py:make``). ``make`` takes no ``in_channels`` on purpose (the loader passes only
+the options a factory accepts); ``UserNet`` itself takes it."""
 
-USER_NET = '''
 import torch
 from torch import nn
 
@@ -30,17 +32,9 @@ def make(num_classes=10):
     return UserNet(num_classes=num_classes)
 
 
+# not models: the loader's error messages are tested on these (tests/loading/test_specs.py)
 def not_a_model():
     return 42
 
 
 CONSTANT = 3
-'''
-
-
-@pytest.fixture
-def user_net(tmp_path):
-    """Path of a fresh copy of the user-model file."""
-    path = tmp_path / "user_net.py"
-    path.write_text(USER_NET)
-    return path
