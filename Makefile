@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit
+.PHONY: demo test install install-dev bench-pruning bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,13 @@ bench-robustness: install-dev
 test-strength: install-dev
 	$(BIN)/python benchmarks/test_strength.py
 
-# accuracy grid (long: fine-tuning), then speed on the same architectures (waits for a quiet machine)
+# issue 19: ours vs torch-pruning at −50/−70/−85 % MACs and 1.5/2/3× speed-up, ± reconstruction, 3 fine-tune
+# epochs each (long, resumable), then batch-64 speed-ups (waits for a quiet machine) → pruning_budget.json
 bench-pruning: install
+	$(BIN)/python benchmarks/pruning_budget.py --root $(FMNIST)
+
+# every criterion × MACs target × scope (long: fine-tuning), then speed on the same architectures (waits for a quiet machine)
+bench-criteria: install
 	$(BIN)/python benchmarks/pruning_criteria.py --root $(FMNIST)
 	$(BIN)/python benchmarks/pruning_speed.py --root $(FMNIST)
 

@@ -19,13 +19,16 @@ import argparse
 import copy
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 
-from neurotomy.data import load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tp_baselines import magnitude_l1, tp_bisect  # noqa: E402
+
+from neurotomy.data import load_dataset  # noqa: E402
 from neurotomy.files import write_json
 from neurotomy.models.summary import count_macs_params
 from neurotomy.loading import load_model
@@ -33,7 +36,6 @@ from neurotomy.jobs.prune import PruneJob, forward_seconds
 from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.scores import CRITERIA, get_criterion
-from neurotomy.surgery.planner import default_ignored
 from neurotomy.train import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,29 +51,9 @@ def machine() -> str:
 
 def tp_default_prune(model, target: float, scope: str, shape) -> torch.nn.Module:
     """Torch-Pruning's own pipeline: MetaPruner + MagnitudeImportance(p=1), the classifier ignored,
-    its pruning ratio bisected so the MACs reduction lands on ``target`` like ours."""
-    example = torch.zeros(1, *shape)
-    base = count_macs_params(model, shape)[0]
-
-    def pruned_at(ratio: float):
-        m = copy.deepcopy(model)
-        pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                      pruning_ratio=ratio, global_pruning=(scope == "global"),
-                                      ignored_layers=[dict(m.named_modules())[n] for n in default_ignored(m)])
-        pruner.step()
-        return m, 1 - count_macs_params(m, shape)[0] / base
-
-    lo, hi = 0.0, 0.95
-    best = None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        m, reduction = pruned_at(mid)
-        if best is None or abs(reduction - target) < abs(best[1] - target):
-            best = (m, reduction)
-        if abs(reduction - target) <= 0.003:
-            break
-        lo, hi = (mid, hi) if reduction < target else (lo, mid)
-    return best[0]
+    its pruning ratio bisected so the MACs reduction lands on ``target`` like ours (see
+    benchmarks/tp_baselines.py; the model comes back rebuilt through our surgery, bit-identical)."""
+    return tp_bisect(model, target, tuple(shape), magnitude_l1, global_pruning=(scope == "global"))[0]
 
 
 def measure(original, pruned, shape, acc_original, label: dict) -> dict:

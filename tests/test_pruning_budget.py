@@ -1,0 +1,169 @@
+"""benchmarks/pruning_budget.py (issue 19's benchmark) and its torch-pruning baselines
+(benchmarks/tp_baselines.py): the Spearman ranks against scipy, the summary's targets and misses on
+made-up records, the --only filter, the baseline rebuilt bit-identical through our surgery, and the
+benchmark's fine-tune equal to the one PruneJob runs."""
+
+import argparse
+import copy
+import importlib.util
+import random
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurotomy.checkpoint import save_checkpoint
+from neurotomy.jobs.prune import PruneJob
+from neurotomy.loading import load_model
+from neurotomy.models import build_model
+from neurotomy.models.summary import count_macs_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def budget():
+    return _load("pruning_budget")
+
+
+@pytest.fixture(scope="module")
+def tpb():
+    return _load("tp_baselines")
+
+
+def test_spearman_matches_scipy_with_ties(budget):
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(0)
+    for n in (3, 4, 6, 9, 14):
+        for _ in range(20):
+            x = [rng.choice([0.1, 0.2, 0.3, 0.4, rng.random()]) for _ in range(n)]  # ties on purpose
+            y = [rng.choice([0.5, 0.6, rng.random()]) for _ in range(n)]
+            assert budget.average_ranks(x) == pytest.approx(list(stats.rankdata(x)))
+            ours = budget.spearman(x, y)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scipy's ConstantInputWarning: a constant side, on purpose
+                ref = float(stats.spearmanr(x, y).statistic)
+            assert (ours is None) == (ref != ref)  # a constant side: undefined in both
+            if ours is not None:
+                assert ours == pytest.approx(ref, abs=1e-12)
+    assert budget.spearman([1, 2], [2, 1]) is None
+    assert budget.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        budget.spearman([1, 2, 3], [1, 2])
+
+
+def test_only_patterns_and_keys(budget):
+    spec = budget.Spec("ours", "l1", "uniform", "macs", 0.85, True)
+    assert spec.key == "ours/l1/uniform/macs0.85/rec"
+    assert budget.Spec("tp-default", "l1", "uniform", "speedup", 2.0).key == "tp-default/l1/uniform/speedup2/norec"
+    assert budget.selected(spec.key, [])
+    assert budget.selected(spec.key, ["ours/l1/*/macs0.85/*"])
+    assert not budget.selected(spec.key, ["ours/l1/*/macs0.5/*", "tp-*"])
+    assert budget.selected(spec.key, ["macs0.85"]) and not budget.selected(spec.key, ["macs0.5"])
+    assert budget.nearest_macs_target(1.5, [0.85, 0.5, 0.7]) == 0.5
+    assert budget.nearest_macs_target(3.0, [0.85, 0.5, 0.7]) == 0.7
+    assert budget.nearest_macs_target(2.0, []) == 0.5
+
+
+def _record(method, criterion, target, ft, recal=0.5, rec=None, refit=False, speedup=None, timed=None, scope="uniform"):
+    return {"key": f"{method}/{criterion}/{scope}/{'speedup' if speedup else 'macs'}{speedup or target:g}/"
+                   f"{'rec' if refit else 'norec'}",
+            "method": method, "criterion": criterion, "scope": scope, "reconstruct": refit,
+            "target_macs_reduction": None if speedup else target, "target_speedup": speedup,
+            "macs_reduction": target, "acc_recalibrated": recal, "acc_reconstructed": rec, "acc_finetuned": ft,
+            "acc_by_epoch": {"1": ft - 0.01, "2": ft - 0.005, "3": ft}, "reconstruction": {"seconds": 12.0} if refit else None,
+            "speedup_batch64": timed, "speedup_batch64_predicted": speedup, "threads": 1, "load_average": [0.1, 0.2]}
+
+
+def test_summary_targets_and_misses(budget):
+    records = [
+        _record("ours", "l1", 0.5, 0.9440, recal=0.60), _record("ours", "chip", 0.5, 0.9430, recal=0.80),
+        _record("ours", "random", 0.5, 0.9300, recal=0.40),
+        _record("ours", "l1", 0.5, 0.9445, rec=0.935, refit=True),
+        _record("tp-default", "l1", 0.5, 0.9450),  # ours 0.05 pt behind: a tie
+        _record("ours", "l1", 0.85, 0.9200), _record("tp-taylor", "taylor", 0.85, 0.9300, scope="global"),
+        _record("ours", "l1", 0.7, 0.93, rec=0.85, refit=True),
+        _record("ours", "l1", 0.6, 0.93, speedup=2.0, timed=2.3),  # 15 % over: a miss
+        _record("ours", "l1", 0.6, 0.93, speedup=2.0, timed=2.1, refit=True, rec=0.9),
+        _record("tp-default", "l1", 0.6, 0.90, speedup=2.0, timed=1.5),
+    ]
+    results = {"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}}
+    s = budget.summarize(results)
+    assert s["macs_targets"]["0.5"]["met"] is True
+    assert s["macs_targets"]["0.5"]["ours_minus_tp_pts"] == pytest.approx(-0.05)
+    assert s["macs_targets"]["0.5"]["ours_best"]["key"] == "ours/l1/uniform/macs0.5/rec"
+    assert s["macs_targets"]["0.85"]["met"] is False
+    assert s["loss_at_85_pts"]["value"] == pytest.approx(2.65) and s["loss_at_85_pts"]["met"] is False
+    assert s["reconstruct_only"]["0.5"]["met"] is True and s["reconstruct_only"]["0.7"]["met"] is False
+    assert s["reconstruct_only"]["0.7"]["met_seconds"] is True
+    saves = s["reconstruct_saves"]["0.5"]  # with reconstruct 0.9345, 0.9395, 0.9445 vs 0.9440 without after 3
+    assert saves["epochs_to_match"] == 3 and saves["epochs_saved"] == 0
+    speed = s["speedup_targets"]["2"]
+    assert speed["hit_count"] == 1 and speed["timed"] == 2 and speed["met"] is False
+    assert speed["ours_minus_tp_pts"] == pytest.approx(3.0)
+    rho = next(g for g in s["spearman"] if g["target"] == "macs0.5" and not g["reconstruct"])
+    assert rho["n"] == 3 and rho["rho"] == pytest.approx(0.5)  # recal ranks 2,3,1 vs fine-tuned ranks 3,2,1
+    text = "\n".join(s["misses"])
+    assert "−85% MACs after 3 epochs" in text and "-1.00 pt" in text
+    assert "2.65 pt" in text and "−70% MACs reconstruct-only: 85.00%" in text and "+15%" in text
+    assert "−50% MACs after" not in text
+
+
+@pytest.mark.parametrize("importance,global_pruning", [("magnitude_l1", False), ("group_taylor", True)])
+def test_tp_baseline_rebuilt_bit_identical_and_reloadable(tpb, digits_train, tmp_path, importance, global_pruning):
+    torch.manual_seed(0)
+    model = build_model("resnet20", 1, 10, 8).eval()
+    grads = tpb.taylor_gradients(model, digits_train, 256) if importance == "group_taylor" else None
+    if grads is not None:
+        assert set(grads) == {n for n, p in model.named_parameters()} and all(p.grad is None for p in model.parameters())
+    before = copy.deepcopy(model.state_dict())
+    pruned, info = tpb.tp_bisect(model, 0.6, (1, 8, 8), getattr(tpb, importance), global_pruning, grads,
+                                 tolerance=0.02)  # a loose stop: a few bisections keep the test fast
+    assert info["rebuilt_identical"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    macs0, macs1 = count_macs_params(model, (1, 8, 8))[0], count_macs_params(pruned, (1, 8, 8))[0]
+    assert 1 - macs1 / macs0 == pytest.approx(info["macs_reduction"])
+    assert abs(info["macs_reduction"] - 0.6) <= 0.02 and len(info["bisection"]) < 14
+    direct, _ = tpb.tp_prune(model, info["ratio"], (1, 8, 8), getattr(tpb, importance), global_pruning, grads)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(direct(x), pruned(x))  # torch-pruning's own model, independently of our check
+    again = load_model(str(save_checkpoint(pruned, tmp_path / "tp.safetensors")))
+    with torch.no_grad():
+        assert torch.equal(again(x), pruned(x))
+
+
+def test_benchmark_finetune_is_prunejobs(budget, lenet, digits_train, digits_test, one_thread):
+    """The benchmark fine-tunes outside the job (to read every epoch); it must be the job's fine-tune."""
+    job = dict(criterion="l1", target_macs=0.4, measure_latency=False, quiet=True, recalibrate_images=256)
+    tuned, record = PruneJob(finetune_epochs=2, force=True, **job).run(lenet, digits_train, digits_test)
+    cut, _ = PruneJob(**job).run(lenet, digits_train, digits_test)
+    args = argparse.Namespace(finetune_epochs=2, finetune_lr=0.01, distill=False, seed=0, quiet=True, build="unused")
+    bench = budget.Budget(args, lenet, digits_train, digits_test, {"acc_original": record["acc_original"]}, None)
+    out = bench.recover(cut)
+    assert out["acc_finetuned"] == record["acc_finetuned"] and set(out["acc_by_epoch"]) == {"1", "2"}
+    assert all(torch.equal(a, b) for a, b in zip(cut.state_dict().values(), tuned.state_dict().values()))
+
+
+def test_smoke_refuses_the_results_directory(budget, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        budget.parse_args(["--smoke", "--root", str(tmp_path), "--out", str(ROOT / "benchmarks" / "results")])
+    assert exc.value.code == 2 and "--smoke writes trial numbers" in capsys.readouterr().err
+    args = budget.parse_args(["--smoke", "--root", str(tmp_path)])
+    shutil.rmtree(args.out)  # the temporary directory it made
+    assert Path(args.out).resolve() != (ROOT / "benchmarks" / "results").resolve()
+    assert args.criteria == ["l1"] and args.max_train == 512 and args.finetune_epochs == 1
+    assert Path(args.build).is_relative_to(Path(args.out))
