@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo")
+FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo",
+         "subspaces")
 
 SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
@@ -482,6 +483,28 @@ def demo_bullet(dd: dict) -> str:
             f"{', the rest does not' if len(rest) == 1 else ''}.")
 
 
+def subspaces_bullet(ss: dict) -> str:
+    """PRCA against PCA (and random directions) on one block: relevance captured and accuracy kept."""
+    c = ss["comparison"]
+    ks = c["ks"]
+
+    def curve(method: str, key: str, places: int) -> str:
+        return " / ".join(f"{100 * v:.{places}f}" for v in c[method][key])
+
+    wins = ss["verdict"]["prca_beats_pca"]
+    drsa = "; ".join(f"{d['subspaces']} subspaces of {d['size']}: relevance shares "
+                     f"{' / '.join(f'{100 * s:.0f}' for s in d['relevance_share'])} %" for d in ss["drsa"])
+    return (f"- Relevant directions (`benchmarks/results/subspaces.json`, {model_name(ss['model'].split(':')[-1])} "
+            f"`{ss['layer']}`, {ss['channels']} channels, fitted on {thousands(ss['fit_images'])} training images): "
+            f"held-out relevance captured by the top k = {', '.join(map(str, ks))} directions — PRCA "
+            f"{curve('prca', 'relevance_captured', 0)} %, PCA {curve('pca', 'relevance_captured', 0)} %, random "
+            f"{curve('random', 'relevance_captured', 0)} % (shares of the total: above 100 % where the directions left "
+            f"out carry negative relevance); accuracy with the block projected onto them — PRCA "
+            f"{curve('prca', 'accuracy_kept', 1)} %, PCA {curve('pca', 'accuracy_kept', 1)} % (full "
+            f"{pct(c['accuracy_full'])}). PRCA captures more relevance at {sum(wins['relevance_captured'])} of "
+            f"{len(ks)} k but keeps more accuracy at only {sum(wins['accuracy_kept'])} of {len(ks)}. DRSA: {drsa}.")
+
+
 def zoo_line(zoo: dict) -> str:
     parts = [f"`zoo:{name}` {pct(e['test_accuracy'], 2 if 'resnet20' in name else 1)} "
              f"({thousands(e['test_images'])} test images)" for name, e in zoo.items()]
@@ -566,6 +589,13 @@ def claims(r: dict) -> list[str]:
           verdict(abs(large / small - 1) <= MEMORY_TARGET))
     onnx = max(sc["onnx_max_abs_diff"].values())
     claim("ONNX outputs vs PyTorch", "#8", f"within {sci(ONNX_TARGET)}", sci(onnx), verdict(onnx <= ONNX_TARGET))
+    ss = r["subspaces"]
+    wins = ss["verdict"]["prca_beats_pca"]
+    won = {key: sum(v) for key, v in wins.items()}
+    n = len(ss["comparison"]["ks"])
+    claim("PRCA's top-k directions capture more relevance, and keep more accuracy, than PCA's",
+          "Chormai et al., TPAMI 2024", "every k", f"relevance at {won['relevance_captured']} of {n} k, accuracy at "
+          f"{won['accuracy_kept']} of {n} k", verdict(all(all(v) for v in wins.values()), any(won.values())))
     runs = demo_runs(dd)
     quiet = min(runs, key=lambda x: x["load_average_before"][0])
     busy = [x["wall_seconds"] for x in runs if x is not quiet]
@@ -616,7 +646,8 @@ def generate(results: Path = RESULTS) -> str:
         zoo_line(r["zoo"]), "", *pruning_table(pc), "",
         recalibration_bullet(pc["records"]), finetune_bullet(pc), speed_bullet(pc), scoring_bullet(pc["records"]),
         layer_bullet(r["layer_dynamics"]), explanation_bullet(r["explanations"]), classes_bullet(r["classes"]),
-        gradmask_bullet(r["grad_mask"]), scale_bullet(r["scale"]), demo_bullet(r["dissect_demo"]), "",
+        gradmask_bullet(r["grad_mask"]), subspaces_bullet(r["subspaces"]), scale_bullet(r["scale"]),
+        demo_bullet(r["dissect_demo"]), "",
         *claims(r), END]))
 
 
