@@ -625,7 +625,7 @@ def plot(results: dict, path: Path) -> None:
     if best is not None and best not in shown:
         shown.append(best)
     for r in shown:
-        name = (r["method"], r["criterion"], r["scope"], r["reconstruct"])
+        name = (r["method"], r["criterion"], r["scope"], r["reconstruct"], "macs")
         ax.plot(range(len(layers)), r["widths"], **{**style(name), "ls": "-", "label": f"{style(name)['label']} "
                 f"({100 * r['acc_finetuned']:.2f} %)" if r.get("acc_finetuned") is not None else style(name)["label"]})
     ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=6)
