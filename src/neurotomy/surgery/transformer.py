@@ -17,8 +17,12 @@ How many: one ``ratio`` per unit family — of each layer's units (``uniform``),
 units ranked together across blocks (``global``: heads against heads, neurons against neurons, the
 isomorphic grouping of Fang et al., ECCV 2024) — or a MACs/params reduction met by bisection on the
 ratio (:func:`neurotomy.surgery.planner.search_ratio`) over predicted costs, then re-aimed on the
-measured model. Predicted costs count what a cut changes: each linear's MACs and weights by the
-share that stays, each attention's matmuls (q·kᵀ and attention·v) by the share of heads that stays.
+measured model. A target over several families is split between them by
+:mod:`neurotomy.surgery.allocation` (the residual stream cut last without data; the split measured
+on calibration batches with them), not by one ratio for all: the residual stream is far more
+fragile than its share of MACs. Predicted costs count what a cut changes: each linear's MACs and
+weights by the share that stays, each attention's matmuls (q·kᵀ and attention·v) by the share of
+heads that stays.
 
 Scores: ``UnitScores`` keyed as :mod:`neurotomy.scores.transformer` makes them (heads by attention
 module name, neurons by ``fc1`` name, embedding channels by ``"embedding"``), or torch-pruning's
@@ -60,6 +64,7 @@ from neurotomy.models.anatomy import eval_mode, require_input_shape
 from neurotomy.models.summary import count_macs_params, layer_table
 from neurotomy.models.transformer import AttentionSite, attention_sites, mlp_sites
 from neurotomy.scores.unit_scores import UnitScores
+from neurotomy.surgery.allocation import calibration_batches, calibration_loss, search, stream_last
 from neurotomy.surgery.attention import head_refusal, remove_heads, unpack_attention, unpacked
 from neurotomy.surgery.filters import PruningResult, describe_failure, meet_measured, model_meta
 from neurotomy.surgery.graph import (CoupledGroup, coupled_group, dependency_graph, out_channel_handler,
@@ -265,6 +270,7 @@ class TransformerPlanner:
 
     def __init__(self, units: TransformerUnits, scores: UnitScores, round_to: int | None) -> None:
         self.units, self.round_to = units, round_to
+        self.fixed: dict[str, float] = {}  # family → the share of its units it loses, whatever the ratio
         normalized = scores.normalized("mean")
         self.layers: list[Layer] = []
         self.scores: list[torch.Tensor] = []
@@ -306,13 +312,15 @@ class TransformerPlanner:
 
     def counts(self, ratio: float, scope: str) -> list[int]:
         """How many units each layer loses at ``ratio``: that share of each layer (uniform), or of
-        each family's units, the lowest-scoring first, each layer keeping its floor (global)."""
+        each family's units, the lowest-scoring first, each layer keeping its floor (global). A
+        family in ``fixed`` (:mod:`neurotomy.surgery.allocation`) loses its fixed share instead."""
+        share = {family: self.fixed.get(family, ratio) for family in FAMILIES}
         if scope == "uniform":
-            return [self._rounded(i, int(math.floor(ratio * layer.units + 1e-9)))
+            return [self._rounded(i, int(math.floor(share[layer.family] * layer.units + 1e-9)))
                     for i, layer in enumerate(self.layers)]
         counts = [0] * len(self.layers)
-        for ranked in self.ranked.values():
-            budget = int(math.floor(ratio * len(ranked) + 1e-9))
+        for family, ranked in self.ranked.items():
+            budget = int(math.floor(share[family] * len(ranked) + 1e-9))
             for i in ranked:
                 if budget <= 0:
                     break
@@ -440,22 +448,36 @@ def prune_transformer(model: nn.Module, scores: UnitScores | Sequence[UnitScores
                       target_macs: float | None = None, target_params: float | None = None,
                       scope: str = "uniform", min_heads: int = 1, min_channels: int = 1,
                       ignored_layers: list[str] | None = None, round_to: int | None = None,
-                      input_shape: tuple[int, ...] | None = None) -> PruningResult:
+                      input_shape: tuple[int, ...] | None = None,
+                      calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> PruningResult:
     """Remove the lowest-scoring heads, MLP neurons and/or embedding channels (``units``: heads,
     neurons, embedding, all, or a list of families such as ``["heads", "neurons"]``) of a transformer.
 
     Amount: ``ratio`` of each family's units (per layer with ``scope="uniform"``, ranked across
     blocks with ``"global"``), or a ``target_macs`` / ``target_params`` reduction met within ±1 pt
-    on predicted costs and re-aimed on the measured model. ``min_heads`` heads per attention and
+    on predicted costs and re-aimed on the measured model. With a target and several families, how
+    the target is split between them is chosen (:mod:`neurotomy.surgery.allocation`): without
+    ``calibration``, heads and neurons share the ratio and the residual stream is cut last (only as
+    far as the target needs); with ``calibration`` — a few (images, labels) batches, e.g. 512
+    training images — the heads' and the stream's shares are searched and the split whose cut has the
+    lowest cross-entropy on those batches is kept (deterministic for the same batches; each candidate
+    is cut and run once, ~20 candidates at most). ``details["allocation"]`` says what was chosen and
+    how. ``min_heads`` heads per attention and
     ``min_channels`` neurons per MLP / embedding channels survive; ``round_to`` keeps neuron and
     embedding counts multiples of it; ``ignored_layers`` (default: the classifier) are kept whole —
     name an attention module (or its ``qkv``/``proj``) to keep its heads, an ``fc1``/``fc2`` to keep
     its neurons. ``details`` of the result: ``units``, ``heads_removed``, ``neurons_removed``,
-    ``embedding_removed``, and ``refused_layers`` with why. The result's model carries the recipe.
+    ``embedding_removed``, ``allocation`` (with a target) and ``refused_layers`` with why. The
+    result's model carries the recipe.
     """
     families = _families(units)
     check_request(ratio, target_macs, target_params, scope, min_channels, round_to)
     validate.positive_int(min_heads, "min_heads")
+    if calibration is not None and ratio is not None:
+        raise PruningError("calibration chooses how a target_macs / target_params reduction is split between unit "
+                           "families; a ratio already fixes each family's share: give a target, or leave out "
+                           "calibration")
+    batches = calibration_batches(calibration) if calibration is not None else None
     scores = _merged(scores)
     input_shape = tuple(input_shape or require_input_shape(model))
     resolve_ignored(model, ignored_layers)  # unknown names are an error
@@ -466,19 +488,26 @@ def prune_transformer(model: nn.Module, scores: UnitScores | Sequence[UnitScores
     if planner.units.refused:
         warnings.warn(refusal_line(planner.units.refused, "as they cannot be cut"), NeurotomyWarning, stacklevel=2)
     which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
-    if ratio is None:
-        ratio = planner.ratio_for(target, which, scope)
-    cuts = planner.plan(ratio, scope)
 
     def apply(cuts_: list[Cut]) -> nn.Module:
         return apply_transformer_cuts(model, cuts_, input_shape, steps)
+
+    allocation = None
+    if ratio is None:
+        allocation = (stream_last(planner, target, which, scope) if batches is None else
+                      search(planner, target, which, scope, lambda cuts_: calibration_loss(apply(cuts_), batches)))
+        ratio = planner.ratio_for(target, which, scope)
+    cuts = planner.plan(ratio, scope)
 
     pruned = apply(cuts)
     before, after = count_macs_params(model, input_shape), count_macs_params(pruned, input_shape)
     if target is not None:
         ratio, cuts, pruned, after = meet_measured(planner, scope, which, target, (ratio, cuts, pruned, after),
                                                    before, apply, lambda m: count_macs_params(m, input_shape))
-    return _result(pruned, cuts, ratio, scope, before, after, planner, units)
+    result = _result(pruned, cuts, ratio, scope, before, after, planner, units)
+    if allocation is not None:
+        result.details["allocation"] = allocation.describe()
+    return result
 
 
 def _result(pruned, cuts, ratio, scope, before, after, planner: TransformerPlanner, units) -> PruningResult:
