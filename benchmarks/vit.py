@@ -66,6 +66,7 @@ from neurotomy.data.subsets import balanced_subset
 from neurotomy.errors import NeurotomyError, ResumeError
 from neurotomy.explain.rating import compare_reasons, rate_explanations
 from neurotomy.files import write_json
+from neurotomy.jobs.prune import CALIBRATION_IMAGES
 from neurotomy.loading import load_model
 from neurotomy.models import build_model
 from neurotomy.models.summary import count_macs_params
@@ -89,10 +90,10 @@ UNITS = {"heads": ("head",), "neurons": ("neuron",), "embedding": ("embedding",)
          "all": UNIT_KINDS}
 # ours: a criterion for every unit kind, or one name per kind (head, neuron[, embedding]) joined by "+";
 # global scope, because a 4-head ViT's uniform ratio moves heads in quarters: on vit_tiny (heads+neurons) uniform
-# landed at −74.6 % for the −70 % target, global within 0.7 pt of every target. Note for units=all: our planner
-# gives every unit family the same ratio, so the residual stream loses as large a share as the MLPs (40 of 128
-# channels at −50 %), while torch-pruning's global ranking puts the stream's summed importance against single
-# neurons and spares it (6 channels at −50 %)
+# landed at −74.6 % for the −70 % target, global within 0.7 pt of every target. Our cuts get what `neurotomy prune`
+# gives a transformer: the split of the target between heads, neurons and the residual stream chosen by the loss
+# on 512 seeded training images (neurotomy.surgery.allocation; before it, one ratio for every family cost the
+# stream 40 of 128 channels at −50 %)
 DEFAULT_CONFIGS = ("ours:l1:heads+neurons:global", "ours:taylor:heads+neurons:global",
                    "ours:attention_entropy+mean_activation:heads+neurons:global", "ours:l1:all:global",
                    "tp:taylor:all:global", "tp:taylor:heads+neurons:global")
@@ -192,12 +193,17 @@ class Scorer:
 
 def cut_ours(model: nn.Module, config: Config, target: float, scorer: Scorer, shape) -> tuple[nn.Module, dict]:
     scores = [scorer(name, unit) for unit, name in config.criteria().items()]
-    result = prune_transformer(model, scores, units=[FAMILY[u] for u in UNITS[config.units]], target_macs=target,
-                               scope=config.scope, input_shape=shape)
+    units = [FAMILY[u] for u in UNITS[config.units]]
+    calibration = (list(iterate_batches(scorer.train, 128, shuffle=True, max_images=CALIBRATION_IMAGES,
+                                        generator=torch.Generator().manual_seed(scorer.seed)))
+                   if len(units) > 1 else None)  # as PruneJob does
+    result = prune_transformer(model, scores, units=units, target_macs=target, scope=config.scope, input_shape=shape,
+                               calibration=calibration)
     needs_data = any(TRANSFORMER_CRITERIA.tags(name)["needs_data"] for name in config.criteria().values())
     return result.model, {"ratio": result.ratio, "score_seconds": sum(s.info["seconds"] for s in scores),
                           "score_images": scorer.images if needs_data else None,
-                          **{k: result.details[k] for k in ("heads_removed", "neurons_removed", "embedding_removed")}}
+                          **{k: result.details[k] for k in ("heads_removed", "neurons_removed", "embedding_removed")},
+                          "allocation": {k: v for k, v in result.details.get("allocation", {}).items() if k != "candidates"}}
 
 
 def taylor_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:

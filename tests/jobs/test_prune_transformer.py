@@ -20,8 +20,7 @@ def test_neurons_cut_to_a_macs_target_and_heads_by_ratio_reload(vit_digits, tmp_
     assert record["acc_recalibrated"] == record["acc_pruned"] and "nothing" in record["recalibration"]  # LayerNorm
     assert [s.num_heads for s in attention_sites(pruned)] == [2, 2]
     assert record["acc_pruned"] > 0.5
-    # heads and neurons by ratio: one of the two heads of each block goes (a tiny model's heads are
-    # coarse steps of MACs, so a MACs target cannot be met closely with them)
+    # heads and neurons by ratio: one ratio for both families, so one of the two heads of each block goes
     both, record = PruneJob(criterion="l1", ratio=0.5, units="heads,neurons", measure_latency=False,
                             quiet=True).run(model, train, test)
     assert [s.num_heads for s in attention_sites(both)] == [1, 1]
@@ -30,6 +29,19 @@ def test_neurons_cut_to_a_macs_target_and_heads_by_ratio_reload(vit_digits, tmp_
         reloaded = load_model(save_checkpoint(cut, cut.neurotomy_meta, tmp_path / "vit.safetensors"))
         x = torch.stack([test[i][0] for i in range(8)])
         torch.testing.assert_close(reloaded(x), cut.eval()(x))
+
+
+def test_a_target_over_several_families_is_split_by_calibration_loss(vit_digits):
+    """PruneJob hands the transformer surgery seeded training batches, so the split of a MACs target
+    between heads, neurons and the residual stream is chosen by measured loss — the same on a rerun."""
+    model, train, test = vit_digits
+    job = PruneJob(criterion="l1", target_macs=0.3, units="all", measure_latency=False, quiet=True)
+    first, record = job.run(model, train, test)
+    again, rerun = job.run(model, train, test)
+    assert record["allocation"]["chosen_by"] == "calibration loss" and record["allocation"]["candidates_measured"] > 1
+    assert record["allocation"] == rerun["allocation"] and abs(record["macs_reduction"] - 0.3) <= 0.01
+    x = torch.stack([test[i][0] for i in range(8)])
+    torch.testing.assert_close(first.eval()(x), again.eval()(x))
 
 
 def test_transformer_settings_are_checked_before_work(vit_digits):

@@ -75,6 +75,9 @@ from neurotomy.train import TrainConfig, evaluate
 from neurotomy.run_state import RunState, weights_digest
 
 
+CALIBRATION_IMAGES = 512  # training images that choose a transformer's split between unit families
+
+
 @dataclass
 class PruneJob:
     """Settings of one prune; ``run`` does it and returns (pruned model, record)."""
@@ -311,10 +314,17 @@ class PruneJob:
             return self._remove_blocks(model, train_data, shape)
         if is_transformer(model):
             families = {"head": "heads", "neuron": "neurons", "embedding": "embedding"}
-            return prune_transformer(model, scores, units=[families[u] for u in self._units()], ratio=self.ratio,
+            units = [families[u] for u in self._units()]
+            # a target shared by several unit families: how much each gives is chosen by the loss on a few
+            # seeded training batches (the residual stream costs far more accuracy per MAC than its scores say)
+            calibration = (list(iterate_batches(train_data, 128, shuffle=True, max_images=CALIBRATION_IMAGES,
+                                                generator=torch.Generator().manual_seed(self.seed)))
+                           if self.ratio is None and len(units) > 1 else None)
+            return prune_transformer(model, scores, units=units, ratio=self.ratio,
                                      target_macs=self.target_macs, target_params=self.target_params,
                                      scope=self.scope, min_channels=self.min_channels,
-                                     ignored_layers=self.ignored_layers, round_to=self.round_to, input_shape=shape)
+                                     ignored_layers=self.ignored_layers, round_to=self.round_to, input_shape=shape,
+                                     calibration=calibration)
         if self.sfp_epochs:
             config = TrainConfig(epochs=self.sfp_epochs, lr=self.finetune_lr, schedule="cosine",
                                  seed=self.seed, quiet=self.quiet)
