@@ -31,6 +31,7 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo",
          "subspaces")
+OPTIONAL = ("vit",)  # results of benchmarks still being run: their bullets and claims appear once the file exists
 
 SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
@@ -53,6 +54,7 @@ HEAD_TARGET = 0.002          # #6: k ≤ 5 head within 0.2 pt of the full layer 
 MEMORY_TARGET = 0.10         # #8: peak RSS at 60k within 10 % of 10k
 ONNX_TARGET = 1e-4           # #8
 DEMO_TARGET_S = 300          # #7
+VIT_ZOO_TARGET = 0.91       # #21: zoo:vit-tiny-fmnist on the full test set
 TIE = 0.001                  # "matches": within 0.1 pt
 
 
@@ -505,6 +507,27 @@ def subspaces_bullet(ss: dict) -> str:
             f"{len(ks)} k but keeps more accuracy at only {sum(wins['accuracy_kept'])} of {len(ks)}. DRSA: {drsa}.")
 
 
+def vit_bullet(vit: dict) -> str:
+    """Ours vs torch-pruning's ViT recipe, per MACs target: after the cut and after the fine-tune."""
+    parts = []
+    for target in sorted({r["target_macs_reduction"] for r in vit["records"]}):
+        rows = [r for r in vit["records"] if r["target_macs_reduction"] == target and r.get("acc_finetuned") is not None]
+        best = {m: max((r for r in rows if r["method"] == m), key=lambda r: r["acc_finetuned"], default=None)
+                for m in ("ours", "torch-pruning")}
+        text = "; ".join(f"{'ours' if m == 'ours' else 'torch-pruning'} {num(100 * r['acc_finetuned'])} % "
+                         f"({r['criterion']}, {r['units']}; {num(100 * r['acc_pruned'])} % right after the cut"
+                         + (f", {times(r['speedup_batch64'])} faster at batch 64" if r.get("speedup_batch64") else "")
+                         + ")" for m, r in best.items() if r is not None)
+        parts.append(f"{cut(target)} MACs: {text}")
+    timing = vit.get("timing")
+    timed = (f" Speed-ups: batch 64, {timing['threads']} thread(s), {load_phrase([timing])}." if timing else
+             " Not timed yet.")
+    return (f"- ViT pruning (`benchmarks/results/vit.json`, `zoo:vit-tiny-fmnist` {pct(vit['acc_original'], 2)}, "
+            f"{thousands(vit['test_images'])} test images, {vit['finetune']['epochs']} fine-tune epochs, the same "
+            f"distilled recipe for both; torch-pruning = its own MetaPruner with `num_heads`): "
+            + " — ".join(parts) + "." + timed)
+
+
 def zoo_line(zoo: dict) -> str:
     parts = [f"`zoo:{name}` {pct(e['test_accuracy'], 2 if 'resnet20' in name else 1)} "
              f"({thousands(e['test_images'])} test images)" for name, e in zoo.items()]
@@ -596,6 +619,7 @@ def claims(r: dict) -> list[str]:
     claim("PRCA's top-k directions capture more relevance, and keep more accuracy, than PCA's",
           "Chormai et al., TPAMI 2024", "every k", f"relevance at {won['relevance_captured']} of {n} k, accuracy at "
           f"{won['accuracy_kept']} of {n} k", verdict(all(all(v) for v in wins.values()), any(won.values())))
+    vit_claims(r, claim, verdict)
     runs = demo_runs(dd)
     quiet = min(runs, key=lambda x: x["load_average_before"][0])
     busy = [x["wall_seconds"] for x in runs if x is not quiet]
@@ -606,6 +630,30 @@ def claims(r: dict) -> list[str]:
           f"{span(busy, digits(0))} s under load", held)
     return ["Claims against their targets (source: the issue or paper that set them):", "",
             "| claim | source | target | ours | held |", "|---|---|---|---|---|", *table]
+
+
+def vit_claims(r: dict, claim, verdict) -> None:
+    """The ViT issue's targets, from vit.json's own check (and zoo.json), once they are measured."""
+    if "vit-tiny-fmnist" in r["zoo"]:
+        acc = r["zoo"]["vit-tiny-fmnist"]["test_accuracy"]
+        claim("`zoo:vit-tiny-fmnist` accuracy, full test set", "#21", f"≥ {pct(VIT_ZOO_TARGET)}", pct(acc, 2),
+              verdict(acc >= VIT_ZOO_TARGET))
+    if "vit" not in r:
+        return
+    targets = r["vit"]["targets"]
+    drop, lead = targets["acc_drop_at_50_pts"], targets["ours_minus_baseline_at_50_pts"]
+    if drop["value"] is not None:
+        claim("ViT at −50 % MACs after 3 epochs, vs the unpruned ViT", "#21", "within 1.0 pt",
+              f"{signed(-drop['value'], 2)} pt", verdict(drop["met"]))
+    if lead["value"] is not None:
+        claim("ViT: ours ≥ torch-pruning's ViT recipe at −50 % MACs after 3 epochs", "#21", "≥ baseline",
+              f"{signed(lead['value'], 2)} pt (ours `{lead['ours']}` vs `{lead['baseline']}`)", verdict(lead["met"]))
+    speed = targets["speedup_vs_macs_ratio"]
+    if speed["timed"]:
+        worst = speed["worst"]
+        claim("ViT speed-up at batch 64 ÷ MACs ratio", "#21", "≥ 0.85",
+              f"{speed['met_count']} of {speed['timed']} cuts; lowest {num(worst['speedup_over_macs_ratio'])} "
+              f"({load_phrase([r['vit']['timing']])})", verdict(speed["met"], speed["met_count"] > 0))
 
 
 # ------------------------------------------------------------------------------------------ the block
@@ -633,7 +681,8 @@ def wrap(text: str, width: int = 100) -> str:
 
 
 def load_results(results: Path = RESULTS) -> dict:
-    return {name: json.loads((results / f"{name}.json").read_text()) for name in FILES}
+    present = [name for name in OPTIONAL if (results / f"{name}.json").exists()]
+    return {name: json.loads((results / f"{name}.json").read_text()) for name in (*FILES, *present)}
 
 
 def generate(results: Path = RESULTS) -> str:
@@ -646,7 +695,8 @@ def generate(results: Path = RESULTS) -> str:
         zoo_line(r["zoo"]), "", *pruning_table(pc), "",
         recalibration_bullet(pc["records"]), finetune_bullet(pc), speed_bullet(pc), scoring_bullet(pc["records"]),
         layer_bullet(r["layer_dynamics"]), explanation_bullet(r["explanations"]), classes_bullet(r["classes"]),
-        gradmask_bullet(r["grad_mask"]), subspaces_bullet(r["subspaces"]), scale_bullet(r["scale"]),
+        gradmask_bullet(r["grad_mask"]), subspaces_bullet(r["subspaces"]),
+        *([vit_bullet(r["vit"])] if "vit" in r else []), scale_bullet(r["scale"]),
         demo_bullet(r["dissect_demo"]), "",
         *claims(r), END]))
 

@@ -173,6 +173,8 @@ def test_a_vit_gets_the_full_report_with_its_heads_and_neurons(vit_report_dir):
     assert transformer["neurons_pruned"] == sum(s.hidden for s in mlp_sites(pruned))
     assert (transformer["heads_original"], transformer["neurons_original"]) == (4, 64)
     assert transformer["heads_pruned"] + transformer["neurons_pruned"] < 4 + 64
+    pruning = next(s for s in report["sections"] if s["id"] == "pruning")  # LayerNorm: nothing to recalibrate
+    assert "no recalibration" in pruning["text"] and "BatchNorm" not in json.dumps(pruning["tables"])
     # explanations add attention rollout; directions look where the last block enters the classifier
     methods = [row[0] for row in next(s for s in report["sections"] if s["id"] == "explanations")["tables"][0]["rows"]]
     assert methods == ["gradcam", "gradient", "pathway", "rollout"]

@@ -84,12 +84,15 @@ def pruning_section(record: dict, original_metrics: dict, final_metrics: dict) -
     """The prune: target, accuracy at each stage, size and speed, per-class recall, channels."""
     cmp = record["comparison"]
     o, p = cmp["original"], cmp["pruned"]
+    recalibrated = "recalibration" not in record  # set only when there was no BatchNorm (a ViT's LayerNorms)
     stages = [("original", "acc_original"), ("right after the cut", "acc_pruned"),
-              ("after BatchNorm recalibration", "acc_recalibrated"),
+              *([("after BatchNorm recalibration", "acc_recalibrated")] if recalibrated else []),
               (f"after {record['finetune_epochs']} fine-tune epoch(s)", "acc_finetuned")]
+    recovery = ("BatchNorm recalibration and" if recalibrated
+                else "no recalibration (LayerNorm keeps no running statistics), only")
     sec = section("pruning", "Pruning", f"Criterion {record['criterion']}, {record['scope']} scope, target: "
-                  f"remove {record['settings']['target_macs']:.0%} of the MACs; then BatchNorm recalibration "
-                  f"and {record['finetune_epochs']} fine-tune epoch(s). Latency: CPU, {cmp['threads']} threads, "
+                  f"remove {record['settings']['target_macs']:.0%} of the MACs; then {recovery} "
+                  f"{record['finetune_epochs']} fine-tune epoch(s). Latency: CPU, {cmp['threads']} threads, "
                   f"interleaved rounds, median.")
     add_number(sec, "macs_reduction", "MACs removed", record["macs_reduction"], "pct")
     add_number(sec, "params_reduction", "parameters removed", record["params_reduction"], "pct")
