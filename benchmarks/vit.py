@@ -465,12 +465,11 @@ def timing_stage(model, test, args, results: dict, save) -> bool:
     times = interleaved_timing([call(m) for m in models], rounds=args.rounds, repeats=args.repeats,
                                threads=args.threads)
     original = times[0]
-    results["timing"] = {"batch": int(len(images)), "original_median_ms": original["median_ms"],
+    results["timing"] = {**end_stamp(stamp), "batch": int(len(images)),  # the stamp first: its threads are the process's "original_median_ms": original["median_ms"],
                          "original_min_ms": original["min_ms"], "threads": original["threads"],
                          "load_average": original["load_average"], "machine_busy": original["machine_busy"],
                          "rounds": args.rounds, "repeats": args.repeats,
-                         "speedup": "original median / pruned median at batch 64 (speedup_batch64_min: of the minima)",
-                         **end_stamp(stamp)}
+                         "speedup": "original median / pruned median at batch 64 (speedup_batch64_min: of the minima)"}
     for row, t in zip(rows, times[1:]):
         speedup = original["median_ms"] / t["median_ms"]
         row.update(speedup_batch64=speedup, speedup_batch64_min=original["min_ms"] / t["min_ms"],
