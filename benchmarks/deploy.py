@@ -5,8 +5,11 @@ whether the deployed files keep the original's reasons: Spearman correlation of 
 maps, computed through onnxruntime, with the original PyTorch model's maps (issue #18).
 
 The pruned copy is made here with the prune job (``--criterion``, default L1, uniform, −50 % MACs,
-BatchNorm recalibration and ``--finetune-epochs``), or read from ``--pruned CHECKPOINT`` (e.g. a cut
-whose widths were chosen for onnxruntime's latency). ``--extra-models`` deploy more models of the same
+BatchNorm recalibration and ``--finetune-epochs``), or read from ``--pruned CHECKPOINT``. With
+``--target-speedup X`` a second pruned copy is cut to a measured speed-up instead of a MACs count, its
+widths chosen from a latency table measured in the runtime that will run it (``--latency-runtime``,
+default onnxruntime fp32: issue #19's table, HALP's knapsack) — the widths a MACs cut picks (11, 23, 45)
+fall between the vector widths onnxruntime's kernels like. ``--extra-models`` deploy more models of the same
 input shape beside them (the ViT once the transformer issue has landed).
 
 One record per model and format, with exactly ``model``, ``format``, ``accuracy``, ``bytes``,
@@ -57,25 +60,37 @@ def machine() -> dict:
             "gpu": torch.cuda.is_available()}
 
 
-def pruned_copy(model, train, test, args) -> tuple[torch.nn.Module, str, dict]:
-    """The −``target`` MACs copy: read from ``--pruned`` or cut here with the prune job."""
-    if args.pruned:
+KEPT = ("criterion", "macs_before", "macs_after", "macs_reduction", "acc_original", "acc_pruned", "acc_recalibrated",
+        "acc_finetuned", "finetune_epochs", "target_speedup", "latency_runtime", "speedup_predicted",
+        "speedup_measured", "widths", "channels")
+
+
+def pruned_copy(model, train, test, args, speedup: float | None = None) -> tuple[torch.nn.Module, str, dict]:
+    """The −``target`` MACs copy (read from ``--pruned`` or cut here with the prune job), or with
+    ``speedup`` the copy cut to that measured speed-up in ``--latency-runtime``."""
+    if args.pruned and speedup is None:
         return load_model(args.pruned).eval(), f"{args.pruned}", {"checkpoint": args.pruned}
-    job = PruneJob(criterion=args.criterion, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs,
-                   recalibrate_images=args.recalibrate_images, measure_latency=False, seed=args.seed, quiet=args.quiet)
+    amount = ({"target_speedup": speedup, "latency_runtime": args.latency_runtime, "threads": args.threads,
+               "latency_cache": args.latency_cache} if speedup else {"target_macs": args.target_macs})
+    job = PruneJob(criterion=args.criterion, finetune_epochs=args.finetune_epochs, recalibrate_images=args.recalibrate_images,
+                   measure_latency=False, seed=args.seed, quiet=args.quiet, **amount)
     pruned, record = job.run(model, train, test)
-    label = (f"{args.model} −{args.target_macs:.0%} MACs ({args.criterion}, "
+    amount_text = f"{speedup:g}× in {args.latency_runtime}" if speedup else f"−{args.target_macs:.0%} MACs"
+    label = (f"{args.model} {amount_text} ({args.criterion}, "
              f"{args.finetune_epochs} fine-tune epoch{'s' if args.finetune_epochs != 1 else ''})")
-    kept = ("criterion", "macs_before", "macs_after", "macs_reduction", "acc_original", "acc_pruned",
-            "acc_recalibrated", "acc_finetuned", "finetune_epochs")
-    return pruned.eval(), label, {k: record[k] for k in kept if k in record}
+    details = record.get("details", {})
+    kept = {k: v for k, v in {**details, **record}.items() if k in KEPT}
+    return pruned.eval(), label, {**kept, **({"target_speedup": speedup, "latency_runtime": args.latency_runtime}
+                                             if speedup else {})}
 
 
-def check_targets(figures: dict, original: str, pruned: str) -> dict:
-    """Each target of the issue: the value measured, the target, and whether it is met."""
+def check_targets(figures: dict, original: str, pruned: str, name_of: dict | None = None) -> dict:
+    """Each target of the issue for the original and the ``pruned`` copy: the value measured, the
+    target, and whether it is met (``name_of``: label → short name; default "original"/"pruned")."""
     rows = {(r["model"], r["format"]): r for r in figures["rows"]}
     out = {}
-    for label, name in ((original, "original"), (pruned, "pruned")):
+    names = name_of or {original: "original", pruned: "pruned"}
+    for label, name in ((original, names[original]), (pruned, names[pruned])):
         if (label, "onnx-int8") in rows:
             drop = (rows[label, "onnx-fp32"]["accuracy"] - rows[label, "onnx-int8"]["accuracy"]) * 100
             out[f"int8_accuracy_drop_pts ({name})"] = {"value": drop, "target": TARGETS["int8_accuracy_drop_pts"],
@@ -84,12 +99,14 @@ def check_targets(figures: dict, original: str, pruned: str) -> dict:
         fast = rows[pruned, "onnx-int8"]["latency_batch64_ms"]
         for fmt, key in (("onnx-fp32", "pruned_int8_vs_onnx_fp32"), ("torch", "pruned_int8_vs_torch")):
             speedup = rows[original, fmt]["latency_batch64_ms"] / fast
-            out[key] = {"value": speedup, "target": TARGETS[key], "met": speedup >= TARGETS[key]}
+            out[f"{key} ({names[pruned]})"] = {"value": speedup, "target": TARGETS[key], "met": speedup >= TARGETS[key]}
     for entry in figures["reasons"]:
         if entry["format"] == "onnx-int8" and entry["against"]["format"] == "onnx-fp32" \
                 and "occlusion" in entry["methods"]:
             rho = entry["methods"]["occlusion"]["spearman"]
-            name = {original: "original", pruned: "pruned"}.get(entry["model"], entry["model"])
+            name = names.get(entry["model"])
+            if name is None:
+                continue
             out[f"occlusion_int8_vs_fp32 ({name})"] = {"value": rho, "target": TARGETS["occlusion_int8_vs_fp32"],
                                                        "met": rho >= TARGETS["occlusion_int8_vs_fp32"]}
     return out
@@ -139,6 +156,10 @@ def main() -> None:
     parser.add_argument("--target-macs", type=float, default=0.5)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--recalibrate-images", type=int, default=4096)
+    parser.add_argument("--target-speedup", type=float, default=None,
+                        help="also deploy a copy pruned to this measured speed-up (e.g. 2) in --latency-runtime")
+    parser.add_argument("--latency-runtime", default="onnx", help="runtime of the latency table (default onnx: fp32)")
+    parser.add_argument("--latency-cache", default=None, help="latency table cache directory (default: the user's)")
     parser.add_argument("--extra-models", nargs="*", default=[], help="more models of the same input shape")
     parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1,
@@ -159,8 +180,13 @@ def main() -> None:
     dataset = model.neurotomy_meta.dataset
     train = load_dataset(dataset, root=args.root, split="train")
     test = load_dataset(dataset, root=args.root, split="test")
-    pruned, pruned_label, prune_record = pruned_copy(model, train, test, args)
-    models = {args.model: model, pruned_label: pruned, **{m: load_model(m).eval() for m in args.extra_models}}
+    if args.target_speedup:  # the latency table and the cut's measurement time things: a quiet machine first
+        require_quiet_machine(args.wait_quiet, args.allow_busy)
+    copies = [pruned_copy(model, train, test, args)]
+    if args.target_speedup:
+        copies.append(pruned_copy(model, train, test, args, speedup=args.target_speedup))
+    models = {args.model: model, **{label: m for m, label, _ in copies},
+              **{m: load_model(m).eval() for m in args.extra_models}}
     torch.set_num_threads(args.threads)  # from here on (maps, timing): the stamp's threads are the timed runs'
     require_quiet_machine(args.wait_quiet, args.allow_busy)
     with tempfile.TemporaryDirectory() as work, run_stamp() as stamp:
@@ -177,12 +203,15 @@ def main() -> None:
                "(PyTorch under inference_mode, onnxruntime with intra-op threads = threads); reasons_spearman = mean "
                "Spearman of |map| against the original PyTorch model's maps for its predicted classes, on "
                "class-balanced test images, RISE with the same seeded masks for every model",
-        "machine": machine(), "dataset": dataset, "prune": prune_record, "settings": figures["settings"],
+        "machine": machine(), "dataset": dataset, "prune": {label: record for _, label, record in copies},
+        "settings": figures["settings"],
         "records": [{**stamp, **{k: row[k] for k in FIELDS}} for row in figures["rows"]],
         "reasons": figures["reasons"], "files": {m: {f: {k: v for k, v in entry.items() if k != "path"}
                                                      for f, entry in files.items()}
                                                  for m, files in figures["files"].items()},
-        "targets": check_targets(figures, args.model, pruned_label),
+        "targets": {k: v for i, (_, label, _) in enumerate(copies)
+                    for k, v in check_targets(figures, args.model, label,
+                                              {args.model: "original", label: ("pruned", "latency-pruned")[i]}).items()},
     }
     write_json(out, results)
     plot(results, out.with_suffix(".png"))
