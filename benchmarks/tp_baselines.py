@@ -96,13 +96,28 @@ def tp_bisect(model: nn.Module, target: float, shape: tuple[int, ...], importanc
     ``target``; returns the model rebuilt through neurotomy's surgery from torch-pruning's indices
     (checked bit-identical to torch-pruning's) and ``{ratio, macs_reduction, bisection,
     rebuilt_identical}``. A ratio at which torch-pruning fails (a layer emptied) counts as an overshoot."""
-    base = count_macs_params(model, shape)[0]
+    pruned, cuts, ratio, reduction, tries = bisect_ratio(
+        lambda r: tp_prune(model, r, shape, importance, global_pruning, grads), count_macs_params(model, shape)[0],
+        shape, target, tolerance, bisections)
+    rebuilt = apply_cuts(model, cuts, shape)
+    identical = require_identical(pruned, rebuilt)
+    rebuilt.train(model.training)
+    return rebuilt, {"ratio": ratio, "macs_reduction": reduction, "bisection": tries, "rebuilt_identical": identical}
+
+
+def bisect_ratio(prune_at: Callable[[float], tuple[nn.Module, list]], base_macs: float, shape: tuple[int, ...],
+                 target: float, tolerance: float = TP_TOLERANCE, bisections: int = TP_BISECTIONS,
+                 what: str = "") -> tuple[nn.Module, list, float, float, list[dict]]:
+    """Bisect torch-pruning's ratio in [0, 0.95] until ``prune_at(ratio)`` — (pruned model, cuts) —
+    removes ``target`` of ``base_macs`` within ``tolerance``; returns the closest (pruned, cuts,
+    ratio, reduction) and every try. A ratio at which torch-pruning fails (a layer emptied) counts as
+    an overshoot."""
     lo, hi, best, tries = 0.0, 0.95, None, []
     for _ in range(bisections):
         mid = (lo + hi) / 2
         try:
-            pruned, cuts = tp_prune(model, mid, shape, importance, global_pruning, grads)
-            reduction = 1 - count_macs_params(pruned, shape)[0] / base
+            pruned, cuts = prune_at(mid)
+            reduction = 1 - count_macs_params(pruned, shape)[0] / base_macs
         except Exception as exc:  # torch-pruning's own failure at a high ratio
             tries.append({"ratio": mid, "failed": f"{type(exc).__name__}: {str(exc)[:120]}"})
             hi = mid
@@ -114,13 +129,15 @@ def tp_bisect(model: nn.Module, target: float, shape: tuple[int, ...], importanc
             break
         lo, hi = (mid, hi) if reduction < target else (lo, mid)
     if best is None:
-        raise NeurotomyError(f"torch-pruning failed at every ratio tried: {tries[-1]['failed']}")
-    pruned, cuts, ratio, reduction = best
-    rebuilt = apply_cuts(model, cuts, shape)
+        raise NeurotomyError(f"torch-pruning failed at every ratio tried{what}: {tries[-1]['failed']}")
+    return (*best, tries)
+
+
+def require_identical(pruned: nn.Module, rebuilt: nn.Module, what: str = "") -> bool:
+    """True when ``rebuilt`` (neurotomy's surgery replaying torch-pruning's indices) holds exactly
+    ``pruned``'s tensors; else an error, since the baseline could not be saved and reloaded."""
     a, b = pruned.state_dict(), rebuilt.state_dict()
-    identical = a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
-    if not identical:
-        raise NeurotomyError("neurotomy's surgery with torch-pruning's indices does not give torch-pruning's model; "
-                             "the baseline cannot be saved and reloaded (report this)")
-    rebuilt.train(model.training)
-    return rebuilt, {"ratio": ratio, "macs_reduction": reduction, "bisection": tries, "rebuilt_identical": identical}
+    if not (a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)):
+        raise NeurotomyError(f"{what}neurotomy's surgery with torch-pruning's indices does not give torch-pruning's "
+                             "model; the baseline cannot be saved and reloaded (report this)")
+    return True

@@ -80,6 +80,9 @@ from neurotomy.surgery.transformer import TP_IMPORTANCE, EmbeddingCut, HeadCut, 
 from neurotomy.timing import interleaved_timing, require_quiet_machine
 from neurotomy.train import TrainConfig, evaluate, fit, seed_everything
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared torch-pruning baseline helpers
+from tp_baselines import bisect_ratio, require_identical  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 TARGETS = (0.3, 0.5, 0.7)
@@ -261,32 +264,11 @@ def tp_prune(model: nn.Module, config: Config, ratio: float, grads: dict | None,
 def cut_tp(model: nn.Module, config: Config, target: float, grads: dict | None, shape) -> tuple[nn.Module, dict]:
     """torch-pruning's recipe with ``pruning_ratio`` bisected to land on ``target``; returns the model
     rebuilt through neurotomy's surgery from torch-pruning's indices (checked bit-identical)."""
-    base = count_macs_params(model, shape)[0]
-    lo, hi, best, tries = 0.0, 0.95, None, []
-    for _ in range(16):
-        mid = (lo + hi) / 2
-        try:
-            pruned, cuts = tp_prune(model, config, mid, grads, shape)
-            reduction = 1 - count_macs_params(pruned, shape)[0] / base
-        except Exception as exc:  # a layer emptied at a high ratio: treat as an overshoot
-            tries.append({"ratio": mid, "failed": f"{type(exc).__name__}: {str(exc)[:120]}"})
-            hi = mid
-            continue
-        tries.append({"ratio": mid, "macs_reduction": reduction})
-        if best is None or abs(reduction - target) < abs(best[3] - target):
-            best = (pruned, cuts, mid, reduction)
-        if abs(reduction - target) <= TP_TOLERANCE:
-            break
-        lo, hi = (mid, hi) if reduction < target else (lo, mid)
-    if best is None:
-        raise NeurotomyError(f"torch-pruning failed at every ratio tried for {config.name}: {tries[-1]['failed']}")
-    pruned, cuts, ratio, _ = best
+    pruned, cuts, ratio, _, tries = bisect_ratio(lambda r: tp_prune(model, config, r, grads, shape),
+                                                 count_macs_params(model, shape)[0], shape, target, TP_TOLERANCE,
+                                                 16, what=f" for {config.name}")
     rebuilt = apply_transformer_cuts(model, cuts, shape)
-    a, b = pruned.state_dict(), rebuilt.state_dict()
-    identical = a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
-    if not identical:
-        raise NeurotomyError(f"{config.name}: neurotomy's surgery with torch-pruning's indices does not give "
-                             "torch-pruning's model; the baseline cannot be saved and reloaded (report this)")
+    identical = require_identical(pruned, rebuilt, f"{config.name}: ")
     removed = {f: sum(len(c.idxs) for c in cuts if isinstance(c, kind)) for f, kind in
                (("heads_removed", HeadCut), ("embedding_removed", EmbeddingCut))}
     neurons = sum(len(c.idxs) for c in cuts if not isinstance(c, (HeadCut, EmbeddingCut)))
