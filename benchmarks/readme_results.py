@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo",
          "subspaces")
-OPTIONAL = ("vit",)  # results of benchmarks still being run: their bullets and claims appear once the file exists
+OPTIONAL = ("vit", "deploy")  # results of benchmarks still being run: their bullets and claims appear once the file exists
 
 SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
@@ -620,6 +620,8 @@ def claims(r: dict) -> list[str]:
           "Chormai et al., TPAMI 2024", "every k", f"relevance at {won['relevance_captured']} of {n} k, accuracy at "
           f"{won['accuracy_kept']} of {n} k", verdict(all(all(v) for v in wins.values()), any(won.values())))
     vit_claims(r, claim, verdict)
+    if "deploy" in r:
+        deploy_claims(r["deploy"], claim, verdict)
     runs = demo_runs(dd)
     quiet = min(runs, key=lambda x: x["load_average_before"][0])
     busy = [x["wall_seconds"] for x in runs if x is not quiet]
@@ -654,6 +656,24 @@ def vit_claims(r: dict, claim, verdict) -> None:
         claim("ViT speed-up at batch 64 ÷ MACs ratio", "#21", "≥ 0.85",
               f"{speed['met_count']} of {speed['timed']} cuts; lowest {num(worst['speedup_over_macs_ratio'])} "
               f"({load_phrase([r['vit']['timing']])})", verdict(speed["met"], speed["met_count"] > 0))
+
+
+DEPLOY_CLAIMS = {"int8_accuracy_drop_pts": ("int8 vs fp32 ONNX accuracy", lambda v: f"{v:.2f} pt", "≤ {} pt"),
+                 "pruned_int8_vs_onnx_fp32": ("pruned + int8 vs the original fp32 ONNX, batch 64", times, "≥ {}×"),
+                 "pruned_int8_vs_torch": ("pruned + int8 vs the original PyTorch model, batch 64", times, "≥ {}×"),
+                 "occlusion_int8_vs_fp32": ("occlusion maps int8 vs fp32 (Spearman)", num, "≥ {}")}
+
+
+def deploy_claims(deploy: dict, claim, verdict) -> None:
+    """The deploy issue's targets as deploy.json checked them, one row per target over its models."""
+    load = load_phrase(deploy["records"][:1])
+    for key, (text, fmt, target) in DEPLOY_CLAIMS.items():
+        rows = {name.split(" (")[1].rstrip(")"): v for name, v in deploy["targets"].items() if name.startswith(key + " (")}
+        if rows:
+            claim(text + ("" if key.startswith(("int8", "occlusion")) else f", 1 thread ({load})"), "#18",
+                  target.format(next(iter(rows.values()))["target"]),
+                  "; ".join(f"{name} {fmt(v['value'])}" for name, v in rows.items()),
+                  verdict(all(v["met"] for v in rows.values()), any(v["met"] for v in rows.values())))
 
 
 # ------------------------------------------------------------------------------------------ the block
