@@ -58,7 +58,7 @@ def add_parsers(sub) -> None:
     amount.add_argument("--target-macs", type=reduction, help="MACs reduction to reach, e.g. 0.5 removes half")
     amount.add_argument("--target-params", type=reduction, help="parameter reduction to reach")
     amount.add_argument("--ratio", type=reduction, help="fraction of channels to remove")
-    amount.add_argument("--layers", type=LAYER, help="remove blocks (residual, or a plain net's conv blocks): "
+    amount.add_argument("--layers", type=LAYER, help="remove blocks (residual, transformer, or a plain net's conv blocks): "
                         f"{', '.join(LAYER_RULES)}, or NAME,NAME")
     add_latency_target(p, amount)
     p.add_argument("--blocks", type=POSITIVE, help="how many blocks --layers removes (modularity: default by rule)")

@@ -147,8 +147,8 @@ class PruneJob:
                   "acc_original": original_metrics["accuracy"], "score_seconds": score_seconds,
                   "forward_seconds": forward_seconds(model, train_data, self.score_images or getattr(
                       _conv_criterion(self.criterion), "default_images", 640))}
-        if is_transformer(model):
-            record["units"] = self._units()
+        if is_transformer(model):  # a layers prune removes whole blocks, not heads or neurons
+            record["units"] = ["block"] if self.layers else self._units()
         metrics = ev(pruned)
         record["acc_pruned"] = metrics["accuracy"]
         cut = copy.deepcopy(pruned) if self.reconstruct else None  # refitted from the cut, not the recalibrated model

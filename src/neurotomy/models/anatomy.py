@@ -2,8 +2,8 @@
 
 Which layer is the classifier, how many classes, what input shape, which modules a forward pass
 runs and in what order, which modules are residual blocks (or, in a plain network such as VGG, conv
-blocks), how to swap a submodule by name, and how to run a model in eval mode without losing the
-caller's training flag.
+blocks; in a transformer, its attention + MLP blocks), how to swap a submodule by name, and how to
+run a model in eval mode without losing the caller's training flag.
 
 Example:
     >>> import torch
@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.errors import ModelError
+from neurotomy.models.transformer import block_forms, transformer_blocks
 from neurotomy.probe import Probe
 
 
@@ -237,8 +238,24 @@ def plain_blocks(model: nn.Module) -> list[str]:
 
 
 def layer_blocks(model: nn.Module) -> list[str]:
-    """The blocks layer pruning can remove: residual blocks, or in a plain network its conv blocks."""
-    return residual_blocks(model) or plain_blocks(model)
+    """The blocks layer pruning can remove: residual blocks and transformer blocks
+    (:func:`~neurotomy.models.transformer.transformer_blocks`), in module order, or in a plain network
+    its conv blocks. A residual module that holds transformer blocks or sits inside one (a Swin stage
+    with its patch merging) is left out: the transformer blocks are the units.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> layer_blocks(build_model("vit_tiny"))[:2], layer_blocks(build_model("resnet20"))[:2]
+        (['blocks.0', 'blocks.1'], ['layer1.0', 'layer1.1'])
+    """
+    transformer = transformer_blocks(model)
+    if not transformer:
+        return residual_blocks(model) or plain_blocks(model)
+    nested = tuple(f"{t}." for t in transformer)
+    residual = [b for b in residual_blocks(model) if not b.startswith(nested)
+                and not any(t.startswith(f"{b}.") for t in transformer)]
+    chosen = set(transformer) | set(residual)
+    return [name for name, _ in model.named_modules() if name in chosen]
 
 
 def block_input_module(model: nn.Module, block: str) -> str:
@@ -249,8 +266,17 @@ def block_input_module(model: nn.Module, block: str) -> str:
 
 def removable_blocks(model: nn.Module, keep_downsampling: bool = True) -> list[str]:
     """Blocks a layer-pruning rule may remove (by default: not the down-sampling ones, nor in a
-    plain network the blocks that change the channel count)."""
+    plain network the blocks that change the channel count). Transformer blocks count when they are
+    residual (:class:`~neurotomy.models.transformer.BlockForm`), measured at the model's input shape
+    when it carries one (else every transformer block; removal checks again)."""
     modules = dict(model.named_modules())
+    transformer = transformer_blocks(model)
+    if transformer:
+        shape = model_input_shape(model)
+        forms = block_forms(model, shape, transformer) if shape is not None else {}
+        residual = {t for t in transformer if t not in forms or forms[t].residual}
+        return [b for b in layer_blocks(model) if b in residual or (
+            b not in transformer and not (keep_downsampling and is_downsampling(modules[b])))]
     residual = residual_blocks(model)
     if residual:
         return [b for b in residual if not (keep_downsampling and is_downsampling(modules[b]))]

@@ -11,6 +11,10 @@ shapes users bring, without per-model code:
 * MLPs as ``fc1`` → activation → ``fc2`` (ours, timm's ``Mlp``) or torchvision's ``MLPBlock``
   (a Sequential ``Linear, GELU, Dropout, Linear, Dropout``).
 
+A *transformer block* is the smallest module holding one attention layer and one MLP
+(:func:`transformer_blocks`); :func:`block_forms` measures whether it is residual — keeps the token
+stream's shape and is not post-norm — which is what lets layer pruning replace it by the identity.
+
 Example:
     >>> from neurotomy.models import build_model
     >>> vit = build_model("vit_tiny")
@@ -127,6 +131,85 @@ def transformer_blocks(model: nn.Module) -> list[str]:
             blocks = [b for b in blocks if not prefix.startswith(f"{b}.")]
             blocks.append(name)
     return [b for b in blocks if b]
+
+
+# normalisation layers: a block whose output is one of theirs is post-norm (RMSNorm exists from torch 2.4)
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+@dataclass(frozen=True)
+class BlockForm:
+    """How a transformer block treats the residual stream, measured in one forward pass: the shapes
+    of its input and output, and whether its output is a normalisation layer's output (post-norm:
+    ``norm(x + f(x))``, as in the original Transformer and BERT). A pre-norm block (ViT, DeiT,
+    torchvision's ViT, Swin) adds to the stream and keeps its shape: it is ``residual``, and removing
+    it is replacing it by the identity."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    post_norm: bool
+
+    @property
+    def keeps_shape(self) -> bool:
+        return self.input_shape == self.output_shape
+
+    @property
+    def residual(self) -> bool:
+        return self.keeps_shape and not self.post_norm
+
+    def problem(self) -> str | None:
+        """Why the block cannot become the identity, in words, or None when it can."""
+        if not self.keeps_shape:
+            return (f"transformer block {self.name!r} changes the token stream's shape "
+                    f"{list(self.input_shape)} → {list(self.output_shape)}")
+        if self.post_norm:
+            return (f"transformer block {self.name!r} is post-norm (its output is a normalisation layer's): "
+                    "without it the next block would read an unnormalised stream")
+        return None
+
+
+@torch.no_grad()
+def block_forms(model: nn.Module, input_shape: tuple[int, ...], blocks: list[str] | None = None,
+                seed: int = 0) -> dict[str, BlockForm]:
+    """The :class:`BlockForm` of each of ``blocks`` (default :func:`transformer_blocks`) that a forward
+    pass on one seeded random input of ``input_shape`` runs (a block run twice: its first call).
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> form = block_forms(build_model("vit_tiny"), (1, 28, 28))["blocks.5"]
+        >>> form.input_shape, form.residual
+        ((1, 50, 128), True)
+    """
+    blocks = transformer_blocks(model) if blocks is None else blocks
+    inside = {n: b for b in blocks for n, m in model.get_submodule(b).named_modules(prefix=b) if isinstance(m, _NORMS)}
+    last_norm: dict[str, torch.Tensor] = {}
+    forms: dict[str, BlockForm] = {}
+
+    def record(name: str, module: nn.Module, inputs: tuple, output) -> None:
+        if name in inside:
+            last_norm[inside[name]] = output
+            return
+        if name in forms or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        out_shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+        norm = last_norm.get(name)
+        # equal values, not only the same tensor: a dropout (identity in eval) may follow the norm
+        post = (norm is not None and isinstance(output, torch.Tensor) and norm.shape == output.shape
+                and bool(torch.equal(norm, output)))
+        forms[name] = BlockForm(name, tuple(inputs[0].shape), out_shape, post)
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with Probe(model, [*inside, *blocks], on_module=record):
+            model(x)
+    finally:
+        model.train(was_training)
+    return {b: forms[b] for b in blocks if b in forms}
 
 
 def is_transformer(model: nn.Module) -> bool:

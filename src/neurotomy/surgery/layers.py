@@ -1,7 +1,15 @@
-"""Layer pruning: remove whole blocks — residual blocks, or the conv blocks of a plain network.
+"""Layer pruning: remove whole blocks — residual blocks, transformer blocks, or the conv blocks of a plain network.
 
 A residual block whose shortcut is the identity becomes the identity; a down-sampling block keeps
 only its shortcut (1×1 conv + BN), so shapes downstream are unchanged.
+
+A pre-norm transformer block (:func:`~neurotomy.models.transformer.transformer_blocks`: ViT, DeiT,
+torchvision's ViT, Swin) computes x + attn(norm(x)), then + mlp(norm(x)): it only adds to the
+residual stream, whose width it keeps, so it becomes the identity — exactly the model that skips
+it, with nothing to refit. Before removing one, a forward pass at the model's input shape checks
+that the block keeps the stream's shape and is not post-norm (norm(x + f(x)), whose removal would
+hand the next block an unnormalised stream); such a block is refused, by name
+(:func:`~neurotomy.models.transformer.block_forms`).
 
 A plain block (conv + BN + ReLU in a VGG, :class:`~neurotomy.models.anatomy.PlainBlock`) has no
 shortcut to fall back on: removing it hands the block's *input* to its successor (the next conv, or
@@ -38,6 +46,10 @@ Example:
     >>> slim = remove_blocks(vgg, ["features.9"], load_dataset("fashion-mnist"), max_images=256)
     >>> slim.features[10].in_channels, slim.neurotomy_meta.recipe[-1]["adapted"]
     (16, 'least_squares')
+    >>> vit = build_model("vit_tiny").eval()
+    >>> slim = remove_blocks(vit, ["blocks.4"])
+    >>> type(slim.blocks[4]).__name__, slim.neurotomy_meta.recipe[-1]
+    ('Identity', {'op': 'remove_block', 'layer': 'blocks.4'})
 """
 
 from __future__ import annotations
@@ -53,8 +65,9 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches
 from neurotomy.device import model_device, to_device
 from neurotomy.errors import CheckpointError, PruningError
-from neurotomy.models.anatomy import (block_shortcut, eval_mode, layer_blocks, plain_block_table, residual_blocks,
-                                      set_submodule)
+from neurotomy.models.anatomy import (block_shortcut, eval_mode, layer_blocks, model_input_shape, plain_block_table,
+                                      residual_blocks, set_submodule)
+from neurotomy.models.transformer import block_forms, transformer_blocks
 from neurotomy.probe import Probe
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
@@ -80,18 +93,22 @@ def _reading(layer: nn.Module, inputs: int) -> nn.Module:
 
 def remove_block_in_place(model: nn.Module, name: str) -> str | None:
     """Remove block ``name``: a residual block becomes its shortcut (down-sampling) or the identity;
+    a transformer block becomes the identity (checked residual by :func:`remove_blocks`, not here);
     a plain block's conv, norm and activation become identities and its successor is resized to
     read the block's input channels (zeroed when resized: its weights are to be refit or loaded).
-    Returns a plain block's successor, None for a residual block."""
+    Returns a plain block's successor, None for a residual or transformer block."""
     if name in residual_blocks(model):
         block = model.get_submodule(name)
         if not isinstance(block, nn.Identity):
             shortcut = block_shortcut(block)
             set_submodule(model, name, shortcut if shortcut is not None else nn.Identity())
         return None
+    if name in transformer_blocks(model):
+        set_submodule(model, name, nn.Identity())
+        return None
     plain = plain_block_table(model).get(name)
     if plain is None:
-        raise PruningError(f"{name!r} is not a residual block or conv block of this model; blocks: "
+        raise PruningError(f"{name!r} is not a residual block, transformer block or conv block of this model; blocks: "
                            f"{', '.join(layer_blocks(model)) or 'none'}")
     for part in (plain.conv, plain.norm, plain.name):
         if part is not None:
@@ -225,21 +242,55 @@ def refit_successor(original: nn.Module, slim: nn.Module, name: str, data: Datas
     return fit
 
 
+def _check_transformer_blocks(model: nn.Module, names: list[str], input_shape: tuple[int, ...] | None) -> None:
+    """Refuse, by name, a transformer block that is not residual at ``input_shape``
+    (:class:`~neurotomy.models.transformer.BlockForm`)."""
+    if not names:
+        return
+    if input_shape is None:
+        raise PruningError(f"cannot check that transformer block {names[0]!r} is residual without an input shape: "
+                           "load the model with neurotomy.load_model, or pass data or input_shape=(C, H, W)")
+    forms = block_forms(model, tuple(input_shape), names)
+    for name in names:
+        problem = forms[name].problem() if name in forms else None
+        if problem is not None:
+            raise PruningError(f"cannot remove {problem}; remove other blocks")
+
+
+def _check_runs(slim: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> None:
+    """The model without ``names`` still runs (a block called with extra arguments cannot be an nn.Identity)."""
+    parameter = next(slim.parameters(), None)
+    x = torch.zeros(1, *input_shape) if parameter is None else \
+        torch.zeros(1, *input_shape, device=parameter.device, dtype=parameter.dtype)
+    try:
+        with torch.no_grad(), eval_mode(slim):
+            slim(x)
+    except Exception as error:  # any failure of the user's forward: say which removal caused it
+        raise PruningError(f"the model does not run without {', '.join(names)} ({str(error).splitlines()[0][:120]}); "
+                           "remove other blocks") from None
+
+
 def remove_blocks(model: nn.Module, names: list[str], data: Dataset | None = None, *, max_images: int = 1024,
-                  positions: int = 16, ridge: float = 1e-3, seed: int = 0) -> nn.Module:
+                  positions: int = 16, ridge: float = 1e-3, seed: int = 0,
+                  input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A copy of ``model`` without the blocks ``names``; the recipe records each removal.
 
     Plain blocks: with ``data``, each successor whose input changed is refit by least squares
     (:func:`refit_successor`, in forward order, each on the model with the earlier ones refit);
     without, the successors are kept, which needs blocks that keep their channel count.
+    Transformer blocks are checked residual first, by a forward pass at ``input_shape`` (default:
+    the model's, else the first image of ``data``), and become identities.
     """
     blocks = layer_blocks(model)
     unknown = [n for n in names if n not in blocks]
     if unknown:
-        raise PruningError(f"{unknown[0]!r} is not a residual block or conv block; blocks: "
+        raise PruningError(f"{unknown[0]!r} is not a residual block, transformer block or conv block; blocks: "
                            f"{', '.join(blocks) or 'none'}")
     if len(set(names)) != len(names):
         raise PruningError(f"blocks to remove are listed twice: {', '.join(names)}; name each once")
+    shape = input_shape or model_input_shape(model, data)
+    transformer = [n for n in names if n in set(transformer_blocks(model)) - set(residual_blocks(model))]
+    _check_transformer_blocks(model, transformer, shape)
     slim = copy.deepcopy(model)
     steps = []
     for name in names:
@@ -260,6 +311,8 @@ def remove_blocks(model: nn.Module, names: list[str], data: Dataset | None = Non
         for name in successors:
             refit_successor(model, slim, name, data, max_images=max_images, positions=positions, ridge=ridge,
                             seed=seed)
+    if transformer:
+        _check_runs(slim, transformer, shape)
     meta = getattr(model, "neurotomy_meta", None)
     if meta is not None:
         slim.neurotomy_meta = copy.deepcopy(meta)
