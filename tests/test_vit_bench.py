@@ -1,0 +1,69 @@
+"""benchmarks/vit.py's seed repeats: other seeds' runs are read only when every setting but the seed
+matches, and the ours-vs-baseline lead over seeds is the per-seed difference, its mean and sd."""
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from neurotomy.errors import NeurotomyError
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"model": "zoo:vit-tiny-fmnist", "train_images": 60000, "test_images": 10000,
+            "finetune": {"epochs": 3, "lr": 3e-4}, "score_images": 640, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def vit():
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("vit_bench", ROOT / "benchmarks" / "vit.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vit_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(key: str, method: str, acc: float) -> dict:
+    return {"key": key, "method": method, "criterion": "taylor", "units": "all", "scope": "global",
+            "target_macs_reduction": 0.5, "macs_reduction": 0.5, "acc_pruned": 0.5, "acc_finetuned": acc,
+            "finetune_epochs": 3}
+
+
+def run(path: Path, seed: int, ours: float, base: float, **changes) -> str:
+    path.write_text(json.dumps({**SETTINGS, "seed": seed, **changes,
+                                "records": [record("ours@0.5", "ours", ours), record("tp@0.5", "torch-pruning", base)]}))
+    return str(path)
+
+
+def test_lead_over_seeds_is_the_mean_of_per_seed_differences(vit, tmp_path):
+    repeats = vit.read_repeats([run(tmp_path / "a.json", 1, 0.9175, 0.9150), run(tmp_path / "b.json", 2, 0.9100, 0.9160)],
+                               SETTINGS)
+    assert sorted({r["seed"] for r in repeats}) == [1, 2] and len(repeats) == 4
+    results = {"seed": 0, "records": [record("ours@0.5", "ours", 0.9165), record("tp@0.5", "torch-pruning", 0.9184)],
+               "seed_repeats": repeats}
+    lead = vit.lead_over_seeds(results, results["records"][0], results["records"][1])
+    expected = [(0.9165 - 0.9184) * 100, (0.9175 - 0.9150) * 100, (0.9100 - 0.9160) * 100]
+    assert lead["seeds"] == [0, 1, 2]
+    assert lead["values"] == pytest.approx(expected)
+    assert lead["mean"] == pytest.approx(statistics.mean(expected))
+    assert lead["sd"] == pytest.approx(statistics.stdev(expected))
+    assert lead["met"] is (statistics.mean(expected) >= 0)
+
+
+def test_lead_over_seeds_needs_two_seeds_with_both_configs(vit):
+    results = {"seed": 0, "records": [record("ours@0.5", "ours", 0.92), record("tp@0.5", "torch-pruning", 0.91)],
+               "seed_repeats": [{**record("ours@0.5", "ours", 0.93), "seed": 1}]}  # seed 1 lacks the baseline
+    assert vit.lead_over_seeds(results, results["records"][0], results["records"][1]) is None
+
+
+def test_repeats_of_other_settings_or_the_same_seed_are_refused(vit, tmp_path):
+    other = run(tmp_path / "lr.json", 1, 0.9, 0.9, finetune={"epochs": 3, "lr": 1e-3})
+    with pytest.raises(NeurotomyError, match="finetune.lr"):
+        vit.read_repeats([other], SETTINGS)
+    same = run(tmp_path / "same.json", 0, 0.9, 0.9)
+    with pytest.raises(NeurotomyError, match="another --seed"):
+        vit.read_repeats([same], SETTINGS)
