@@ -1,0 +1,105 @@
+"""The latency knapsack's value (neurotomy.surgery.latency_plan.option_values): a hand computation from
+the layers' own weights, and a toy network whose narrow, latency-heavy layer the summed-score value
+guts while the log-share value keeps it above its narrowest width (fake runtime: no wall clock)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from neurotomy.scores import get_criterion
+from neurotomy.surgery.latency_plan import latency_model, option_values
+from neurotomy.surgery.planner import Planner
+from tests.surgery.test_latency import SHAPE, FakeRuntime, spec_macs, tiny_cnn
+
+
+def test_option_values_by_hand():
+    scores = torch.tensor([3.0, 1.0, 2.0, 2.0])  # total 8, two layers' worth per channel
+    # removing the 1 and then a 2 keeps 5 of 8; nothing removed keeps all
+    assert option_values(scores, [(2, 3.0), (3, 1.0), (4, 0.0)]) == pytest.approx(
+        [2 * math.log(5 / 8), 2 * math.log(7 / 8), 0.0])
+    # no score mass to share (all zero): the kept width's share, still weighted by the layers it cuts
+    assert option_values(torch.zeros(4), [(1, 0.0), (4, 0.0)]) == pytest.approx([math.log(1 / 4), 0.0])
+    # a layer's scale does not matter, only the shares: ×10 scores give the same values
+    assert option_values(scores * 10, [(2, 30.0)]) == pytest.approx([20 * math.log(5 / 8)])
+
+
+def test_table_values_are_log_shares_of_each_layers_l1_norms(tmp_path):
+    """tiny CNN: each conv is its own group (one layer), so the value of keeping k channels is the log
+    of the share of that layer's filter L1 norms its k largest filters hold — computed here from the
+    weights, not from the planner."""
+    model = tiny_cnn()
+    planner = Planner(model, get_criterion("l1")(model), SHAPE, [model[-1]], 1, None, False)
+    table = latency_model(model, planner, SHAPE, FakeRuntime(), batch=2, threads=1, cache_dir=tmp_path, quiet=True)
+    assert sorted(g.root_name for g in planner.groups) == ["0", "3", "6"]
+    for g, group in enumerate(planner.groups):
+        conv = model.get_submodule(group.root_name)
+        norms = conv.weight.detach().abs().sum(dim=(1, 2, 3)).double().sort(descending=True).values
+        for i, (kept, _) in enumerate(table.options[g]):
+            expected = math.log(float(norms[:kept].sum() / norms.sum()))
+            assert table.values[g][i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    choice = [1, 0, len(table.options[2]) - 1]
+    assert table.values[2][-1] == 0 and table.value(choice) == pytest.approx(table.values[0][1] + table.values[1][0])
+
+
+def heavy_stem_cnn() -> nn.Module:
+    """Two 16-wide convs at 24×24 (most of the work, like ResNet's first stage), then a stride-4
+    conv to 64 channels at 6×6 and another 64-wide one."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 64, 3, stride=4, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+
+
+def test_log_share_keeps_a_narrow_latency_heavy_group_that_summed_scores_gut(tmp_path):
+    shape = (3, 24, 24)
+    model = heavy_stem_cnn()
+    planner = Planner(model, get_criterion("l1")(model), shape, [model[-1]], 1, None, False)
+    table = latency_model(model, planner, shape, FakeRuntime(), batch=2, threads=1, cache_dir=tmp_path, quiet=True)
+    stem = [g for g, group in enumerate(planner.groups) if group.channels == 16]
+    wide = [g for g, group in enumerate(planner.groups) if group.channels == 64]
+    assert len(stem) == len(wide) == 2
+    budget = table.full_ms / 2
+    choice = table.allocate(budget)
+    widths = table.widths(choice)
+    # the old value (the summed scores kept) on the same table: a channel of a 16-wide group counts
+    # like one of a 64-wide group, so the heavy stem goes to its narrowest candidate while the wide
+    # layers (cheap per channel) stay whole
+    log_values, table.values = table.values, [[-lost for _, lost in options] for options in table.options]
+    old_choice = table.allocate(budget)
+    old = table.widths(old_choice)
+    assert [old[g] for g in stem] == [4, 4] and [old[g] for g in wide] == [64, 64]
+    table.values = log_values
+    assert table.predict(choice) <= budget
+    assert min(widths[g] for g in stem) >= 8, widths  # no 16-wide group at a quarter of its width…
+    assert min(widths[g] for g in wide) < 64, widths  # …a wide one gives channels instead
+    assert table.predict(old_choice) <= budget and table.value(choice) > table.value(old_choice)  # it fits; worth less
+
+
+
+class FlooredRuntime(FakeRuntime):
+    """Like onnxruntime int8 on this CPU: below 8 channels on either side a layer gets slower, not faster
+    (kernel blocking) — it costs 1.5× the same layer at 8 — so the narrowest widths are not the fastest."""
+
+    def time_layers(self, specs, batch, threads):
+        self.timed += [s.key() for s in specs]
+        return [self._record(batch * spec_macs(s.at(max(s.in_channels, 8), max(s.out_channels, 8))) / 1e4
+                             * (1.5 if min(s.in_channels, s.out_channels) < 8 else 1.0)) for s in specs]
+
+
+def test_allocate_starts_from_the_fastest_choice_when_narrowest_is_slower(tmp_path):
+    model = tiny_cnn()
+    planner = Planner(model, get_criterion("l1")(model), SHAPE, [model[-1]], 1, None, False)
+    table = latency_model(model, planner, SHAPE, FlooredRuntime(), batch=2, threads=1, cache_dir=tmp_path, quiet=True)
+    narrowest = table.predict([0] * len(table.options))
+    fastest = table.fastest()
+    assert table.predict(fastest) < narrowest  # the narrowest widths are not the fastest here
+    assert all(w >= 8 for w in table.widths(fastest))
+    # a budget between the fastest and the narrowest choice: reachable (refused before), and met
+    budget = (table.predict(fastest) + narrowest) / 2
+    choice = table.allocate(budget)
+    assert table.predict(choice) <= budget
