@@ -60,7 +60,7 @@ clean:
 	rm -rf $(VENV) demo-out .pytest_cache
 
 bench-layers: install
-	$(BIN)/python benchmarks/layer_dynamics.py --root $(FMNIST) --models zoo:resnet20-fmnist zoo:resnet56-fmnist
+	$(BIN)/python benchmarks/layer_dynamics.py --root $(FMNIST) --models zoo:resnet20-fmnist zoo:resnet56-fmnist zoo:vgg16-fmnist
 
 bench-speed: install
 	$(BIN)/python benchmarks/pruning_speed.py --root $(FMNIST)

@@ -55,6 +55,7 @@ MEMORY_TARGET = 0.10         # #8: peak RSS at 60k within 10 % of 10k
 ONNX_TARGET = 1e-4           # #8
 DEMO_TARGET_S = 300          # #7
 VIT_ZOO_TARGET = 0.91       # #21: zoo:vit-tiny-fmnist on the full test set
+DEPTH_ZOO_TARGETS = {"resnet56-fmnist": 0.945, "vgg16-fmnist": 0.94}  # #15: converged deep references, full test set
 TIE = 0.001                  # "matches": within 0.1 pt
 
 
@@ -619,6 +620,10 @@ def claims(r: dict) -> list[str]:
     claim("PRCA's top-k directions capture more relevance, and keep more accuracy, than PCA's",
           "Chormai et al., TPAMI 2024", "every k", f"relevance at {won['relevance_captured']} of {n} k, accuracy at "
           f"{won['accuracy_kept']} of {n} k", verdict(all(all(v) for v in wins.values()), any(won.values())))
+    for name, target in DEPTH_ZOO_TARGETS.items():  # #15's targets; the 3-epoch ResNet-56 is not converged yet
+        acc = r["zoo"][name]["test_accuracy"]
+        claim(f"`zoo:{name}` accuracy, full test set (converged deep reference)", "#15", f"≥ {pct(target)}",
+              pct(acc, 2), verdict(acc >= target))
     vit_claims(r, claim, verdict)
     if "deploy" in r:
         deploy_claims(r["deploy"], claim, verdict)

@@ -16,6 +16,7 @@ ZOO = {
     "lenet5-digits": "LeNet-5 on scikit-learn digits (8×8)",
     "resnet20-fmnist": "ResNet-20 on the full Fashion-MNIST (28×28)",
     "resnet56-fmnist": "ResNet-56 on the full Fashion-MNIST, 3 epochs only (for depth studies)",
+    "vgg16-fmnist": "VGG-16-BN at width 0.25 (no shortcuts; for depth studies) on the full Fashion-MNIST",
     "vit-tiny-fmnist": "ViT-tiny (patch 4, width 128, 6 blocks, 4 heads) on the full Fashion-MNIST, distilled from ResNet-20",
 }
 
