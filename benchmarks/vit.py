@@ -475,12 +475,12 @@ def timing_stage(model, test, args, results: dict, save) -> bool:
 # --------------------------------------------------------------------------- seeds
 
 def changed_setting(before: dict, settings: dict, ignore: tuple[str, ...] = ()) -> tuple | None:
-    """The first setting (``name``, then, now) in which ``before`` differs from ``settings``, else None."""
+    """The first setting (``name``, then, now) in which ``before`` differs from ``settings``, else None;
+    nested settings are named ``outer.inner`` (e.g. ``finetune.seed``), and ``ignore`` takes such names."""
     flat = lambda d: {f"{k}.{j}" if isinstance(v, dict) else k: w  # noqa: E731
                       for k, v in d.items() for j, w in (v.items() if isinstance(v, dict) else [(None, v)])}
-    then, now = flat({k: before.get(k) for k in settings if k not in ignore}), \
-        flat({k: v for k, v in settings.items() if k not in ignore})
-    return next(((k, then.get(k), now[k]) for k in now if then.get(k) != now[k]), None)
+    then, now = flat({k: before.get(k) for k in settings}), flat(settings)
+    return next(((k, then.get(k), now[k]) for k in now if k not in ignore and then.get(k) != now[k]), None)
 
 
 def read_repeats(paths: list[str], settings: dict) -> list[dict]:
@@ -489,7 +489,7 @@ def read_repeats(paths: list[str], settings: dict) -> list[dict]:
     repeats = []
     for path in paths:
         other = json.loads(Path(path).read_text())
-        changed = changed_setting(other, settings, ignore=("seed",))
+        changed = changed_setting(other, settings, ignore=("seed", "finetune.seed"))
         if changed:
             raise NeurotomyError(f"{path} was measured with {changed[0]}={changed[1]!r}, this run has "
                                  f"{changed[2]!r}: only the seed may differ between repeats")
@@ -515,7 +515,7 @@ def lead_over_seeds(results: dict, ours: dict, base: dict) -> dict | None:
     leads = [(by_seed[s][ours["key"]] - by_seed[s][base["key"]]) * 100 for s in seeds]
     mean = sum(leads) / len(leads)
     sd = (sum((x - mean) ** 2 for x in leads) / (len(leads) - 1)) ** 0.5
-    return {"seeds": seeds, "values": leads, "mean": mean, "sd": sd,
+    return {"seeds": seeds, "values": leads, "value": mean, "mean": mean, "sd": sd,
             "ours_acc": [by_seed[s][ours["key"]] for s in seeds], "baseline_acc": [by_seed[s][base["key"]] for s in seeds],
             "ours": ours["key"], "baseline": base["key"], "target": "mean ≥ 0", "met": mean >= 0}
 

@@ -13,7 +13,7 @@ from neurotomy.errors import NeurotomyError
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"model": "zoo:vit-tiny-fmnist", "train_images": 60000, "test_images": 10000,
-            "finetune": {"epochs": 3, "lr": 3e-4}, "score_images": 640, "seed": 0}
+            "finetune": {"epochs": 3, "lr": 3e-4, "seed": 0}, "score_images": 640, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def record(key: str, method: str, acc: float) -> dict:
 
 
 def run(path: Path, seed: int, ours: float, base: float, **changes) -> str:
-    path.write_text(json.dumps({**SETTINGS, "seed": seed, **changes,
+    finetune = {**SETTINGS["finetune"], "seed": seed}  # the fine-tune is seeded by the run's seed too
+    path.write_text(json.dumps({**SETTINGS, "seed": seed, "finetune": finetune, **changes,
                                 "records": [record("ours@0.5", "ours", ours), record("tp@0.5", "torch-pruning", base)]}))
     return str(path)
 
@@ -61,7 +62,7 @@ def test_lead_over_seeds_needs_two_seeds_with_both_configs(vit):
 
 
 def test_repeats_of_other_settings_or_the_same_seed_are_refused(vit, tmp_path):
-    other = run(tmp_path / "lr.json", 1, 0.9, 0.9, finetune={"epochs": 3, "lr": 1e-3})
+    other = run(tmp_path / "lr.json", 1, 0.9, 0.9, finetune={"epochs": 3, "lr": 1e-3, "seed": 1})
     with pytest.raises(NeurotomyError, match="finetune.lr"):
         vit.read_repeats([other], SETTINGS)
     same = run(tmp_path / "same.json", 0, 0.9, 0.9)
