@@ -109,8 +109,8 @@ def joined(items: list[str], last: str = "and") -> str:
 
 
 def model_name(name: str) -> str:
-    """resnet56-fmnist → ResNet-56."""
-    return name.split("-")[0].replace("resnet", "ResNet-").replace("lenet", "LeNet-")
+    """resnet56-fmnist → ResNet-56, vgg16-fmnist → VGG-16."""
+    return name.split("-")[0].replace("resnet", "ResNet-").replace("lenet", "LeNet-").replace("vgg", "VGG-")
 
 
 def load_phrase(stamps: list[dict]) -> str:
@@ -401,6 +401,23 @@ def patching_gains(cl: dict) -> dict[str, list[float]]:
         kinds.setdefault(r["weak_kind"], []).append(r)
     return {kind: [statistics.fmean(100 * (r[f"{m}_after"] - r[f"{m}_before"]) for r in runs)
                    for m in ("precision", "recall", "other_acc")] for kind, runs in kinds.items()}
+
+
+def depth_subsets_bullet(cl: dict) -> str:
+    """#15 item 4: per-class subset sizes (99 % retention) at the final layer and the penultimate block, per model."""
+    rows = cl["subsets_by_depth_summary"]
+
+    def sizes(model: str, position: str) -> str:
+        mine = {r["criterion"]: r for r in rows if r["model"] == model and r["position"] == position}
+        f, c = mine["frequency"], mine["contribution"]
+        return (f"median {f['median_size']:.0f} / {c['median_size']:.0f} of {f['width']} (`{f['layer']}`), "
+                f"k = 5 head {pct(f['head_accuracy_finetuned']['5'], 1)} / {pct(c['head_accuracy_finetuned']['5'], 1)}")
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    parts = [f"{model_name(m)} ({pct(next(r['model_accuracy'] for r in rows if r['model'] == m), 2)}): final layer "
+             f"{sizes(m, 'final')}; penultimate block {sizes(m, 'penultimate_block')}" for m in models]
+    return ("- Class subsets across depth (`classes.json` `subsets_by_depth`, frequency / contribution rule, 99 % "
+            "retention; the penultimate block read by a linear probe on its pooled output): " + "; ".join(parts) + ".")
 
 
 def classes_bullet(cl: dict) -> str:
@@ -725,6 +742,7 @@ def generate(results: Path = RESULTS) -> str:
         zoo_line(r["zoo"]), "", *pruning_table(pc), "",
         recalibration_bullet(pc["records"]), finetune_bullet(pc), speed_bullet(pc), scoring_bullet(pc["records"]),
         layer_bullet(r["layer_dynamics"]), explanation_bullet(r["explanations"]), classes_bullet(r["classes"]),
+        *([depth_subsets_bullet(r["classes"])] if r["classes"].get("subsets_by_depth_summary") else []),
         gradmask_bullet(r["grad_mask"]), subspaces_bullet(r["subspaces"]),
         *([vit_bullet(r["vit"])] if "vit" in r else []), scale_bullet(r["scale"]),
         demo_bullet(r["dissect_demo"]), "",
