@@ -89,11 +89,11 @@ channels-last, a linear layer's input reshaped): a model does that once, not per
 EXIT_OPS = ("Transpose", "DequantizeLinear", "Reshape")
 """Ops a lone int8 layer's graph runs after its own kernels (back to channels-first float)."""
 KERNEL_REPEATS = 4
+"""Calls per round when timing kernels; the first of each round is not counted (see the module's notes)."""
 REFERENCE = LayerSpec("conv", 16, 16, kernel=(3, 3), padding=(1, 1), spatial=(16, 16), batchnorm=True,
                       activation="ReLU")
 """A layer timed with every chunk of int8 entries: each chunk is scaled so that it takes what it
 took in the first chunk (see :meth:`OnnxInt8Runtime.time_layers`)."""
-"""Calls per round when timing kernels; the first of each round is not counted (see the module's notes)."""
 
 
 class _AsImages(nn.Module):
