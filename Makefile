@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: demo test install install-dev bench-pruning bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit
+.PHONY: audit-provenance demo test install install-dev bench-pruning bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,3 +96,7 @@ bench-deploy: install-dev
 # epochs each (long, resumable), explanations before/after, then batch-64 CPU speed-up (waits for a quiet machine)
 bench-vit: install
 	$(BIN)/python benchmarks/vit.py --root $(FMNIST)
+
+# #17: which committed results still lack a measured load (the benchmarks to rerun)
+audit-provenance: install
+	$(BIN)/python benchmarks/audit_provenance.py

@@ -1,0 +1,30 @@
+"""benchmarks/audit_provenance.py (issue #17): stamps found at any depth, a load counts only when it
+holds numbers, files without any stamp flagged."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_audit():
+    spec = importlib.util.spec_from_file_location("audit_provenance", ROOT / "benchmarks" / "audit_provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_audit_lists_stamps_without_a_measured_load(tmp_path):
+    audit = load_audit()
+    (tmp_path / "a.json").write_text(json.dumps({
+        "records": [{"git_commit": "x", "load_average_start": [0.5, 0.4, 0.3], "load_average_end": None},
+                    {"git_commit": "y", "load_average_start": None, "load_average_end": None},
+                    {"acc": 0.9}],
+        "provenance": {"run": {"git_commit": "z", "load_average": "idle"}}}))  # a label, not a measurement
+    (tmp_path / "b.json").write_text(json.dumps({"accuracy": 0.9}))
+    (tmp_path / "c.json").write_text(json.dumps([{"git_commit": "w", "load_average": [1.0, 1.0]}]))
+    report = audit.audit(tmp_path)
+    assert report["a.json"] == {"stamps": 3, "has_stamp": True, "without_load": ["/records/1", "/provenance/run"]}
+    assert report["b.json"] == {"stamps": 0, "has_stamp": False, "without_load": []}
+    assert report["c.json"]["without_load"] == [] and report["c.json"]["stamps"] == 1
