@@ -34,6 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from neurotomy.device import model_device
 from neurotomy.errors import ModelError
 from neurotomy.probe import Probe
 
@@ -199,7 +200,7 @@ def block_forms(model: nn.Module, input_shape: tuple[int, ...], blocks: list[str
                 and bool(torch.equal(norm, output)))
         forms[name] = BlockForm(name, tuple(inputs[0].shape), out_shape, post)
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
     was_training = model.training
