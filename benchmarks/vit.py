@@ -453,7 +453,8 @@ def timing_stage(model, test, args, results: dict, save) -> bool:
     times = interleaved_timing([call(m) for m in models], rounds=args.rounds, repeats=args.repeats,
                                threads=args.threads)
     original = times[0]
-    results["timing"] = {**end_stamp(stamp), "batch": int(len(images)),  # the stamp first: its threads are the process's "original_median_ms": original["median_ms"],
+    # the stamp first: the timed runs' threads below replace the process's own
+    results["timing"] = {**end_stamp(stamp), "batch": int(len(images)), "original_median_ms": original["median_ms"],
                          "original_min_ms": original["min_ms"], "threads": original["threads"],
                          "load_average": original["load_average"], "machine_busy": original["machine_busy"],
                          "rounds": args.rounds, "repeats": args.repeats,

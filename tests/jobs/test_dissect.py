@@ -27,6 +27,20 @@ def test_report_files_and_sections(tiny_report_dir, tiny_report):
     assert tiny_report["budget"]["name"] == "tiny" and tiny_report["train_images"] <= 300
 
 
+def test_the_report_carries_its_provenance_stamp(tiny_report):
+    """Which code made the report, when, and the measured load while it ran — in the JSON and in the run
+    section's text (issue #17: "idle" is a measured load, never a label)."""
+    import subprocess
+
+    stamp = tiny_report["provenance"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert stamp["git_commit"] in (head, None)  # None outside a git checkout
+    assert len(stamp["load_average_start"]) == 3 and len(stamp["load_average_end"]) == 3
+    assert stamp["threads"] == tiny_report["machine"]["torch_threads"]
+    run = next(s for s in tiny_report["sections"] if s["id"] == "run")
+    assert f"load average {stamp['load_average_start'][0]:.2f} at the start" in run["text"]
+
+
 def test_numbers_agree_across_sections_and_with_the_checkpoint(tiny_report_dir, tiny_report):
     layers, pruning = _numbers(tiny_report, "layers"), _numbers(tiny_report, "pruning")
     # the layer table and the prune record count parameters independently
@@ -101,14 +115,15 @@ def test_a_failed_render_leaves_no_partial_html(tmp_path, monkeypatch, tiny_repo
 def _without_timings(value):
     """The report as two runs of the same dissection must agree on it: no timings (nor numbers, verdict
     items and figures made of them: speed-ups, the load while timing, latency plots), no machine, no
-    checkpoint sizes (a checkpoint's metadata holds the prune's timings, so its size varies by a few bytes)."""
+    checkpoint sizes (a checkpoint's metadata holds the prune's timings, so its size varies by a few bytes), no
+    provenance stamp (its date and load)."""
     if isinstance(value, dict) and "columns" in value and "rows" in value:  # a table: drop its timing columns
         timed = [i for i, c in enumerate(value["columns"]) if c.get("format") in ("seconds", "ms", "mb")]
         rows = [[x for i, x in enumerate(row) if i not in timed] for row in value["rows"]]
         return {**_without_timings({k: v for k, v in value.items() if k != "rows"}), "rows": rows}
     if isinstance(value, dict):
         return {k: _without_timings(v) for k, v in value.items()
-                if "seconds" not in k and k not in ("machine", "files") and value.get("id") != "run"}
+                if "seconds" not in k and k not in ("machine", "files", "provenance") and value.get("id") != "run"}
     if isinstance(value, list):
         return [_without_timings(v) for v in value if not (isinstance(v, dict) and (
             v.get("id") == "run" or str(v.get("key", "")).startswith(TIMED_KEYS)

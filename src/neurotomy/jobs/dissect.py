@@ -57,6 +57,7 @@ from neurotomy.jobs.prune import PruneJob, forward_seconds, scores_from_record, 
 from neurotomy.measure import compare_models
 from neurotomy.models.anatomy import model_input_shape
 from neurotomy.models.transformer import is_transformer
+from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.report import sections
 from neurotomy.report.class_subsets_section import class_subsets_section
 from neurotomy.report.concepts_section import directions_section
@@ -189,6 +190,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
                       "scope": scope, "seed": seed, "model": weights_digest(model), "deploy": deploy,
                       "data": [f"{getattr(d, 'name', '')}:{len(d)}" for d in (train, test)]})
     place(model, device)
+    stamp = begin_stamp(device=model_device(model))  # the report says which code, when, and how busy the machine was
     seed_everything(seed)
     model.eval()
     train, test = balanced_subset(train, budget.train_images, seed), balanced_subset(test, budget.test_images, seed)
@@ -267,6 +269,7 @@ def dissect(model: nn.Module, train: Dataset, test: Dataset, out_dir: str | os.P
         "budget": budget.to_dict(), "finetune_epochs": epochs, "target_macs": target_macs,
         "criterion": criterion, "scope": scope, "seed": seed,
         "machine": machine(model),
+        "provenance": end_stamp(stamp),
     }
     report["verdict"] = verdict(record, report_sections)
     report["sections"] = report_sections + [sections.run_section(report, stages.seconds, stages.elapsed)]

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from neurotomy.provenance import busy_threshold
 from neurotomy.report import plots
 from neurotomy.report.record import add_figure, add_number, add_table, section
 
@@ -155,6 +156,18 @@ def dynamics_section(dynamics: dict) -> dict:
     return sec
 
 
+def _provenance_sentence(stamp: dict | None) -> str:
+    """The code and the machine's load behind the report's timings, from its provenance stamp."""
+    if not stamp:
+        return ""
+    commit = (stamp.get("git_commit") or "unknown")[:10] + (" (uncommitted changes)" if stamp.get("git_dirty") else "")
+    start, end = stamp.get("load_average_start"), stamp.get("load_average_end")
+    load = lambda la: "unmeasured" if not la else f"{la[0]:.2f}"  # noqa: E731
+    return (f" Code {commit}, run on {stamp.get('date', '?')}; 1-minute load average {load(start)} at the start and "
+            f"{load(end)} at the end (above {busy_threshold(stamp.get('cpu_count')):g} the timings are those of a busy "
+            "machine).")
+
+
 def run_section(report: dict, stage_seconds: dict[str, float], total_seconds: float) -> dict:
     """How the report was made: the budget, seed and machine recorded in ``report``, and the
     seconds each stage of the job took."""
@@ -164,7 +177,7 @@ def run_section(report: dict, stage_seconds: dict[str, float], total_seconds: fl
                   f"{report['test_images']} test images. Machine: {m['platform']}, {m['cpu_count']} CPUs, "
                   f"{m['torch_threads']} torch threads, GPU {'yes' if m['gpu'] else 'no'}; computed on "
                   f"{m.get('device', 'cpu')}, latency timed on the {m.get('latency_device', 'cpu').upper()}; "
-                  f"torch {m['torch']}.")
+                  f"torch {m['torch']}." + _provenance_sentence(report.get("provenance")))
     add_table(sec, "stages", [("stage", "text"), ("seconds", "seconds")],
               [[name, s] for name, s in stage_seconds.items()] + [["total", total_seconds]])
     return sec
