@@ -218,6 +218,28 @@ def _brief(row: dict | None, field: str = "acc_finetuned") -> dict | None:
                                      "speedup_batch64": row.get("speedup_batch64")}
 
 
+def _at_equal_speedup(row: dict | None, curve: list[dict]) -> dict | None:
+    """``row`` (a latency-targeted cut, timed) against MACs-targeted cuts at the same measured speed-up:
+    their accuracy after the fine-tune, linearly interpolated between the two whose measured speed-ups
+    bracket ``row``'s (issue #19: "at equal measured latency, accuracy ≥ MACs-targeted pruning"). None
+    when ``row`` is untimed or its speed-up lies outside the curve (no extrapolation)."""
+    if row is None or not row.get("speedup_batch64") or row.get("acc_finetuned") is None:
+        return None
+    x = row["speedup_batch64"]
+    points = sorted(curve, key=lambda r: r["speedup_batch64"])
+    for lo, hi in zip(points, points[1:]):
+        if lo["speedup_batch64"] <= x <= hi["speedup_batch64"]:
+            span = hi["speedup_batch64"] - lo["speedup_batch64"]
+            w = 0.0 if span == 0 else (x - lo["speedup_batch64"]) / span
+            acc = (1 - w) * lo["acc_finetuned"] + w * hi["acc_finetuned"]
+            diff = 100 * (row["acc_finetuned"] - acc)
+            return {"speedup_batch64": x, "acc_latency_targeted": row["acc_finetuned"], "acc_macs_targeted": acc,
+                    "between": [lo["key"], hi["key"]], "difference_pts": diff, "met": diff >= -TIE_PTS}
+    return {"speedup_batch64": x, "acc_latency_targeted": row["acc_finetuned"], "acc_macs_targeted": None,
+            "between": [r["key"] for r in points], "difference_pts": None, "met": None,
+            "note": "measured speed-up outside the MACs-targeted cuts' range: not extrapolated"}
+
+
 def summarize(results: dict) -> dict:
     """The issue's targets from the records: values, targets, met (None: not measured yet), and
     ``misses``, one line with the numbers for every target missed."""
@@ -276,6 +298,9 @@ def summarize(results: dict) -> dict:
             "without_reconstruct_best": plain["acc_finetuned"], "without_key": plain["key"],
             "with_reconstruct_best_by_epoch": {str(e): v for e, v in sorted(by_epoch.items())},
             "epochs_to_match": reach, "epochs_saved": None if reach is None else epochs - reach}
+    # ours at the MACs targets as accuracy against measured speed-up: what a latency-targeted cut must beat
+    curve = [b for t in sorted({r["target_macs_reduction"] for r in ours if r.get("target_speedup") is None})
+             if (b := _best([r for r in at(ours, "macs_reduction", t) if r.get("speedup_batch64")])) is not None]
     for s in sorted({r["target_speedup"] for r in records if r.get("target_speedup") is not None}):
         mine = at(ours, "speedup", s)
         timed = [r for r in mine if r.get("speedup_batch64") is not None]
@@ -298,6 +323,13 @@ def summarize(results: dict) -> dict:
                 misses.append(f"{s:g}× speed-up after {epochs} epochs: our best {a['acc_finetuned']:.2%} ({a['key']}) vs "
                               f"torch-pruning at the same MACs {b['acc_finetuned']:.2%} ({b['key']}): "
                               f"{entry['ours_minus_tp_pts']:+.2f} pt")
+        entry["vs_macs_targeted"] = _at_equal_speedup(a, curve)
+        if entry["vs_macs_targeted"] and entry["vs_macs_targeted"]["met"] is False:
+            e = entry["vs_macs_targeted"]
+            misses.append(f"{s:g}× speed-up after {epochs} epochs: {a['acc_finetuned']:.2%} ({a['key']}, measured "
+                          f"{a['speedup_batch64']:.2f}×) vs MACs-targeted pruning at the same speed-up "
+                          f"{e['acc_macs_targeted']:.2%} (interpolated between {' and '.join(e['between'])}): "
+                          f"{e['difference_pts']:+.2f} pt")
         out["speedup_targets"][f"{s:g}"] = entry
     groups: dict = {}
     for r in ours:

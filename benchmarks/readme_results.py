@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo",
          "subspaces")
-OPTIONAL = ("vit", "deploy")  # results of benchmarks still being run: their bullets and claims appear once the file exists
+OPTIONAL = ("vit", "deploy", "pruning_budget")  # results of benchmarks still being run: their bullets and claims appear once the file exists
 
 SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
@@ -546,6 +546,39 @@ def vit_bullet(vit: dict) -> str:
             + " — ".join(parts) + "." + timed)
 
 
+def budget_bullet(pb: dict) -> str:
+    """Issue #19's budget benchmark: ours vs torch-pruning's best per MACs target after the same fine-tune,
+    each speed-up target asked vs measured (and vs torch-pruning cut to the MACs it reached), and the
+    reconstruct-only accuracies."""
+    sm, recs = pb["summary"], {r["key"]: r for r in pb["records"]}
+    macs = []
+    for t, e in sm["macs_targets"].items():
+        a, b = e["ours_best"], e["tp_best"]
+        if a and b:
+            macs.append(f"{cut(float(t))} MACs ours {pct(a['acc_finetuned'], 2)} (`{a['key']}`) vs "
+                        f"{pct(b['acc_finetuned'], 2)} (`{b['key']}`)")
+    speed = []
+    for s, e in sm["speedup_targets"].items():
+        a, b = e["ours_best"], e["tp_best_at_matched_macs"]
+        if a is None:
+            continue
+        row = recs[a["key"]]
+        measured = (f"measured {times(row['speedup_batch64'])} (predicted {times(row['speedup_batch64_predicted'])})"
+                    if row.get("speedup_batch64") else "not timed yet")
+        speed.append(f"{s}× asked: {measured}, {cut(row['macs_reduction'])} MACs, {pct(a['acc_finetuned'], 2)}"
+                     + (f" vs torch-pruning cut to the same MACs {pct(b['acc_finetuned'], 2)} (`{b['key']}`)" if b else ""))
+    timed = [r["provenance"]["timing"] for r in pb["records"] if r.get("provenance", {}).get("timing")]
+    rec = [f"{pct(e['value'], 2)} at {cut(float(t))} MACs in {e['seconds']:.0f} s"
+           for t, e in sm["reconstruct_only"].items() if e["value"] is not None]
+    return (f"- Pruning to a budget (`benchmarks/results/pruning_budget.json`, `{pb['model']}` "
+            f"{pct(pb['acc_original'], 2)}, {thousands(pb['test_images'])} test images, the same {sm['finetune_epochs']}-"
+            f"epoch fine-tune for every method; {len(pb['records'])} records so far): after the fine-tune, "
+            + "; ".join(macs) + "."
+            + (f" Pruning to a speed-up (batch 64, {pb['settings']['latency']['threads']} thread, "
+               f"{load_phrase(timed) if timed else 'not timed yet'}): " + "; ".join(speed) + "." if speed else "")
+            + (" Least-squares reconstruction, no fine-tune: " + joined(rec) + "." if rec else ""))
+
+
 def zoo_line(zoo: dict) -> str:
     parts = [f"`zoo:{name}` {pct(e['test_accuracy'], 2 if 'resnet20' in name else 1)} "
              f"({thousands(e['test_images'])} test images)" for name, e in zoo.items()]
@@ -642,6 +675,8 @@ def claims(r: dict) -> list[str]:
         claim(f"`zoo:{name}` accuracy, full test set (converged deep reference)", "#15", f"≥ {pct(target)}",
               pct(acc, 2), verdict(acc >= target))
     vit_claims(r, claim, verdict)
+    if "pruning_budget" in r:
+        budget_claims(r["pruning_budget"], claim, verdict)
     if "deploy" in r:
         deploy_claims(r["deploy"], claim, verdict)
     runs = demo_runs(dd)
@@ -683,6 +718,47 @@ def vit_claims(r: dict, claim, verdict) -> None:
         claim("ViT speed-up at batch 64 ÷ MACs ratio", "#21", "≥ 0.85",
               f"{speed['met_count']} of {speed['timed']} cuts; lowest {num(worst['speedup_over_macs_ratio'])} "
               f"({load_phrase([r['vit']['timing']])})", verdict(speed["met"], speed["met_count"] > 0))
+
+
+def budget_claims(pb: dict, claim, verdict) -> None:
+    """Issue #19's targets, as pruning_budget.json's summary checked them (only what is measured)."""
+    sm = pb["summary"]
+    versus = {t: e for t, e in sm["macs_targets"].items() if e["met"] is not None}
+    if versus:
+        claim("pruning: our best ≥ torch-pruning's best after 3 epochs, per MACs target", "#19",
+              "≥ baseline (ties within 0.1 pt)",
+              "; ".join(f"{cut(float(t))}: {signed(e['ours_minus_tp_pts'], 2)} pt" for t, e in versus.items()),
+              verdict(all(e["met"] for e in versus.values()), any(e["met"] for e in versus.values())))
+    loss = sm["loss_at_85_pts"]
+    if loss["value"] is not None:
+        claim("pruning: accuracy lost at −85 % MACs after 3 epochs", "#19", loss["target"] + " pt",
+              f"{num(loss['value'])} pt (`{loss['key']}`)", verdict(loss["met"]))
+    rec = {t: e for t, e in sm["reconstruct_only"].items() if e["value"] is not None}
+    if rec:
+        claim("reconstruction without fine-tuning", "#19",
+              "; ".join(f"{e['target'].replace('%', ' %')} at {cut(float(t))}" for t, e in rec.items()) + ", ≤ 30 s",
+              "; ".join(f"{pct(e['value'], 2)} in {e['seconds']:.0f} s" for e in rec.values()),
+              verdict(all(e["met"] and e["met_seconds"] for e in rec.values()), any(e["met"] for e in rec.values())))
+    hits = [h for e in sm["speedup_targets"].values() for h in e["records"]]
+    if hits:
+        claim("pruning to a speed-up: measured vs asked, batch 64", "#19", "within ±10 %",
+              "; ".join(f"`{h['key']}` {times(h['speedup_batch64'])} ({signed(100 * h['miss'], 0)} %)" for h in hits),
+              verdict(all(h["hit"] for h in hits), any(h["hit"] for h in hits)))
+    versus_macs = {s: e["vs_macs_targeted"] for s, e in sm["speedup_targets"].items()
+                   if (e.get("vs_macs_targeted") or {}).get("met") is not None}
+    if versus_macs:
+        claim("pruning to a speed-up: accuracy after 3 epochs vs our MACs-targeted cuts at the same measured speed-up "
+              "(interpolated)", "#19", "≥ (ties within 0.1 pt)",
+              "; ".join(f"{s}× ({times(e['speedup_batch64'])} measured): {signed(e['difference_pts'], 2)} pt"
+                        for s, e in versus_macs.items()),
+              verdict(all(e["met"] for e in versus_macs.values()), any(e["met"] for e in versus_macs.values())))
+    equal = {s: e for s, e in sm["speedup_targets"].items() if e["ours_minus_tp_pts"] is not None}
+    if equal:
+        claim("pruning to a speed-up: ours ≥ torch-pruning cut to the same MACs, after 3 epochs", "#19",
+              "≥ baseline (ties within 0.1 pt)",
+              "; ".join(f"{s}×: {signed(e['ours_minus_tp_pts'], 2)} pt" for s, e in equal.items()),
+              verdict(all(e["ours_minus_tp_pts"] >= -100 * TIE for e in equal.values()),
+                      any(e["ours_minus_tp_pts"] >= -100 * TIE for e in equal.values())))
 
 
 DEPLOY_CLAIMS = {"int8_accuracy_drop_pts": ("int8 vs fp32 ONNX accuracy", lambda v: f"{v:.2f} pt", "≤ {} pt"),
@@ -744,6 +820,7 @@ def generate(results: Path = RESULTS) -> str:
         layer_bullet(r["layer_dynamics"]), explanation_bullet(r["explanations"]), classes_bullet(r["classes"]),
         *([depth_subsets_bullet(r["classes"])] if r["classes"].get("subsets_by_depth_summary") else []),
         gradmask_bullet(r["grad_mask"]), subspaces_bullet(r["subspaces"]),
+        *([budget_bullet(r["pruning_budget"])] if "pruning_budget" in r else []),
         *([vit_bullet(r["vit"])] if "vit" in r else []), scale_bullet(r["scale"]),
         demo_bullet(r["dissect_demo"]), "",
         *claims(r), END]))

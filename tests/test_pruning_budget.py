@@ -122,6 +122,28 @@ def test_summary_targets_and_misses(budget):
     assert "−50% MACs after" not in text
 
 
+def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(budget):
+    """Issue #19 item 3: at equal measured latency, accuracy ≥ MACs-targeted pruning — the MACs-targeted
+    cuts' accuracy is interpolated at the latency-targeted cut's measured speed-up, never extrapolated."""
+    records = [
+        _record("ours", "l1", 0.5, 0.9440, timed=1.3), _record("ours", "chip", 0.5, 0.9400, timed=1.4),
+        _record("ours", "l1", 0.7, 0.9350, timed=1.8), _record("ours", "l1", 0.85, 0.9200),  # untimed: not on the curve
+        _record("ours", "l1", 0.55, 0.9430, speedup=1.5, timed=1.55),
+        _record("ours", "l1", 0.65, 0.9300, speedup=1.75, timed=1.75),
+        _record("ours", "l1", 0.8, 0.9250, speedup=3.0, timed=2.9),
+    ]
+    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    at15 = s["speedup_targets"]["1.5"]["vs_macs_targeted"]
+    # halfway between (1.3×, 94.40 %) and (1.8×, 93.50 %): 93.95 %; the better 0.5 record (l1) is the curve's point
+    assert at15["acc_macs_targeted"] == pytest.approx(0.9395) and at15["difference_pts"] == pytest.approx(0.35)
+    assert at15["between"] == ["ours/l1/uniform/macs0.5/norec", "ours/l1/uniform/macs0.7/norec"] and at15["met"]
+    at175 = s["speedup_targets"]["1.75"]["vs_macs_targeted"]  # 93.59 % at 1.75×: 0.59 pt behind
+    assert at175["acc_macs_targeted"] == pytest.approx(0.9359) and at175["met"] is False
+    assert any("1.75× speed-up" in m and "-0.59 pt" in m for m in s["misses"])
+    outside = s["speedup_targets"]["3"]["vs_macs_targeted"]
+    assert outside["acc_macs_targeted"] is None and outside["met"] is None and "not extrapolated" in outside["note"]
+
+
 @pytest.mark.parametrize("importance,global_pruning", [("magnitude_l1", False), ("group_taylor", True)])
 def test_tp_baseline_rebuilt_bit_identical_and_reloadable(tpb, digits_train, tmp_path, importance, global_pruning):
     torch.manual_seed(0)
