@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: audit-provenance demo test install install-dev bench-pruning bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit
+.PHONY: audit-provenance demo test install install-dev bench-pruning bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit bench-transformer-scale
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,11 @@ bench-deploy: install-dev
 # epochs each (long, resumable), explanations before/after, then batch-64 CPU speed-up (waits for a quiet machine)
 bench-vit: install
 	$(BIN)/python benchmarks/vit.py --root $(FMNIST)
+
+# #21: plan + cut (filters −10 % MACs, MLP neurons, heads) of swin_t@64, maxvit_t@224, deit_tiny@224 in a fresh
+# process each: seconds and peak memory vs ≤ 60 s and ≤ 2 GB (time it on a quiet machine; timm comes with install-dev)
+bench-transformer-scale: install-dev
+	$(BIN)/python benchmarks/transformer_scale.py --threads 1
 
 # #17: which committed results still lack a measured load (the benchmarks to rerun)
 audit-provenance: install
