@@ -80,6 +80,11 @@ class TokenLayout(NamedTuple):
     prefix_tokens: int
 
 
+# normalisation layers: a block whose output is one of theirs is post-norm; an MLP Sequential may
+# lead with one (RMSNorm exists from torch 2.4)
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
 def attention_sites(model: nn.Module) -> list[AttentionSite]:
     """Every attention layer of ``model`` in module order (empty for a CNN)."""
     sites = []
@@ -98,7 +103,14 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
 
 def mlp_sites(model: nn.Module) -> list[MlpSite]:
     """Every transformer MLP of ``model`` in module order: modules with ``fc1``/``act``/``fc2`` linears,
-    or Sequentials shaped ``Linear, activation, [Dropout], Linear`` mapping the width back to itself."""
+    or Sequentials shaped ``[norm], Linear, activation, [Dropout], Linear`` mapping the width back to
+    itself (the leading norm, one of ``_NORMS``, is how torchvision's MaxViT writes its pre-norm MLP).
+
+    Example:
+        >>> mlp = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8), nn.Dropout())
+        >>> [(s.fc1_name, s.act_name, s.fc2_name, s.hidden) for s in mlp_sites(nn.Sequential(mlp))]
+        [('0.1', '0.2', '0.3', 32)]
+    """
     sites = []
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
@@ -107,6 +119,10 @@ def mlp_sites(model: nn.Module) -> list[MlpSite]:
             sites.append(MlpSite(name, prefix + "fc1", prefix + "act", prefix + "fc2", fc1.out_features))
         elif isinstance(module, nn.Sequential) and len(module) >= 3:
             children = list(module.named_children())
+            if isinstance(children[0][1], _NORMS):  # a pre-norm MLP carrying its norm (MaxViT)
+                children = children[1:]
+            if len(children) < 3:
+                continue
             (n1, first), (na, act) = children[0], children[1]
             rest = [(n, c) for n, c in children[2:] if isinstance(c, nn.Linear)]
             # dim → hidden → dim (a pruned MLP may be narrower than the stream, so no width order)
@@ -132,10 +148,6 @@ def transformer_blocks(model: nn.Module) -> list[str]:
             blocks = [b for b in blocks if not prefix.startswith(f"{b}.")]
             blocks.append(name)
     return [b for b in blocks if b]
-
-
-# normalisation layers: a block whose output is one of theirs is post-norm (RMSNorm exists from torch 2.4)
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
 @dataclass(frozen=True)

@@ -179,13 +179,15 @@ def head_matrix(scores: UnitScores) -> HeadMatrix:
 
 def _sites_of(model: nn.Module, unit: str) -> list:
     sites = attention_sites(model)
-    if not sites:
+    # MLP neurons need no recognised attention layer (MaxViT's relative-position attention is not one)
+    mlps = mlp_sites(model) if unit == "neuron" else []
+    if not sites and not mlps:
         raise ModelError(f"{type(model).__name__} has no attention layer; transformer units are scored on "
                          "transformers (for a CNN use `neurotomy score`)")
     if unit == "neuron":
-        sites = mlp_sites(model)
-        if not sites:
+        if not mlps:
             raise ModelError(f"{type(model).__name__} has no transformer MLP (fc1 → activation → fc2) to score")
+        return mlps
     return sites
 
 
