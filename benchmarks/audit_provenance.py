@@ -42,11 +42,12 @@ def has_load(stamp: dict) -> bool:
 
 
 def audit(results: Path) -> dict:
-    """Per results file: ``stamps``, ``without_load`` (JSON paths) and whether it ``has_stamp`` at all."""
+    """Per results file (subdirectories included, keyed by the path under ``results``): ``stamps``,
+    ``without_load`` (JSON paths) and whether it ``has_stamp`` at all."""
     report = {}
-    for path in sorted(results.glob("*.json")):
+    for path in sorted(results.rglob("*.json")):
         found = list(stamps(json.loads(path.read_text())))
-        report[path.name] = {"stamps": len(found), "has_stamp": bool(found),
+        report[path.relative_to(results).as_posix()] = {"stamps": len(found), "has_stamp": bool(found),
                              "without_load": [where for where, stamp in found if not has_load(stamp)]}
     return report
 

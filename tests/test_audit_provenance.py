@@ -24,7 +24,10 @@ def test_audit_lists_stamps_without_a_measured_load(tmp_path):
         "provenance": {"run": {"git_commit": "z", "load_average": "idle"}}}))  # a label, not a measurement
     (tmp_path / "b.json").write_text(json.dumps({"accuracy": 0.9}))
     (tmp_path / "c.json").write_text(json.dumps([{"git_commit": "w", "load_average": [1.0, 1.0]}]))
+    (tmp_path / "runs" / "x").mkdir(parents=True)  # a benchmark's variant written with --out under results/
+    (tmp_path / "runs" / "x" / "d.json").write_text(json.dumps({"git_commit": "v", "load_average_start": None}))
     report = audit.audit(tmp_path)
+    assert report["runs/x/d.json"] == {"stamps": 1, "has_stamp": True, "without_load": ["/"]}
     assert report["a.json"] == {"stamps": 3, "has_stamp": True, "without_load": ["/records/1", "/provenance/run"]}
     assert report["b.json"] == {"stamps": 0, "has_stamp": False, "without_load": []}
     assert report["c.json"]["without_load"] == [] and report["c.json"]["stamps"] == 1
