@@ -566,7 +566,9 @@ def budget_bullet(pb: dict) -> str:
         measured = (f"measured {times(row['speedup_batch64'])} (predicted {times(row['speedup_batch64_predicted'])})"
                     if row.get("speedup_batch64") else "not timed yet")
         speed.append(f"{s}× asked: {measured}, {cut(row['macs_reduction'])} MACs, {pct(a['acc_finetuned'], 2)}"
-                     + (f" vs torch-pruning cut to the same MACs {pct(b['acc_finetuned'], 2)} (`{b['key']}`)" if b else ""))
+                     + (f" vs torch-pruning cut to the same MACs {pct(b['acc_finetuned'], 2)} (`{b['key']}`"
+                        + (f", measured {times(b['speedup_batch64'])}" if b.get("speedup_batch64") else "") + ")"
+                        if b else ""))
     timed = [r["provenance"]["timing"] for r in pb["records"] if r.get("provenance", {}).get("timing")]
     rec = [f"{pct(e['value'], 2)} at {cut(float(t))} MACs in {e['seconds']:.0f} s"
            for t, e in sm["reconstruct_only"].items() if e["value"] is not None]
@@ -756,7 +758,11 @@ def budget_claims(pb: dict, claim, verdict) -> None:
     if equal:
         claim("pruning to a speed-up: ours ≥ torch-pruning cut to the same MACs, after 3 epochs", "#19",
               "≥ baseline (ties within 0.1 pt)",
-              "; ".join(f"{s}×: {signed(e['ours_minus_tp_pts'], 2)} pt" for s, e in equal.items()),
+              "; ".join(f"{s}×: {signed(e['ours_minus_tp_pts'], 2)} pt" + (
+                  f" (measured {times(e['ours_best']['speedup_batch64'])} vs "
+                  f"{times(e['tp_best_at_matched_macs']['speedup_batch64'])})"
+                  if e["ours_best"].get("speedup_batch64") and e["tp_best_at_matched_macs"].get("speedup_batch64")
+                  else "") for s, e in equal.items()),
               verdict(all(e["ours_minus_tp_pts"] >= -100 * TIE for e in equal.values()),
                       any(e["ours_minus_tp_pts"] >= -100 * TIE for e in equal.values())))
 
