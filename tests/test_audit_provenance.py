@@ -1,18 +1,13 @@
 """benchmarks/audit_provenance.py (issue #17): stamps found at any depth, a load counts only when it
 holds numbers, files without any stamp flagged."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 def load_audit():
-    spec = importlib.util.spec_from_file_location("audit_provenance", ROOT / "benchmarks" / "audit_provenance.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("audit_provenance")
 
 
 def test_audit_lists_stamps_without_a_measured_load(tmp_path):

@@ -5,10 +5,8 @@ benchmark's fine-tune equal to the one PruneJob runs."""
 
 import argparse
 import copy
-import importlib.util
 import random
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,27 +19,20 @@ from neurotomy.loading import load_model
 from neurotomy.models import build_model
 from neurotomy.models.summary import count_macs_params
 
+from tests.benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load(name: str):
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def budget():
-    return _load("pruning_budget")
+    return load_benchmark("pruning_budget")
 
 
 @pytest.fixture(scope="module")
 def tpb():
-    return _load("tp_baselines")
+    return load_benchmark("tp_baselines")
 
 
 def test_spearman_matches_scipy_with_ties(budget):

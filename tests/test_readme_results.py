@@ -1,22 +1,19 @@
 """The README's results block is what benchmarks/readme_results.py writes from benchmarks/results/*.json."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "readme_results.py"
 
 
 @pytest.fixture(scope="module")
 def readme_results():
-    spec = importlib.util.spec_from_file_location("readme_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("readme_results")
 
 
 def test_readme_block_matches_the_results_json(readme_results):

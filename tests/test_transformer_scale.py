@@ -2,7 +2,6 @@
 before any work), the targets and met flags of a record, a child stopped past its time or memory limit
 recorded as a miss, and one real cut of a tiny ViT whose MACs reduction is recounted here independently."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from neurotomy.models.summary import count_macs_params
 from neurotomy.scores import score_transformer
 from neurotomy.surgery.transformer import prune_transformer
 
+from tests.benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "transformer_scale.py"
 TINY_VIT = '''from neurotomy.models import build_model
@@ -30,10 +31,7 @@ def make(in_channels=3, num_classes=10, input_size=8):
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("transformer_scale_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("transformer_scale")
 
 
 @pytest.fixture

@@ -1,15 +1,15 @@
 """benchmarks/vit.py's seed repeats: other seeds' runs are read only when every setting but the seed
 matches, and the ours-vs-baseline lead over seeds is the per-seed difference, its mean and sd."""
 
-import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
 from neurotomy.errors import NeurotomyError
+
+from tests.benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"model": "zoo:vit-tiny-fmnist", "train_images": 60000, "test_images": 10000,
@@ -18,13 +18,7 @@ SETTINGS = {"model": "zoo:vit-tiny-fmnist", "train_images": 60000, "test_images"
 
 @pytest.fixture(scope="module")
 def vit():
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("vit_bench", ROOT / "benchmarks" / "vit.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vit_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vit", "vit_bench")
 
 
 def record(key: str, method: str, acc: float) -> dict:

@@ -312,13 +312,9 @@ def test_swin_plans_and_cuts(tmp_path):
     and MLP neuron pruning (20 %) cuts more than 5 % of the MACs, both planned and cut without error.
     How long and how much memory this takes (issue #21: ≤ 60 s, ≤ 2 GB) is measured, on a quiet machine,
     by benchmarks/transformer_scale.py (`make bench-transformer-scale`), whose child script this runs."""
-    import importlib.util
-    from pathlib import Path
+    from tests.benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "transformer_scale.py"
-    spec = importlib.util.spec_from_file_location("transformer_scale_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("transformer_scale")
     script = bench.child_script("torchvision:swin_t", 64, ["filters", "neurons"])
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
