@@ -95,7 +95,7 @@ from neurotomy.models.summary import count_macs_params  # noqa: E402
 from neurotomy.provenance import begin_stamp, end_stamp  # noqa: E402
 from neurotomy.recover import finetune, recalibrate_batchnorm  # noqa: E402
 from neurotomy.scores import CRITERIA, get_criterion  # noqa: E402
-from neurotomy.timing import BusyMachineError, require_quiet_machine  # noqa: E402
+from neurotomy.timing import BusyMachineError, require_quiet_machine, torch_threads  # noqa: E402
 from neurotomy.train import evaluate, seed_everything  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,9 +274,13 @@ def summarize(results: dict) -> dict:
                       f"target ≤ {LOSS_AT_85_PTS} pt)")
     for t, goal in RECONSTRUCT_GOALS.items():
         row = _best([r for r in at(ours, "macs_reduction", t) if r["reconstruct"]], "acc_reconstructed")
-        seconds = None if row is None else row["reconstruction"]["seconds"]
+        # the quiet re-timing (timing stage) when there is one: the accuracy stage ran beside other jobs
+        refit = {} if row is None else row["reconstruction"]
+        seconds = refit.get("seconds_quiet", refit.get("seconds"))
         entry = {"value": None if row is None else row["acc_reconstructed"], "target": f"≥ {goal:.0%}",
                  "key": row and row["key"], "seconds": seconds, "seconds_target": f"≤ {RECONSTRUCT_SECONDS:g}",
+                 "seconds_measured": None if row is None else "quiet" if "seconds_quiet" in refit else "accuracy stage",
+                 "seconds_accuracy_stage": refit.get("seconds"), "load_average": refit.get("load_average_quiet"),
                  "met": None if row is None else row["acc_reconstructed"] >= goal,
                  "met_seconds": None if seconds is None else seconds <= RECONSTRUCT_SECONDS}
         out["reconstruct_only"][f"{t:g}"] = entry
@@ -577,6 +581,35 @@ class Budget:
             row["provenance"]["timing"] = end_stamp(stamp)
             print(f"{row['key']:>45}: {t1['median_ms']:.2f} ms vs {t0['median_ms']:.2f} ms → {speedup:.2f}× "
                   f"(MACs {row['macs_ratio']:.2f}×; {t0['threads']} thread(s), load {row['load_average']})", flush=True)
+            self.save(self.results)
+        return self.retime_reconstructions() or bool(rows)
+
+    def retime_reconstructions(self) -> bool:
+        """Redo each MACs-targeted reconstruct record's cut and refit on a quiet machine at ``--threads``:
+        the accuracy stage's ``reconstruction.seconds`` were taken beside other jobs, and the ≤ 30 s
+        target is about the method, not the load. The same seed must give the same refitted accuracy —
+        checked, so the re-timed run is the recorded one."""
+        a = self.args
+        rows = [r for r in self.results["records"] if r["method"] == "ours" and r["reconstruct"]
+                and r.get("target_speedup") is None and selected(r["key"], a.only)
+                and (a.retime or "seconds_quiet" not in r["reconstruction"])]
+        for row in rows:
+            require_quiet_machine(a.wait_quiet, a.allow_busy)
+            stamp = begin_stamp()
+            seed_everything(a.seed)
+            spec = Spec("ours", row["criterion"], row["scope"], "macs", row["target_macs_reduction"], True)
+            with torch_threads(a.threads) as threads:
+                _, fields = self.cut_ours(spec)
+            if fields["acc_reconstructed"] != row["acc_reconstructed"]:
+                raise NeurotomyError(f"{row['key']}: the re-run refit reached {fields['acc_reconstructed']} where the "
+                                     f"record has {row['acc_reconstructed']}; the run is not reproducible — not timing it")
+            took = end_stamp(stamp)
+            row["reconstruction"].update(seconds_quiet=fields["reconstruction"]["seconds"], threads_quiet=threads,
+                                         load_average_quiet=[took["load_average_start"][0], took["load_average_end"][0]])
+            row["provenance"]["reconstruction_timing"] = took
+            print(f"{row['key']:>45}: reconstruction {fields['reconstruction']['seconds']:.1f} s quiet "
+                  f"({threads} thread(s), load {row['reconstruction']['load_average_quiet']}; "
+                  f"{row['reconstruction']['seconds']:.1f} s in the accuracy stage)", flush=True)
             self.save(self.results)
         return bool(rows)
 
