@@ -47,7 +47,8 @@ from neurotomy.provenance import begin_stamp, end_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_MODELS = ("torchvision:swin_t@64", "torchvision:maxvit_t@224", "timm:deit_tiny_patch16_224@224")
+DEFAULT_MODELS = ("torchvision:swin_t@64", "timm:swin_tiny_patch4_window7_224@64", "torchvision:maxvit_t@224",
+                  "timm:deit_tiny_patch16_224@224")
 CUTS = {"filters": "prune_filters(target_macs=0.1)", "neurons": "prune_transformer(units='neurons', ratio=0.2)",
         "heads": "prune_transformer(units='heads', ratio=1/3)"}
 TARGET_SECONDS = 60.0

@@ -135,6 +135,28 @@ def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(budget):
     assert outside["acc_macs_targeted"] is None and outside["met"] is None and "not extrapolated" in outside["note"]
 
 
+def test_latency_targeted_cut_against_torch_pruning_at_equal_measured_speedup(budget):
+    """torch-pruning cut to the same MACs as a latency-targeted cut runs slower: the cut is also compared
+    with each baseline's accuracy interpolated at the same measured speed-up, from all its timed records."""
+    records = [
+        _record("ours", "l1", 0.55, 0.9430, speedup=1.5, timed=1.55),
+        _record("tp-default", "l1", 0.5, 0.9440, timed=1.3), _record("tp-default", "l1", 0.7, 0.9340, timed=1.8),
+        _record("tp-default", "l1", 0.55, 0.9420, speedup=1.5, timed=1.35),  # same MACs as ours, slower
+        _record("tp-taylor", "taylor", 0.5, 0.9400, scope="global", timed=1.6),  # one point: no curve
+    ]
+    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    entry = s["speedup_targets"]["1.5"]
+    assert entry["ours_minus_tp_pts"] == pytest.approx(0.1)  # at the same MACs
+    tp = entry["vs_tp_at_equal_speedup"]["tp-default"]  # 1.55× lies between (1.35×, 94.20 %) and (1.8×, 93.40 %)
+    assert tp["acc_tp"] == pytest.approx(0.9420 - 0.2 / 0.45 * 0.008) and tp["met"] is True
+    assert tp["between"] == ["tp-default/l1/uniform/speedup1.5/norec", "tp-default/l1/uniform/macs0.7/norec"]
+    assert entry["vs_tp_at_equal_speedup"]["tp-taylor"]["acc_tp"] is None  # outside its one-point range
+    records[0]["acc_finetuned"] = 0.9300
+    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    assert s["speedup_targets"]["1.5"]["vs_tp_at_equal_speedup"]["tp-default"]["met"] is False
+    assert any("tp-default at the same measured speed-up" in m for m in s["misses"])
+
+
 @pytest.mark.parametrize("importance,global_pruning", [("magnitude_l1", False), ("group_taylor", True)])
 def test_tp_baseline_rebuilt_bit_identical_and_reloadable(tpb, digits_train, tmp_path, importance, global_pruning):
     torch.manual_seed(0)

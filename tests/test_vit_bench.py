@@ -62,3 +62,40 @@ def test_repeats_of_other_settings_or_the_same_seed_are_refused(vit, tmp_path):
     same = run(tmp_path / "same.json", 0, 0.9, 0.9)
     with pytest.raises(NeurotomyError, match="another --seed"):
         vit.read_repeats([same], SETTINGS)
+
+
+def test_timing_runs_are_all_kept_and_records_carry_their_median(vit, tmp_path, one_thread):
+    """A re-time adds a run instead of replacing the last one; a file timed before runs were kept
+    becomes the first run; each record's speed-up is the median over the runs that timed it."""
+    import argparse
+    import warnings
+
+    import torch
+
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.data import load_dataset
+    from neurotomy.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", 1, 10, 8, patch=2, dim=16, depth=1, num_heads=2, mlp_hidden=16).eval()
+    path = save_checkpoint(model, tmp_path / "same.safetensors")
+    row = {**record("ours@0.5", "ours", 0.9), "checkpoint": str(path), "macs_ratio": 1.0,
+           "speedup_batch64": 0.5, "speedup_batch64_min": 0.6, "latency_batch64_ms": 2.0, "latency_batch64_min_ms": 1.9}
+    results = {"records": [row], "timing": {"git_commit": "abc", "original_median_ms": 1.0, "threads": 1,
+                                            "load_average": [0.2, 0.3], "speedup": "old wording"}}
+    args = argparse.Namespace(rounds=3, repeats=1, threads=1, wait_quiet=0.0, allow_busy=True, retime=True)
+    test = load_dataset("digits", split="test")
+    saves = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a busy machine is allowed here (allow_busy)
+        for _ in range(2):
+            assert vit.timing_stage(model, test, args, results, saves.append)
+    runs = results["timing_runs"]
+    assert len(runs) == 3 and runs[0]["git_commit"] == "abc" and runs[0]["speedups"] == {"ours@0.5": 0.5}
+    assert "speedup" not in runs[0] and runs[1]["git_commit"] != "abc" and len(saves) == 2
+    new = [r["speedups"]["ours@0.5"] for r in runs[1:]]
+    assert all(s > 0 and s != 0.5 for s in new)  # measured now, not the old figure carried over
+    assert row["speedup_batch64_runs"] == [0.5, *new]
+    assert row["speedup_batch64"] == pytest.approx(statistics.median([0.5, *new]))
+    assert results["timing"]["original_median_ms"] == runs[-1]["original_median_ms"]
+

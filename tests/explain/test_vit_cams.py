@@ -13,7 +13,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, Score
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from neurotomy.explain import METHODS, ExplainError, attribute, normalize
-from neurotomy.explain.cam import cam_layer
+from neurotomy.explain.cam import cam_layer, transformer_cam_layer
 from neurotomy.explain.common import default_cam_layer
 from neurotomy.explain.metrics import cascading_randomization
 from neurotomy.explain.metrics.sanity import execution_blocks
@@ -111,6 +111,54 @@ def test_default_layer_is_the_layernorm_before_the_last_attention():
     assert cam_layer(tiny_torchvision_vit(), images(1, (3, 32, 32))) == "encoder.layers.encoder_layer_1.ln_1"
     cnn, x = build_model("resnet20", 1, 10, 28).eval(), images(1, (1, 28, 28))
     assert cam_layer(cnn, x) == default_cam_layer(cnn, x) == "layer3"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # many small ops: two threads on a busy two-core machine are far slower than one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def windowed(one_thread):
+    """Random-init windowed transformers at their smallest sizes, with one image each: the LayerNorm before
+    their last attention outputs windows × positions × C (MaxViT) or a channels-last h × w × C map (Swin)."""
+    from neurotomy.loading import load_model
+
+    models = {}
+    for spec, size in (("torchvision:maxvit_t", 224), ("torchvision:swin_t", 64)):
+        torch.manual_seed(0)
+        models[spec] = (load_model(spec, in_channels=3, num_classes=10, input_size=size).eval(),
+                        torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1)))
+    return models
+
+
+@pytest.mark.parametrize("spec,norm,layer", [
+    ("torchvision:maxvit_t", "blocks.3.layers.1.layers.grid_attention.attn_layer.0", "blocks.3"),
+    ("torchvision:swin_t", "features.7.1.norm1", "permute"),  # Permute → N × C × h × w before the pooling
+])
+def test_windowed_transformers_default_to_their_last_feature_map(windowed, spec, norm, layer):
+    model, x = windowed[spec]
+    assert transformer_cam_layer(model) == norm  # a candidate, refused: its output does not fold to the grid
+    seen = []
+    handle = model.get_submodule(norm).register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    assert len(seen[0]) == 4  # not N × tokens × C: MaxViT (1, windows, positions, C), Swin (1, h, w, C)
+    assert cam_layer(model, x) == default_cam_layer(model, x) == layer
+    ours = attribute(model, x, torch.tensor([3]), method="gradcam")
+    assert ours.shape == (1, *x.shape[-2:]) and bool(torch.isfinite(ours).all())
+    assert float(ours.amax() - ours.amin()) > 0.05 * float(ours.amax()) > 0  # not constant
+    # the reference library at the same layer, no reshape: a channels-first map
+    with GradCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(3)]))
+    torch.testing.assert_close(normalize(ours), normalize(theirs), atol=2e-4, rtol=0)
 
 
 @pytest.mark.parametrize("build,shape,layer", [

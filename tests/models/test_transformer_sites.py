@@ -1,10 +1,10 @@
-"""MLP sites written as a pre-norm Sequential (torchvision's MaxViT), found and pruned by neuron."""
+"""MLP sites written as a pre-norm Sequential (torchvision's MaxViT), found and pruned by neuron; MaxViT's
+relative-position attention found as an attention site (its heads: tests/surgery/test_relative_position_heads.py)."""
 
 import pytest
 import torch
 from torch import nn
 
-from neurotomy.errors import ModelError
 from neurotomy.models.transformer import attention_sites, mlp_sites
 
 
@@ -53,15 +53,16 @@ def test_maxvit_mlps_are_found_with_their_names_and_widths(maxvit):
     found = [(s.name, s.fc1_name, s.act_name, s.fc2_name, s.hidden) for s in mlp_sites(maxvit)]
     assert found == expected and len(found) == 22  # maxvit_t: (2, 2, 5, 2) layers, a window and a grid MLP each
     assert sorted({s.hidden for s in mlp_sites(maxvit)}) == [256, 512, 1024, 2048]  # 4 × (64, 128, 256, 512)
-    assert attention_sites(maxvit) == []  # its relative-position attention is not a recognised form
+    # its relative-position attention: to_qkv / merge / n_heads, one per PartitionAttentionLayer (next to each MLP)
+    assert [s.name for s in attention_sites(maxvit)] == [f"{n[:-len('mlp_layer')]}attn_layer.1" for n, *_ in expected]
 
 
-def test_maxvit_neurons_prune_at_a_ratio_and_heads_are_refused(maxvit):
+def test_maxvit_neurons_prune_at_a_ratio_and_heads_are_scored(maxvit):
     from neurotomy.scores import score_transformer
     from neurotomy.surgery.transformer import prune_transformer
 
-    with pytest.raises(ModelError, match="no attention layer"):
-        score_transformer(maxvit, "l1", "head")
+    heads = score_transformer(maxvit, "l1", "head")
+    assert list(heads) == [s.name for s in attention_sites(maxvit)] and heads[list(heads)[0]].shape == (2,)
     scores = score_transformer(maxvit, "l1", "neuron")
     first = mlp_sites(maxvit)[0]
     w1 = maxvit.get_submodule(first.fc1_name).weight.detach().clone()

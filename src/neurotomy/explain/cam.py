@@ -25,7 +25,9 @@ dropped, the patch tokens laid out row-major on the patch grid, channels = embed
 (:func:`neurotomy.models.transformer.token_layout`). The default layer of a transformer is the
 LayerNorm that feeds its last attention layer (``blocks[-1].norm1`` in timm, ``ln_1`` in
 torchvision), pytorch-grad-cam's recommendation: after the last attention only the class token
-reaches the logits, so the patch tokens' gradients there are zero. Ablation-CAM on tokens zeroes
+reaches the logits, so the patch tokens' gradients there are zero. Where that LayerNorm's output is
+not such a token sequence — windowed attention (MaxViT: windows × positions; Swin: a channels-last
+map) — the default is the last spatial feature map, as for a CNN. Ablation-CAM on tokens zeroes
 embedding channel k in every token, as pytorch-grad-cam's ``AblationLayerVit`` does.
 
 Each class carries its ``name`` and ``paper`` and registers itself with :func:`register_cam`, so a
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurotomy.errors import ModelError
 from neurotomy.explain.common import ExplainError, class_scores, default_cam_layer, forward, upsample
 from neurotomy.explain.methods import register_method
 from neurotomy.models.transformer import attention_sites, token_layout
@@ -82,9 +85,37 @@ def transformer_cam_layer(model: nn.Module) -> str | None:
 
 
 def cam_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """The default CAM layer: for a transformer :func:`transformer_cam_layer`, otherwise the last module
-    with a spatial output (:func:`neurotomy.explain.common.default_cam_layer`)."""
-    return transformer_cam_layer(model) or default_cam_layer(model, inputs)
+    """The default CAM layer: for a transformer :func:`transformer_cam_layer` where its output is the
+    model's token sequence, otherwise the last module with a spatial output
+    (:func:`neurotomy.explain.common.default_cam_layer`).
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> vit = build_model("vit_tiny", 1, 10, 28, depth=2, dim=8, num_heads=2, mlp_hidden=8)
+        >>> cam_layer(vit, torch.zeros(1, 1, 28, 28))
+        'blocks.1.norm1'
+    """
+    norm = transformer_cam_layer(model)
+    if norm is not None and _folds_onto_patch_grid(model, inputs, norm):
+        return norm
+    return default_cam_layer(model, inputs)
+
+
+def _folds_onto_patch_grid(model: nn.Module, inputs: torch.Tensor, layer: str) -> bool:
+    """Whether ``layer`` outputs the plain token sequence ``1 × (prefix + rows·cols) × C`` that
+    :func:`token_feature_map` folds, for one image: not a windowed one (MaxViT's windows × positions)
+    nor a channels-last map (Swin's h × w × C), whose fold would scramble the image."""
+    seen: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), Probe(model, [layer], on_output=lambda name, out: seen.setdefault("A", out)):
+        forward(model, inputs[:1])
+    tokens = seen.get("A")
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[0] != 1:
+        return False
+    try:
+        (rows, cols), prefix = token_layout(model, tuple(inputs.shape[1:]))
+    except ModelError:  # no patch embedding to read a grid from
+        return False
+    return tokens.shape[1] == prefix + rows * cols
 
 
 def token_feature_map(model: nn.Module, inputs: torch.Tensor, layer: str, tokens: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,7 @@ def _query_key_value(site: AttentionSite, inputs: tuple) -> tuple[torch.Tensor, 
     module = site.module
     if site.kind == "qkv":
         x = _batch_first(site, inputs[0])
-        q, k, v = (_split_heads(site, part) for part in F.linear(x, module.qkv.weight, module.qkv.bias).chunk(3, -1))
+        q, k, v = (_split_heads(site, part) for part in F.linear(x, site.qkv.weight, site.qkv.bias).chunk(3, -1))
         # timm's qk_norm normalises each head's q and k before the product (identity when off)
         q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
         q = q_norm(q) if isinstance(q_norm, nn.Module) else q
@@ -141,16 +141,28 @@ def _probability_gradient(site: AttentionSite, inputs: tuple, output_grad: torch
     return context_grad @ v.transpose(-2, -1)
 
 
-def _attention_sites(model: nn.Module) -> list[AttentionSite]:
+def _attention_sites(model: nn.Module, method: str = "rollout") -> list[AttentionSite]:
     sites = attention_sites(model)
     if not sites:
-        raise ExplainError("rollout needs attention layers and this model has none (it is not a transformer); "
+        raise ExplainError(f"{method} needs attention layers and this model has none (it is not a transformer); "
                            "for a CNN use gradcam or another CAM method, or a gradient method")
+    for site in sites:
+        if _probe_of(site) is None and _relative_bias(site):
+            raise ExplainError(f"{method} cannot recompute the attention of {site.name!r} "
+                               f"({type(site.module).__name__}): it adds a relative position bias to its logits "
+                               "within windows (Swin, MaxViT); use gradcam or a gradient method")
     return sites
 
 
-def _token_layout(model: nn.Module, inputs: torch.Tensor) -> TokenLayout:
-    _attention_sites(model)  # a CNN: the error that names its methods, before any other
+def _relative_bias(site: AttentionSite) -> bool:
+    """Whether the site adds a learned relative position bias (Swin, MaxViT), which the recomputed
+    softmax(q·kᵀ·scale) would leave out."""
+    module = site.module
+    return any(hasattr(module, name) for name in ("relative_position_bias_table", "cpb_mlp", "rel_pos"))
+
+
+def _token_layout(model: nn.Module, inputs: torch.Tensor, method: str) -> TokenLayout:
+    _attention_sites(model, method)  # a CNN, a windowed attention: the error that names the methods, before any other
     return token_layout(model, tuple(inputs.shape[1:]))
 
 
@@ -215,7 +227,7 @@ def _check_tokens(maps: list[AttentionMap], layout: TokenLayout, batch: int) -> 
 def attention_rollout(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Attention rollout: R = Â_L ⋯ Â_1 with Â = row-normalise(mean_heads A + I); the class token's row
     over the patches, upsampled to the image (``N × H × W``, ≥ 0, the same for every target)."""
-    layout = _token_layout(model, inputs)
+    layout = _token_layout(model, inputs, "rollout")
     maps = observe_attention(model, inputs)
     tokens = _check_tokens(maps, layout, inputs.shape[0])
     eye = torch.eye(tokens, device=maps[0].probs.device)
@@ -231,7 +243,7 @@ def attention_rollout(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
 def gradient_rollout(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Gradient-weighted rollout: R ← R + Ā·R from R = I, Ā = mean_heads (∂y_c/∂A ⊙ A)⁺; the class
     token's row over the patches, upsampled to the image (``N × H × W``, ≥ 0, per target)."""
-    layout = _token_layout(model, inputs)
+    layout = _token_layout(model, inputs, "grad_rollout")
     maps = observe_attention(model, inputs, targets)
     tokens = _check_tokens(maps, layout, inputs.shape[0])
     relevance = torch.eye(tokens, device=maps[0].probs.device).expand(inputs.shape[0], tokens, tokens)

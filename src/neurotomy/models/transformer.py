@@ -5,7 +5,9 @@ heads each has, its MLPs and how tokens fold back into an image. This module fin
 shapes users bring, without per-model code:
 
 * a module with ``qkv`` and ``proj`` linears and ``num_heads`` (neurotomy's ``vit_tiny``, timm's
-  ``Attention`` — ViT, DeiT, and the window attention of Swin);
+  ``Attention`` — ViT, DeiT, and the window attention of Swin, timm's and torchvision's);
+* a module with ``to_qkv`` and ``merge`` linears, ``n_heads`` and ``head_dim`` (torchvision's MaxViT,
+  ``RelativePositionalMultiHeadAttention``) — the same pair under other names;
 * ``torch.nn.MultiheadAttention`` (torchvision's ViT), whose projections are ``in_proj_weight`` and
   ``out_proj``;
 * MLPs as ``fc1`` → activation → ``fc2`` (ours, timm's ``Mlp``) or torchvision's ``MLPBlock``
@@ -42,10 +44,20 @@ from neurotomy.probe import Probe
 @dataclass(frozen=True)
 class AttentionSite:
     """One attention layer: ``name`` (its module path), ``module``, ``num_heads``, ``head_dim``,
-    ``kind`` (``"qkv"``: a ``qkv``/``proj`` pair; ``"mha"``: ``nn.MultiheadAttention``), and the names
-    of its input projection (``qkv``; for ``mha`` the module itself, whose ``in_proj_weight`` it is)
-    and output projection (``proj`` / ``out_proj``), whose input columns are the heads' channels,
-    head by head."""
+    ``kind`` (``"qkv"``: an input linear packing q, k, v — thirds, head by head within each — and an
+    output linear; ``"mha"``: ``nn.MultiheadAttention``), the model paths of its input projection
+    (``qkv_name``: ``qkv`` / MaxViT's ``to_qkv``; for ``mha`` the module itself, whose
+    ``in_proj_weight`` it is) and output projection (``proj_name``: ``proj`` / ``merge`` /
+    ``out_proj``), whose input columns are the heads' channels, head by head, and
+    ``heads_attribute``, the module attribute its forward reads the head count from (``num_heads``;
+    MaxViT's ``n_heads``). Consumers take the modules from :attr:`qkv` and :attr:`proj`, never by
+    attribute name.
+
+    Example:
+        >>> site = attention_sites(nn.MultiheadAttention(8, 2))[0]
+        >>> site.kind, site.qkv is site.module, site.proj is site.module.out_proj
+        ('mha', True, True)
+    """
 
     name: str
     module: nn.Module
@@ -54,10 +66,22 @@ class AttentionSite:
     kind: str
     qkv_name: str
     proj_name: str
+    heads_attribute: str = "num_heads"
+
+    def _own(self, path: str) -> nn.Module:
+        if path == self.name:
+            return self.module
+        return self.module.get_submodule(path[len(self.name) + 1:] if self.name else path)
+
+    @property
+    def qkv(self) -> nn.Module:
+        """The input projection: a linear (``kind == "qkv"``), or the ``nn.MultiheadAttention`` itself."""
+        return self._own(self.qkv_name)
 
     @property
     def proj(self) -> nn.Linear:
-        return self.module.proj if self.kind == "qkv" else self.module.out_proj
+        """The output projection, a linear whose input columns are the heads' channels."""
+        return self._own(self.proj_name)
 
 
 @dataclass(frozen=True)
@@ -85,19 +109,29 @@ class TokenLayout(NamedTuple):
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
+# the (input projection, output projection, head count) attribute names of the qkv-pair forms
+_QKV_FORMS = (("qkv", "proj", "num_heads"),  # ours, timm's Attention / WindowAttention, torchvision's Swin
+              ("to_qkv", "merge", "n_heads"))  # torchvision's MaxViT (RelativePositionalMultiHeadAttention)
+
+
 def attention_sites(model: nn.Module) -> list[AttentionSite]:
     """Every attention layer of ``model`` in module order (empty for a CNN)."""
     sites = []
     for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         if isinstance(module, nn.MultiheadAttention):
             sites.append(AttentionSite(name, module, module.num_heads, module.head_dim, "mha", name,
-                                       f"{name}.out_proj" if name else "out_proj"))
-        elif (isinstance(getattr(module, "qkv", None), nn.Linear) and isinstance(getattr(module, "proj", None), nn.Linear)
-              and isinstance(getattr(module, "num_heads", None), int)):
-            heads = module.num_heads
-            prefix = f"{name}." if name else ""
-            sites.append(AttentionSite(name, module, heads, module.qkv.out_features // (3 * heads), "qkv",
-                                       prefix + "qkv", prefix + "proj"))
+                                       prefix + "out_proj"))
+            continue
+        for qkv, proj, heads_attribute in _QKV_FORMS:
+            heads = getattr(module, heads_attribute, None)
+            linear = getattr(module, qkv, None)
+            if (isinstance(linear, nn.Linear) and isinstance(getattr(module, proj, None), nn.Linear)
+                    and isinstance(heads, int) and not isinstance(heads, bool) and heads > 0
+                    and linear.out_features % (3 * heads) == 0):
+                sites.append(AttentionSite(name, module, heads, linear.out_features // (3 * heads), "qkv",
+                                           prefix + qkv, prefix + proj, heads_attribute))
+                break
     return sites
 
 

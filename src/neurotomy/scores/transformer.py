@@ -193,7 +193,7 @@ def _sites_of(model: nn.Module, unit: str) -> list:
 
 def _width(model: nn.Module) -> int:
     """The residual-stream width, refused where stages change it (Swin): there is no one stream."""
-    widths = {(s.module.embed_dim if s.kind == "mha" else s.module.qkv.in_features) for s in attention_sites(model)}
+    widths = {(s.module.embed_dim if s.kind == "mha" else s.qkv.in_features) for s in attention_sites(model)}
     widths |= {model.get_submodule(m.fc1_name).in_features for m in mlp_sites(model)}
     if len(widths) != 1:
         raise ModelError(f"the model's blocks have widths {sorted(widths)}; embedding channels are scored on "
@@ -205,7 +205,7 @@ def _in_projections(site: AttentionSite) -> list[torch.Tensor]:
     """The q, k, v projection weights of ``site``, as (3, heads·d, in) or three (heads·d, in)."""
     m = site.module
     if site.kind == "qkv":
-        return [m.qkv.weight.view(3, -1, m.qkv.in_features)]
+        return [site.qkv.weight.view(3, -1, site.qkv.in_features)]
     if m.in_proj_weight is not None:
         return [m.in_proj_weight.view(3, -1, m.in_proj_weight.shape[-1])]
     return [m.q_proj_weight, m.k_proj_weight, m.v_proj_weight]
@@ -424,7 +424,9 @@ def _probs_watches(model: nn.Module) -> dict[str, _Watch]:
             watches[_prefix(s.name) + "attn_drop"] = _Watch(s.name, s, "probs")
         else:
             raise ModelError(f"attention layer {s.name!r} ({type(s.module).__name__}) passes its attention "
-                             "probabilities through no module; give it an identity `attn_probe` after the softmax")
+                             "probabilities through no module, so criterion 'attention_entropy' cannot score its "
+                             "heads; use l1, l2, taylor or mean_activation (or give it an identity `attn_probe` "
+                             "after the softmax)")
     return watches
 
 

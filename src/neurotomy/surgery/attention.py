@@ -2,7 +2,8 @@
 ``nn.MultiheadAttention`` so that its heads can go.
 
 A head is ``head_dim`` rows of each of q, k and v in the input projection and the same columns of the
-output projection; the module keeps ``num_heads``. :func:`remove_heads` slices them and lowers
+output projection (and, with a relative position bias, its column of the bias table); the module
+keeps ``num_heads``. :func:`remove_heads` slices them and lowers
 ``num_heads`` (and timm's ``attn_dim``) itself rather than through torch-pruning: torch-pruning
 follows heads only through ``unbind`` (where q, k, v are taken by indexing, as neurotomy's
 ``vit_tiny`` does, it couples a head's ``proj`` columns with one third of its ``qkv`` rows), and an
@@ -32,6 +33,7 @@ from neurotomy.errors import CheckpointError, PruningError
 from neurotomy.models.anatomy import set_submodule
 from neurotomy.models.transformer import AttentionSite, attention_sites
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
+from neurotomy.surgery.relative_attention import cut_refusal, explicit_head_width, per_head_parameters, slice_per_head
 
 
 class MultiheadSelfAttention(nn.Module):
@@ -137,20 +139,27 @@ def _replay_unpack_attention(replay: Replay, step: dict) -> None:
 
 
 def head_refusal(site: AttentionSite) -> str | None:
-    """Why the heads of ``site`` cannot be removed by slicing ``qkv``/``proj``, or None: the module
-    holds other per-head parameters (Swin's relative position bias table, BEiT's q/v biases, a
-    normalisation over the heads' channels), which this cut would leave at the old size."""
+    """Why the heads of ``site`` cannot be removed by slicing its input/output projections and the
+    per-head tensors whose head axis is known (:mod:`neurotomy.surgery.relative_attention`: timm's
+    Swin and MaxViT's relative position bias table), or None: the module's form derives the heads'
+    width from the model width (torchvision's Swin), or it holds other per-head parameters (BEiT's
+    q/v biases, Swin V2's logit scale, a normalisation over the heads' channels), which this cut
+    would leave at the old size."""
     if site.kind == "mha":
         module = site.module
         if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
             return "nn.MultiheadAttention with separate key/value widths, key/value biases or zero attention"
         return None
+    refusal = cut_refusal(site.module)
+    if refusal is not None:
+        return refusal
     width = site.num_heads * site.head_dim
+    sliced = per_head_parameters(site.module, site.num_heads)
     for name, param in site.module.named_parameters(recurse=False):
-        if site.num_heads in param.shape or width in param.shape:
+        if name not in sliced and (site.num_heads in param.shape or width in param.shape):
             return f"its parameter {name} holds per-head values"
     for child_name, child in site.module.named_children():
-        if child is site.module.qkv or child is site.module.proj:
+        if child is site.qkv or child is site.proj:
             continue
         for param in child.parameters():  # a normalisation over one head's channels (q_norm) is shared: fine
             if width in param.shape or (site.num_heads in param.shape and tuple(param.shape) != (site.head_dim,)):
@@ -161,8 +170,11 @@ def head_refusal(site: AttentionSite) -> str | None:
 @torch.no_grad()
 def remove_heads(model: nn.Module, layer: str, heads: Sequence[int]) -> None:
     """Remove ``heads`` of the attention module called ``layer`` (a ``qkv``/``proj`` module: ours,
-    timm's, :class:`MultiheadSelfAttention`), in place: its q, k, v rows and output-projection
-    columns go, ``num_heads`` (and timm's ``attn_dim``) follow.
+    timm's, :class:`MultiheadSelfAttention`, timm's Swin, torchvision's MaxViT), in place: its q, k, v
+    rows and output-projection columns go, and so do the heads' entries of its relative position
+    bias (:mod:`neurotomy.surgery.relative_attention`); the head count (``num_heads``, MaxViT's
+    ``n_heads``; timm's ``attn_dim``) follows, and a torchvision MaxViT attention gets a forward
+    that reads the heads' width from ``head_dim`` rather than from its input's width.
 
     Example:
         >>> from neurotomy.models import build_model
@@ -185,9 +197,11 @@ def remove_heads(model: nn.Module, layer: str, heads: Sequence[int]) -> None:
     hd, width = site.head_dim, site.num_heads * site.head_dim
     channels = [h * hd + j for h in keep for j in range(hd)]
     module = site.module
-    _keep_outputs(module.qkv, [part * width + c for part in range(3) for c in channels])
-    _keep_inputs(module.proj, channels)
-    module.num_heads = len(keep)
+    _keep_outputs(site.qkv, [part * width + c for part in range(3) for c in channels])
+    _keep_inputs(site.proj, channels)
+    slice_per_head(module, keep, site.num_heads)
+    explicit_head_width(module)
+    setattr(module, site.heads_attribute, len(keep))
     for attribute in ("attn_dim", "all_head_dim"):  # timm's width of the heads, where a forward reads it
         if getattr(module, attribute, None) == width:
             setattr(module, attribute, len(keep) * hd)

@@ -291,8 +291,8 @@ def _attention_internals(model: nn.Module) -> dict:
         if site.kind == "mha":
             internals[site.module] = ("any", site.name)
         else:
-            internals[site.module.qkv] = ("out", site.name)
-            internals[site.module.proj] = ("in", site.name)
+            internals[site.qkv] = ("out", site.name)
+            internals[site.proj] = ("in", site.name)
     return internals
 
 

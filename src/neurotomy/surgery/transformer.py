@@ -6,9 +6,9 @@ an MLP **neuron** is a row of ``fc1`` and a column of ``fc2``; an **embedding ch
 of the residual stream, shared by the patch embedding, the class and position embeddings, every
 LayerNorm, every block's input columns and output rows, and the classifier's inputs.
 
-Who does what: heads are cut by :mod:`neurotomy.surgery.attention` (slicing ``qkv``/``proj``,
-lowering ``num_heads``; torchvision's ``nn.MultiheadAttention`` unpacked first, recipe step
-``unpack_attention``); neurons and embedding channels through torch-pruning's dependency graph,
+Who does what: heads are cut by :mod:`neurotomy.surgery.attention` (slicing ``qkv``/``proj`` and
+a relative position bias table, lowering ``num_heads``; torchvision's ``nn.MultiheadAttention``
+unpacked first, recipe step ``unpack_attention``); neurons and embedding channels through torch-pruning's dependency graph,
 which owns the coupling (the whole residual stream, class and position embeddings included), and
 the width attributes a forward pass reads (torchvision's ``hidden_dim``, timm's ``embed_dim``)
 follow an embedding cut.
@@ -575,7 +575,7 @@ def torch_pruning_scores(model: nn.Module, importance: str = "l2", *,
         scores: dict[str, torch.Tensor] = {}
         if unit == "head":
             for site in sites:  # heads that cannot be cut (or that the trace never saw called) get no scores
-                traced = site.kind == "qkv" and {site.module.qkv, site.module.proj} <= set(graph.module2node)
+                traced = site.kind == "qkv" and {site.qkv, site.proj} <= set(graph.module2node)
                 if not traced or head_refusal(site) is not None:
                     continue
                 imp = estimate(_head_group(graph, site))
@@ -616,7 +616,7 @@ def _group_importance(estimate: Callable, graph: tp.DependencyGraph, module: nn.
 def _head_group(graph: tp.DependencyGraph, site: AttentionSite):
     """torch-pruning's attention group rooted at ``proj``'s inputs: ``proj`` input column c and the
     q, k and v rows of channel c of ``qkv``, each c its own root index."""
-    proj, qkv = site.module.proj, site.module.qkv
+    proj, qkv = site.proj, site.qkv
     width = site.num_heads * site.head_dim
     root = graph.module2node[proj]
     proj_in = graph.get_pruner_of_module(proj).prune_in_channels
