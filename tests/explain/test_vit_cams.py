@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from neurotomy.explain import METHODS, ExplainError, attribute, normalize
 from neurotomy.explain.cam import cam_layer, transformer_cam_layer
-from neurotomy.explain.common import default_cam_layer
+from neurotomy.explain.common import computes_over_last_axis, default_cam_layer
 from neurotomy.explain.metrics import cascading_randomization
 from neurotomy.explain.metrics.sanity import execution_blocks
 from neurotomy.explain.rating import compare_reasons, explainer, rate_explanations
@@ -212,3 +213,127 @@ def test_metrics_run_unchanged_on_vit_maps():
         assert same["methods"][method]["iou"] == pytest.approx(1.0)
         assert moved["methods"][method]["spearman"] < 0.95
     assert np.isfinite([moved["methods"][m]["iou"] for m in ("rollout", "gradcam")]).all()
+
+
+def nhwc_to_nchw(tensor):
+    """The ``reshape_transform`` users write for Swin-like (channels-last) layers."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def channels_last_models(one_thread):
+    """Random-init timm Swin (N × h × w × C from its patch embedding to its final ``norm``) and torchvision
+    ConvNeXt (N × h × w × C inside each block, around its LayerNorm and MLP), at 64 px, two images each."""
+    from neurotomy.loading import load_model
+
+    models = {}
+    for spec in ("timm:swin_tiny_patch4_window7_224", "torchvision:convnext_tiny", "timm:convnext_atto"):
+        torch.manual_seed(0)
+        models[spec] = load_model(spec, in_channels=3, num_classes=10, input_size=64).eval()
+    return models, images(2, (3, 64, 64))
+
+
+CHANNELS_LAST_CASES = [  # spec, layer (None: the default), whether its output is N × h × w × C
+    ("timm:swin_tiny_patch4_window7_224", None, True),  # the default: its final norm, 1 × 2 × 2 × 768
+    ("timm:swin_tiny_patch4_window7_224", "layers.3.blocks.1", True),  # a block: the layout of its own norm
+    ("torchvision:convnext_tiny", None, False),  # the default, "features": channels-first as before
+    ("torchvision:convnext_tiny", "features.7.2.block.5", True),  # the block's last Linear, before its Permute
+    ("torchvision:convnext_tiny", "features.7.2.block.4", True),  # GELU between the MLP's Linears
+    ("timm:convnext_atto", None, False),  # norm_pre: channels-first throughout (its norms are LayerNorm2d)
+]
+
+
+# HiResCAM is left out on the Swin block: its output feeds only the final LayerNorm, which is invariant to
+# scaling its input, so Σ_k A_k ∂y/∂A_k = 0 at every position and both maps are float32 rounding noise.
+@pytest.mark.parametrize("method,spec,layer,channels_last", [
+    (method, *case) for method in ("gradcam", "hirescam") for case in CHANNELS_LAST_CASES
+    if not (method == "hirescam" and case[1] == "layers.3.blocks.1")])
+def test_channels_last_maps_equal_pytorch_grad_cam_with_the_swin_reshape_transform(
+        channels_last_models, spec, layer, channels_last, method):
+    models, x = channels_last_models
+    model, t = models[spec], torch.tensor([3, 6])
+    if layer is None:
+        layer = cam_layer(model, x)
+        assert layer == default_cam_layer(model, x) == {"timm:swin_tiny_patch4_window7_224": "norm",
+                                                         "torchvision:convnext_tiny": "features",
+                                                         "timm:convnext_atto": "norm_pre"}[spec]
+        ours = attribute(model, x, t, method=method)
+    else:
+        ours = attribute(model, x, t, method=method, layer=layer)
+    with REFERENCE[method](model=model, target_layers=[model.get_submodule(layer)],
+                           reshape_transform=nhwc_to_nchw if channels_last else None) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t]))
+    assert ours.shape == theirs.shape == (2, 64, 64)
+    assert normalize(ours).std() > 0.1  # not constant
+    torch.testing.assert_close(normalize(ours), normalize(theirs), atol=2e-4, rtol=0)
+    if spec.startswith("timm:swin"):  # the other reading of the same map (the bug) differs visibly
+        with REFERENCE[method](model=model, target_layers=[model.get_submodule(layer)]) as cam:
+            scrambled = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t]))
+        assert float((normalize(ours) - normalize(scrambled)).abs().max()) > 0.2
+
+
+class TinyChannelsLast(nn.Module):
+    """A conv stem, then everything channels-last (N × h × w × C) as in Swin: Linear → LayerNorm → GELU,
+    global average pooling over h and w, a linear head. A non-square image, so h ≠ w ≠ C."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.proj, self.norm, self.act, self.head = nn.Linear(6, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.act(self.norm(self.proj(self.stem(x).permute(0, 2, 3, 1))))
+        return self.head(x.mean((1, 2)))
+
+
+def test_every_cam_on_a_channels_last_map_equals_the_formulas_by_hand():
+    torch.manual_seed(0)
+    model, x, t = TinyChannelsLast().eval(), images(3, (3, 12, 20)), torch.tensor([0, 4, 9])
+    assert cam_layer(model, x) == "act"  # the last spatial map, 6 × 10 positions of 8 channels
+    tokens, grads, logits = token_activations_and_gradients(model, "act", x, t)  # plain hook: N × 6 × 10 × 8
+    assert tokens.shape == (3, 6, 10, 8)
+    a, g = tokens.permute(0, 3, 1, 2), grads.permute(0, 3, 1, 2)
+    y = logits.gather(1, t[:, None])[:, 0]
+    drops = []
+    for k in range(8):
+        def zero_k(mod, inp, out, k=k):
+            out = out.clone()
+            out[..., k] = 0  # channel k: the last axis
+            return out
+        handle = model.act.register_forward_hook(zero_k)
+        try:
+            with torch.no_grad():
+                drops.append((y - model(x).gather(1, t[:, None])[:, 0]) / y)
+        finally:
+            handle.remove()
+    by_hand = {"gradcam": (g.mean((2, 3), keepdim=True) * a).sum(1), "hirescam": (g * a).sum(1),
+               "layercam": (g.clamp(min=0) * a).sum(1),
+               "ablationcam": (torch.stack(drops, 1)[:, :, None, None] * a).sum(1)}
+    for method, cam in by_hand.items():
+        want = up(cam.clamp(min=0), (12, 20))
+        assert float(want.amax()) > 0
+        torch.testing.assert_close(attribute(model, x, t, method=method), want,
+                                   atol=1e-5 * float(want.abs().max()), rtol=1e-4)
+    for method in ("gradcam_pp", "scorecam"):
+        with REFERENCE[method](model=model, target_layers=[model.act], reshape_transform=nhwc_to_nchw) as cam:
+            theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t]))
+        torch.testing.assert_close(normalize(attribute(model, x, t, method=method)), normalize(theirs),
+                                   atol=2e-4, rtol=0)
+    for method in METHODS.names(family="cam"):  # Eigen-CAM too: N × 12 × 20, finite
+        maps = attribute(model, x, t, method=method)
+        assert maps.shape == (3, 12, 20) and bool(torch.isfinite(maps).all())
+
+
+def test_the_layout_is_read_from_the_module_not_the_sizes():
+    from timm.layers import LayerNorm, LayerNorm2d
+
+    x = torch.randn(1, 8, 4, 8)  # h × w × C or C × h × w: the sizes cannot tell (w = C = 8)
+    assert computes_over_last_axis(nn.LayerNorm(8), (x,), nn.LayerNorm(8)(x)) is True
+    assert computes_over_last_axis(LayerNorm(8), (x,), LayerNorm(8)(x)) is True  # timm's, own forward
+    norm2d = LayerNorm2d(8)  # an nn.LayerNorm that normalises axis 1 of N × C × h × w
+    with torch.no_grad():
+        norm2d.bias.normal_()
+    assert computes_over_last_axis(norm2d, (x,), norm2d(x)) is False
+    assert computes_over_last_axis(nn.Linear(8, 8), (x,), nn.Linear(8, 8)(x)) is True
+    assert computes_over_last_axis(nn.Conv2d(8, 8, 1), (x,), nn.Conv2d(8, 8, 1)(x)) is False
+    assert computes_over_last_axis(nn.GELU(), (x,), nn.GELU()(x)) is None  # layout-preserving: inherited

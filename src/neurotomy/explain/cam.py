@@ -27,8 +27,11 @@ LayerNorm that feeds its last attention layer (``blocks[-1].norm1`` in timm, ``l
 torchvision), pytorch-grad-cam's recommendation: after the last attention only the class token
 reaches the logits, so the patch tokens' gradients there are zero. Where that LayerNorm's output is
 not such a token sequence — windowed attention (MaxViT: windows × positions; Swin: a channels-last
-map) — the default is the last spatial feature map, as for a CNN. Ablation-CAM on tokens zeroes
-embedding channel k in every token, as pytorch-grad-cam's ``AblationLayerVit`` does.
+map) — the default is the last spatial feature map, as for a CNN. A channels-last map ``N × h × w × C``
+(timm's Swin throughout, ConvNeXt's LayerNorm and MLP; told apart by the module that made it, see
+:class:`neurotomy.explain.common.MapLayouts`) is permuted to ``N × C × h × w`` first — Swin's
+``reshape_transform`` in pytorch-grad-cam's docs. Ablation-CAM on tokens or a channels-last map zeroes
+channel k at every position, as pytorch-grad-cam's ``AblationLayerVit`` does.
 
 Each class carries its ``name`` and ``paper`` and registers itself with :func:`register_cam`, so a
 new CAM method is one class in this file; it is listed after the ones above it.
@@ -41,21 +44,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.errors import ModelError
-from neurotomy.explain.common import ExplainError, class_scores, default_cam_layer, forward, upsample
+from neurotomy.explain.common import (ExplainError, MapLayouts, channels_first, class_scores, default_cam_layer,
+                                      forward, upsample)
 from neurotomy.explain.methods import register_method
 from neurotomy.models.transformer import attention_sites, token_layout
 from neurotomy.probe import Probe
 
 
 def observe_layer(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, layer: str,
-                  gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Activations ``A`` of ``layer``, ``∂y_c/∂A`` for each image's own target, and the logits."""
+                  gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
+    """Activations ``A`` of ``layer`` as it outputs them, ``∂y_c/∂A`` for each image's own target, the logits,
+    and whether ``A`` is a channels-last map N × h × w × C (:class:`~neurotomy.explain.common.MapLayouts`,
+    read in the same forward pass)."""
     seen: dict[str, torch.Tensor] = {}
+    layouts = MapLayouts()
 
-    def keep(name: str, output: torch.Tensor) -> None:
-        seen.setdefault("A", output)  # a module called twice: the first call is the layer's map
+    def keep(name: str, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        layouts(name, module, args, output)
+        if name == layer:
+            seen.setdefault("A", output)  # a module called twice: the first call is the layer's map
 
-    with torch.set_grad_enabled(gradients), Probe(model, [layer], on_output=keep):
+    names = list(dict.fromkeys([n for n, _ in model.named_modules() if n] + [layer]))
+    with torch.set_grad_enabled(gradients), Probe(model, names, on_module=keep):
         x = inputs.detach().clone().requires_grad_(gradients)
         logits = forward(model, x)
     activations = seen["A"]
@@ -64,7 +74,7 @@ def observe_layer(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         # Each image's score depends only on its own activations (eval mode), so the gradient of
         # the sum gives every image's gradient in one backward pass.
         grads, = torch.autograd.grad(class_scores(logits, targets).sum(), activations)
-    return activations.detach(), grads, logits.detach()
+    return activations.detach(), grads, logits.detach(), layouts.channels_last.get(layer, False)
 
 
 def transformer_cam_layer(model: nn.Module) -> str | None:
@@ -141,6 +151,21 @@ def token_feature_map(model: nn.Module, inputs: torch.Tensor, layer: str, tokens
     return tokens[:, prefix:].transpose(1, 2).reshape(shape[0], shape[2], rows, cols)
 
 
+def feature_map(model: nn.Module, inputs: torch.Tensor, layer: str, output: torch.Tensor,
+                channels_last: bool) -> torch.Tensor:
+    """A layer's output (or its gradient) as the ``N × C × h × w`` map the CAM formulas take: a transformer's
+    tokens folded onto the patch grid (:func:`token_feature_map`), a channels-last map ``N × h × w × C``
+    permuted (what the ``reshape_transform`` users write for Swin does), a conv map as it is.
+
+    Example:
+        >>> feature_map(nn.Identity(), torch.zeros(1, 3, 8, 8), "x", torch.zeros(1, 2, 4, 5), True).shape
+        torch.Size([1, 5, 2, 4])
+    """
+    if output.dim() == 3:
+        return token_feature_map(model, inputs, layer, output)
+    return channels_first(output, channels_last)
+
+
 def run_with_layer_output(model: nn.Module, inputs: torch.Tensor, layer: str, replace) -> torch.Tensor:
     """Logits of ``inputs`` when ``layer``'s output is replaced by ``replace(output)``."""
     with torch.no_grad(), Probe(model, [layer], on_output=lambda name, out: replace(out)):
@@ -163,13 +188,15 @@ class CAM:
 
     def __init__(self, layer: str | None = None, relu: bool = True, batch_size: int = 128) -> None:
         self.layer, self.relu, self.batch_size = layer, relu, batch_size
+        self.channels_last = False  # set by each call: the layer's raw output is N × h × w × C
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         layer = self.layer or cam_layer(model, inputs)
-        activations, grads, logits = observe_layer(model, inputs, targets, layer, self.uses_gradients)
-        if activations.dim() == 3:  # a transformer's tokens: fold the patch tokens onto their grid
-            activations = token_feature_map(model, inputs, layer, activations)
-            grads = None if grads is None else token_feature_map(model, inputs, layer, grads)
+        activations, grads, logits, self.channels_last = observe_layer(model, inputs, targets, layer,
+                                                                       self.uses_gradients)
+        # tokens folded onto the patch grid, channels-last maps permuted: N × C × h × w from here on
+        activations = feature_map(model, inputs, layer, activations, self.channels_last)
+        grads = None if grads is None else feature_map(model, inputs, layer, grads, self.channels_last)
         if activations.dim() != 4:
             raise ExplainError(f"layer {layer!r} outputs shape {tuple(activations.shape)}; CAM methods "
                                "need a conv feature map N×C×h×w — pick a conv layer or block")
@@ -277,9 +304,12 @@ class AblationCAM(CAM):
                 keep = torch.ones(len(channels), c, 1, 1, dtype=activations.dtype, device=activations.device)
                 keep[torch.arange(len(channels)), channels] = 0
                 copies = inputs[i][None].expand(len(channels), *inputs.shape[1:])
-                # a token layer (N × tokens × C): channel k zeroed in every token
-                out = run_with_layer_output(
-                    model, copies, layer, lambda a, keep=keep: a * (keep.view(len(keep), 1, c) if a.dim() == 3 else keep))
+
+                def zero(a: torch.Tensor, keep=keep) -> torch.Tensor:
+                    if a.dim() == 3 or self.channels_last:  # tokens, or N × h × w × C: channel k at every position
+                        return a * keep.view(len(keep), *[1] * (a.dim() - 2), c)
+                    return a * keep
+                out = run_with_layer_output(model, copies, layer, zero)
                 ablated[i, channels] = out[:, targets[i]]
         return ((original[:, None] - ablated.to(original)) / original[:, None]).to(activations)
 
