@@ -783,6 +783,14 @@ def budget_claims(pb: dict, claim, verdict) -> None:
                   else "") for s, e in equal.items()),
               verdict(all(e["ours_minus_tp_pts"] >= -100 * TIE for e in equal.values()),
                       any(e["ours_minus_tp_pts"] >= -100 * TIE for e in equal.values())))
+    ranked = [g for g in sm.get("spearman", []) if g.get("rho") is not None and g["n"] >= 3]
+    if ranked:
+        claim("pruning: recalibrated accuracy predicts the 3-epoch accuracy across criteria (pick one in seconds?)",
+              "#19", "Spearman ρ, reported",
+              "; ".join(f"{cut(float(g['target'].removeprefix('macs')))} {g['scope']}"
+                        f"{' +reconstruct' if g['reconstruct'] else ''}: ρ {num(g['rho'])} over {g['n']} criteria "
+                        f"({', '.join(g['criteria'])})" for g in ranked if g["target"].startswith("macs")),
+              "weakly" if all(abs(g["rho"]) < 0.7 for g in ranked) else "yes")
     versus_tp = {(s, m): e for s, entry in sm["speedup_targets"].items()
                  for m, e in (entry.get("vs_tp_at_equal_speedup") or {}).items() if e["met"] is not None}
     if versus_tp:
