@@ -83,7 +83,8 @@ def test_timing_runs_are_all_kept_and_records_carry_their_median(vit, tmp_path, 
            "speedup_batch64": 0.5, "speedup_batch64_min": 0.6, "latency_batch64_ms": 2.0, "latency_batch64_min_ms": 1.9}
     results = {"records": [row], "timing": {"git_commit": "abc", "original_median_ms": 1.0, "threads": 1,
                                             "load_average": [0.2, 0.3], "speedup": "old wording"}}
-    args = argparse.Namespace(rounds=3, repeats=1, threads=1, wait_quiet=0.0, allow_busy=True, retime=True)
+    args = argparse.Namespace(rounds=3, repeats=1, threads=1, wait_quiet=0.0, allow_busy=True, retime=True,
+                              timing_method="interleaved")
     test = load_dataset("digits", split="test")
     saves = []
     with warnings.catch_warnings():
@@ -99,3 +100,41 @@ def test_timing_runs_are_all_kept_and_records_carry_their_median(vit, tmp_path, 
     assert row["speedup_batch64"] == pytest.approx(statistics.median([0.5, *new]))
     assert results["timing"]["original_median_ms"] == runs[-1]["original_median_ms"]
 
+
+
+@pytest.mark.filterwarnings("ignore:load average")  # a busy machine is allowed here (allow_busy)
+def test_isolated_timing_is_kept_beside_the_in_process_figure(vit, tmp_path, monkeypatch):
+    """--timing-method isolated: its runs go to isolated_timing_runs and speedup_batch64_isolated (the
+    median over those runs); speedup_batch64 and its target verdict stay the in-process figures."""
+    import argparse
+
+    checkpoint = tmp_path / "pruned.safetensors"
+    checkpoint.write_bytes(b"")
+    row = {**record("ours@0.5", "ours", 0.9), "checkpoint": str(checkpoint), "macs_ratio": 2.0,
+           "speedup_batch64": 1.5, "speedup_over_macs_ratio": 0.75, "speedup_meets_target": False}
+    results = {"records": [row]}
+    pruned_ms = iter([50.0, 40.0, 45.0])
+    seen = []
+
+    def fake(sources, **options):
+        seen.append((list(sources), options))
+        ms = next(pruned_ms)
+        return [{"median_ms": 90.0, "min_ms": 80.0, "process_median_ms": [90.0], "threads": 1,
+                 "load_average": [0.9, 1.0], "machine_busy": False},
+                {"median_ms": ms, "min_ms": ms - 1, "process_median_ms": [ms], "threads": 1,
+                 "load_average": [0.9, 1.0], "machine_busy": False}]
+
+    monkeypatch.setattr(vit, "isolated_latency", fake)
+    args = argparse.Namespace(model="zoo:vit-tiny-fmnist", rounds=7, repeats=2, threads=1, wait_quiet=0.0,
+                              allow_busy=True, retime=True, timing_method="isolated", isolated_rounds=3, seed=0)
+    for _ in range(3):
+        assert vit.timing_stage(None, list(range(100)), args, results, lambda r: None)
+    assert seen[0][0] == ["zoo:vit-tiny-fmnist", str(checkpoint)]
+    assert seen[0][1]["rounds"] == 3 and seen[0][1]["inner_rounds"] == 7 and seen[0][1]["batch_size"] == 64
+    assert row["speedup_batch64_isolated_runs"] == [1.8, 2.25, 2.0]
+    assert row["speedup_batch64_isolated"] == 2.0 and row["speedup_isolated_over_macs_ratio"] == 1.0
+    assert row["speedup_batch64"] == 1.5 and "timing_runs" not in results  # the in-process figure is untouched
+    assert [r["method"] for r in results["isolated_timing_runs"]] == ["isolated"] * 3
+    targets = vit.check_targets({"acc_original": 0.92, "records": [row]}, 3)
+    assert targets["speedup_vs_macs_ratio_at_50"]["met"] is False
+    assert targets["speedup_vs_macs_ratio_at_50_isolated"]["met"] is True
