@@ -7,6 +7,7 @@ import argparse
 import copy
 import random
 import shutil
+import statistics
 import warnings
 from pathlib import Path
 
@@ -243,3 +244,30 @@ def test_smoke_refuses_the_results_directory(budget, tmp_path, capsys):
     assert Path(args.out).resolve() != (ROOT / "benchmarks" / "results").resolve()
     assert args.criteria == ["l1"] and args.max_train == 512 and args.finetune_epochs == 1
     assert Path(args.build).is_relative_to(Path(args.out))
+
+
+def test_timing_runs_are_kept_and_the_speedup_is_their_median(budget, lenet, digits_train, digits_test, tmp_path,
+                                                              one_thread):
+    """A re-time adds a run to the record's timing_runs (a record timed before runs were kept brings its
+    earlier_timings and current figure along as runs), and speedup_batch64 is the median over all of them."""
+    path = save_checkpoint(copy.deepcopy(lenet), tmp_path / "same.safetensors")
+    row = {**_record("ours", "l1", 0.5, 0.9, timed=3.0), "checkpoint": str(path), "macs_ratio": 2.0,
+           "speedup_batch64_min": 2.9, "earlier_timings": [{"speedup_batch64": 5.0, "load_average": [0.9, 0.9],
+                                                            "date": "2026-11-30T16:51"}],
+           "provenance": {"timing": {"date": "2026-11-30T20:00", "git_commit": "abc"}}}
+    args = argparse.Namespace(threads=1, rounds=3, repeats=1, only=[], retime=True, wait_quiet=0.0, allow_busy=True,
+                              build=str(tmp_path))
+    bench = budget.Budget(args, lenet, digits_train, digits_test, {"acc_original": 0.9, "records": [row]},
+                          lambda r: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a busy machine is allowed here (allow_busy)
+        assert bench.timing_stage()
+        assert bench.timing_stage()
+    runs = row["timing_runs"]
+    assert [r["speedup_batch64"] for r in runs[:2]] == [5.0, 3.0] and runs[1]["git_commit"] == "abc"
+    assert "earlier_timings" not in row and len(runs) == 4
+    new = [r["speedup_batch64"] for r in runs[2:]]
+    assert all(0.2 < s < 5 for s in new)  # the same model twice: measured now, about 1×
+    assert row["speedup_batch64"] == pytest.approx(statistics.median([5.0, 3.0, *new]))
+    assert row["speedup_over_macs_ratio"] == pytest.approx(row["speedup_batch64"] / 2.0)
+    assert row["load_average"] == runs[-1]["load_average"] and row["provenance"]["timing"]["date"] == runs[-1]["date"]
