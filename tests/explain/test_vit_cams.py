@@ -15,7 +15,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from neurotomy.explain import METHODS, ExplainError, attribute, normalize
 from neurotomy.explain.cam import cam_layer, transformer_cam_layer
-from neurotomy.explain.common import computes_over_last_axis, default_cam_layer
+from neurotomy.explain.common import default_cam_layer
+from neurotomy.models.map_layouts import computes_over_last_axis
 from neurotomy.explain.metrics import cascading_randomization
 from neurotomy.explain.metrics.sanity import execution_blocks
 from neurotomy.explain.rating import compare_reasons, explainer, rate_explanations

@@ -29,7 +29,7 @@ reaches the logits, so the patch tokens' gradients there are zero. Where that La
 not such a token sequence — windowed attention (MaxViT: windows × positions; Swin: a channels-last
 map) — the default is the last spatial feature map, as for a CNN. A channels-last map ``N × h × w × C``
 (timm's Swin throughout, ConvNeXt's LayerNorm and MLP; told apart by the module that made it, see
-:class:`neurotomy.explain.common.MapLayouts`) is permuted to ``N × C × h × w`` first — Swin's
+:class:`neurotomy.models.map_layouts.MapLayouts`) is permuted to ``N × C × h × w`` first — Swin's
 ``reshape_transform`` in pytorch-grad-cam's docs. Ablation-CAM on tokens or a channels-last map zeroes
 channel k at every position, as pytorch-grad-cam's ``AblationLayerVit`` does.
 
@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.errors import ModelError
-from neurotomy.explain.common import (ExplainError, MapLayouts, channels_first, class_scores, default_cam_layer,
+from neurotomy.explain.common import (ExplainError, channels_first, class_scores, default_cam_layer,
                                       forward, upsample)
 from neurotomy.explain.methods import register_method
+from neurotomy.models.map_layouts import MapLayouts
 from neurotomy.models.transformer import attention_sites, token_layout
 from neurotomy.probe import Probe
 
@@ -54,7 +55,7 @@ from neurotomy.probe import Probe
 def observe_layer(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, layer: str,
                   gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
     """Activations ``A`` of ``layer`` as it outputs them, ``∂y_c/∂A`` for each image's own target, the logits,
-    and whether ``A`` is a channels-last map N × h × w × C (:class:`~neurotomy.explain.common.MapLayouts`,
+    and whether ``A`` is a channels-last map N × h × w × C (:class:`~neurotomy.models.map_layouts.MapLayouts`,
     read in the same forward pass)."""
     seen: dict[str, torch.Tensor] = {}
     layouts = MapLayouts()

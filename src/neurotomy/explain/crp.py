@@ -11,6 +11,10 @@ l's channels sum to the plain gradient × input exactly (completeness across cha
 LRP version has by conservation). A channel is the special case of a subspace spanned by one
 basis vector (:func:`neurotomy.scores.subspace.subspace_heatmaps`).
 
+Channel c is axis 1 of a conv map N × C × H × W and the last axis of tokens, flat features and of a
+channels-last map N × H × W × C (timm's Swin, ConvNeXt blocks; read from the module that produced it,
+:class:`~neurotomy.models.map_layouts.MapLayouts`), in the relevance and in the masked backward alike.
+
 A channel's relevance for an image is R_c = Σ_p a_{c,p} · ∂y/∂a_{c,p} at l (gradient × activation,
 summed over positions): CRP ranks reference images by it ("relevance, not activation", their §
 on reference samples); :mod:`neurotomy.jobs.concepts` searches the test set with it.
@@ -38,7 +42,8 @@ from neurotomy.explain.common import ExplainError, default_cam_layer
 from neurotomy.explain.methods import register_method
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.probe import Probe
-from neurotomy.scores.subspace import channel_rows, input_leaf, relevance_through
+from neurotomy.models.map_layouts import MapLayouts
+from neurotomy.scores.subspace import channel_rows, input_leaf, layout_of, relevance_through
 
 
 def channel_relevance(model: nn.Module, inputs: torch.Tensor, layer: str,
@@ -46,12 +51,14 @@ def channel_relevance(model: nn.Module, inputs: torch.Tensor, layer: str,
     """Each channel's relevance R_c = Σ_positions a · ∂y/∂a at ``layer`` for each image's ``targets``
     logit (``None``: its predicted class), ``N × channels``; one forward and one backward pass."""
     seen: dict[str, torch.Tensor] = {}
+    layouts = MapLayouts()  # a channels-last map (Swin, ConvNeXt blocks) has its channels on the last axis
 
     def on_grad(_: str, output: torch.Tensor, grad: torch.Tensor) -> None:
-        seen["relevance"] = (channel_rows(output) * channel_rows(grad)).sum(1).detach()
+        layout = layout_of(output, layouts.channels_last.get(layer))
+        seen["relevance"] = (channel_rows(output, layout) * channel_rows(grad, layout)).sum(1).detach()
 
     x = input_leaf(model, inputs)
-    with eval_mode(model), Probe(model, [layer], on_grad=on_grad), torch.enable_grad():
+    with eval_mode(model), layouts.watch(model), Probe(model, [layer], on_grad=on_grad), torch.enable_grad():
         logits = model(x)
         classes = logits.argmax(1) if targets is None else targets.to(logits.device).view(-1)
         torch.autograd.grad(logits.gather(1, classes.view(-1, 1)).sum(), x)

@@ -4,7 +4,9 @@
 
 The units here are *directions* of one layer's activation space, not its channels (unit kind
 ``"subspace"``). A conv layer's channels are the dimensions and its positions the samples; a token
-layer (``N × tokens × d``) has its tokens as positions; a flat ``N × d`` output has one position.
+layer (``N × tokens × d``) has its tokens as positions; a flat ``N × d`` output has one position. A 4-D
+map is ``N × d × H × W`` unless the module that produced it works on its last axis (timm's Swin, ConvNeXt
+blocks: ``N × H × W × d``), which :class:`MapLayouts` reads from the modules in the same forward pass.
 
 **Relevance** is gradient × activation. For an image with target class t and the activation vector
 a_p at each position p, the *context* is c_p = ∂y_t/∂a_p and the image's relevance is Σ_p a_pᵀc_p —
@@ -57,6 +59,7 @@ from neurotomy.data.batches import iterate_batches, num_batches
 from neurotomy.device import model_device, to_device
 from neurotomy.errors import ModelError, NeurotomyError
 from neurotomy.models.anatomy import eval_mode
+from neurotomy.models.map_layouts import MapLayouts
 from neurotomy.probe import Probe
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.registry import Registry
@@ -72,30 +75,49 @@ DEFAULT_IMAGES = 640
 # channel vectors of a layer output
 
 
-def layout_of(output: torch.Tensor) -> str:
-    """``channels_first`` for a 4-D conv output, ``channels_last`` for tokens or flat features."""
+def layout_of(output: torch.Tensor, last_axis: bool | None = None) -> str:
+    """``channels_last`` for tokens or flat features; for a 4-D output ``channels_first`` (a conv's
+    N × d × H × W) unless ``last_axis`` says its module computed it over the last axis (N × H × W × d, as
+    :class:`MapLayouts` finds for Swin and ConvNeXt blocks) — ``None`` or False: channels-first.
+
+    Example:
+        >>> layout_of(torch.zeros(2, 4, 4, 8)), layout_of(torch.zeros(2, 4, 4, 8), True), layout_of(torch.zeros(2, 8))
+        ('channels_first', 'channels_last', 'channels_last')
+    """
     if output.dim() not in (2, 3, 4):
         raise ModelError(f"a layer output of shape {tuple(output.shape)} has no channel vectors; choose a conv, "
                          "token or linear layer")
-    return "channels_first" if output.dim() == 4 else "channels_last"
+    return "channels_first" if output.dim() == 4 and not last_axis else "channels_last"
 
 
-def channel_rows(output: torch.Tensor) -> torch.Tensor:
-    """``N × positions × d``: one channel vector per position (a conv's pixels, a transformer's tokens).
+def checked_layout(output: torch.Tensor, layout: str | None) -> str:
+    """``layout`` checked against ``output`` (``None``: :func:`layout_of` with no module to ask)."""
+    found = layout_of(output)
+    if layout is None:
+        return found
+    validate.known_name(layout, "layout", names=LAYOUTS, kind="layout")
+    return layout if output.dim() == 4 else found  # tokens and flat features have one reading
+
+
+def channel_rows(output: torch.Tensor, layout: str | None = None) -> torch.Tensor:
+    """``N × positions × d``: one channel vector per position (a conv's pixels, a transformer's tokens);
+    a 4-D ``output`` is read as ``layout`` (default channels-first, see :func:`layout_of`).
 
     Example:
         >>> tuple(channel_rows(torch.zeros(2, 5, 3, 4)).shape), tuple(channel_rows(torch.zeros(2, 7)).shape)
         ((2, 12, 5), (2, 1, 7))
+        >>> tuple(channel_rows(torch.zeros(2, 5, 3, 4), "channels_last").shape)
+        (2, 15, 4)
     """
-    layout_of(output)
+    layout = checked_layout(output, layout)
     if output.dim() == 4:
-        return output.flatten(2).transpose(1, 2)
+        return output.flatten(1, 2) if layout == "channels_last" else output.flatten(2).transpose(1, 2)
     return output if output.dim() == 3 else output[:, None]
 
 
-def channels_last(output: torch.Tensor) -> torch.Tensor:
-    """The tensor with its channel axis last (a conv output's axis 1 moved; others as they are)."""
-    return output.movedim(1, -1) if layout_of(output) == "channels_first" else output
+def channels_last(output: torch.Tensor, layout: str | None = None) -> torch.Tensor:
+    """The tensor with its channel axis last (axis 1 of a channels-first map moved; others as they are)."""
+    return output.movedim(1, -1) if checked_layout(output, layout) == "channels_first" else output
 
 
 def channels_back(moved: torch.Tensor, layout: str) -> torch.Tensor:
@@ -234,20 +256,22 @@ def observe_layer(model: nn.Module, data: Dataset, layer: str, *, target: str = 
         raise ModelError(f"model has no layer {layer!r}; see `neurotomy info` for layer names")
     generator = torch.Generator().manual_seed(seed)
     state: dict = {"images": 0, "rows": 0, "a": [], "c": []}
+    layouts = MapLayouts()  # a Swin or ConvNeXt block's 4-D map can be N × H × W × d: ask the modules
 
     def on_grad(_: str, output: torch.Tensor, grad: torch.Tensor) -> None:
-        a, c = channel_rows(output.detach()).double(), channel_rows(grad.detach()).double()
+        layout = layout_of(output, layouts.channels_last.get(layer))
+        a, c = channel_rows(output.detach(), layout).double(), channel_rows(grad.detach(), layout).double()
         for key, value in (("cross", torch.einsum("npi,npj->ij", a, c)),
                            ("second", torch.einsum("npi,npj->ij", a, a)), ("total", a.sum((0, 1)))):
             state[key] = state[key] + value.cpu() if key in state else value.cpu()
-        state["layout"] = layout_of(output)
+        state["layout"] = layout
         state["rows"] += a.shape[0] * a.shape[1]
         pick = torch.rand(a.shape[0], a.shape[1], generator=generator).argsort(1)[:, :positions].to(a.device)
         for key, rows in (("a", a), ("c", c)):
             state[key].append(rows.gather(1, pick[:, :, None].expand(-1, -1, a.shape[2])).flatten(0, 1).float().cpu())
 
     where, dtype = model_device(model), parameter_dtype(model)
-    with eval_mode(model), progress_bar(quiet) as bar, Probe(model, [layer], on_grad=on_grad):
+    with eval_mode(model), progress_bar(quiet) as bar, layouts.watch(model), Probe(model, [layer], on_grad=on_grad):
         task = add_task(bar, f"observe {layer}", num_batches(data, batch_size, max_images))
         for images, labels in iterate_batches(data, batch_size, shuffle=True, generator=generator,
                                               max_images=max_images):
@@ -503,13 +527,14 @@ def relevance_through(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
     summing to the plain gradient × input."""
     x = input_leaf(model, inputs)
     seen = []
+    layouts = MapLayouts()
 
     def on_grad(_: str, output: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         seen.append(True)
-        layout = layout_of(output)
-        return channels_back(transform(channels_last(grad)), layout).to(grad.dtype)
+        layout = layout_of(output, layouts.channels_last.get(layer))
+        return channels_back(transform(channels_last(grad, layout)), layout).to(grad.dtype)
 
-    with eval_mode(model), Probe(model, [layer], on_grad=on_grad), torch.enable_grad():
+    with eval_mode(model), layouts.watch(model), Probe(model, [layer], on_grad=on_grad), torch.enable_grad():
         logits = model(x)
         (gradient,) = torch.autograd.grad(logits.gather(1, targets.view(-1, 1).to(logits.device)).sum(), x)
     if not seen:
@@ -545,8 +570,9 @@ def subspace_heatmaps(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
     return torch.stack(maps, 1)
 
 
-__all__ = ["DEFAULT_IMAGES", "DRSAFit", "LAYOUTS", "LayerRelevance", "SUBSPACE_METHODS", "TARGETS", "UNIT", "bases_of",
-           "channel_rows", "channels_back", "channels_last", "check_orthonormal", "drsa", "drsa_objective",
+__all__ = ["DEFAULT_IMAGES", "DRSAFit", "LAYOUTS", "LayerRelevance",
+           "SUBSPACE_METHODS", "TARGETS", "UNIT", "bases_of", "channel_rows", "channels_back", "channels_last",
+           "check_orthonormal", "checked_layout", "drsa", "drsa_objective",
            "find_subspaces", "input_leaf", "layout_of", "observe_layer", "orthonormal_complement", "parameter_dtype",
            "pca_basis", "prca_basis", "random_basis", "relevance_through", "score_subspaces", "subspace_heatmaps",
            "subspace_scores", "target_logits"]

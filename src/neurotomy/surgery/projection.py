@@ -14,7 +14,9 @@ complement (:func:`remove_subspace`).
 
 The projection is built as a pair of layers wrapped around L — :class:`ProjectedLayer`: ``down``
 (d → k, weights Uᵀ, no bias) then ``up`` (k → d, weights U, bias (I − UUᵀ)μ) — 1×1 convolutions for a
-conv output (``channels_first``), Linear layers for tokens or flat features (``channels_last``).
+conv output (``channels_first``), Linear layers for tokens, flat features and channels-last maps
+N × H × W × d (``channels_last``: Swin, ConvNeXt blocks, read from the modules as
+:class:`~neurotomy.models.map_layouts.MapLayouts` does).
 With ``fold=True`` and L a plain conv or Linear, ``down`` is folded into L itself (weights UᵀW, bias
 Uᵀb): L then computes only k channels and ``up`` restores d, a rank-k factorisation of L that costs
 k·(C_in·kh·kw + d) multiply-adds per position instead of d·C_in·kh·kw. Unfolded, the pair adds
@@ -46,7 +48,9 @@ from neurotomy.device import model_device
 from neurotomy.errors import CheckpointError, NeurotomyError, PruningError
 from neurotomy.models.anatomy import eval_mode, model_input_shape, set_submodule
 from neurotomy.probe import Probe
-from neurotomy.scores.subspace import LAYOUTS, check_orthonormal, layout_of, orthonormal_complement, parameter_dtype
+from neurotomy.models.map_layouts import MapLayouts
+from neurotomy.scores.subspace import (LAYOUTS, check_orthonormal, layout_of, orthonormal_complement,
+                                       parameter_dtype)
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 
 OP = "project_subspace"
@@ -89,18 +93,22 @@ def _narrowed(layer: nn.Module, rank: int) -> nn.Module:
 
 
 def output_layout(model: nn.Module, layer: str, input_shape: tuple[int, ...] | None = None) -> tuple[str, int]:
-    """(layout, channels) of ``layer``'s output, seen in one forward pass of a zero image."""
+    """(layout, channels) of ``layer``'s output, seen in one forward pass of a random image."""
     shape = input_shape or model_input_shape(model)
     if shape is None:
         raise PruningError("the model carries no input shape; load it with neurotomy.load_model or pass "
                            "input_shape=(C, H, W)")
     seen: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), eval_mode(model), Probe(model, [layer], on_output=lambda _, out: seen.update(out=out)):
-        model(torch.zeros(1, *shape, device=model_device(model), dtype=parameter_dtype(model)))
+    layouts = MapLayouts()  # a Swin or ConvNeXt block's 4-D map can be N × H × W × d: then Linear layers project it
+    with torch.no_grad(), eval_mode(model), layouts.watch(model), \
+            Probe(model, [layer], on_output=lambda _, out: seen.update(out=out)):
+        # a seeded random image, not zeros: on a constant map both readings of a LayerNorm can agree
+        image = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        model(image.to(device=model_device(model), dtype=parameter_dtype(model)))
     if "out" not in seen or not isinstance(seen["out"], torch.Tensor):
         raise PruningError(f"layer {layer!r} does not run on the model's input or returns no tensor; choose a layer "
                            "whose output is a feature map, tokens or features")
-    layout = layout_of(seen["out"])
+    layout = layout_of(seen["out"], layouts.channels_last.get(layer))
     return layout, seen["out"].shape[1 if layout == "channels_first" else -1]
 
 
