@@ -76,7 +76,7 @@ class Planner:
                 self.groups.append(g)
                 self.scores.append(s)
         if not self.groups:
-            refused = f"; torch-pruning refuses {', '.join(self.refused)}" if self.refused else ""
+            refused = f"; {refusal_line(self.refused)}" if self.refused else ""
             raise PruningError("no prunable layer has scores; score the same model you prune "
                                f"(layer names must match) or loosen ignored_layers{refused}")
         if self.refused:
@@ -219,14 +219,21 @@ class Planner:
         return _search_ratio(self, scope, target, which)
 
 
-def refusal_line(refused: dict[str, str], cause: str = "as torch-pruning cannot prune them") -> str:
-    """One line naming the layers that keep their channels (``cause``) and why each."""
+def refusal_line(refused: dict[str, str], units: str = "channels") -> str:
+    """One line naming the layers that keep all their ``units`` and why each: a reason says its own
+    cause (torch-pruning cannot map the channels, a form whose heads cannot be cut, …), so the line
+    claims none for all of them.
+
+    Example:
+        >>> refusal_line({"a.0": "torch-pruning cannot map its channels", "b.0": "torch-pruning cannot map its channels"})
+        '2 layer(s) keep all their channels: a.0, b.0 (torch-pruning cannot map its channels)'
+    """
     by_reason: dict[str, list[str]] = {}
     for layer, reason in refused.items():
         by_reason.setdefault(reason, []).append(layer)
     parts = [f"{', '.join(layers[:4])}{f' and {len(layers) - 4} more' if len(layers) > 4 else ''} ({reason})"
              for reason, layers in by_reason.items()]
-    return f"{len(refused)} layer(s) keep all their channels, {cause}: {'; '.join(parts)}"
+    return f"{len(refused)} layer(s) keep all their {units}: {'; '.join(parts)}"
 
 
 def _units(group: CoupledGroup, scores: torch.Tensor) -> list[tuple[float, list[int]]]:

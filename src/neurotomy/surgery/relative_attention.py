@@ -11,7 +11,10 @@ reshapes the heads' context with ``-1`` and runs the sliced weights as it is.
 MaxViT's attention writes its context back at the width of its *input*, so it only runs while the
 heads fill the model width: :func:`explicit_head_width` swaps its class for
 :class:`HeadwiseRelativePositionalMultiHeadAttention`, whose forward (``forward`` only: parameters,
-buffers and state-dict keys stay) writes ``n_heads · head_dim`` channels.
+buffers and state-dict keys stay) writes ``n_heads · head_dim`` channels. A user's subclass that
+keeps torchvision's forward gets the same forward (a subclass of both, made once per class, so its
+other methods stay); one that overrides ``forward`` is refused, as nothing says its forward reads
+the heads' width from ``head_dim``.
 
 torchvision's Swin (``ShiftedWindowAttention``, V1 and V2) computes each head's width from the model
 width inside a module-level function; :func:`cut_refusal` says so, and its heads stay.
@@ -41,13 +44,22 @@ _TORCHVISION_SWIN = ("torchvision's Swin attention derives each head's width fro
 
 
 def cut_refusal(module: nn.Module) -> str | None:
-    """Why no slicing can remove heads of ``module``'s form (torchvision's Swin, V1 and V2), or None.
+    """Why no slicing can remove heads of ``module``'s form (torchvision's Swin, V1 and V2; a subclass
+    of MaxViT's attention with a forward of its own), or None.
 
     Example:
         >>> cut_refusal(ShiftedWindowAttention(8, [2, 2], [0, 0], 2)).startswith("torchvision's Swin")
         True
+        >>> cut_refusal(RelativePositionalMultiHeadAttention(16, 8, 4)) is None
+        True
     """
-    return _TORCHVISION_SWIN if isinstance(module, (ShiftedWindowAttention, ShiftedWindowAttentionV2)) else None
+    if isinstance(module, (ShiftedWindowAttention, ShiftedWindowAttentionV2)):
+        return _TORCHVISION_SWIN
+    if isinstance(module, RelativePositionalMultiHeadAttention) and type(module).forward not in _HEADWISE_SAFE:
+        return (f"its class {type(module).__name__} overrides the forward of torchvision's MaxViT attention, which "
+                "may take the heads' width from the model width, so its heads cannot be cut; cut its MLP neurons, "
+                "or leave forward to torchvision's class")
+    return None
 
 
 def per_head_parameters(module: nn.Module, heads: int) -> set[str]:
@@ -60,6 +72,17 @@ def per_head_parameters(module: nn.Module, heads: int) -> set[str]:
     """
     return {name for name, p in module.named_parameters(recurse=False)
             if name in PER_HEAD and p.ndim >= 1 and p.shape[PER_HEAD[name]] == heads}
+
+
+def per_head_numel(module: nn.Module, heads: int) -> int:
+    """How many parameters one head holds in :func:`per_head_parameters` (what a head cut removes
+    beyond the ``qkv`` rows and ``proj`` columns).
+
+    Example:
+        >>> per_head_numel(RelativePositionalMultiHeadAttention(16, 8, 4), 2)  # a 9-entry table column
+        9
+    """
+    return sum(getattr(module, name).numel() // heads for name in per_head_parameters(module, heads))
 
 
 @torch.no_grad()
@@ -84,13 +107,21 @@ class HeadwiseRelativePositionalMultiHeadAttention(RelativePositionalMultiHeadAt
         return self.merge(context.transpose(-3, -2).flatten(-2))
 
 
-# exact class → its headwise subclass (a user's subclass may have a forward of its own: not swapped)
-HEADWISE = {RelativePositionalMultiHeadAttention: HeadwiseRelativePositionalMultiHeadAttention}
+# the forwards a head cut can run: torchvision's own (explicit_head_width swaps it for ours) and ours
+_TORCHVISION_FORWARD = RelativePositionalMultiHeadAttention.forward
+_HEADWISE_SAFE = (_TORCHVISION_FORWARD, HeadwiseRelativePositionalMultiHeadAttention.forward)
+# class → its headwise subclass; a user's subclass gets one made once, so every cut module of it shares one class
+HEADWISE: dict[type, type] = {RelativePositionalMultiHeadAttention: HeadwiseRelativePositionalMultiHeadAttention}
 
 
 def explicit_head_width(module: nn.Module) -> None:
-    """Give a torchvision MaxViT attention ``module`` the forward that writes ``n_heads · head_dim``
-    channels, in place; other modules are left as they are."""
-    headwise = HEADWISE.get(type(module))
-    if headwise is not None:
-        module.__class__ = headwise
+    """Give a torchvision MaxViT attention ``module`` (or a subclass keeping its forward) the forward
+    that writes ``n_heads · head_dim`` channels, in place; other modules, and ones already headwise,
+    are left as they are."""
+    cls = type(module)
+    if not isinstance(module, RelativePositionalMultiHeadAttention) or cls.forward is not _TORCHVISION_FORWARD:
+        return
+    if cls not in HEADWISE:  # a user's subclass: its methods first, then the headwise forward
+        HEADWISE[cls] = type(f"Headwise{cls.__name__}", (cls, HeadwiseRelativePositionalMultiHeadAttention),
+                             {"__module__": cls.__module__, "__doc__": cls.__doc__})
+    module.__class__ = HEADWISE[cls]

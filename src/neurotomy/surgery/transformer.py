@@ -71,11 +71,13 @@ from neurotomy.surgery.graph import (CoupledGroup, coupled_group, dependency_gra
                                      prune_out_channels, pruning_group)
 from neurotomy.surgery.planner import Cut, check_request, default_ignored, refusal_line, resolve_ignored, search_ratio
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
+from neurotomy.surgery.relative_attention import per_head_numel
 
 UNITS = ("heads", "neurons", "embedding", "all")
 FAMILIES = ("heads", "neurons", "embedding")
 EMBEDDING = "embedding"  # the key of embedding-channel scores
 WIDTH_ATTRIBUTES = ("embed_dim", "hidden_dim", "num_features", "head_hidden_size")
+UNIT_NOUNS = {"heads": "heads", "neurons": "MLP neurons", EMBEDDING: "embedding channels"}  # for refusal lines
 
 
 # --------------------------------------------------------------------------- the cuts
@@ -168,6 +170,10 @@ class TransformerUnits:
             for mlp in self.mlps.values():
                 if ignored_set & {mlp.fc1_name, mlp.fc2_name}:
                     continue
+                # fed by buffers only (timm Swin V2's position-bias cpb_mlp): not in the traced graph
+                if model.get_submodule(mlp.fc1_name) not in self.graph.module2node:
+                    self.refused[mlp.fc1_name] = "torch-pruning's trace of the model does not reach its neurons"
+                    continue
                 group = coupled_group(self.graph, model, model.get_submodule(mlp.fc1_name))
                 outputs = {m.name for m in group.out_layers}
                 inputs = {m.name for m in group.members
@@ -185,6 +191,15 @@ class TransformerUnits:
         self.rows = {r["name"]: r for r in table.rows}
         self.total_macs = table.total_macs
         self.total_params = sum(p.numel() for p in model.parameters())
+
+    def refusal_line(self) -> str:
+        """One line naming the refused layers, family by family, each with its reason (which says
+        its cause: torch-pruning's coupling, a form whose heads cannot be cut, …)."""
+        by_family: dict[str, dict[str, str]] = {}
+        for key, reason in self.refused.items():
+            family = EMBEDDING if key == EMBEDDING else "heads" if key in self.sites else "neurons"
+            by_family.setdefault(family, {})[key] = reason
+        return ". ".join(refusal_line(refused, UNIT_NOUNS[family]) for family, refused in by_family.items())
 
     def _embedding_group(self, ignored: set[str]) -> CoupledGroup | None:
         """torch-pruning's group of the first attention's output projection: the residual stream.
@@ -211,12 +226,14 @@ class TransformerUnits:
     def predict(self, cuts: list[Cut]) -> tuple[int, int]:
         """(MACs, params) after ``cuts``: each linear/conv row of the measured layer table scaled by
         the share of its weights that stays, each attention module's own matmuls by the share of
-        heads that stays, each LayerNorm of the stream losing its channels' parameters. Unwrapped
-        parameters (class and position embeddings) are not counted: the measured re-aim covers them."""
+        heads that stays and its per-head tensors (a relative position bias table) losing the heads'
+        entries, each LayerNorm of the stream losing its channels' parameters. Unwrapped parameters
+        (class and position embeddings) are not counted: the measured re-aim covers them."""
         out_rm: dict[str, int] = {}
         in_rm: dict[str, int] = {}
         heads_left: dict[str, float] = {}
         norm_rm: dict[str, int] = {}
+        per_head_rm = 0  # parameters of per-head tensors beyond qkv/proj: the heads' bias-table entries
         for cut in cuts:
             n = len(cut.idxs)
             family = family_of(cut)
@@ -225,6 +242,7 @@ class TransformerUnits:
                 out_rm[site.qkv_name] = out_rm.get(site.qkv_name, 0) + 3 * n * site.head_dim
                 in_rm[site.proj_name] = in_rm.get(site.proj_name, 0) + n * site.head_dim
                 heads_left[site.name] = (site.num_heads - n) / site.num_heads
+                per_head_rm += n * per_head_numel(site.module, site.num_heads)
             elif family == "neurons":
                 mlp = self.mlps[cut.layer]
                 out_rm[mlp.fc1_name] = out_rm.get(mlp.fc1_name, 0) + n
@@ -236,7 +254,7 @@ class TransformerUnits:
                         target[m.name] = target.get(m.name, 0) + n
                     elif isinstance(m.module, nn.LayerNorm):
                         norm_rm[m.name] = n
-        macs, params = float(self.total_macs), self.total_params
+        macs, params = float(self.total_macs), self.total_params - per_head_rm
         modules = dict(self.model.named_modules())
         for name in set(out_rm) | set(in_rm):
             module = modules[name]
@@ -290,7 +308,7 @@ class TransformerPlanner:
         unscored = [f for f in missing if any(layer.family == f for layer in units.layers)]
         if unscored or not self.layers:
             what = unscored[0] if unscored else "/".join(units.families)
-            refused = f" ({refusal_line(units.refused)})" if units.refused else ""
+            refused = f" ({units.refusal_line()})" if units.refused else ""
             raise PruningError(f"no scores for the {what} of this model{refused}; score them (score_transformer / "
                                f"torch_pruning_scores, keyed by attention module, fc1 or 'embedding') or choose "
                                "other units")
@@ -486,7 +504,7 @@ def prune_transformer(model: nn.Module, scores: UnitScores | Sequence[UnitScores
     planner = TransformerPlanner(TransformerUnits(work, families, input_shape, ignored, min_heads, min_channels),
                                  scores, round_to)
     if planner.units.refused:
-        warnings.warn(refusal_line(planner.units.refused, "as they cannot be cut"), NeurotomyWarning, stacklevel=2)
+        warnings.warn(planner.units.refusal_line(), NeurotomyWarning, stacklevel=2)
     which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
 
     def apply(cuts_: list[Cut]) -> nn.Module:
