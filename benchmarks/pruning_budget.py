@@ -32,6 +32,13 @@ full training set, test accuracy after every epoch (``acc_by_epoch``; ``acc_fine
 It runs outside the job only to read accuracy between epochs; unlike ``neurotomy prune`` it keeps the
 fine-tuned model even when fine-tuning lowered accuracy (a benchmark reports what the recipe did).
 
+Iterative cuts (``--steps N``, MACs targets only): ours reaches the target in N equal steps
+(``neurotomy.jobs.schedules.prune_iteratively``: re-scored and BN-recalibrated before each next step),
+with ``--finetune-between E`` epochs after each step but the last, taken out of ``--finetune-epochs`` so
+every record trains as many epochs in all (``finetune_epochs`` is that total; ``finetune_epochs_between``
+and ``acc_by_epoch`` — the epochs after the last step — split it). Their keys end in ``/stepsN`` or
+``/stepsN+Eep``; they stay out of the Spearman groups (their recalibrated accuracy follows training).
+
 Stages (each resumable; the JSON is written atomically after every record, a record already in it is
 skipped, ``--only`` keeps the records whose key matches a pattern — shell-style with ``*``, else a
 substring):
@@ -75,7 +82,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -125,7 +132,8 @@ SMOKE = {"max_train": 512, "max_test": 256, "finetune_epochs": 1, "criteria": ["
 class Spec:
     """One record to measure: ``method`` (ours / tp-default / tp-taylor), ``criterion``, ``scope``
     (uniform / global; ``latency`` for ours at a speed-up), ``kind`` (macs / speedup), ``target``
-    (a MACs reduction or a speed-up), ``reconstruct``."""
+    (a MACs reduction or a speed-up), ``reconstruct``; ``steps`` > 1: an iterative cut (re-scored and
+    BN-recalibrated between steps) with ``between`` fine-tune epochs after each step but the last."""
 
     method: str
     criterion: str
@@ -133,11 +141,17 @@ class Spec:
     kind: str
     target: float
     reconstruct: bool = False
+    steps: int = 1
+    between: int = 0
 
     @property
     def key(self) -> str:
+        schedule = f"/steps{self.steps}" + (f"+{self.between}ep" if self.between else "") if self.steps > 1 else ""
         return (f"{self.method}/{self.criterion}/{self.scope}/{self.kind}{self.target:g}/"
-                f"{'rec' if self.reconstruct else 'norec'}")
+                f"{'rec' if self.reconstruct else 'norec'}{schedule}")
+
+    def twin(self, **changes) -> "Spec":
+        return replace(self, **changes)
 
 
 def selected(key: str, patterns: list[str]) -> bool:
@@ -356,7 +370,7 @@ def summarize(results: dict) -> dict:
         out["speedup_targets"][f"{s:g}"] = entry
     groups: dict = {}
     for r in ours:
-        if r.get("acc_finetuned") is None:
+        if r.get("acc_finetuned") is None or r.get("steps", 1) > 1:  # an iterative cut was trained between its steps
             continue
         target = f"macs{r['target_macs_reduction']:g}" if r.get("target_speedup") is None else f"speedup{r['target_speedup']:g}"
         groups.setdefault((target, r["scope"], r["reconstruct"]), []).append(r)
@@ -401,6 +415,11 @@ class Budget:
         self.scores_cache: dict = {}
         self.grads: dict | None = None
         self.original_metrics = {"accuracy": results["acc_original"], "n": len(test)}
+
+    @property
+    def schedule(self) -> tuple[int, int]:
+        """(steps, fine-tune epochs between steps) of our records in this run."""
+        return self.args.steps, self.args.finetune_between
 
     def ev(self, model: nn.Module) -> float:
         return evaluate(model, self.test, quiet=True)["accuracy"]
@@ -447,7 +466,7 @@ class Budget:
         if a.criteria:
             return list(a.criteria)
         ranked = [c for c in a.rank_among if c not in ALWAYS]
-        wanted = [c for c in ranked if any(selected(Spec("ours", c, scope, kind, target, r).key, a.only)
+        wanted = [c for c in ranked if any(selected(Spec("ours", c, scope, kind, target, r, *self.schedule).key, a.only)
                                            for r in a.reconstruct_modes)]
         if not wanted:
             return list(ALWAYS)
@@ -466,7 +485,7 @@ class Budget:
                 for scope in (a.scopes if kind == "macs" else ["latency"]):
                     for criterion in self.criteria_at(kind, target, scope):
                         for refit in a.reconstruct_modes:
-                            spec = Spec("ours", criterion, scope, kind, target, refit)
+                            spec = Spec("ours", criterion, scope, kind, target, refit, *self.schedule)
                             (first if criterion == a.match_criterion else rest).append(spec)
                 for method in a.baselines:
                     criterion, scope, _, _ = TP[method]
@@ -519,7 +538,10 @@ class Budget:
               f"{row['acc_recalibrated']:.4f}" + (f", reconstructed {row['acc_reconstructed']:.4f}"
                                                   if row["acc_reconstructed"] is not None else "")
               + f" ({prune_seconds:.0f} s)", flush=True)
-        row.update(self.recover(pruned))
+        between = spec.between * (spec.steps - 1)  # epochs already spent between the steps: out of the budget
+        row.update(steps=spec.steps, finetune_epochs_between=between)
+        row.update(self.recover(pruned, a.finetune_epochs - between))
+        row["finetune_epochs"] = a.finetune_epochs  # in all, between the steps and after the cut
         if row["acc_finetuned"] is not None:
             print(f"{'':>45}  {a.finetune_epochs} epochs: {row['acc_by_epoch']} ({row['finetune_seconds']:.0f} s)",
                   flush=True)
@@ -528,7 +550,7 @@ class Budget:
         kept = pruned.state_dict()
         row.update(checkpoint=str(path), checkpoint_verified=again.keys() == kept.keys() and all(
             torch.equal(again[k].cpu(), kept[k].cpu()) for k in kept))
-        pair = Spec(spec.method, spec.criterion, spec.scope, spec.kind, spec.target, not spec.reconstruct).key
+        pair = spec.twin(reconstruct=not spec.reconstruct).key
         other = next((r for r in self.results["records"] if r["key"] == pair), None)
         row["widths_match_pair"] = None if other is None else other["widths"] == row["widths"]
         if other is not None:
@@ -540,7 +562,8 @@ class Budget:
     def cut_ours(self, spec: Spec) -> tuple[nn.Module, dict]:
         amount = ({"target_macs": spec.target, "scope": spec.scope} if spec.kind == "macs"
                   else {"target_speedup": spec.target})
-        job = self.job(spec.criterion, reconstruct=spec.reconstruct, **amount)
+        job = self.job(spec.criterion, reconstruct=spec.reconstruct, steps=spec.steps, finetune_between=spec.between,
+                       finetune_lr=self.args.finetune_lr, **amount)
         pruned, rec = job.run(self.model, self.train, self.test, scores=self.scores(spec.criterion),
                               original_metrics=self.original_metrics)
         latency = {k: rec.get(k) for k in ("latency_ms_predicted", "latency_ms_measured", "latency_ms_original",
@@ -578,10 +601,12 @@ class Budget:
                   "matched_macs_reduction": target if matched else None}
         return pruned, fields
 
-    def recover(self, pruned: nn.Module) -> dict:
-        """The one fine-tune recipe, in place; test accuracy after every epoch."""
+    def recover(self, pruned: nn.Module, epochs: int | None = None) -> dict:
+        """The one fine-tune recipe, in place, for ``epochs`` (default ``--finetune-epochs``); test accuracy
+        after every epoch."""
         a = self.args
-        if not a.finetune_epochs:
+        epochs = a.finetune_epochs if epochs is None else epochs
+        if not epochs:
             return {"acc_by_epoch": {}, "acc_finetuned": None, "finetune_epochs": 0, "finetune_seconds": 0.0}
         accuracy: dict[str, float] = {}
 
@@ -591,11 +616,11 @@ class Budget:
 
         teacher = copy.deepcopy(self.model).eval() if a.distill else None
         start = time.perf_counter()
-        history = finetune(pruned, self.train, a.finetune_epochs, lr=a.finetune_lr, seed=a.seed, teacher=teacher,
+        history = finetune(pruned, self.train, epochs, lr=a.finetune_lr, seed=a.seed, teacher=teacher,
                            quiet=a.quiet, on_epoch_end=after_epoch)
         pruned.eval()
-        return {"acc_by_epoch": accuracy, "acc_finetuned": accuracy[str(a.finetune_epochs)],
-                "finetune_epochs": a.finetune_epochs, "finetune_seconds": time.perf_counter() - start,
+        return {"acc_by_epoch": accuracy, "acc_finetuned": accuracy[str(epochs)],
+                "finetune_epochs": epochs, "finetune_seconds": time.perf_counter() - start,
                 "train_history": history}
 
     # ------------------------------------------------------------------ the timing stage
@@ -775,6 +800,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="*", default=[], help="keys to run: shell patterns (*) or substrings")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
+    parser.add_argument("--steps", type=int, default=1, help="our cuts in this many iterative steps (re-scored and "
+                        "BN-recalibrated between them; MACs targets only)")
+    parser.add_argument("--finetune-between", type=int, default=0, help="fine-tune epochs after each iterative step "
+                        "but the last, taken out of --finetune-epochs (the total stays the same for every record)")
     parser.add_argument("--distill", action="store_true", help="fine-tune with distillation from the unpruned model")
     parser.add_argument("--recalibrate-images", type=int, default=4096)
     parser.add_argument("--reconstruct-images", type=int, default=2048)
@@ -820,6 +849,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.finetune_epochs < 0 or args.finetune_lr <= 0:
         parser.error("--finetune-epochs must be ≥ 0 and --finetune-lr > 0")
+    if args.steps < 1 or args.finetune_between < 0:
+        parser.error("--steps must be at least 1 and --finetune-between ≥ 0")
+    if args.steps > 1 and args.speedup_targets:
+        parser.error("an iterative cut reaches a MACs target: give --speedup-targets with no value along with --steps")
+    if args.steps > 1 and args.finetune_between * (args.steps - 1) >= args.finetune_epochs:
+        parser.error(f"--finetune-between {args.finetune_between} × {args.steps - 1} step(s) leaves none of "
+                     f"--finetune-epochs {args.finetune_epochs} for after the last step: the epochs between the steps "
+                     "are part of that budget")
     if any(not 0 < t < 1 for t in args.macs_targets):
         parser.error("--macs-targets are MACs reductions between 0 and 1, e.g. 0.5 0.7 0.85")
     if any(s <= 1 for s in args.speedup_targets):

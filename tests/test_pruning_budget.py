@@ -213,7 +213,7 @@ def test_retime_reconstructions_reruns_the_recorded_refit(budget, lenet, digits_
     from neurotomy.errors import NeurotomyError
 
     args = argparse.Namespace(threads=1, recalibrate_images=256, reconstruct_images=128, seed=0, quiet=True,
-                              build="unused", only=[], retime=False, wait_quiet=0.0, allow_busy=True)
+                              build="unused", only=[], retime=False, wait_quiet=0.0, allow_busy=True, finetune_lr=0.01)
     saved = []
     results = {"acc_original": 0.9, "records": []}
     bench = budget.Budget(args, lenet, digits_train, digits_test, results, lambda r: saved.append(True))
@@ -271,3 +271,26 @@ def test_timing_runs_are_kept_and_the_speedup_is_their_median(budget, lenet, dig
     assert row["speedup_batch64"] == pytest.approx(statistics.median([5.0, 3.0, *new]))
     assert row["speedup_over_macs_ratio"] == pytest.approx(row["speedup_batch64"] / 2.0)
     assert row["load_average"] == runs[-1]["load_average"] and row["provenance"]["timing"]["date"] == runs[-1]["date"]
+
+
+def test_iterative_records_take_their_between_epochs_out_of_the_budget(budget, lenet, digits_train, digits_test,
+                                                                       tmp_path, one_thread):
+    """--steps 2 --finetune-between 1 with --finetune-epochs 2: one epoch between the steps, one after the
+    cut, and the record says 2 in all; the key names the schedule; the options are checked up front."""
+    args = argparse.Namespace(finetune_epochs=2, finetune_lr=0.01, distill=False, seed=0, quiet=True,
+                              build=str(tmp_path), threads=1, recalibrate_images=256, reconstruct_images=128,
+                              steps=2, finetune_between=1, wait_quiet=0.0, allow_busy=True)
+    results = {"acc_original": 0.9, "records": []}
+    bench = budget.Budget(args, lenet, digits_train, digits_test, results, lambda r: None)
+    spec = budget.Spec("ours", "l1", "uniform", "macs", 0.4, False, *bench.schedule)
+    assert spec.key == "ours/l1/uniform/macs0.4/norec/steps2+1ep"
+    assert budget.Spec("ours", "l1", "uniform", "macs", 0.4).key == "ours/l1/uniform/macs0.4/norec"  # old keys stay
+    row = bench.measure_spec(spec)
+    assert row["steps"] == 2 and row["finetune_epochs_between"] == 1 and row["finetune_epochs"] == 2
+    assert list(row["acc_by_epoch"]) == ["1"] and abs(row["macs_reduction"] - 0.4) < 0.03
+    assert row["checkpoint_verified"]
+    root = ["--root", str(tmp_path)]
+    for bad in (["--steps", "3", "--finetune-between", "1", "--finetune-epochs", "2", "--speedup-targets"],
+                ["--steps", "2"]):  # all epochs spent between the steps; speed-up targets with steps
+        with pytest.raises(SystemExit):
+            budget.parse_args(root + bad)

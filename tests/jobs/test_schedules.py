@@ -62,3 +62,13 @@ def test_soft_filter_pruning_zeroes_then_removes():
     convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs][:2] == [8, 16]
     assert evaluate(result.model, test, quiet=True)["accuracy"] > 0.8
+
+
+def test_fine_tunes_between_steps_use_the_given_lr_and_skip_the_last_step(monkeypatch):
+    model = build_model("resnet20", **ARGS).eval()
+    model.neurotomy_meta = ModelMeta("resnet20", ARGS)
+    seen = []
+    monkeypatch.setattr(schedules, "finetune", lambda m, data, epochs, **kw: seen.append((epochs, kw["lr"])))
+    prune_iteratively(model, "l1", load_dataset("digits"), target_macs=0.5, steps=3, finetune_epochs=2,
+                      finetune_lr=0.003, quiet=True)
+    assert seen == [(2, 0.003), (2, 0.003)]  # after steps 1 and 2, not after the last

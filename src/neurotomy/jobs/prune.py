@@ -332,6 +332,7 @@ class PruneJob:
         if self.steps > 1:
             return prune_iteratively(model, self.criterion, train_data, target_macs=self.target_macs,
                                      steps=self.steps, finetune_epochs=self.finetune_between,
+                                     finetune_lr=self.finetune_lr,
                                      seed=self.seed, quiet=self.quiet, score_images=self.score_images,
                                      state=state, **shared)
         if self._to_latency():

@@ -23,11 +23,13 @@ from neurotomy.run_state import RunState
 
 
 def prune_iteratively(model: nn.Module, criterion: str, data: Dataset, *, target_macs: float,
-                      steps: int = 3, finetune_epochs: int = 0, recalibrate: bool = True,
+                      steps: int = 3, finetune_epochs: int = 0, finetune_lr: float = 0.01, recalibrate: bool = True,
                       seed: int = 0, quiet: bool = False, score_images: int | None = None,
                       state: RunState | None = None, **prune_kw) -> PruningResult:
-    """Cut to ``target_macs`` reduction (of the *original* MACs) in ``steps`` equal steps. With
-    ``state``, the fine-tunes between steps resume (scoring and cutting are deterministic and redone)."""
+    """Cut to ``target_macs`` reduction (of the *original* MACs) in ``steps`` equal steps, each re-scored
+    on the current model, with ``finetune_epochs`` epochs from ``finetune_lr`` after each step but the
+    last. With ``state``, the fine-tunes between steps resume (scoring and cutting are deterministic and
+    redone)."""
     if steps < 1:
         raise PruningError(f"steps must be at least 1, got {steps}")
     current, first, last = model, None, None
@@ -44,7 +46,7 @@ def prune_iteratively(model: nn.Module, criterion: str, data: Dataset, *, target
         if recalibrate:
             recalibrate_batchnorm(current, data, seed=seed, quiet=quiet)
         if finetune_epochs and step < steps:
-            finetune(current, data, finetune_epochs, seed=seed, quiet=quiet, state=state,
+            finetune(current, data, finetune_epochs, lr=finetune_lr, seed=seed, quiet=quiet, state=state,
                      state_key=f"prune/step{step}")
     return PruningResult(current, last.cuts, last.ratio, last.scope, first.macs_before, last.macs_after,
                          first.params_before, last.params_after, last.channels)
