@@ -1,6 +1,8 @@
 """Projections of a layer's output onto kept directions (neurotomy.surgery.projection): identity on
 the full space, the formula a ↦ μ + UUᵀ(a − μ) against a hand computation, the fold, and the recipe."""
 
+import copy
+
 import pytest
 import torch
 
@@ -112,3 +114,22 @@ def test_bad_requests_and_corrupt_recipes(lenet):
     with pytest.raises(CheckpointError, match="folds a projection into 'features.4'"):
         replay_recipe(fresh, [{"op": "project_subspace", "layer": "features.4", "channels": 16, "rank": 2,
                                "layout": "channels_first", "folded": True}], (1, 8, 8))
+
+
+def test_a_parameter_free_layer_of_a_float64_model(lenet):
+    # features.4 is a ReLU: the pair takes the model's dtype, not a float32 default
+    model = copy.deepcopy(lenet).double()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    basis, mean = random_basis(16, 5, seed=4), torch.randn(16, dtype=torch.float64)
+    projected = project_layer(model, "features.4", basis, mean)
+    assert {p.dtype for p in projected.parameters()} == {torch.float64}
+    a = torch.relu(model.features[:4](x))  # the ReLU's output, by hand
+    expected = (mean + (a.movedim(1, -1) - mean) @ basis @ basis.T).movedim(-1, 1)
+    b, logits = output_of(projected, "features.4", x)
+    torch.testing.assert_close(b, expected, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(logits, model.classifier(model.features[5:](expected)), atol=1e-12, rtol=1e-12)
+    # the recipe's replay on a float64 architecture builds the same float64 pair
+    fresh = build_model("lenet5", 1, 10, 8).double()
+    replay_recipe(fresh, projected.neurotomy_meta.recipe, (1, 8, 8))
+    fresh.load_state_dict(projected.state_dict())
+    assert torch.equal(fresh.eval()(x), logits)

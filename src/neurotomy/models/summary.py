@@ -88,12 +88,23 @@ def _module_flops(counter: flop_counter.FlopCounterMode) -> dict[str, int]:
 
 
 def _self_flops(inclusive: dict[str, int], modules: dict[str, nn.Module]) -> dict[str, int]:
-    """FLOPs each module spends outside its children (its own forward's matmuls; a leaf's all)."""
-    own = {}
-    for name, total in inclusive.items():
-        children = [f"{name}.{c}" if name else c for c, _ in modules[name].named_children()] if name in modules else []
-        own[name] = max(0, total - sum(inclusive.get(c, 0) for c in children))
-    return own
+    """FLOPs each module spends outside its children (its own forward's matmuls; a leaf's all).
+
+    A module's nearest *counted* descendants are subtracted, not its children: FlopCounterMode lists
+    only modules that are called, and a container a forward iterates but never calls (a ModuleList,
+    MaxViT's ``blocks`` and ``blocks.N.layers``) holds layers whose FLOPs its ancestors include too.
+    Each counted module is then subtracted once, from its nearest counted ancestor, so the counts sum
+    to the model's total whenever modules run inside their ancestors' forwards.
+    """
+    def counted(name: str, module: nn.Module) -> list[str]:
+        found = []
+        for child_name, child in module.named_children():
+            child_name = f"{name}.{child_name}" if name else child_name
+            found += [child_name] if child_name in inclusive else counted(child_name, child)
+        return found
+
+    return {name: max(0, total - sum(inclusive[d] for d in counted(name, modules[name]))) if name in modules
+            else total for name, total in inclusive.items()}
 
 
 @torch.no_grad()

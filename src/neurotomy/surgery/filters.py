@@ -188,8 +188,9 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     misses. ``min_channels`` per layer survive; ``ignored_layers`` (default: the classifier) keep
     their outputs; ``round_to`` keeps channel counts multiples of it; ``inner_only`` prunes only
     channels not coupled through residual adds (the classic papers' setting). The result's model
-    has the cuts appended to its checkpoint recipe; layers torch-pruning cannot prune are listed
-    in ``details["refused_layers"]``.
+    has the cuts appended to its checkpoint recipe; layers whose filters cannot be cut (torch-pruning
+    cannot map their channels, or the cut would reach into attention heads) are listed with the
+    reason in ``details["refused_layers"]``.
 
     Or a latency: ``target_speedup`` (> 1, against the unpruned model) or ``target_latency_ms``
     per batch of ``latency_batch`` images with ``threads`` threads in ``runtime`` (``torch``,

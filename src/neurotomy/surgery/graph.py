@@ -241,7 +241,8 @@ def _channel_groups(members: list[GroupMember], channels: int) -> int:
 
 @dataclass
 class GroupSurvey:
-    """The prunable groups of a model, and the roots torch-pruning cannot prune, with why."""
+    """The prunable groups of a model, and the roots refused, with why (torch-pruning cannot map their
+    channels, or a filter cut would reach into attention heads)."""
 
     groups: list[CoupledGroup]
     refused: dict[str, str] = field(default_factory=dict)  # root layer name: reason

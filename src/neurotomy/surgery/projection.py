@@ -84,6 +84,15 @@ def _foldable(layer: nn.Module, layout: str) -> bool:
     return isinstance(layer, nn.Linear) and layout == "channels_last"
 
 
+def _placement(model: nn.Module, layer: nn.Module) -> dict:
+    """Device and dtype of a projection pair around ``layer``: its own parameters', or the model's for a
+    parameter-free layer (an activation), whose output has the model's dtype."""
+    weight = next((p for p in layer.parameters() if p.is_floating_point()), None)
+    if weight is None:
+        return {"device": model_device(model), "dtype": parameter_dtype(model)}
+    return {"device": weight.device, "dtype": weight.dtype}
+
+
 def _narrowed(layer: nn.Module, rank: int) -> nn.Module:
     """A fresh copy of conv or Linear ``layer`` with ``rank`` outputs (weights to be set or loaded)."""
     if isinstance(layer, nn.Conv2d):
@@ -137,9 +146,9 @@ def project_layer(model: nn.Module, layer: str, basis: torch.Tensor, mean: torch
         raise PruningError(f"the mean has shape {tuple(mean.shape)}; give one value per channel ({channels})")
     projected = copy.deepcopy(model).eval()
     inner = projected.get_submodule(layer)
-    weight = next(inner.parameters(), torch.zeros(()))
+    placement = _placement(projected, inner)
     down, up = projection_pair(layout, channels, rank, fold)
-    down, up = down.to(device=weight.device, dtype=weight.dtype), up.to(device=weight.device, dtype=weight.dtype)
+    down, up = down.to(**placement), up.to(**placement)
     with torch.no_grad():
         if fold:
             narrowed = _narrowed(inner, rank)
@@ -193,12 +202,10 @@ def _replay_project_subspace(replay: Replay, step: dict) -> None:
     if folded and not _foldable(inner, layout):
         raise CheckpointError(f"surgery recipe folds a projection into {step['layer']!r}, a {type(inner).__name__}; "
                               "the checkpoint is corrupt")
-    weight = next(inner.parameters(), torch.zeros(()))
+    placement = _placement(replay.model, inner)
     down, up = projection_pair(layout, channels, rank, folded)
     set_submodule(replay.model, step["layer"],
-                  ProjectedLayer(_narrowed(inner, rank) if folded else inner,
-                                 down.to(device=weight.device, dtype=weight.dtype),
-                                 up.to(device=weight.device, dtype=weight.dtype)))
+                  ProjectedLayer(_narrowed(inner, rank) if folded else inner, down.to(**placement), up.to(**placement)))
     replay.cache.clear()  # the module structure changed: a traced graph is stale
 
 
