@@ -126,7 +126,8 @@ def test_isolated_timing_is_kept_beside_the_in_process_figure(vit, tmp_path, mon
 
     monkeypatch.setattr(vit, "isolated_latency", fake)
     args = argparse.Namespace(model="zoo:vit-tiny-fmnist", rounds=7, repeats=2, threads=1, wait_quiet=0.0,
-                              allow_busy=True, retime=True, timing_method="isolated", isolated_rounds=3, seed=0)
+                              allow_busy=True, retime=True, timing_method="isolated", isolated_rounds=3, seed=0,
+                              child_env=[])
     for _ in range(3):
         assert vit.timing_stage(None, list(range(100)), args, results, lambda r: None)
     assert seen[0][0] == ["zoo:vit-tiny-fmnist", str(checkpoint)]
@@ -135,6 +136,15 @@ def test_isolated_timing_is_kept_beside_the_in_process_figure(vit, tmp_path, mon
     assert row["speedup_batch64_isolated"] == 2.0 and row["speedup_isolated_over_macs_ratio"] == 1.0
     assert row["speedup_batch64"] == 1.5 and "timing_runs" not in results  # the in-process figure is untouched
     assert [r["method"] for r in results["isolated_timing_runs"]] == ["isolated"] * 3
+    pruned_ms = iter([60.0])  # a run with the allocator's thresholds raised: kept apart, by environment
+    args.child_env = ["MALLOC_TRIM_THRESHOLD_=4000000000"]
+    assert vit.timing_stage(None, list(range(100)), args, results, lambda r: None)
+    assert seen[-1][1]["env"] == {"MALLOC_TRIM_THRESHOLD_": "4000000000"}
+    assert row["speedup_batch64_isolated"] == 2.0 and row["speedup_batch64_isolated_runs"] == [1.8, 2.25, 2.0]
+    assert row["speedup_batch64_isolated_by_env"] == {"default": 2.0, "MALLOC_TRIM_THRESHOLD_=4000000000": 1.5}
     targets = vit.check_targets({"acc_original": 0.92, "records": [row]}, 3)
     assert targets["speedup_vs_macs_ratio_at_50"]["met"] is False
     assert targets["speedup_vs_macs_ratio_at_50_isolated"]["met"] is True
+    assert targets["speedup_vs_macs_ratio_at_50_isolated"]["by_env"]["MALLOC_TRIM_THRESHOLD_=4000000000"] == 0.75
+    with pytest.raises(SystemExit):
+        vit.parse_args(["--child-env", "MALLOC_TRIM_THRESHOLD_"])

@@ -11,7 +11,7 @@ def test_processes_alternate_and_medians_are_over_processes(monkeypatch):
     calls = []
     fake = {"a": [5.0, 1.0, 3.0], "b": [2.0, 4.0, 6.0]}
 
-    def child(request, timeout_s):
+    def child(request, timeout_s, env):
         name = request["source"].removeprefix("zoo:")
         calls.append(name)
         ms = fake[name][sum(c == name for c in calls) - 1]
@@ -20,6 +20,7 @@ def test_processes_alternate_and_medians_are_over_processes(monkeypatch):
     monkeypatch.setattr(isolated_timing, "check_model_spec", lambda s: s)
     monkeypatch.setattr(isolated_timing, "run_child", child)
     a, b = isolated_latency(["zoo:a", "zoo:b"], rounds=3, threads=1, warn=False)
+    assert a["env"] == {}
     assert calls == ["a", "b", "b", "a", "a", "b"]  # A B, B A, A B: a drift hits both alike
     assert a["median_ms"] == 3.0 and b["median_ms"] == 4.0  # median of the process medians, not their mean
     assert a["min_ms"] == 0.5 and b["min_ms"] == 1.5
@@ -46,3 +47,21 @@ def test_a_child_that_fails_names_the_model(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(NeurotomyError, match="broken.safetensors in its own process failed"):
         isolated_latency([str(broken)], rounds=1, inner_rounds=1, repeats=1, warmup=0, warn=False)
+
+
+def test_extra_environment_reaches_every_child_and_the_record(monkeypatch):
+    import subprocess
+
+    seen = []
+
+    def fake_run(argv, **kw):
+        seen.append(kw["env"])
+        line = isolated_timing.MARKER + '{"median_ms": 2.0, "min_ms": 1.0, "threads": 1, "pid": 1}'
+        return subprocess.CompletedProcess(argv, 0, stdout=f"noise\n{line}\n", stderr="")
+
+    monkeypatch.setattr(isolated_timing.subprocess, "run", fake_run)
+    (t,) = isolated_latency(["zoo:lenet5-digits"], rounds=2, threads=1, warn=False,
+                            env={"MALLOC_TRIM_THRESHOLD_": "4000000000"})
+    assert len(seen) == 2 and all(e["MALLOC_TRIM_THRESHOLD_"] == "4000000000" and e["OMP_NUM_THREADS"] == "1"
+                                  for e in seen)
+    assert t["env"] == {"MALLOC_TRIM_THRESHOLD_": "4000000000"} and t["median_ms"] == 2.0

@@ -14,6 +14,12 @@ any work, warms up and times ``inner_rounds`` × ``repeats`` forward passes of o
 their medians, the minimum over all, each process's figures, the threads and the 1-minute load
 ``[start, end]`` of the whole measurement.
 
+A fresh process is not free of its own bias: with glibc's default allocator the unpruned ViT-tiny ran
+86–91 ms alone (its larger activations are mapped and trimmed back to the system on every call, page
+faults each time) and 64–74 ms once ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` kept the memory
+— while the pruned model ran 40–48 ms either way. ``env`` sets such variables for the children, so a
+benchmark can show how much of a speed-up is the allocator's.
+
 Example:
     >>> from neurotomy.jobs.isolated_timing import isolated_latency
     >>> times = isolated_latency(["zoo:lenet5-digits", "zoo:lenet5-digits"], batch_size=8, rounds=2,
@@ -70,9 +76,11 @@ def child_main(argv: Sequence[str]) -> None:
     print(MARKER + json.dumps(time_in_this_process(**request)), flush=True)
 
 
-def run_child(request: dict, timeout_s: float) -> dict:
-    """One fresh Python process timing ``request["source"]``; a failure becomes one line naming it."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(request["threads"]), "MKL_NUM_THREADS": str(request["threads"])}
+def run_child(request: dict, timeout_s: float, env: dict[str, str] | None = None) -> dict:
+    """One fresh Python process timing ``request["source"]`` (``env``: extra environment variables);
+    a failure becomes one line naming it."""
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(request["threads"]),
+           "MKL_NUM_THREADS": str(request["threads"])}
     try:
         done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(request)], capture_output=True, text=True,
                               env=env, timeout=timeout_s, check=False)
@@ -89,12 +97,14 @@ def run_child(request: dict, timeout_s: float) -> dict:
 
 def isolated_latency(sources: Sequence[str | os.PathLike], batch_size: int = 64, rounds: int = 5,
                      inner_rounds: int = 10, repeats: int = 5, warmup: int = 3, threads: int = 1, seed: int = 0,
-                     timeout_s: float = 600, warn: bool = True) -> list[dict]:
+                     timeout_s: float = 600, warn: bool = True, env: dict[str, str] | None = None) -> list[dict]:
     """Per model spec (``zoo:…``, a checkpoint, ``timm:…``; see :func:`neurotomy.loading.load_model`):
     ``median_ms`` (median over the ``rounds`` processes of each process's median), ``min_ms``,
     ``process_median_ms`` / ``process_min_ms`` (one per process), ``threads``, ``load_average``
     ``[start, end]``, ``machine_busy``, ``rounds``, ``inner_rounds``, ``repeats`` and ``method``
-    ``"isolated"``. Every spec is checked before the first process starts."""
+    ``"isolated"``. ``env``: extra environment variables of every child (e.g. the C allocator's
+    ``MALLOC_TRIM_THRESHOLD_``: a fresh process's latency depends on it, see the module docstring).
+    Every spec is checked before the first process starts."""
     if rounds < 1 or inner_rounds < 1 or repeats < 1 or batch_size < 1 or threads < 1:
         raise NeurotomyError(f"rounds, inner_rounds, repeats, batch_size and threads must be ≥ 1 (got {rounds}, "
                              f"{inner_rounds}, {repeats}, {batch_size}, {threads})")
@@ -108,13 +118,14 @@ def isolated_latency(sources: Sequence[str | os.PathLike], batch_size: int = 64,
         for i in (order if r % 2 == 0 else order[::-1]):
             runs[i].append(run_child({"source": sources[i], "batch_size": batch_size, "inner_rounds": inner_rounds,
                                       "repeats": repeats, "warmup": warmup, "threads": threads, "seed": seed},
-                                     timeout_s))
+                                     timeout_s, env))
     end_load = load_average()[0]
     busy = machine_busy(start_load) or machine_busy(end_load)
     return [{"median_ms": statistics.median(p["median_ms"] for p in per), "min_ms": min(p["min_ms"] for p in per),
              "process_median_ms": [p["median_ms"] for p in per], "process_min_ms": [p["min_ms"] for p in per],
              "threads": per[0]["threads"], "load_average": [start_load, end_load], "machine_busy": busy,
-             "rounds": rounds, "inner_rounds": inner_rounds, "repeats": repeats, "method": "isolated"}
+             "rounds": rounds, "inner_rounds": inner_rounds, "repeats": repeats, "method": "isolated",
+             "env": dict(env or {})}
             for per in runs]
 
 
