@@ -549,14 +549,25 @@ def vit_bullet(vit: dict) -> str:
                 f"{span([r['original_median_ms'] for r in runs], digits(0))} ms from run to run)"
                 if len(runs) > 1 else load_phrase(runs)) + "." if timing else " Not timed yet.")
     alone = vit.get("isolated_timing_runs") or []
-    if alone and timing:  # the second measurement, beside the first: where the two differ
-        last = alone[-1]
-        ours = [r for r in vit["records"] if r.get("speedup_batch64_isolated") is not None]
-        timed += (f" Each model alone in fresh processes ({len(alone)} run(s), {last['processes_per_model']} processes "
-                  f"per model, {load_phrase(alone)}): the original {num(last['original_median_ms'], 0)} ms (process "
-                  f"medians {span(last['original_process_median_ms'], digits(0))} ms; in one process with the others "
-                  f"{num(timing['original_median_ms'], 0)} ms), speed-ups "
-                  + ", ".join(f"{r['key']} {times(r['speedup_batch64_isolated'])}" for r in ours) + ".")
+    if alone and timing:  # the second measurement, beside the first: where the two differ, and why
+        runs_in_process = vit_timing_runs(vit)
+        by_env: dict[str, list[dict]] = {}
+        for run in alone:
+            by_env.setdefault(" ".join(f"{k}={v}" for k, v in sorted(run.get("env", {}).items())) or "default",
+                              []).append(run)
+        parts = []
+        for label, runs in by_env.items():
+            last = runs[-1]
+            parts.append(f"{'with glibc’s default allocator' if label == 'default' else 'children with ' + label} "
+                         f"({len(runs)} run(s), {last['processes_per_model']} processes per model, {load_phrase(runs)}): "
+                         f"the original {span([r['original_median_ms'] for r in runs], digits(0))} ms, ours at −50 % "
+                         + "/".join(times(r["speedups"][k]) for r in runs for k in r["speedups"]
+                                    if k.startswith("ours:") and k.endswith("@0.5")))
+        ours_ms = [ms for run in alone + runs_in_process for k, ms in run.get("latency_ms", {}).items()
+                   if k.startswith("ours:") and k.endswith("@0.5")]
+        timed += (f" Each model alone in fresh processes — {'; '.join(parts)} (in one process with the others the "
+                  f"original {num(timing['original_median_ms'], 0)} ms; ours at −50 % runs "
+                  f"{span(ours_ms, digits(0))} ms in every setting: what moves is the original's time).")
     return (f"- ViT pruning (`benchmarks/results/vit.json`, `zoo:vit-tiny-fmnist` {pct(vit['acc_original'], 2)}, "
             f"{thousands(vit['test_images'])} test images, {vit['finetune']['epochs']} fine-tune epochs, the same "
             f"distilled recipe for both; torch-pruning = its own MetaPruner with `num_heads`): "
@@ -766,12 +777,16 @@ def vit_claims(r: dict, claim, verdict) -> None:
               verdict(speed["met"], speed["met_count"] > 0))
     alone = targets.get("speedup_vs_macs_ratio_at_50_isolated")
     if alone:  # a second measurement beside the issue's, never in its place
-        runs = r["vit"].get("isolated_timing_runs", [])
+        runs = [run for run in r["vit"].get("isolated_timing_runs", []) if not run.get("env")]
         claim("ViT speed-up ÷ MACs ratio at −50 %, each model alone in fresh processes (not the issue's "
               "in-process measure)", "#21", "≥ 0.85",
               f"{num(alone['value'])} ({len(runs)} run(s) of {runs[-1]['processes_per_model']} processes per model, "
-              f"{load_phrase(runs)}); in-process {num(targets['speedup_vs_macs_ratio_at_50']['value'])}",
-              verdict(alone["met"]))
+              f"{load_phrase(runs)})"
+              + "".join(f"; children with {label}: {num(value)}" for label, value in alone.get("by_env", {}).items()
+                        if label != "default")
+              + f"; in-process {num(targets['speedup_vs_macs_ratio_at_50']['value'])}",
+              verdict(alone["met"] and all(v >= 0.85 for v in alone.get("by_env", {}).values()),
+                      alone["met"] or any(v >= 0.85 for v in alone.get("by_env", {}).values())))
 
 
 def budget_claims(pb: dict, claim, verdict) -> None:
