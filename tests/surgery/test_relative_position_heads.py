@@ -28,13 +28,7 @@ from neurotomy.surgery.transformer import (HeadCut, TransformerPlanner, Transfor
                                            prune_transformer)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # many small ops: two threads on a busy two-core machine are far slower than one
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: many small ops, one thread
 
 
 def _site(model, layer):

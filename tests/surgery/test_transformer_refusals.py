@@ -19,12 +19,7 @@ from neurotomy.surgery.planner import refusal_line
 from neurotomy.surgery.transformer import prune_transformer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: many small ops, one thread
 
 
 def l1_scores(model):
