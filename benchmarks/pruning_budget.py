@@ -77,8 +77,8 @@ import fnmatch
 import json
 import math
 import re
-import sys
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -149,9 +149,6 @@ class Spec:
         schedule = f"/steps{self.steps}" + (f"+{self.between}ep" if self.between else "") if self.steps > 1 else ""
         return (f"{self.method}/{self.criterion}/{self.scope}/{self.kind}{self.target:g}/"
                 f"{'rec' if self.reconstruct else 'norec'}{schedule}")
-
-    def twin(self, **changes) -> "Spec":
-        return replace(self, **changes)
 
 
 def selected(key: str, patterns: list[str]) -> bool:
@@ -550,7 +547,7 @@ class Budget:
         kept = pruned.state_dict()
         row.update(checkpoint=str(path), checkpoint_verified=again.keys() == kept.keys() and all(
             torch.equal(again[k].cpu(), kept[k].cpu()) for k in kept))
-        pair = spec.twin(reconstruct=not spec.reconstruct).key
+        pair = replace(spec, reconstruct=not spec.reconstruct).key
         other = next((r for r in self.results["records"] if r["key"] == pair), None)
         row["widths_match_pair"] = None if other is None else other["widths"] == row["widths"]
         if other is not None:

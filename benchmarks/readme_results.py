@@ -574,8 +574,7 @@ def vit_bullet(vit: dict) -> str:
         runs_in_process = vit_timing_runs(vit)
         by_env: dict[str, list[dict]] = {}
         for run in alone:
-            by_env.setdefault(" ".join(f"{k}={v}" for k, v in sorted(run.get("env", {}).items())) or "default",
-                              []).append(run)
+            by_env.setdefault(run.get("env_label", "default"), []).append(run)  # vit.py's label
         parts = []
         for label, runs in by_env.items():
             last = runs[-1]

@@ -462,11 +462,12 @@ def isolated_timing_stage(model, test, args, results: dict, save) -> bool:
         return False
     require_quiet_machine(args.wait_quiet, args.allow_busy)
     stamp = begin_stamp()
-    times = isolated_latency([args.model] + [r["checkpoint"] for r in rows], batch_size=min(64, len(test)),
+    batch = min(64, len(test))
+    times = isolated_latency([args.model] + [r["checkpoint"] for r in rows], batch_size=batch,
                              rounds=args.isolated_rounds, inner_rounds=args.rounds, repeats=args.repeats,
                              threads=args.threads, seed=args.seed, env=env)
     original = times[0]
-    run = {**end_stamp(stamp), "method": "isolated", "env": env, "batch": min(64, len(test)),
+    run = {**end_stamp(stamp), "method": "isolated", "env": env, "env_label": label, "batch": batch,
            "original_median_ms": original["median_ms"], "original_min_ms": original["min_ms"],
            "original_process_median_ms": original["process_median_ms"], "threads": original["threads"],
            "load_average": original["load_average"], "machine_busy": original["machine_busy"],
