@@ -76,8 +76,12 @@ def main() -> None:
                         help="MACs targets at which to fine-tune (fine-tuning is the long part on 2 cores)")
     parser.add_argument("--model", default="zoo:resnet20-fmnist")
     parser.add_argument("--out", default=str(RESULTS / "pruning_criteria.json"))
+    parser.add_argument("--seed", type=int, default=0, help="seeds the scores' data draws and the fine-tuning")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
-    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     run = begin_stamp()
 
     model = load_model(args.model)
@@ -91,7 +95,7 @@ def main() -> None:
 
     records, pruned_models = [], {}
     for name in args.criteria:
-        scores = get_criterion(name)(model, train, seed=0, quiet=True)
+        scores = get_criterion(name)(model, train, seed=args.seed, quiet=True)
         images = getattr(get_criterion(name), "default_images", 0) if CRITERIA[name].needs_data else 0
         fwd = forward_seconds(model, train, images) if images else None
         for scope in args.scopes:
@@ -155,14 +159,14 @@ def main() -> None:
                               f"{epoch + 1} epochs → {acc:.4f}", flush=True)
                         save(args, result_of(args, model, acc_original, test, records + finetuned, run,
                                              partial=True))
-                finetune(m, train, total, lr=0.01, seed=0, quiet=True, on_epoch_end=after_epoch)
+                finetune(m, train, total, lr=0.01, seed=args.seed, quiet=True, on_epoch_end=after_epoch)
     records += finetuned
     out = save(args, result_of(args, model, acc_original, test, records, run, partial=False))
     print(f"wrote {out}")
 
 
 def result_of(args, model, acc_original, test, records, run: dict, partial: bool) -> dict:
-    return {"machine": machine(), "provenance": {"run": end_stamp(run)}, "model": args.model,
+    return {"machine": machine(), "provenance": {"run": end_stamp(run)}, "model": args.model, "seed": args.seed,
             "acc_original": acc_original,
             "test_images": len(test), "recalibration_images": 4096, "partial": partial,
             "finetune": f"SGD lr 0.01, one {max(args.finetune_epochs)}-epoch cosine run evaluated after epochs "
