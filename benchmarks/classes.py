@@ -81,12 +81,36 @@ def stratified(data, per_class: int, seed: int, exclude_class: int | None = None
     return data.subset(picks[torch.randperm(len(picks), generator=g)])
 
 
+# what each part writes, so that --redo can drop exactly that before measuring it again
+PART_KEYS = {"subsets20": ("subsets", "heads"), "subsets56": ("subsets", "heads"),
+             "modules_patch": ("modules",), "modules_rest": ("modules",), "patching": ("patching",),
+             "search": ("search_comparison",), "heads_epochs": ("head_epochs",),
+             "heads_network": ("head_network",), "heads_network_full": ("head_network_full",),
+             "subsets_by_depth": ("subsets_by_depth", "heads_by_depth")}
+PART_MODEL = {"subsets20": "resnet20-fmnist", "subsets56": "resnet56-fmnist"}
+
+
+def drop_parts(result: dict, parts: list[str], depth_models: list[str]) -> None:
+    """Remove the records that ``parts`` would write (only their model's, for the per-model parts), and
+    the whole-file legacy stamp once no record predating the stamps is left."""
+    for part in parts:
+        models = ({PART_MODEL[part]} if part in PART_MODEL
+                  else {model_name(m) for m in depth_models} if part == "subsets_by_depth" else None)
+        for key in PART_KEYS.get(part, ()):
+            kept = [r for r in result.get(key, []) if models is not None and r.get("model") not in models]
+            result[key] = kept
+    legacy = [r for value in result.values() if isinstance(value, list) for r in value
+              if isinstance(r, dict) and "git_commit" in r and r.get("load_average_start") is None]
+    if not legacy:
+        result.get("provenance", {}).pop("before_stamps", None)
+
+
 def save(result: dict, path: Path) -> None:
     result["seconds_so_far"] = round(time.perf_counter() - START, 1)
     write_json(path, result)
 
 
-def run_subsets(result, path, train10k, test, models):
+def run_subsets(result, path, train10k, test, models, seed: int = 0):
     for spec in models:
         name = spec.removeprefix("zoo:")
         if any(r["model"] == name for r in result["subsets"]):
@@ -99,7 +123,7 @@ def run_subsets(result, path, train10k, test, models):
             t = time.perf_counter()
             stamp = begin_stamp()
             record = subsets_job(model, train10k, test, criterion=criterion, k=5, retention=0.99,
-                                 ks=[1, 2, 3, 5, 8, 16, 32], finetune_epochs=3, seed=0, quiet=True,
+                                 ks=[1, 2, 3, 5, 8, 16, 32], finetune_epochs=3, seed=seed, quiet=True,
                                  features=features)
             stamp = end_stamp(stamp)
             for r in record["subsets"]:
@@ -157,13 +181,13 @@ def linear_probe(fit: PenultimateFeatures, num_classes: int, seed: int = 0) -> t
     return torch.nn.ModuleDict({"probe": probe.eval()})
 
 
-def run_subsets_by_depth(result, path, train10k, test, models, max_images=None):
+def run_subsets_by_depth(result, path, train10k, test, models, max_images=None, seed: int = 0):
     """Subset sizes and decomposed heads at the final layer and at the penultimate block of each model."""
     from neurotomy.train import evaluate
 
     if max_images is not None:  # smoke runs: stratified caps on both sets
-        train10k = stratified(train10k, max(1, max_images // 10), seed=0)
-        test = stratified(test, max(1, max_images // 10), seed=0)
+        train10k = stratified(train10k, max(1, max_images // 10), seed=seed)
+        test = stratified(test, max(1, max_images // 10), seed=seed)
     for spec in models:
         name, sha = model_name(spec), checkpoint_sha(spec)
         stale = [r for r in result["subsets_by_depth"] if r["model"] == name and r.get("model_sha") != sha]
@@ -188,7 +212,7 @@ def run_subsets_by_depth(result, path, train10k, test, models, max_images=None):
             for criterion in ("frequency", "contribution"):
                 stamp = begin_stamp()
                 record = subsets_job(holder, train10k, test, criterion=criterion, k=5, retention=0.99, ks=DEPTH_KS,
-                                     finetune_epochs=3, seed=0, quiet=True, features=features)
+                                     finetune_epochs=3, seed=seed, quiet=True, features=features)
                 stamp = end_stamp(stamp)
                 common = {"model": name, "model_sha": sha, "model_accuracy": accuracy, "layer": layer,
                           "position": position, "criterion": criterion, "head": head_kind}
@@ -254,7 +278,7 @@ def plot_depth(result, path: Path) -> None:
     save_figure(fig, path)
 
 
-def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(3, 5, 8), epochs=30):
+def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(3, 5, 8), epochs=30, seed=0):
     """Is the 3-epoch head fine-tune simply too short? Test accuracy after each Adam epoch."""
     from neurotomy.scores.class_subsets import class_feature_scores, top_k_mask
     from neurotomy.surgery.heads import SubspaceHead, head_accuracy
@@ -271,7 +295,7 @@ def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks
         stamp = begin_stamp()
         sub = SubspaceHead.from_linear(head, top_k_mask(scores, k))
         curve = [head_accuracy(sub, test_f.features, test_f.targets)]
-        finetune_head(sub, fit_f.features, fit_f.targets, epochs=epochs, lr=2e-4, seed=0, quiet=True,
+        finetune_head(sub, fit_f.features, fit_f.targets, epochs=epochs, lr=2e-4, seed=seed, quiet=True,
                       on_epoch_end=lambda h, epoch: curve.append(head_accuracy(h, test_f.features, test_f.targets)))
         records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": head_accuracy(head, test_f.features,
                                                                                              test_f.targets),
@@ -282,7 +306,7 @@ def run_head_epochs(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks
 
 
 def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", ks=(5,), epochs=2,
-                     key="head_network", tune_data=None, tune_name="the 10k training subset"):
+                     key="head_network", tune_data=None, tune_name="the 10k training subset", seed=0):
     """The decomposed head with the whole network fine-tuned (Adam, lr 2e-4, no augmentation).
 
     Subsets always come from the 10k subset's features; ``tune_data`` (default: the same subset) is
@@ -305,7 +329,7 @@ def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", k
         decomposed = decompose_head(model, fit_f.layer, top_k_mask(scores, k))
         curve = [evaluate(decomposed, test, quiet=True)["accuracy"]]
         finetune_head(decomposed, tune_data.images, tune_data.targets, epochs=epochs, lr=2e-4, batch_size=128,
-                      seed=0, quiet=True,
+                      seed=seed, quiet=True,
                       on_epoch_end=lambda m, e: curve.append(evaluate(m, test, quiet=True)["accuracy"]))
         records.append({"model": spec.removeprefix("zoo:"), "k": k, "acc_full": evaluate(model, test, quiet=True)["accuracy"],
                         "test_accuracy_by_epoch": curve, "finetuned": "whole network, Adam lr 2e-4, "
@@ -315,7 +339,7 @@ def run_head_network(result, path, train10k, test, spec="zoo:resnet20-fmnist", k
     save(result, path)
 
 
-def run_modules(result, path, strong, train, test, classes, module_dir):
+def run_modules(result, path, strong, train, test, classes, module_dir, seed: int = 0):
     done = {r["class"] for r in result["modules"]}
     todo = [c for c in classes if c not in done]
     if not todo:
@@ -325,7 +349,7 @@ def run_modules(result, path, strong, train, test, classes, module_dir):
         stamp = begin_stamp()
         record = split_job(strong, train, test, [c], module_dir / f"c{c}", score_images=2000,
                            calibration_images=400, finetune_images=1000, tolerance=0.98, finetune_epochs=1,
-                           seed=0, quiet=True)
+                           seed=seed, quiet=True)
         (m,) = record["modules"]
         module = record["_modules"][0]
         result["modules"].append({**{k: v for k, v in m.items() if k != "checkpoint"},
@@ -361,8 +385,8 @@ def train_weak(train, kind: str, target: int, seed: int = 0):
     return model.eval()
 
 
-def run_patching(result, path, train, test, targets, module_dir):
-    calibration = stratified(train, 200, seed=7)
+def run_patching(result, path, train, test, targets, module_dir, seed: int = 0):
+    calibration = stratified(train, 200, seed=seed + 7)
     weak_cache = {}
     for target in targets:
         module = load_model(module_dir / f"c{target}" / f"class{target}.safetensors")
@@ -372,7 +396,7 @@ def run_patching(result, path, train, test, targets, module_dir):
             key = kind if kind == "lenet_brief" else (kind, target)
             stamp = begin_stamp()
             if key not in weak_cache:
-                weak_cache[key] = train_weak(train, kind, target)
+                weak_cache[key] = train_weak(train, kind, target, seed=seed)
             _, record = patch_job(weak_cache[key], module, calibration, test, quiet=True)
             record["weak_kind"] = kind
             record.update(end_stamp(stamp))
@@ -383,7 +407,7 @@ def run_patching(result, path, train, test, targets, module_dir):
             save(result, path)
 
 
-def run_search_comparison(result, path, strong, train, test, classes):
+def run_search_comparison(result, path, strong, train, test, classes, seed: int = 0):
     from neurotomy.scores.classwise import ClassActivation
 
     scores = ClassActivation()(strong, train, max_images=2000, quiet=True)
@@ -395,7 +419,8 @@ def run_search_comparison(result, path, strong, train, test, classes):
             t = time.perf_counter()
             stamp = begin_stamp()
             module = split(strong, train, c, scores=scores, search=search, ga=ga, tolerance=0.98,
-                           calibration_images=400, finetune_images=1000, finetune_epochs=1, quiet=True)
+                           calibration_images=400, finetune_images=1000, finetune_epochs=1, seed=seed,
+                           quiet=True)
             metrics = module_metrics(module.model, test, c)
             result["search_comparison"].append({
                 "class": c, "search": search, "seconds": round(time.perf_counter() - t, 1), **metrics,
@@ -471,7 +496,15 @@ def main() -> None:
                         help="models of the subsets_by_depth part (zoo:NAME or checkpoint paths)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="subsets_by_depth: cap the fitting and test images (stratified) — for a smoke run")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the data subsets, the fine-tuning and the weak models")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--redo", action="store_true",
+                        help="drop the records of the parts named in --parts first, so they are measured again "
+                             "(by default a part skips what the results file already holds)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = Path(args.out)
     import json
 
@@ -484,34 +517,36 @@ def main() -> None:
         result.setdefault(key, [])
     train = load_dataset("fashion-mnist", root=args.root, split="train")
     test = load_dataset("fashion-mnist", root=args.root, split="test")
-    train10k = stratified(train, 1000, seed=0)  # 10k images
-    test5k = stratified(test, 500, seed=0)
+    train10k = stratified(train, 1000, seed=args.seed)  # 10k images
+    test5k = stratified(test, 500, seed=args.seed)
     module_dir = Path(args.module_dir)
+    if args.redo:
+        drop_parts(result, args.parts, args.depth_models)
     strong = load_model("zoo:resnet20-fmnist")
     for part in args.parts:
         if part == "subsets20":
-            run_subsets(result, path, train10k, test, ["zoo:resnet20-fmnist"])
+            run_subsets(result, path, train10k, test, ["zoo:resnet20-fmnist"], seed=args.seed)
         elif part == "subsets56":
-            run_subsets(result, path, train10k, test, ["zoo:resnet56-fmnist"])
+            run_subsets(result, path, train10k, test, ["zoo:resnet56-fmnist"], seed=args.seed)
         elif part == "modules_patch":
-            run_modules(result, path, strong, train10k, test5k, args.patch_classes, module_dir)
+            run_modules(result, path, strong, train10k, test5k, args.patch_classes, module_dir, seed=args.seed)
         elif part == "patching":
-            run_patching(result, path, train, test5k, args.patch_classes, module_dir)
+            run_patching(result, path, train, test5k, args.patch_classes, module_dir, seed=args.seed)
         elif part == "modules_rest":
-            run_modules(result, path, strong, train10k, test5k, list(range(10)), module_dir)
+            run_modules(result, path, strong, train10k, test5k, list(range(10)), module_dir, seed=args.seed)
             result["module_set"] = module_set(result)
             save(result, path)
         elif part == "search":
-            run_search_comparison(result, path, strong, train10k, test5k, args.compare_classes)
+            run_search_comparison(result, path, strong, train10k, test5k, args.compare_classes, seed=args.seed)
         elif part == "heads_epochs":
-            run_head_epochs(result, path, train10k, test)
+            run_head_epochs(result, path, train10k, test, seed=args.seed)
         elif part == "heads_network":
-            run_head_network(result, path, train10k, test)
+            run_head_network(result, path, train10k, test, seed=args.seed)
         elif part == "heads_network_full":  # the same, fine-tuned on all 60k training images
             run_head_network(result, path, train10k, test, epochs=3, key="head_network_full", tune_data=train,
-                             tune_name="all 60k training images")
+                             tune_name="all 60k training images", seed=args.seed)
         elif part == "subsets_by_depth":
-            run_subsets_by_depth(result, path, train10k, test, args.depth_models, args.max_images)
+            run_subsets_by_depth(result, path, train10k, test, args.depth_models, args.max_images, seed=args.seed)
         elif part == "plot":
             plot(result)
     save(result, path)
