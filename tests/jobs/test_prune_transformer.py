@@ -1,5 +1,7 @@
 """PruneJob on a transformer: heads and neurons scored by a transformer criterion, cut, reloaded."""
 
+import json
+
 import pytest
 import torch
 
@@ -55,3 +57,30 @@ def test_transformer_settings_are_checked_before_work(vit_digits):
     cnn = load_model("zoo:lenet5-digits")
     with pytest.raises(NeurotomyError, match="applies to transformers"):
         PruneJob(criterion="l1", ratio=0.3, units="heads").run(cnn, train, test)
+
+
+def test_a_latency_target_cuts_a_transformer_through_the_job_and_the_cli(vit_digits, tmp_path, capsys):
+    """--target-speedup on a transformer: the job searches the MACs target by timing the cut (here on a
+    runtime whose latency is affine in the MACs, so the figures are exact), and the CLI writes the model."""
+    from neurotomy.cli import main
+    from neurotomy.surgery.latency import LATENCY_RUNTIMES
+    from neurotomy.models.summary import count_macs_params
+    from tests.surgery.test_transformer_latency import AffineRuntime
+
+    if "affine" not in LATENCY_RUNTIMES:
+        LATENCY_RUNTIMES.add("affine", AffineRuntime)
+    model, train, test = vit_digits
+    job = PruneJob(criterion="l1", target_speedup=1.4, units="heads,neurons", latency_runtime="affine", threads=1,
+                   latency_batch=4, measure_latency=False, quiet=True)
+    pruned, record = job.run(model, train, test)
+    shape = model.neurotomy_meta.input_shape
+    speedup = count_macs_params(model, shape)[0] / count_macs_params(pruned, shape)[0]  # the runtime is linear
+    assert record["target_speedup"] == 1.4 and record["speedup_measured"] == pytest.approx(speedup)
+    assert abs(speedup / 1.4 - 1) <= 0.15 and record["latency_attempts"]
+    path = save_checkpoint(model, model.neurotomy_meta, tmp_path / "vit.safetensors")
+    out = tmp_path / "cut.safetensors"
+    assert main(["prune", str(path), "--data", "digits", "--criterion", "l1", "--units", "heads,neurons",
+                 "--target-speedup", "1.4", "--latency-runtime", "affine", "--threads", "1", "--latency-batch", "4",
+                 "--no-latency", "--out", str(out), "--json", "--quiet"]) == 0
+    cli_record = json.loads(capsys.readouterr().out)
+    assert cli_record["speedup_measured"] == pytest.approx(record["speedup_measured"]) and out.exists()

@@ -224,12 +224,13 @@ def test_unreachable_target_names_the_numbers(tmp_path):
                       threads=1, runtime=FakeRuntime(), latency_cache=tmp_path, quiet=True)
 
 
-def test_transformer_is_refused(tmp_path):
+def test_the_latency_table_refuses_a_transformer_and_names_the_way_that_works(tmp_path):
+    """The CNN latency table cannot time a transformer's coupled matmuls layer by layer: prune_filters
+    says which function prunes a transformer to a latency, and PruneJob accepts the request (it routes
+    there; tests/jobs/test_prune_transformer.py), round_to included."""
     model = build_model("vit_tiny", 1, 10, 28, depth=1)
-    job = PruneJob(target_speedup=2, criterion="l1", quiet=True)
-    with pytest.raises(PruningError, match="CNN filters only"):
-        job._validate(model)
-    with pytest.raises(PruningError, match="CNN filters only"):
+    PruneJob(target_speedup=2, criterion="l1", round_to=8, quiet=True)._validate(model)
+    with pytest.raises(PruningError, match="prune_transformer_to_latency"):
         prune_filters(model, get_criterion("l1")(model), target_speedup=2, runtime=FakeRuntime(),
                       latency_cache=tmp_path)
 

@@ -110,9 +110,10 @@ def add_parsers(sub) -> None:
 def add_latency_target(p, amount) -> None:
     """``--target-speedup`` / ``--target-latency-ms`` (in the amount group) and how the latency is measured."""
     amount.add_argument("--target-speedup", type=Checked(validate.positive_float),
-                        help="prune CNN filters until this many times faster (> 1), measured on this machine")
+                        help="prune until this many times faster (> 1), measured on this machine (CNN filters by a "
+                             "latency table; a transformer by timing its cut)")
     amount.add_argument("--target-latency-ms", type=Checked(validate.positive_float),
-                        help="prune CNN filters to this many ms per batch of --latency-batch images")
+                        help="prune to this many ms per batch of --latency-batch images")
     latency = p.add_argument_group("latency target")
     latency.add_argument("--latency-batch", type=Checked(validate.positive_int, maximum=65536), default=64,
                          help="batch size the latency is measured at (default 64)")

@@ -12,6 +12,8 @@ With ``target_speedup`` or ``target_latency_ms`` a CNN is pruned to a latency me
 machine at ``latency_batch`` images and ``threads`` threads in ``latency_runtime`` (``torch``,
 ``onnx``, ``onnx-int8``; :func:`neurotomy.surgery.filters.prune_to_latency`): the record holds the
 predicted and measured speed-up and latency, and ``comparison`` is measured with the same threads.
+A transformer is cut to the MACs target whose timed cut meets the goal
+(:func:`neurotomy.surgery.transformer_latency.prune_transformer_to_latency`: measured, no table).
 
 A transformer (:func:`neurotomy.models.transformer.is_transformer`) is pruned by its own units:
 ``units`` names the kinds cut — ``heads``, ``neurons``, ``embedding`` (the residual stream) or
@@ -63,13 +65,14 @@ from neurotomy.models.transformer import is_transformer
 from neurotomy.models.anatomy import model_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult, apply_cuts, prune_filters
-from neurotomy.surgery.latency_plan import TRANSFORMER_LATENCY, check_latency_request
+from neurotomy.surgery.latency_plan import check_latency_request
 from neurotomy.jobs import latency_runtimes  # noqa: F401  (registers the onnx and onnx-int8 latency runtimes)
 from neurotomy.surgery.planner import SCOPES, Cut
 from neurotomy.surgery.recipe import replay_recipe
 from neurotomy.dynamics.layer_rules import choose_blocks
 from neurotomy.surgery.layers import remove_blocks
 from neurotomy.surgery.transformer import prune_transformer
+from neurotomy.surgery.transformer_latency import prune_transformer_to_latency
 from neurotomy.jobs.schedules import prune_iteratively, soft_filter_pruning
 from neurotomy.train import TrainConfig, evaluate
 from neurotomy.run_state import RunState, weights_digest
@@ -86,7 +89,7 @@ class PruneJob:
     target_macs: float | None = None  # give exactly one of target_macs, ratio, target_params, layers, target_speedup, target_latency_ms
     ratio: float | None = None
     target_params: float | None = None
-    target_speedup: float | None = None  # prune to a measured latency (CNN filters): × faster than the original
+    target_speedup: float | None = None  # prune to a measured latency: × faster than the original
     target_latency_ms: float | None = None  # … or milliseconds per batch of latency_batch images
     latency_batch: int = 64
     threads: int | None = None  # threads of the deployment: the latency table's, and the job's latency measurement
@@ -269,11 +272,10 @@ class PruneJob:
         validate.seed(self.seed, "seed")
         if self.threads is not None:
             validate.positive_int(self.threads, "threads")
-        if self._to_latency():
-            if is_transformer(model):
-                raise PruningError(TRANSFORMER_LATENCY)
+        if self._to_latency():  # a transformer's widths are not the latency table's: round_to applies to it
             check_latency_request(None, None, None, self.target_speedup, self.target_latency_ms, self.latency_batch,
-                                  self.threads, self.latency_runtime, self.min_channels, self.round_to)
+                                  self.threads, self.latency_runtime, self.min_channels,
+                                  None if is_transformer(model) else self.round_to)
         if is_transformer(model):
             self._validate_transformer()
         else:
@@ -320,6 +322,12 @@ class PruneJob:
             calibration = (list(iterate_batches(train_data, 128, shuffle=True, max_images=CALIBRATION_IMAGES,
                                                 generator=torch.Generator().manual_seed(self.seed)))
                            if self.ratio is None and len(units) > 1 else None)
+            if self._to_latency():
+                return prune_transformer_to_latency(
+                    model, scores, target_speedup=self.target_speedup, target_latency_ms=self.target_latency_ms,
+                    units=units, scope=self.scope, min_channels=self.min_channels, ignored_layers=self.ignored_layers,
+                    round_to=self.round_to, input_shape=shape, calibration=calibration,
+                    latency_batch=self.latency_batch, threads=self.threads, runtime=self.latency_runtime)
             return prune_transformer(model, scores, units=units, ratio=self.ratio,
                                      target_macs=self.target_macs, target_params=self.target_params,
                                      scope=self.scope, min_channels=self.min_channels,

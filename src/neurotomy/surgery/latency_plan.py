@@ -88,8 +88,8 @@ from neurotomy.surgery.planner import Cut, Planner
 LINEARISATIONS = 6
 BISECTIONS = 16
 KNAPSACK_BINS = 1024
-TRANSFORMER_LATENCY = ("latency targets prune CNN filters only for now; prune a transformer to --target-macs, "
-                      "--target-params or --ratio")
+TRANSFORMER_LATENCY = ("the latency table prunes CNN filters; prune a transformer to a latency with "
+                       "neurotomy.surgery.transformer_latency.prune_transformer_to_latency (or PruneJob / the CLI)")
 ONNX_RUNTIMES = ("onnx", "onnx-int8")  # registered on the jobs floor (neurotomy.jobs.latency_runtimes)
 LATENCY_TOLERANCE = 0.10  # a measured latency this close to the target (relative) is not re-aimed
 
