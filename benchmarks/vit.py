@@ -122,16 +122,19 @@ SMOKE = {"max_train": 512, "max_test": 256, "finetune_epochs": 1, "score_images"
 
 @dataclass(frozen=True)
 class Config:
-    """One way to prune: ``method`` (``ours`` or ``tp``), ``criterion``, ``units``, ``scope``."""
+    """One way to prune: ``method`` (``ours`` or ``tp``), ``criterion``, ``units``, ``scope`` and, for
+    ours, ``round_to`` (MLP neuron and embedding counts kept multiples of it: SIMD-aligned matmuls)."""
 
     method: str
     criterion: str
     units: str
     scope: str
+    round_to: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.method}:{self.criterion}:{self.units}:{self.scope}"
+        return f"{self.method}:{self.criterion}:{self.units}:{self.scope}" + (
+            f":round{self.round_to}" if self.round_to else "")
 
     @property
     def label(self) -> str:
@@ -145,12 +148,15 @@ class Config:
 
 
 def parse_config(text: str) -> Config:
-    """``method:criterion:units:scope``, checked before any work (one line naming the fix)."""
+    """``method:criterion:units:scope[:roundN]``, checked before any work (one line naming the fix)."""
     parts = text.split(":")
+    round_to = None
+    if len(parts) == 5 and re.fullmatch(r"round[1-9][0-9]*", parts[4]):
+        round_to = int(parts.pop()[len("round"):])
     if len(parts) != 4:
-        raise NeurotomyError(f"configuration {text!r}: write it as method:criterion:units:scope, e.g. "
-                             "ours:taylor:heads+neurons:global or tp:taylor:all:global")
-    config = Config(*parts)
+        raise NeurotomyError(f"configuration {text!r}: write it as method:criterion:units:scope[:roundN], e.g. "
+                             "ours:taylor:heads+neurons:global, ours:l1:all:global:round8 or tp:taylor:all:global")
+    config = Config(*parts, round_to=round_to)
     if config.method not in ("ours", "tp"):
         raise NeurotomyError(f"configuration {text!r}: method {config.method!r} is neither ours nor tp")
     if config.units not in UNITS:
@@ -158,6 +164,9 @@ def parse_config(text: str) -> Config:
     if config.scope not in ("global", "uniform"):
         raise NeurotomyError(f"configuration {text!r}: scope {config.scope!r}; use global or uniform")
     if config.method == "tp":
+        if config.round_to:
+            raise NeurotomyError(f"configuration {text!r}: the torch-pruning recipe runs as published, without "
+                                 "rounding; leave out the round suffix")
         if config.criterion not in TP_IMPORTANCE:
             raise NeurotomyError(f"configuration {text!r}: torch-pruning importance {config.criterion!r}; use one "
                                  f"of {', '.join(TP_IMPORTANCE)}")
@@ -213,7 +222,7 @@ def cut_ours(model: nn.Module, config: Config, target: float, scorer: Scorer, sh
                                         generator=torch.Generator().manual_seed(scorer.seed)))
                    if len(units) > 1 else None)  # as PruneJob does
     result = prune_transformer(model, scores, units=units, target_macs=target, scope=config.scope, input_shape=shape,
-                               calibration=calibration)
+                               calibration=calibration, round_to=config.round_to)
     needs_data = any(TRANSFORMER_CRITERIA.tags(name)["needs_data"] for name in config.criteria().values())
     return result.model, {"ratio": result.ratio, "score_seconds": sum(s.info["seconds"] for s in scores),
                           "score_images": scorer.images if needs_data else None,
@@ -378,9 +387,9 @@ def accuracy_stage(model, train, test, shape, configs, args, results: dict, save
             checkpoint = save_checkpoint(pruned, build / f"{slug(key)}.safetensors")
             row = {"key": key, "method": "ours" if config.method == "ours" else "torch-pruning",
                    "criterion": config.criterion if config.method == "ours" else f"tp-{config.criterion}",
-                   "units": config.units, "scope": config.scope, "target_macs_reduction": target,
-                   "macs_before": macs0, "macs_after": macs1, "macs_reduction": 1 - macs1 / macs0,
-                   "macs_ratio": macs0 / macs1, "params_before": params0, "params": params1,
+                   "units": config.units, "scope": config.scope, "round_to": config.round_to,
+                   "target_macs_reduction": target, "macs_before": macs0, "macs_after": macs1,
+                   "macs_reduction": 1 - macs1 / macs0, "macs_ratio": macs0 / macs1, "params_before": params0, "params": params1,
                    "params_reduction": 1 - params1 / params0, "acc_original": acc_original, "acc_pruned": acc_pruned,
                    **tuned, "finetune_epochs": args.finetune_epochs, "speedup_batch64": None,
                    "speedup_meets_target": None, **details, "architecture": architecture(pruned),

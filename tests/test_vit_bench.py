@@ -148,3 +148,13 @@ def test_isolated_timing_is_kept_beside_the_in_process_figure(vit, tmp_path, mon
     assert targets["speedup_vs_macs_ratio_at_50_isolated"]["by_env"]["MALLOC_TRIM_THRESHOLD_=4000000000"] == 0.75
     with pytest.raises(SystemExit):
         vit.parse_args(["--child-env", "MALLOC_TRIM_THRESHOLD_"])
+
+
+def test_a_config_may_round_our_widths_and_never_the_baseline(vit):
+    config = vit.parse_config("ours:l1:heads+neurons:global:round8")
+    assert config.round_to == 8 and config.name == "ours:l1:heads+neurons:global:round8"
+    assert vit.parse_config("ours:l1:heads+neurons:global").round_to is None  # the committed keys stay as they were
+    with pytest.raises(NeurotomyError, match="without rounding"):
+        vit.parse_config("tp:taylor:all:global:round8")
+    with pytest.raises(NeurotomyError, match="roundN"):
+        vit.parse_config("ours:l1:heads+neurons:global:round")
