@@ -91,6 +91,10 @@ def main() -> None:
     parser.add_argument("--single-graph", nargs="*", default=["zoo:resnet20-fmnist"],
                         help="models whose curve is also computed as one graph over all samples (costly)")
     parser.add_argument("--out", default=str(RESULTS / "layer_dynamics.json"))
+    parser.add_argument("--curves-only", action="store_true",
+                        help="measure the modularity curves and plateaus only, no layer pruning")
+    parser.add_argument("--redo-curves", action="store_true",
+                        help="measure the curves again though the results file holds them for the same checkpoints")
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the curve times on a quiet machine and update the results file")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for --retime (default: torch's)")
@@ -109,6 +113,8 @@ def main() -> None:
     train = load_dataset("fashion-mnist", root=args.root, split="train")
     test = load_dataset("fashion-mnist", root=args.root, split="test")
     result = previous_results(out)
+    # this run's stamp from its start (the load measured then), so a run stopped part-way still says what it ran under
+    result["provenance"] = {**result.get("provenance", {}), "run": dict(run)}
     result.update({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads, "
                               f"torch {torch.__version__}, {device}",
                    "protocol": protocol(args)})
@@ -124,7 +130,8 @@ def main() -> None:
         save(result, out)
         print(f"{name}: accuracy {acc_original:.4f}, plateau from {result['plateau'][name]['start_layer']}, "
               f"flagged {result['plateau'][name]['blocks_flagged']}", flush=True)
-        prune_by_counts(result, out, model, name, sha, curve, removable, acc_original, train, test, args)
+        if not args.curves_only:
+            prune_by_counts(result, out, model, name, sha, curve, removable, acc_original, train, test, args)
     result["summary"] = {name: summarize(result["layer_pruning"], name, args.stop_drop) for name in result["curve"]}
     result["provenance"] = {**result.get("provenance", {}), "run": end_stamp(run)}
     save(result, out)
@@ -195,9 +202,11 @@ def model_curve(result, out, spec, name, sha, model, test, accuracy, args) -> Mo
     """The model's modularity curve: measured, or the one a previous run stored."""
     per_class = probe_per_class(args)
     stored = result["curve"].get(name)
-    if stored is None or stored.get("n_samples") != per_class * len(test.classes):
+    if stored is None or stored.get("n_samples") != per_class * len(test.classes) or args.redo_curves:
+        stamp = begin_stamp()
         curve, timed = timed_curve(model, test, graph_size=500, per_class=per_class)
-        result["curve"][name] = stored = {**curve.to_dict(), **timed, "model_accuracy": accuracy, "model_sha": sha}
+        result["curve"][name] = stored = {**curve.to_dict(), **timed, "model_accuracy": accuracy, "model_sha": sha,
+                                          **end_stamp(stamp)}
         print(f"{name}: curve {curve.seconds:.1f}s\n  " + " ".join(f"{layer}:{q:.3f}" for layer, q in
                                                              zip(curve.layers, curve.q)), flush=True)
         save(result, out)
