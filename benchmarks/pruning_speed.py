@@ -3,7 +3,7 @@
 Latency needs a quiet machine, which the long accuracy benchmark (fine-tuning for an hour) cannot
 promise, so speed has its own pass: it waits until the 1-minute load is at most half the cores
 (``--wait-quiet``; it refuses to time a busy machine unless ``--allow-busy``), rebuilds every pruned
-architecture of the results file (same seed → same scores → same cuts; torch-pruning's default
+architecture of the results file (the accuracy run's seed → same scores → same cuts; torch-pruning's default
 likewise), measures batch-64 and batch-1 latency against the original under
 ``torch.inference_mode()`` after warm-up, interleaving original and pruned in rounds, and writes
 median and minimum speed-ups into the same records, each latency with its threads and load. It also
@@ -94,7 +94,7 @@ def time_records(result: dict, model, shape, train, timed: set[str], threads: in
                 pruned = tp_default_prune(model, target, scope, shape)
             else:
                 if name not in scores_cache:
-                    scores_cache[name] = get_criterion(name)(model, train, seed=0, quiet=True)
+                    scores_cache[name] = get_criterion(name)(model, train, seed=result.get("seed", 0), quiet=True)
                 pruned = prune_filters(model, scores_cache[name], target_macs=target, scope=scope).model
             macs = count_macs_params(pruned, shape)[0]
             assert abs(model_macs(model, shape) / macs - record["macs_ratio"]) < 1e-6, key  # same architecture
