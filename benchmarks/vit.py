@@ -641,8 +641,14 @@ def check_targets(results: dict, epochs: int) -> dict:
     out["ours_minus_baseline_at_50_pts"] = {"value": lead, "target": "≥ 0", "ours": ours and ours["key"],
                                             "baseline": base and base["key"],
                                             "met": None if lead is None else lead >= 0}
+    # the figures measured on one configuration only (seed repeats, isolated timing) are judged on the best of our
+    # −50 % configurations that has them, named in the entry — not dropped when another edges ahead on one seed
+    ranked = sorted((r for r in records if r["method"] == "ours" and r["target_macs_reduction"] == 0.5
+                     and r.get("acc_finetuned") is not None and r["finetune_epochs"] == epochs),
+                    key=lambda r: -r["acc_finetuned"])
     if lead is not None:
-        out["ours_minus_baseline_at_50_pts_over_seeds"] = lead_over_seeds(results, ours, base)
+        out["ours_minus_baseline_at_50_pts_over_seeds"] = next(
+            (found for found in (lead_over_seeds(results, r, base) for r in ranked) if found), None)
     for units in ("heads+neurons", "all"):  # like for like
         a, b = best(records, "ours", 0.5, epochs, units), best(records, "torch-pruning", 0.5, epochs, units)
         if a and b:
@@ -659,14 +665,15 @@ def check_targets(results: dict, epochs: int) -> dict:
     if ours is not None and ours.get("speedup_batch64") is not None:
         out["speedup_vs_macs_ratio_at_50"] = {"value": ours["speedup_over_macs_ratio"], "target": f"≥ {SPEED_FACTOR}",
                                               "config": ours["key"], "met": ours["speedup_meets_target"]}
-    if ours is not None and ours.get("speedup_batch64_isolated") is not None:  # beside the figure, not for it
-        value = ours["speedup_isolated_over_macs_ratio"]
+    alone = next((r for r in ranked if r.get("speedup_batch64_isolated") is not None), None)
+    if alone is not None:  # beside the figure, not for it
+        value = alone["speedup_isolated_over_macs_ratio"]
         out["speedup_vs_macs_ratio_at_50_isolated"] = {
-            "value": value, "target": f"≥ {SPEED_FACTOR}", "config": ours["key"], "met": value >= SPEED_FACTOR,
+            "value": value, "target": f"≥ {SPEED_FACTOR}", "config": alone["key"], "met": value >= SPEED_FACTOR,
             "note": "each model timed alone in fresh processes (isolated_timing_runs); the issue's target is judged "
                     "on speedup_vs_macs_ratio_at_50 (all models interleaved in one process)",
-            "by_env": {label: speedup / ours["macs_ratio"]
-                       for label, speedup in ours.get("speedup_batch64_isolated_by_env", {}).items()}}
+            "by_env": {label: speedup / alone["macs_ratio"]
+                       for label, speedup in alone.get("speedup_batch64_isolated_by_env", {}).items()}}
     return out
 
 
