@@ -513,6 +513,7 @@ def main() -> None:
                                  f"{torch.get_num_threads()} threads, torch {torch.__version__}, no GPU")
     result["scale"] = __doc__.split("Scale ")[1].split("\n\n")[0].replace("\n", " ")
     result["paper"] = {"patching": PAPER_PATCHING, "heads": PAPER_HEADS}
+    result["seed"] = args.seed  # of the parts this run measures; each record keeps its own stamp
     for key in ("subsets", "heads", "modules", "patching", "search_comparison", "subsets_by_depth", "heads_by_depth"):
         result.setdefault(key, [])
     train = load_dataset("fashion-mnist", root=args.root, split="train")
