@@ -37,7 +37,8 @@ SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
          "feature_entropy": "feature entropy", "gradient": "gradient", "integrated_gradients": "IG",
          "smoothgrad": "SmoothGrad", "smoothgrad_sq": "SmoothGrad²", "gradcam": "Grad-CAM", "hirescam": "HiResCAM",
-         "pathway": "pathway", "random": "random", "sobel": "Sobel"}
+         "pathway": "pathway", "random": "random", "sobel": "Sobel", "rise": "RISE", "occlusion": "occlusion",
+         "crp": "CRP"}
 WHY_SLOW = {"chip": " (C + 1 eigenproblems per image)"}
 WEAK = {"lenet_brief": "briefly trained LeNet-5", "few_target": "LeNet-5 with 10 target images"}
 FASHION = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -409,7 +410,9 @@ def explanation_roar_and_speed(ex: dict) -> str:
         f"({pct(acc['random'][mid])}) and Sobel ({pct(acc['sobel'][mid])}) fall: the removal pattern outlines the "
         "garment and leaks its class — ROAR is not informative on this dataset at this scale; "
         f"{joined([NAMES[m] for m in below])} {only} to fall below the no-removal baseline ({lows}). Pathway's mean "
-        f"ROAR accuracy ({num(mean['pathway'], 3)}) {'ties' if tie else 'differs from'} the gradient's. Throughput "
+        f"ROAR accuracy ({num(mean['pathway'], 3)}) "
+        f"{'ties' if tie else ('is above' if mean['pathway'] > mean['gradient'] else 'is below')} the gradient's "
+        f"({num(mean['gradient'], 3)}; lower is better). Throughput "
         f"at batch {ex['throughput_setup']['batch']} ({load_phrase([stamp])}): gradient "
         f"{thousands(thr['gradient'])} images/s, IG {thousands(thr['integrated_gradients'])}, pathway "
         f"{thousands(thr['pathway'])}, Grad-CAM {thousands(thr['gradcam'])}; our Grad-CAM runs "
