@@ -62,8 +62,8 @@ def prune_transformer_to_latency(model: nn.Module, scores: UnitScores | Sequence
     :func:`prune_transformer`; ``round_to`` keeps neuron and embedding counts multiples of it) until it
     runs ``target_speedup`` times faster than the original, or in ``target_latency_ms``, at batch
     ``latency_batch`` with ``threads`` threads in ``runtime`` — measured, not predicted (see the module's
-    docstring for the search). Raises :class:`PruningError` in one line
-    for a goal that is no speed-up, or that no cut reaches."""
+    docstring for the search). Raises :class:`PruningError` in one line for a goal that is no speed-up,
+    or that no cut reaches."""
     check_latency_request(None, None, None, target_speedup, target_latency_ms, latency_batch, threads, runtime,
                           min_channels, None)
     validate.positive_int(attempts, "attempts")
