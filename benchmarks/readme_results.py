@@ -486,13 +486,14 @@ def gradmask_bullet(gm: dict) -> str:
         return 100 * s[arch][metric][f"{arm}_minus_plain"]["mean"]
 
     clean = [gain(a, "acc") for a in ("lenet5", "resnet20")]
-    focus = max(gain(a, "focus") for a in ("lenet5", "resnet20"))
+    focus = [gain(a, "focus") for a in ("lenet5", "resnet20")]
     robust = [gain("resnet20", m) for m in ("acc_fgsm", "acc_pgd")]
     shorter = [gain("resnet20", m, "plain-short") for m in ("acc_fgsm", "acc_pgd")]
     pool = [gain("lenet5", m, "mask-pool") for m in ("acc_fgsm", "acc_pgd")]
     return ("- Gradient mask (our documented reading of arXiv 2208.06918): "
             f"{'no gain' if max(clean) <= 0 else 'a change'} in clean accuracy ({signed(clean[0])} pt LeNet-5, "
-            f"{signed(clean[1])} pt ResNet-20){' or saliency focus' if focus <= 0 else ''}; the ResNet-20 FGSM/PGD "
+            f"{signed(clean[1])} pt ResNet-20); saliency focus {' / '.join(signed(f) for f in focus)} pt "
+            f"(LeNet-5 / ResNet-20); the ResNet-20 FGSM/PGD "
             f"gain ({' / '.join(signed(g, 0) for g in robust)} pt) is "
             f"{'no larger than' if all(m <= p + 1 for m, p in zip(robust, shorter)) else 'larger than'} that of a "
             f"plain model trained one epoch less ({' / '.join(signed(g, 0) for g in shorter)} pt); with the mask at "
