@@ -293,6 +293,8 @@ def prune_by_counts(result, out, model, name, sha, curve, removable, acc_origina
             else:
                 record.update(cut_and_tune(model, blocks, seed, macs0, train, test, args))
             result["layer_pruning"].append({**record, **end_stamp(stamp)})
+            # the summary follows the records, so a run stopped part-way leaves a file that agrees with itself
+            result["summary"] = {n: summarize(result["layer_pruning"], n, args.stop_drop) for n in result["curve"]}
             save(result, out)
             print(f"  {count} × {method:>10} (seed {seed}): remove {blocks} MACs −{record['macs_reduction']:.1%} "
                   f"cut {record['acc_pruned']:.4f} recal {record['acc_recalibrated']:.4f} "

@@ -299,6 +299,17 @@ def scoring_bullet(records) -> str:
 # ------------------------------------------------------------------------------------------ the other benchmarks
 
 
+LAYER_DRAWS = 5  # #15: the random baseline needs at least this many draws at a block count
+
+
+def layer_pruning_rows(ld: dict) -> dict[str, list[dict]]:
+    """Per model, the block counts of layer_dynamics.json's summary whose random baseline is complete
+    (≥ LAYER_DRAWS draws); models without one are left out."""
+    found = {name: [r for r in entry.get("rows", []) if r["random_draws"] >= LAYER_DRAWS]
+             for name, entry in ld.get("summary", {}).items()}
+    return {name: rows for name, rows in found.items() if rows}
+
+
 def layer_bullet(ld: dict) -> str:
     """Each model's modularity curve and the plateau the rule finds on it; layer pruning when measured."""
     pruning, curves, plateaus = ld["layer_pruning"], ld["curve"], ld.get("plateau", {})
@@ -314,16 +325,22 @@ def layer_bullet(ld: dict) -> str:
                          f"{joined([f'`{b}`' for b in found['blocks_flagged']])})")
         else:
             rises.append(f"{rise} with no plateau (the rule flags no block)")
-    model = next((r["model"] for r in pruning if r["rule_found"]), pruning[0]["model"] if pruning else None)
-    if model is None:
+    measured = layer_pruning_rows(ld)
+    missing = [model_name(n) for n in curves if n not in measured]
+    if not measured:
         pruned = (" Removing blocks (modularity rule vs ≥ 5 random draws vs last blocks, ≥ 3 fine-tune epochs) is "
                   "not measured yet on these models.")
     else:
-        acc = {r["method"]: r["acc_finetuned"] for r in pruning if r["model"] == model}
-        beat = acc["modularity"] > max(acc["random"], acc["last"])
-        pruned = (f" At equal block counts the modularity choice {'beat' if beat else 'did not beat'} random or last "
-                  f"blocks ({model_name(model)}: "
-                  f"{' / '.join(num(100 * acc[m]) for m in ('modularity', 'random', 'last'))} %).")
+        parts = []
+        for name, rows in measured.items():
+            counts = "; ".join(
+                f"{r['blocks_count']} block(s): modularity {num(100 * r['modularity'])} %, last "
+                f"{num(100 * r['last']) if r['last'] is not None else '–'} %, CKA "
+                f"{num(100 * r['cka']) if r['cka'] is not None else '–'} %, random {num(100 * r['random_mean'])} ± "
+                f"{num(100 * r['random_sd'])} % ({r['random_draws']} draws)" for r in rows)
+            parts.append(f"{model_name(name)} — {counts}")
+        pruned = (f" Removing blocks, each choice fine-tuned {pruning[0]['finetune_epochs']} epochs (accuracy after): "
+                  + "; ".join(parts) + "." + (f" Not measured yet on {joined(missing)}." if missing else ""))
     curve = curves["resnet20-fmnist"]
     single = ld.get("single_graph", {}).get("resnet20-fmnist", {})
     samples = thousands(curve["n_samples"])
@@ -742,13 +759,17 @@ def claims(r: dict) -> list[str]:
               "a plateau the rule detects", "; ".join(
                   f"{model_name(n)}: " + (f"from `{plateaus[n]['start_layer']}`" if n in flat else "none")
                   for n in ld["curve"] if n in plateaus), verdict(len(flat) == len(plateaus), bool(flat)))
-    model = next((x["model"] for x in ld["layer_pruning"] if x["rule_found"]), None)
-    if model is not None:
-        acc = {x["method"]: x["acc_finetuned"] for x in ld["layer_pruning"] if x["model"] == model}
+    measured = layer_pruning_rows(ld)
+    if measured:
+        rows = [r for found in measured.values() for r in found]
+        held = [r for r in rows if r["modularity_beats_random"] and r["modularity_beats_last"]]
+        missing = [model_name(n) for n in ld["curve"] if n not in measured]
         claim("removing blocks by modularity beats random / last blocks", "Lu et al., ECCV 2022",
-              "higher accuracy after the same fine-tune",
-              f"{' / '.join(num(100 * acc[m]) for m in ('modularity', 'random', 'last'))} % ({model_name(model)})",
-              verdict(acc["modularity"] > max(acc["random"], acc["last"])))
+              "above every one of ≥ 5 random draws and ahead of the last blocks by > 1 random sd, same fine-tune",
+              "; ".join(f"{model_name(n)}: held at {len([r for r in found if r in held])} of {len(found)} block "
+                        f"counts ({', '.join(str(r['blocks_count']) for r in found)})" for n, found in measured.items())
+              + (f"; not measured on {joined(missing)}" if missing else ""),
+              verdict(len(held) == len(rows) and not missing, bool(held)))
     else:
         claim("removing blocks by modularity beats random / last blocks", "Lu et al., ECCV 2022",
               "beyond the spread of ≥ 5 random draws, ≥ 3 epochs", "not measured yet", "not measured")

@@ -53,3 +53,25 @@ def test_load_phrase_says_when_a_load_was_not_measured(readme_results):
     legacy = {"load_average_start": None, "load_average_end": None}
     assert readme_results.load_phrase([measured]) == "load 0.4–0.7"
     assert readme_results.load_phrase([measured, legacy]) == "load not recorded"
+
+
+def test_layer_pruning_is_reported_only_at_block_counts_with_every_random_draw(readme_results, tmp_path):
+    """A block count enters the README once its random baseline has ≥ 5 draws; a model without one is named
+    as not measured, and the claim's verdict follows the summary rows."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.html"))
+    path = results / "layer_dynamics.json"
+    data = json.loads(path.read_text())
+    row = {"modularity": 0.95, "last": 0.94, "cka": 0.93, "random_mean": 0.93, "random_sd": 0.004,
+           "random_min": 0.925, "random_max": 0.935, "modularity_beats_random": True, "modularity_beats_last": True}
+    data["layer_pruning"] = [{"finetune_epochs": 3}]
+    data["summary"] = {"vgg16-fmnist": {"rows": [{**row, "blocks_count": 1, "random_draws": 5},
+                                                 {**row, "blocks_count": 2, "random_draws": 2}]}}
+    path.write_text(json.dumps(data))
+    block = readme_results.generate(results)
+    prose = " ".join(block.split())  # the bullets are wrapped
+    assert "VGG-16 — 1 block(s): modularity 95.00 %, last 94.00 %, CKA 93.00 %, random 93.00 ± 0.40 % (5 draws)" in prose
+    assert "2 block(s)" not in prose  # two draws of five: not reported yet
+    row_line = next(line for line in block.splitlines() if line.startswith("| removing blocks by modularity"))
+    assert "VGG-16: held at 1 of 1 block counts (1)" in row_line and "not measured on" in row_line
+    assert row_line.endswith("| in part |")  # held where measured, but not on every model
