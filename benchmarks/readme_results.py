@@ -226,7 +226,7 @@ def recalibration_bullet(records) -> str:
     tp = baseline(records, first, scope)["acc_recalibrated"]
     allocation, criterion = random - tp, best["acc_recalibrated"] - random
     return (f"- Without fine-tuning the best criterion {'beats' if beats else 'does not always beat'} the baseline "
-            f"at every point, but {'reaches' if best['acc_recalibrated'] >= RECAL_TARGET else 'stays short of'} "
+            f"at every point, {'and reaches' if best['acc_recalibrated'] >= RECAL_TARGET else 'but stays short of'} "
             f"the {pct(RECAL_TARGET, 0)} target at {cut(first)} ({pct(best['acc_recalibrated'])}, "
             f"{NAMES.get(best['criterion'], best['criterion'])}, {scope}). Random scores with our {scope} allocation "
             f"reach {pct(random)} there, against Torch-Pruning's {pct(tp)}: "
