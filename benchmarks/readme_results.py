@@ -769,7 +769,7 @@ def claims(r: dict) -> list[str]:
               "; ".join(f"{model_name(n)}: held at {len([r for r in found if r in held])} of {len(found)} block "
                         f"counts ({', '.join(str(r['blocks_count']) for r in found)})" for n, found in measured.items())
               + (f"; not measured on {joined(missing)}" if missing else ""),
-              verdict(len(held) == len(rows) and not missing, bool(held)))
+              verdict(len(held) == len(rows) and not missing, bool(held)) + (" (partial run)" if missing else ""))
     else:
         claim("removing blocks by modularity beats random / last blocks", "Lu et al., ECCV 2022",
               "beyond the spread of ≥ 5 random draws, ≥ 3 epochs", "not measured yet", "not measured")

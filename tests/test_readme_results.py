@@ -74,4 +74,4 @@ def test_layer_pruning_is_reported_only_at_block_counts_with_every_random_draw(r
     assert "2 block(s)" not in prose  # two draws of five: not reported yet
     row_line = next(line for line in block.splitlines() if line.startswith("| removing blocks by modularity"))
     assert "VGG-16: held at 1 of 1 block counts (1)" in row_line and "not measured on" in row_line
-    assert row_line.endswith("| in part |")  # held where measured, but not on every model
+    assert row_line.endswith("| in part (partial run) |")  # held where measured, but not on every model
