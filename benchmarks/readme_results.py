@@ -632,11 +632,13 @@ def vit_rounding(vit: dict) -> str:
                 and twin["key"] in run.get("latency_ms", {})]
         ms = (f", {num(both[-1]['latency_ms'][key], 1)} vs {num(both[-1]['latency_ms'][twin['key']], 1)} ms in the same "
               f"timing run" if both else "")
-        parts.append(f"{cut(rounded['target_macs_reduction'])} {num(100 * rounded['acc_finetuned'])} vs "
+        parts.append(f"`round{rounded['round_to']}` at {cut(rounded['target_macs_reduction'])} "
+                     f"{num(100 * rounded['acc_finetuned'])} vs "
                      f"{num(100 * twin['acc_finetuned'])} %{ms}")
     if not parts:
         return ""
-    return (" MLP widths rounded to multiples of 8 (`round8`, SIMD-aligned matmuls) vs the same cut unrounded: "
+    return (" MLP widths rounded (`roundN`: neuron counts kept multiples of N, SIMD-aligned matmuls) vs the same "
+            "cut unrounded, after the fine-tune: "
             + "; ".join(parts) + ".")
 
 
