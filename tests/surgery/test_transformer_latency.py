@@ -9,7 +9,7 @@ from neurotomy.errors import PruningError
 from neurotomy.models.summary import count_macs_params
 from neurotomy.surgery.latency import LatencyRuntime
 from neurotomy.surgery.latency_plan import LATENCY_TOLERANCE
-from neurotomy.surgery.transformer_latency import _kept_for, prune_transformer_to_latency
+from neurotomy.surgery.transformer_latency import kept_fraction_for, prune_transformer_to_latency
 from tests.surgery.test_transformer_pruning import embedding_l1, tiny_vit, weight_l1_scores
 
 SHAPE = (1, 8, 8)
@@ -80,8 +80,8 @@ def test_meets_a_latency_in_ms():
 def test_the_secant_aim_lands_on_an_affine_latency():
     latency = lambda kept: 3.0 + 7.0 * kept  # noqa: E731
     points = [(0.5, latency(0.5)), (0.35, latency(0.35))]
-    assert _kept_for(5.0, points) == pytest.approx(2 / 7)
-    assert _kept_for(5.0, points[:1]) == pytest.approx(0.5 * 5.0 / 6.5)  # one point: proportional
+    assert kept_fraction_for(5.0, points) == pytest.approx(2 / 7)
+    assert kept_fraction_for(5.0, points[:1]) == pytest.approx(0.5 * 5.0 / 6.5)  # one point: proportional
 
 
 def test_impossible_goals_are_one_line_errors():

@@ -103,7 +103,7 @@ def prune_transformer_to_latency(model: nn.Module, scores: UnitScores | Sequence
         if abs(attempt["miss"]) <= LATENCY_TOLERANCE:
             break
         points.append((1 - result.macs_reduction, achieved))
-        next_aim = min(MAX_MACS_REDUCTION, max(0.0, 1 - _kept_for(goal, points)))
+        next_aim = min(MAX_MACS_REDUCTION, max(0.0, 1 - kept_fraction_for(goal, points)))
         if abs(next_aim - aim) < 1e-3:
             break  # the correction no longer moves the cut
         aim = next_aim
@@ -118,7 +118,7 @@ def prune_transformer_to_latency(model: nn.Module, scores: UnitScores | Sequence
     return result
 
 
-def _kept_for(goal: float, points: list[tuple[float, float]]) -> float:
+def kept_fraction_for(goal: float, points: list[tuple[float, float]]) -> float:
     """The kept MACs fraction expected to run in ``goal``: on the line through the last two measured
     (kept, latency) points when it rises with the kept MACs, else proportional to the last point."""
     kept, latency = points[-1]
