@@ -403,11 +403,15 @@ def accuracy_stage(model, train, test, shape, configs, args, results: dict, save
     return measured
 
 
+def ranked(records: list[dict], method: str, target: float, epochs: int, units: str | None = None) -> list[dict]:
+    """The fine-tuned records of ``method`` at ``target`` (and ``units``), best accuracy first."""
+    return sorted((r for r in records if r["method"] == method and r["target_macs_reduction"] == target
+                   and r.get("acc_finetuned") is not None and r["finetune_epochs"] == epochs
+                   and (units is None or r["units"] == units)), key=lambda r: -r["acc_finetuned"])
+
+
 def best(records: list[dict], method: str, target: float, epochs: int, units: str | None = None) -> dict | None:
-    rows = [r for r in records if r["method"] == method and r["target_macs_reduction"] == target
-            and r.get("acc_finetuned") is not None and r["finetune_epochs"] == epochs
-            and (units is None or r["units"] == units)]
-    return max(rows, key=lambda r: r["acc_finetuned"], default=None)
+    return next(iter(ranked(records, method, target, epochs, units)), None)
 
 
 def explanation_stage(model, test, args, results: dict, save) -> bool:
@@ -643,12 +647,10 @@ def check_targets(results: dict, epochs: int) -> dict:
                                             "met": None if lead is None else lead >= 0}
     # the figures measured on one configuration only (seed repeats, isolated timing) are judged on the best of our
     # −50 % configurations that has them, named in the entry — not dropped when another edges ahead on one seed
-    ranked = sorted((r for r in records if r["method"] == "ours" and r["target_macs_reduction"] == 0.5
-                     and r.get("acc_finetuned") is not None and r["finetune_epochs"] == epochs),
-                    key=lambda r: -r["acc_finetuned"])
+    ours_ranked = ranked(records, "ours", 0.5, epochs)
     if lead is not None:
         out["ours_minus_baseline_at_50_pts_over_seeds"] = next(
-            (found for found in (lead_over_seeds(results, r, base) for r in ranked) if found), None)
+            (found for found in (lead_over_seeds(results, r, base) for r in ours_ranked) if found), None)
     for units in ("heads+neurons", "all"):  # like for like
         a, b = best(records, "ours", 0.5, epochs, units), best(records, "torch-pruning", 0.5, epochs, units)
         if a and b:
@@ -665,7 +667,7 @@ def check_targets(results: dict, epochs: int) -> dict:
     if ours is not None and ours.get("speedup_batch64") is not None:
         out["speedup_vs_macs_ratio_at_50"] = {"value": ours["speedup_over_macs_ratio"], "target": f"≥ {SPEED_FACTOR}",
                                               "config": ours["key"], "met": ours["speedup_meets_target"]}
-    alone = next((r for r in ranked if r.get("speedup_batch64_isolated") is not None), None)
+    alone = next((r for r in ours_ranked if r.get("speedup_batch64_isolated") is not None), None)
     if alone is not None:  # beside the issue's figure, not for it
         value = alone["speedup_isolated_over_macs_ratio"]
         out["speedup_vs_macs_ratio_at_50_isolated"] = {

@@ -17,7 +17,7 @@ their medians, the minimum over all, each process's figures, the threads and the
 A fresh process is not free of its own bias: with glibc's default allocator the unpruned ViT-tiny ran
 82–91 ms alone (median of 5 processes, two runs; its larger activations are mapped and trimmed back to
 the system on every call, page faults each time) and 69 ms once ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` kept the memory (66 ms in one process with the other models), while the
+``MALLOC_TRIM_THRESHOLD_`` kept the memory (64–70 ms in one process with the other models), while the
 model pruned by half ran 40–49 ms in every setting (benchmarks/results/vit.json). ``env`` sets such
 variables for the children, so a benchmark can show how much of a speed-up is the allocator's.
 
