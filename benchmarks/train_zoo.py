@@ -4,11 +4,19 @@ Usage: python benchmarks/train_zoo.py --root ../shared/data/fashion-mnist [--onl
 (--resume continues an interrupted run from the state file next to build/NAME.safetensors.)
 Writes src/neurotomy/assets/zoo/NAME.safetensors and benchmarks/results/zoo.json; each entry carries
 the stamp of its training run (commit, date, argv, threads, load average at its start and end).
+
+``--verify`` trains nothing: it re-measures each shipped checkpoint's test accuracy with the same
+``neurotomy evaluate`` call, stamped, and states whether it agrees with the entry. An entry trained
+before the stamps existed (no measured load) then takes the verification as its stamp, since its
+accuracy is what that run measured; what is known of the training run moves under ``training``, its
+``git_commit`` renamed ``results_committed_in`` (it was the commit that committed the file, never
+the run's).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -18,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from neurotomy.provenance import begin_stamp, end_stamp
+from neurotomy.files import write_json
+from neurotomy.provenance import begin_stamp, end_stamp, measured_load
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO_DIR = REPO / "src" / "neurotomy" / "assets" / "zoo"
@@ -52,18 +61,72 @@ def commands(root: str) -> dict[str, list[str]]:
     }
 
 
+def evaluate(exe: str, checkpoint: Path, name: str, root: str, env: dict) -> dict:
+    """``neurotomy evaluate``'s JSON for a zoo checkpoint on its full test set."""
+    check = subprocess.run([exe, "evaluate", str(checkpoint), "--json", "--quiet",
+                            *(["--root", root] if "fmnist" in name else [])],
+                           check=True, capture_output=True, text=True, env=env)
+    return json.loads(check.stdout)
+
+
+# A training run's own fields, moved under "training" when a verification becomes a legacy entry's stamp.
+TRAINING_FIELDS = ("train_seconds", "machine", "note", "provenance_note", "reproduction_note")
+LEGACY_STAMP_FIELDS = ("git_commit", "git_dirty", "date", "load_average_start", "load_average_end")
+
+
+def verified_entry(entry: dict, metrics: dict, sha256: str, stamp: dict) -> dict:
+    """``entry`` with a stamped re-measurement of its shipped checkpoint (see the module docstring).
+
+    >>> legacy = {"command": "c", "test_accuracy": 0.9, "test_images": 10, "train_seconds": 5.0,
+    ...           "git_commit": "abc", "date": "d", "load_average_start": None, "load_average_end": None}
+    >>> stamp = {"git_commit": "def", "load_average_start": [0.1], "load_average_end": [0.2]}
+    >>> out = verified_entry(legacy, {"accuracy": 0.9, "n": 10}, "f00", stamp)
+    >>> out["git_commit"], out["training"]["results_committed_in"], out["verified"]["agrees"]
+    ('def', 'abc', True)
+    """
+    agrees = metrics["n"] == entry["test_images"] and abs(metrics["accuracy"] - entry["test_accuracy"]) < 0.5 / metrics["n"]
+    check = {"test_accuracy": metrics["accuracy"], "test_images": metrics["n"], "checkpoint_sha256": sha256,
+             "agrees": agrees}
+    if measured_load(entry):  # its training run is stamped: the check goes beside it, with its own stamp
+        return {**entry, "verified": {**check, **stamp}}
+    training = {key: entry[key] for key in TRAINING_FIELDS if key in entry}
+    training.update(date=entry.get("date"), results_committed_in=entry.get("git_commit"))
+    kept = {key: value for key, value in entry.items()
+            if key not in TRAINING_FIELDS and key not in LEGACY_STAMP_FIELDS and key != "verified"}
+    return {**kept, "training": training,
+            "verified": {**check, "note": "test_accuracy and this entry's stamp are this re-measurement's: "
+                                          "the training run predates the provenance stamps"},
+            **stamp}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True, help="full Fashion-MNIST IDX directory")
     parser.add_argument("--only", help="train just this zoo entry")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the training process (default: torch's)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs from their state files")
+    parser.add_argument("--verify", action="store_true",
+                        help="train nothing: re-measure the shipped checkpoints' test accuracy, stamped")
     args = parser.parse_args()
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     results = {}
     exe = str(Path(sys.executable).with_name("neurotomy"))
     for name, cmd in commands(args.root).items():
         if args.only and name != args.only:
+            continue
+        if args.verify:
+            checkpoint = ZOO_DIR / f"{name}.safetensors"
+            stamp = begin_stamp()
+            metrics = evaluate(exe, checkpoint, name, args.root, env)
+            stamp = end_stamp(stamp)
+            if args.threads:
+                stamp["threads"] = args.threads  # the child's, not ours
+            merged = json.loads(RESULTS.read_text())
+            sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+            merged[name] = verified_entry(merged[name], metrics, sha256, stamp)
+            print(name, "verified:", merged[name]["verified"]["test_accuracy"], "agrees:",
+                  merged[name]["verified"]["agrees"])
+            write_json(RESULTS, merged)
             continue
         out = REPO / "build" / f"{name}.safetensors"
         out.parent.mkdir(exist_ok=True)
@@ -73,10 +136,7 @@ def main() -> None:
                        check=True, env=env)
         seconds = time.perf_counter() - start
         stamp = end_stamp(stamp)
-        check = subprocess.run([exe, "evaluate", str(out), "--json", "--quiet",
-                                *(["--root", args.root] if "fmnist" in name else [])],
-                               check=True, capture_output=True, text=True)
-        metrics = json.loads(check.stdout)
+        metrics = evaluate(exe, out, name, args.root, env)
         ZOO_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy(out, ZOO_DIR / f"{name}.safetensors")
         results[name] = {
@@ -94,7 +154,7 @@ def main() -> None:
         merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         merged[name] = results[name]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+        write_json(RESULTS, merged)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,11 @@ def test_audit_lists_stamps_without_a_measured_load(tmp_path):
     assert report["a.json"] == {"stamps": 3, "has_stamp": True, "without_load": ["/records/1", "/provenance/run"]}
     assert report["b.json"] == {"stamps": 0, "has_stamp": False, "without_load": []}
     assert report["c.json"]["without_load"] == [] and report["c.json"]["stamps"] == 1
+
+
+def test_every_committed_results_file_is_stamped_with_a_measured_load():
+    """Issue #17's "Done when": every record of every committed results JSON has a git_commit and a load."""
+    audit = load_audit()
+    report = audit.audit(audit.RESULTS)
+    assert report and all(entry["has_stamp"] for entry in report.values()), report
+    assert {name: entry["without_load"] for name, entry in report.items() if entry["without_load"]} == {}
