@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from neurotomy.files import write_json
-from neurotomy.provenance import begin_stamp, end_stamp, measured_load
+from neurotomy.provenance import STAMP_KEYS, begin_stamp, end_stamp, measured_load
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO_DIR = REPO / "src" / "neurotomy" / "assets" / "zoo"
@@ -71,7 +71,6 @@ def evaluate(exe: str, checkpoint: Path, name: str, root: str, env: dict) -> dic
 
 # A training run's own fields, moved under "training" when a verification becomes a legacy entry's stamp.
 TRAINING_FIELDS = ("train_seconds", "machine", "note", "provenance_note", "reproduction_note")
-LEGACY_STAMP_FIELDS = ("git_commit", "git_dirty", "date", "load_average_start", "load_average_end")
 
 
 def verified_entry(entry: dict, metrics: dict, sha256: str, stamp: dict) -> dict:
@@ -83,16 +82,20 @@ def verified_entry(entry: dict, metrics: dict, sha256: str, stamp: dict) -> dict
     >>> out = verified_entry(legacy, {"accuracy": 0.9, "n": 10}, "f00", stamp)
     >>> out["git_commit"], out["training"]["results_committed_in"], out["verified"]["agrees"]
     ('def', 'abc', True)
+    >>> again = verified_entry(out, {"accuracy": 0.9, "n": 10}, "f00", {**stamp, "git_commit": "ghi"})
+    >>> again["git_commit"], again["training"] == out["training"]
+    ('ghi', True)
     """
     agrees = metrics["n"] == entry["test_images"] and abs(metrics["accuracy"] - entry["test_accuracy"]) < 0.5 / metrics["n"]
     check = {"test_accuracy": metrics["accuracy"], "test_images": metrics["n"], "checkpoint_sha256": sha256,
              "agrees": agrees}
-    if measured_load(entry):  # its training run is stamped: the check goes beside it, with its own stamp
+    if measured_load(entry) and "training" not in entry:  # a stamped training run: the check goes beside it
         return {**entry, "verified": {**check, **stamp}}
-    training = {key: entry[key] for key in TRAINING_FIELDS if key in entry}
-    training.update(date=entry.get("date"), results_committed_in=entry.get("git_commit"))
+    training = entry.get("training") or {  # a legacy entry, or one verified before: its last check is replaced
+        **{key: entry[key] for key in TRAINING_FIELDS if key in entry},
+        "date": entry.get("date"), "results_committed_in": entry.get("git_commit")}
     kept = {key: value for key, value in entry.items()
-            if key not in TRAINING_FIELDS and key not in LEGACY_STAMP_FIELDS and key != "verified"}
+            if key not in TRAINING_FIELDS and key not in STAMP_KEYS and key not in ("verified", "training")}
     return {**kept, "training": training,
             "verified": {**check, "note": "test_accuracy and this entry's stamp are this re-measurement's: "
                                           "the training run predates the provenance stamps"},

@@ -16,6 +16,8 @@ def test_a_legacy_entry_takes_the_verification_as_its_stamp():
     assert out["training"] == {"train_seconds": 9.0, "machine": "m", "date": "then", "results_committed_in": "old"}
     assert out["verified"]["agrees"] and out["verified"]["checkpoint_sha256"] == "sha"
     assert out["command"] == "neurotomy train x" and out["test_accuracy"] == 0.75
+    again = zoo.verified_entry(out, {"accuracy": 0.75, "n": 4}, "sha", {**STAMP, "git_commit": "newer"})
+    assert again["git_commit"] == "newer" and again["training"] == out["training"]  # the last check is the stamp
 
 
 def test_a_stamped_entry_keeps_its_training_stamp_and_a_disagreement_is_reported():
