@@ -24,6 +24,8 @@ Three stages, each resumable, all writing ``vit.json`` (atomically, after every 
   model alone in fresh processes instead (one per model per round, alternating; a seeded random batch,
   as a ViT's latency does not depend on the pixels): its runs go to ``isolated_timing_runs`` and
   ``speedup_batch64_isolated``, beside — never instead of — the in-process figures above.
+  ``--archive-timing LABEL`` moves all of them under ``timing_history[LABEL]`` first, for when the timed
+  code changed (the ViT's attention took PyTorch's fused kernel in fb87ba2).
 
 The baseline is torch-pruning's ``MetaPruner`` as in its ``examples/transformers/prune_timm_vit.py``:
 ``GroupTaylorImportance`` (gradients of the cross-entropy on the same ``--score-images`` training
@@ -507,6 +509,34 @@ def isolated_timing_stage(model, test, args, results: dict, save) -> bool:
     return True
 
 
+# A record's speed figures, written by the timing stages from their runs.
+TIMING_FIELDS = ("speedup_batch64", "speedup_batch64_runs", "speedup_batch64_min", "latency_batch64_ms",
+                 "latency_batch64_min_ms", "speedup_over_macs_ratio", "speedup_meets_target",
+                 "speedup_batch64_isolated", "speedup_batch64_isolated_runs", "latency_batch64_isolated_ms",
+                 "speedup_isolated_over_macs_ratio", "speedup_batch64_isolated_by_env")
+
+
+def archive_timing(results: dict, label: str) -> dict:
+    """Move every timing run, and each record's speed figures, under ``timing_history[label]``: for when
+    the timed code itself changed (the ViT's attention kernel), so that the medians never mix two
+    implementations; the next timing runs start afresh, and nothing measured is dropped.
+
+    >>> results = {"records": [{"key": "a", "speedup_batch64": 1.5, "acc_pruned": 0.9}], "timing_runs": [{"x": 1}]}
+    >>> archived = archive_timing(results, "explicit attention")
+    >>> results["records"], archived["timing_history"]["explicit attention"]["records"]
+    ([{'key': 'a', 'acc_pruned': 0.9}], {'a': {'speedup_batch64': 1.5}})
+    """
+    history = results.setdefault("timing_history", {})
+    if label in history:
+        raise NeurotomyError(f"timing_history already holds {label!r}: give --archive-timing another label")
+    history[label] = {
+        "timing": results.pop("timing", None),
+        "timing_runs": results.pop("timing_runs", []),
+        "isolated_timing_runs": results.pop("isolated_timing_runs", []),
+        "records": {r["key"]: {f: r.pop(f) for f in TIMING_FIELDS if f in r} for r in results.get("records", [])}}
+    return results
+
+
 def env_label(env: dict[str, str]) -> str:
     """``default``, or the children's extra variables as ``KEY=VALUE …`` (sorted)."""
     return " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "default"
@@ -804,6 +834,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--child-env", nargs="*", default=[], metavar="KEY=VALUE",
                         help="isolated timing: extra environment of every child (e.g. MALLOC_TRIM_THRESHOLD_=4000000000)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--archive-timing", metavar="LABEL", default=None,
+                        help="first move every timing run and speed figure under timing_history[LABEL] (when the "
+                             "timed code changed, e.g. 'explicit attention (before fb87ba2)'), then time afresh")
     parser.add_argument("--wait-quiet", type=float, default=600, help="seconds to wait for a quiet machine")
     parser.add_argument("--allow-busy", action="store_true", help="time a busy machine anyway (load recorded)")
     parser.add_argument("--device", default="cpu", help="device for fine-tuning and evaluation (timing is CPU)")
@@ -875,6 +908,8 @@ def main(argv=None) -> None:
                                  f"{changed[2]!r}; give another --out, or the settings of that run")
     if args.repeat_runs:
         results["seed_repeats"] = read_repeats(args.repeat_runs, settings)
+    if args.archive_timing:
+        archive_timing(results, args.archive_timing)
     if "acc_original" not in results:
         results["acc_original"] = evaluate(model, test, quiet=True, device=args.device)["accuracy"]
         model.cpu()
