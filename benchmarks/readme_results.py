@@ -611,7 +611,7 @@ def vit_bullet(vit: dict) -> str:
                    if k.startswith("ours:") and k.endswith("@0.5")]
         timed += (f" Each model alone in fresh processes — {'; '.join(parts)} (in one process with the others the "
                   f"original {num(timing['original_median_ms'], 0)} ms; ours at −50 % runs "
-                  f"{span(ours_ms, digits(0))} ms in every setting: what moves is the original's time).")
+                  f"{span(ours_ms, digits(0))} ms across all these settings).")
     timed += vit_rounding(vit) + vit_timing_history(vit)
     return (f"- ViT pruning (`benchmarks/results/vit.json`, `zoo:vit-tiny-fmnist` {pct(vit['acc_original'], 2)}, "
             f"{thousands(vit['test_images'])} test images, {vit['finetune']['epochs']} fine-tune epochs, the same "

@@ -18,8 +18,11 @@ A fresh process is not free of its own bias: with glibc's default allocator the 
 82–91 ms alone (median of 5 processes, two runs; its larger activations are mapped and trimmed back to
 the system on every call, page faults each time) and 69 ms once ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` kept the memory (64–70 ms in one process with the other models), while the
-model pruned by half ran 40–49 ms in every setting (benchmarks/results/vit.json). ``env`` sets such
-variables for the children, so a benchmark can show how much of a speed-up is the allocator's.
+model pruned by half ran 40–49 ms in every setting. Those figures were taken while the ViT formed its
+attention matrices explicitly, large allocations of their own; with PyTorch's fused attention (since
+fb87ba2) the original runs 72–73 ms alone with either allocator setting, 69–70 ms in one process, and the
+half model 42–47 ms (benchmarks/results/vit.json, ``timing_history`` for the earlier figures). ``env``
+sets such variables for the children, so a benchmark can show how much of a speed-up is the allocator's.
 
 Example:
     >>> from neurotomy.jobs.isolated_timing import isolated_latency
