@@ -60,8 +60,9 @@ class Attention(nn.Module):
 
     def fused(self) -> bool:
         """Whether this call may take PyTorch's fused attention (one kernel, where the explicit path
-        copies, scales and soft-maxes the attention matrix apart: the zoo ViT ran about 25 % faster at
-        batch 64 on one CPU thread). Only when nothing can miss what it skips: no gradient recorded
+        copies, scales and soft-maxes the attention matrix apart: alone in a fresh process, a batch of
+        64 through the zoo ViT took 72–73 ms on one CPU thread instead of 82–91 ms; benchmarks/results/
+        vit.json and its timing_history). Only when nothing can miss what it skips: no gradient recorded
         (torch-pruning traces the autograd graph, attributions differentiate the probabilities), and
         ``attn_probe`` and ``head_gate`` plain identities that no hook (theirs or a global one) watches.
 
