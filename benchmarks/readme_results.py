@@ -708,6 +708,22 @@ def budget_bullet(pb: dict) -> str:
             + iterative_sentence(pb))
 
 
+def recipes_sentence(recipes: dict[str, dict]) -> str:
+    """The budget benchmark's other fine-tune recipes (``pruning_budget_recipes/NAME``): per recipe and MACs
+    target, ours and torch-pruning's best after the fine-tune, and the accuracy lost."""
+    parts = []
+    for name, pb in recipes.items():
+        ft = pb["settings"]["finetune"]
+        recipe = f"lr {ft['lr']:g}" + (", distilled from the unpruned model" if ft.get("distill") else "")
+        for t, e in pb["summary"]["macs_targets"].items():
+            a, b = e["ours_best"], e["tp_best"]
+            if a and b:
+                parts.append(f"`{name}` ({recipe}) at {cut(float(t))} MACs: ours {pct(a['acc_finetuned'], 2)} "
+                             f"(−{num(e['ours_loss_pts'])} pt), torch-pruning {pct(b['acc_finetuned'], 2)}")
+    return (" The same cuts after other fine-tune recipes, the same for both (`benchmarks/results/"
+            "pruning_budget_recipes/`): " + "; ".join(parts) + ".") if parts else ""
+
+
 def iterative_sentence(pb: dict) -> str:
     """Iterative cuts (``/stepsN`` keys) against the one-shot cut of the same criterion and target, after
     as many epochs in all."""
@@ -1001,7 +1017,11 @@ def wrap(text: str, width: int = 100) -> str:
 
 def load_results(results: Path = RESULTS) -> dict:
     present = [name for name in OPTIONAL if (results / f"{name}.json").exists()]
-    return {name: json.loads((results / f"{name}.json").read_text()) for name in (*FILES, *present)}
+    loaded = {name: json.loads((results / f"{name}.json").read_text()) for name in (*FILES, *present)}
+    # the budget benchmark rerun with other fine-tune recipes (--out pruning_budget_recipes/NAME)
+    loaded["pruning_budget_recipes"] = {path.parent.name: json.loads(path.read_text()) for path in
+                                        sorted(results.glob("pruning_budget_recipes/*/pruning_budget.json"))}
+    return loaded
 
 
 def generate(results: Path = RESULTS) -> str:
@@ -1016,7 +1036,8 @@ def generate(results: Path = RESULTS) -> str:
         layer_bullet(r["layer_dynamics"]), explanation_bullet(r["explanations"]), classes_bullet(r["classes"]),
         *([depth_subsets_bullet(r["classes"])] if r["classes"].get("subsets_by_depth_summary") else []),
         gradmask_bullet(r["grad_mask"]), subspaces_bullet(r["subspaces"]),
-        *([budget_bullet(r["pruning_budget"])] if "pruning_budget" in r else []),
+        *([budget_bullet(r["pruning_budget"]) + recipes_sentence(r["pruning_budget_recipes"])]
+          if "pruning_budget" in r else []),
         *([vit_bullet(r["vit"])] if "vit" in r else []), scale_bullet(r["scale"]),
         demo_bullet(r["dissect_demo"]), "",
         *claims(r), END]))

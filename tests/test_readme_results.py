@@ -75,3 +75,18 @@ def test_layer_pruning_is_reported_only_at_block_counts_with_every_random_draw(r
     row_line = next(line for line in block.splitlines() if line.startswith("| removing blocks by modularity"))
     assert "VGG-16: held at 1 of 1 block counts (1)" in row_line and "not measured on" in row_line
     assert row_line.endswith("| in part (partial run) |")  # held where measured, but not on every model
+
+
+def test_a_recipe_run_is_stated_with_its_own_figures(readme_results, tmp_path):
+    """pruning_budget_recipes/NAME: its fine-tune recipe and, per MACs target, both methods' accuracies."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.html"))
+    recipe = json.loads((results / "pruning_budget_recipes" / "distill" / "pruning_budget.json").read_text())
+    recipe["settings"]["finetune"]["lr"] = 0.02
+    recipe["summary"]["macs_targets"]["0.85"]["ours_best"]["acc_finetuned"] = 0.9321
+    recipe["summary"]["macs_targets"]["0.85"]["ours_loss_pts"] = 1.44
+    (results / "pruning_budget_recipes" / "lr0.02").mkdir()
+    (results / "pruning_budget_recipes" / "lr0.02" / "pruning_budget.json").write_text(json.dumps(recipe))
+    sentence = readme_results.recipes_sentence(readme_results.load_results(results)["pruning_budget_recipes"])
+    assert "`lr0.02` (lr 0.02, distilled from the unpruned model) at −85 % MACs: ours 93.21 % (−1.44 pt)" in sentence
+    assert readme_results.recipes_sentence({}) == ""
