@@ -132,7 +132,8 @@ def main() -> None:
               f"flagged {result['plateau'][name]['blocks_flagged']}", flush=True)
         if not args.curves_only:
             prune_by_counts(result, out, model, name, sha, curve, removable, acc_original, train, test, args)
-    result["summary"] = {name: summarize(result["layer_pruning"], name, args.stop_drop) for name in result["curve"]}
+    result["summary"] = {name: summarize(result["layer_pruning"], name, args.stop_drop, args.draws)
+                         for name in result["curve"]}
     result["provenance"] = {**result.get("provenance", {}), "run": end_stamp(run)}
     save(result, out)
     plot(result, out.with_suffix(".png"))
@@ -294,7 +295,8 @@ def prune_by_counts(result, out, model, name, sha, curve, removable, acc_origina
                 record.update(cut_and_tune(model, blocks, seed, macs0, train, test, args))
             result["layer_pruning"].append({**record, **end_stamp(stamp)})
             # the summary follows the records, so a run stopped part-way leaves a file that agrees with itself
-            result["summary"] = {n: summarize(result["layer_pruning"], n, args.stop_drop) for n in result["curve"]}
+            result["summary"] = {n: summarize(result["layer_pruning"], n, args.stop_drop, args.draws)
+                                 for n in result["curve"]}
             save(result, out)
             print(f"  {count} × {method:>10} (seed {seed}): remove {blocks} MACs −{record['macs_reduction']:.1%} "
                   f"cut {record['acc_pruned']:.4f} recal {record['acc_recalibrated']:.4f} "
@@ -342,8 +344,9 @@ def all_dropped(records: list[dict], name: str, count: int, original: float, dro
     return 100 * (original - best) > drop_pt
 
 
-def summarize(records: list[dict], name: str, drop_pt: float) -> dict:
-    """Per block count: modularity, last and CKA against the random draws; and the verdict."""
+def summarize(records: list[dict], name: str, drop_pt: float, min_draws: int = 5) -> dict:
+    """Per block count: modularity, last and CKA against the random draws; and the verdict, over the
+    counts with ``min_draws`` draws (a count whose draws are still running is listed, not judged)."""
     rows = []
     for count in sorted({r["blocks_count"] for r in records if r["model"] == name}):
         acc = accuracies(records, name, count)
@@ -361,12 +364,13 @@ def summarize(records: list[dict], name: str, drop_pt: float) -> dict:
                      "modularity_beats_random": mod > max(draws),
                      # a lead over last within one random sd is fine-tuning noise
                      "modularity_beats_last": acc["last"] != [] and sd is not None and mod - acc["last"][0] > sd})
-    beats_random = [r["blocks_count"] for r in rows if r["modularity_beats_random"]]
-    beats_last = [r["blocks_count"] for r in rows if r["modularity_beats_last"]]
-    counts = [r["blocks_count"] for r in rows]
+    judged = [r for r in rows if r["random_draws"] >= min_draws]
+    beats_random = [r["blocks_count"] for r in judged if r["modularity_beats_random"]]
+    beats_last = [r["blocks_count"] for r in judged if r["modularity_beats_last"]]
+    counts = [r["blocks_count"] for r in judged]
     verdict = (f"at {len(counts)} block counts {counts}: the modularity choice is above every random draw at "
                f"{beats_random or 'none'} and ahead of the last blocks by more than one random sd at "
-               f"{beats_last or 'none'}") if rows else "no complete block count yet"
+               f"{beats_last or 'none'}") if judged else f"no block count with {min_draws} random draws yet"
     return {"rows": rows, "beats_random_at": beats_random, "beats_last_at": beats_last, "verdict": verdict,
             "stop_drop_pt": drop_pt}
 
