@@ -27,10 +27,11 @@ e.g. ``ours/l1/uniform/macs0.85/rec``):
 
 The same fine-tune for every record: ``neurotomy.recover.finetune`` with PruneJob's arguments (SGD with
 Nesterov momentum 0.9, weight decay 5e-4, batch 128, cosine from ``--finetune-lr`` 0.01, seed; with
-``--distill``, KL at T 4 weight 0.5 from the unpruned model), one ``--finetune-epochs`` (3) run on the
-full training set, test accuracy after every epoch (``acc_by_epoch``; ``acc_finetuned`` after the last).
-It runs outside the job only to read accuracy between epochs; unlike ``neurotomy prune`` it keeps the
-fine-tuned model even when fine-tuning lowered accuracy (a benchmark reports what the recipe did).
+``--distill``, KL at T ``--distill-temperature`` (4), weight ``--distill-alpha`` (0.5), from the unpruned
+model), one ``--finetune-epochs`` (3) run on the full training set, test accuracy after every epoch
+(``acc_by_epoch``; ``acc_finetuned`` after the last). It runs outside the job only to read accuracy
+between epochs; unlike ``neurotomy prune`` it keeps the fine-tuned model even when fine-tuning lowered
+accuracy (a benchmark reports what the recipe did).
 
 Iterative cuts (``--steps N``, MACs targets only): ours reaches the target in N equal steps
 (``neurotomy.jobs.schedules.prune_iteratively``: re-scored and BN-recalibrated before each next step),
@@ -614,7 +615,8 @@ class Budget:
         teacher = copy.deepcopy(self.model).eval() if a.distill else None
         start = time.perf_counter()
         history = finetune(pruned, self.train, epochs, lr=a.finetune_lr, seed=a.seed, teacher=teacher,
-                           quiet=a.quiet, on_epoch_end=after_epoch)
+                           quiet=a.quiet, on_epoch_end=after_epoch, distill_temperature=a.distill_temperature,
+                           distill_alpha=a.distill_alpha)
         pruned.eval()
         return {"acc_by_epoch": accuracy, "acc_finetuned": accuracy[str(epochs)],
                 "finetune_epochs": epochs, "finetune_seconds": time.perf_counter() - start,
@@ -802,6 +804,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune-between", type=int, default=0, help="fine-tune epochs after each iterative step "
                         "but the last, taken out of --finetune-epochs (the total stays the same for every record)")
     parser.add_argument("--distill", action="store_true", help="fine-tune with distillation from the unpruned model")
+    parser.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature of --distill")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the soft loss in --distill")
     parser.add_argument("--recalibrate-images", type=int, default=4096)
     parser.add_argument("--reconstruct-images", type=int, default=2048)
     parser.add_argument("--tp-taylor-images", type=int, default=640)
@@ -872,7 +876,8 @@ def settings_of(args, train, test) -> dict:
             "finetune": {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "distill": args.distill,
                          "optimizer": "SGD, Nesterov momentum 0.9, weight decay 5e-4", "batch": 128,
                          "schedule": "cosine, one run, test accuracy after every epoch",
-                         "teacher": "the unpruned model (KL at T 4, weight 0.5)" if args.distill else None,
+                         "teacher": (f"the unpruned model (KL at T {args.distill_temperature:g}, "
+                                     f"weight {args.distill_alpha:g})") if args.distill else None,
                          "same_for_all": True}}
 
 

@@ -1,7 +1,9 @@
+import pytest
 import torch
 from torch import nn
 
 from neurotomy.data import load_dataset
+from neurotomy.errors import OptionError
 from neurotomy.models import build_model
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.train import evaluate
@@ -36,3 +38,28 @@ def test_recalibration_repairs_wrong_statistics():
     repaired = evaluate(model, test, quiet=True)["accuracy"]
     assert broken < good - 0.2
     assert repaired > good - 0.03
+
+
+def _distilled(temperature: float, alpha: float, teacher: bool = True) -> list[torch.Tensor]:
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    teacher_model = build_model("vgg11_bn", 1, 10, 8).eval()
+    torch.manual_seed(1)
+    student = build_model("vgg11_bn", 1, 10, 8)
+    finetune(student, data, epochs=1, lr=0.05, batch_size=64, quiet=True, max_images=256,
+             teacher=teacher_model if teacher else None, distill_temperature=temperature, distill_alpha=alpha)
+    return [p.detach().clone() for p in student.parameters()]
+
+
+def test_distillation_weight_and_temperature_reach_the_loss():
+    # alpha 0 leaves only the hard-label loss: the same steps as no teacher at all
+    for a, b in zip(_distilled(4.0, 0.0), _distilled(4.0, 0.5, teacher=False)):
+        torch.testing.assert_close(a, b)
+    # with the soft loss weighted in, the temperature changes the steps taken
+    t2, t8 = _distilled(2.0, 0.9), _distilled(8.0, 0.9)
+    assert max((a - b).abs().max().item() for a, b in zip(t2, t8)) > 1e-4
+
+
+def test_distillation_temperature_must_be_positive():
+    with pytest.raises(OptionError, match="distill_temperature"):
+        _distilled(0.0, 0.5)

@@ -64,15 +64,23 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
 def finetune(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.01, batch_size: int = 128,
              seed: int = 0, teacher: nn.Module | None = None, quiet: bool = False,
              max_images: int | None = None, on_epoch_end=None, state: RunState | None = None,
-             state_key: str = "finetune") -> list[dict]:
+             state_key: str = "finetune", distill_temperature: float = 4.0,
+             distill_alpha: float = 0.5) -> list[dict]:
     """Fine-tune in place with SGD + cosine decay from ``lr``; with ``teacher``, distil from it
-    (Hinton et al. 2015: KL at temperature 4, weight 0.5, plus the hard-label loss). With ``state``,
-    each epoch is saved under ``state_key`` and an interrupted fine-tune continues from it."""
+    (Hinton et al. 2015: KL at ``distill_temperature``, weight ``distill_alpha``, plus the hard-label
+    loss at weight 1 − ``distill_alpha``). With ``state``, each epoch is saved under ``state_key`` and
+    an interrupted fine-tune continues from it.
+
+    Example::
+
+        finetune(pruned, train, epochs=3, teacher=original, distill_temperature=2.0)
+    """
     epochs = validate.non_negative_int(epochs, "epochs")
     lr = validate.positive_float(lr, "lr")
     if epochs == 0:
         return []
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="cosine",
-                         quiet=quiet, max_images=max_images)
+                         quiet=quiet, max_images=max_images, distill_temperature=distill_temperature,
+                         distill_alpha=distill_alpha)
     return fit(model, data, config, teacher=teacher, on_epoch_end=on_epoch_end, description="fine-tune",
                state=state, state_key=state_key)
