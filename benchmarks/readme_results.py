@@ -713,11 +713,11 @@ def recipes_sentence(recipes: dict[str, dict]) -> str:
     parts = []
     for name, pb in recipes.items():
         ft = pb["settings"]["finetune"]
-        recipe = f"lr {ft['lr']:g}" + (", distilled from the unpruned model" if ft.get("distill") else "")
+        recipe = f"lr {ft['lr']:g}" + (f", distilled from {ft['teacher']}" if ft.get("distill") else "")
         for t, e in pb["summary"]["macs_targets"].items():
             a, b = e["ours_best"], e["tp_best"]
             if a and b:
-                parts.append(f"`{name}` ({recipe}) at {cut(float(t))} MACs: ours {pct(a['acc_finetuned'], 2)} "
+                parts.append(f"`{name}` at {cut(float(t))} MACs, {recipe}: ours {pct(a['acc_finetuned'], 2)} "
                              f"(−{num(e['ours_loss_pts'])} pt), torch-pruning {pct(b['acc_finetuned'], 2)}")
     return (" The same cuts after other fine-tune recipes, the same for both (`benchmarks/results/"
             "pruning_budget_recipes/`): " + "; ".join(parts) + ".") if parts else ""

@@ -88,5 +88,6 @@ def test_a_recipe_run_is_stated_with_its_own_figures(readme_results, tmp_path):
     (results / "pruning_budget_recipes" / "lr0.02").mkdir()
     (results / "pruning_budget_recipes" / "lr0.02" / "pruning_budget.json").write_text(json.dumps(recipe))
     sentence = readme_results.recipes_sentence(readme_results.load_results(results)["pruning_budget_recipes"])
-    assert "`lr0.02` (lr 0.02, distilled from the unpruned model) at −85 % MACs: ours 93.21 % (−1.44 pt)" in sentence
+    assert ("`lr0.02` at −85 % MACs, lr 0.02, distilled from the unpruned model (KL at T 4, weight 0.5): "
+            "ours 93.21 % (−1.44 pt)") in sentence
     assert readme_results.recipes_sentence({}) == ""
