@@ -1,8 +1,10 @@
 import copy
+import warnings
 
 import pytest
 import torch
 
+from neurotomy.errors import NeurotomyWarning
 from neurotomy.explain.metrics import MetricError, agreement, model_agreement, random_map
 
 from .conftest import gradient_map
@@ -44,3 +46,17 @@ def test_mismatches_are_errors():
         agreement(maps, maps, [0, 1, 2])
     with pytest.raises(MetricError, match="cannot be compared"):
         agreement(maps, maps[:, :4], [0, 1, 2, 3])
+
+
+def test_flat_maps_are_counted_and_warned_about():
+    """Two flat maps agree 'perfectly' by definition; the record counts them and a warning says it is
+    no evidence (a model whose output ignores its input gives all-zero gradient maps)."""
+    varied = torch.rand(3, 6, 6)
+    flat = varied.clone()
+    flat[1] = 0.0
+    with pytest.warns(NeurotomyWarning, match="1 and 0 of the 3 maps"):
+        record = agreement(flat, varied, targets=[0, 1, 2])
+    assert record["constant_maps"] == [1, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert agreement(varied, varied, targets=[0, 1, 2])["constant_maps"] == [0, 0]

@@ -12,9 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
+from neurotomy.errors import NeurotomyWarning
 from neurotomy.explain.metrics.checks import (Explainer, MetricError, Targets, check_inputs, check_targets,
                                               explain, resolve_targets)
 from neurotomy.explain.metrics.similarity import spearman, top_iou
@@ -24,9 +27,11 @@ from neurotomy.models.anatomy import eval_mode
 def agreement(maps_a: torch.Tensor, maps_b: torch.Tensor, targets: Targets, top: float = 0.1) -> dict:
     """Compare two batches of maps (``B × H × W``) of the same inputs and ``targets``.
 
-    Returns ``{"spearman", "iou", "top", "n", "per_class": {class: {"spearman", "iou", "n"}}}``;
-    values are means over images. Pixels rank by the map values as given (pass ``.abs()`` to rank by
-    magnitude).
+    Returns ``{"spearman", "iou", "top", "n", "constant_maps", "per_class": {class: {"spearman", "iou",
+    "n"}}}``; values are means over images. Pixels rank by the map values as given (pass ``.abs()`` to
+    rank by magnitude). ``constant_maps`` counts the flat maps of each batch ``[a, b]``: two flat maps
+    agree perfectly by definition, which says nothing about reasons (a model whose output ignores its
+    input explains nothing), so any flat map is also a :class:`~neurotomy.errors.NeurotomyWarning`.
     """
     if not isinstance(maps_a, torch.Tensor) or not isinstance(maps_b, torch.Tensor) \
             or maps_a.shape != maps_b.shape or maps_a.dim() != 3:
@@ -34,6 +39,11 @@ def agreement(maps_a: torch.Tensor, maps_b: torch.Tensor, targets: Targets, top:
         raise MetricError(f"maps of shapes {shapes[0]} and {shapes[1]} cannot be compared; give two batches "
                           "B×H×W of the same inputs")
     targets = check_targets(targets, maps_a.shape[0])
+    constant = [int((m.flatten(1).amax(1) == m.flatten(1).amin(1)).sum()) for m in (maps_a, maps_b)]
+    if any(constant):
+        warnings.warn(f"{constant[0]} and {constant[1]} of the {len(targets)} maps of the two models are constant "
+                      "(no pixel ranks above another): their agreement is no evidence of shared reasons — check "
+                      "that both models' outputs depend on the input", NeurotomyWarning, stacklevel=2)
     rho = spearman(maps_a, maps_b)
     iou = top_iou(maps_a, maps_b, top)
     per_class = {}
@@ -42,7 +52,7 @@ def agreement(maps_a: torch.Tensor, maps_b: torch.Tensor, targets: Targets, top:
         per_class[int(cls)] = {"spearman": float(rho[chosen].mean()), "iou": float(iou[chosen].mean()),
                                "n": int(chosen.sum())}
     return {"spearman": float(rho.mean()), "iou": float(iou.mean()), "top": float(top),
-            "n": int(len(targets)), "per_class": per_class}
+            "n": int(len(targets)), "constant_maps": constant, "per_class": per_class}
 
 
 def model_agreement(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor, explainer: Explainer,
