@@ -9,6 +9,7 @@ import pytest
 from neurotomy.checkpoint import ModelMeta, read_meta
 from neurotomy.cli import main
 from neurotomy.data import load_dataset
+from neurotomy.errors import NeurotomyWarning
 from neurotomy.loading import load_model
 from tests.data.conftest import DIGIT_NAMES, digits_28, write_idx_set
 
@@ -108,3 +109,51 @@ def test_old_checkpoints_without_a_recorded_root_still_load():
     assert meta.dataset_root is None and meta.dataset_options == {}
     shipped = load_model("zoo:lenet5-digits").neurotomy_meta  # written before the fields existed
     assert shipped.dataset == "digits" and shipped.dataset_root is None
+
+
+def test_a_trained_model_is_measured_with_its_own_normalisation_and_a_balanced_cap(rgb_folder, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "colours.safetensors"
+    assert main(["train", "lenet5", "--data", f"image-folder:{rgb_folder}", "--input-size", "16", "--epochs", "2",
+                 "--batch-size", "4", "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    # the same test images beside a train/ of blue images only: other statistics, the same numbers
+    blue = tmp_path / "blue"
+    shutil.copytree(rgb_folder / "test", blue / "test")
+    for name in ("blue", "red"):
+        shutil.copytree(rgb_folder / "train" / "blue", blue / "train" / name)
+    runs, said = {}, []
+    for folder in (rgb_folder, blue):
+        assert main(["evaluate", str(model), "--data", f"image-folder:{folder}", "--input-size", "16", "--json",
+                     "--quiet"]) == 0
+        out = capsys.readouterr()
+        runs[folder], said = json.loads(out.out), said + out.err.splitlines()
+    assert runs[blue] == runs[rgb_folder], said
+    assert len(said) == 1 and said[0].startswith("neurotomy: warning: the data differs")
+    assert "normalisation mean" in said[0]
+    assert said[0].endswith("the images are normalised with the model's own mean and std, as it was trained")
+    # --max-images: a class-balanced draw, not the first images of a class-sorted folder
+    assert main(["evaluate", str(model), "--max-images", "4", "--json", "--quiet"]) == 0
+    capped = json.loads(capsys.readouterr().out)
+    assert capped["n"] == 4 and [sum(row) for row in capped["confusion"]] == [2, 2]
+
+
+def test_a_flat_folder_trains_on_part_and_tests_on_the_rest(grey_folder, tmp_path, capsys):
+    model = tmp_path / "grey.safetensors"
+    with pytest.warns(NeurotomyWarning) as said:
+        assert main(["train", "lenet5", "--data", f"image-folder:{grey_folder}", "--input-size", "12", "--epochs",
+                     "1", "--out", str(model), "--quiet"]) == 0
+    assert [str(w.message) for w in said] == [
+        f"{grey_folder.resolve()} has no train/ and test/ folders: 3 of its 12 images (20% of each class, fixed seed "
+        "0) are held out as its test split, the rest train"]
+    assert read_meta(model).metrics["test"]["n"] == 3
+
+
+def test_a_corrupt_image_is_one_line_and_status_2(rgb_folder, capsys):
+    (rgb_folder / "test" / "red" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert main(["train", "lenet5", "--data", f"image-folder:{rgb_folder}", "--input-size", "8", "--epochs", "1",
+                 "--out", str(rgb_folder / "m.safetensors"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"neurotomy: error: {rgb_folder.resolve() / 'test' / 'red' / '2.png'}: "
+                                               "not a readable image (") and "remove or replace the file" in err[0]

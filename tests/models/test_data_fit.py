@@ -8,7 +8,8 @@ from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import Normalization, TensorImageDataset, load_dataset
 from neurotomy.errors import DataError
 from neurotomy.models import build_model
-from neurotomy.models.data_fit import NORMALIZATION_TOLERANCE, check_data_fits, training_data_of
+from neurotomy.models.data_fit import (NORMALIZATION_TOLERANCE, check_data_fits, dataset_for_model,
+                                      normalized_as_trained, training_data_of)
 
 
 def _data(channels=1, size=8, classes=10, mean=0.3, name="mine"):
@@ -56,3 +57,16 @@ def test_a_class_module_counts_its_own_two_classes():
     model = _model()
     model.neurotomy_meta.classes = ["not 3", "3"]  # what cut_class_module records
     assert training_data_of(model).num_classes == 2
+
+
+def test_a_trained_model_sees_any_data_with_its_own_normalisation():
+    model = _model(meta_dataset="digits", mean=0.5)
+    data = load_dataset("digits", split="test")
+    assert normalized_as_trained(model, data).normalization == Normalization((0.5,), (0.4,))
+    assert dataset_for_model(model, "test").normalization == Normalization((0.5,), (0.4,))
+    assert dataset_for_model(model, "test", as_trained=False).normalization == data.normalization
+    fresh = build_model("lenet5", 1, 10, 8)  # records no normalisation: the data keeps its own
+    assert normalized_as_trained(fresh, data) is data
+    colour = _model(mean=0.5)
+    colour.neurotomy_meta.normalization = {"mean": [0.5] * 3, "std": [0.4] * 3}  # another channel count: left
+    assert normalized_as_trained(colour, data) is data  # to check_data_fits's error

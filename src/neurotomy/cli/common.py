@@ -14,15 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from torch import nn
-
 from neurotomy import validate
 from neurotomy.data import dataset_specs
 from neurotomy.device import device_spec, place
 from neurotomy.data.sources import parse_class_names
 from neurotomy.distributed import is_main_process
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.data_fit import check_data_fits, dataset_for_model
+from neurotomy.models.data_fit import fitted_dataset
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -214,13 +212,13 @@ def data_for(model, args, split: str):
     """One split of ``--data`` from ``--root`` (default: the model's own dataset, as its checkpoint records
     it: :func:`~neurotomy.models.data_fit.dataset_for_model`; said on stderr unless ``--quiet``), checked by
     :func:`~neurotomy.models.data_fit.check_data_fits`: differences are one warning line on stderr
-    (even with ``--quiet``), a class or channel count mismatch is a one-line error."""
+    (even with ``--quiet``), a class or channel count mismatch is a one-line error; a trained model sees the
+    images normalised as it was trained (:func:`~neurotomy.models.data_fit.fitted_dataset`)."""
     given = getattr(args, "data", None)
-    data = dataset_for_model(model, split, given, getattr(args, "root", None), **dataset_options(args))
+    data, differences = fitted_dataset(model, split, given, getattr(args, "root", None), **dataset_options(args))
     if not given and not getattr(args, "quiet", False):
         root = f" from {data.root}" if getattr(data, "root", None) and data.root not in data.name else ""
         _say_once(args, f"neurotomy: no --data given; using the model's own dataset {data.name}{root}")
-    differences = check_data_fits(model, data) if isinstance(model, nn.Module) else []
     if differences:
         _say_once(args, "neurotomy: warning: the data differs from the model's training data: " + "; ".join(differences))
     return data

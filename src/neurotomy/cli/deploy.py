@@ -20,7 +20,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--root", type=Checked(validate.existing_dir), help="directory of the dataset files")
     add_dataset_options(p)
     p.add_argument("--max-images", type=POSITIVE, default=None,
-                   help="measure accuracy on at most this many test images")
+                   help="measure accuracy on at most this many test images (a class-balanced draw seeded by --seed)")
     p.add_argument("--out", required=True, type=OUT_DIR,
                    help="directory to write model.onnx, model.int8.onnx and deploy.json into (all or nothing)")
     p.add_argument("--int8", action="store_true",
@@ -44,10 +44,12 @@ def add_parsers(sub) -> None:
 
 
 def cmd_deploy(args) -> None:
+    from neurotomy.data.subsets import balanced_subset
     from neurotomy.jobs.deploy import deploy
 
     model = load_model_arg(args)
-    train, test = data_for(model, args, "train"), data_for(model, args, "test")
+    train = data_for(model, args, "train")
+    test = balanced_subset(data_for(model, args, "test"), args.max_images, args.seed)  # not the first N
     record = deploy(model, args.out, train, test, label=args.model, int8=args.int8,
                     calibration_images=args.calibration_images, threads=args.threads,
                     latency_batch=args.latency_batch, max_drop=args.max_drop, reason_images=args.reason_images,

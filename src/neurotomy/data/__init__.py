@@ -8,8 +8,9 @@ Sources (a :class:`~neurotomy.registry.Registry`, :data:`DATASET_SOURCES`; see :
     ``idx:PATH``           any IDX set (``train-``/``t10k-`` or ``test-`` images and labels files); class
                            names from ``PATH/classes.txt`` or ``class_names=``; normalisation measured
                            on its training images.
-    ``image-folder:PATH``  one sub-folder per class (``PATH/train``, ``PATH/test`` or ``PATH`` itself);
-                           grey or RGB detected, ``input_size=N`` resizes and centre-crops.
+    ``image-folder:PATH``  one sub-folder per class (``PATH/train`` and ``PATH/test``, or ``PATH`` itself,
+                           of which a fixed 20 % of each class is the test split); grey or RGB detected,
+                           ``input_size=N`` resizes and centre-crops.
     ``torchvision:NAME``   a torchvision dataset already under ``root`` (never downloads).
 
 Every dataset offers ``len``, ``data[i] → (image, label)``, ``targets``, ``classes``,

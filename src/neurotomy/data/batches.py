@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from neurotomy.data.tensor_dataset import TensorImageDataset
+from neurotomy.errors import DataError
 
 _defaults = {"workers": 0}
 
@@ -94,8 +95,26 @@ def iterate_batches(
         return
     workers = _defaults["workers"] if workers is None else workers
     loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=workers)
-    for images, targets in loader:
-        yield images, torch.as_tensor(targets)
+    try:
+        for images, targets in loader:
+            yield images, torch.as_tensor(targets)
+    except DataError as exc:  # from a worker process, torch wraps the message in the worker's traceback
+        raise DataError(worker_error_message(str(exc))) from None
+
+
+def worker_error_message(message: str) -> str:
+    """A :class:`DataError`'s own message out of the text a DataLoader worker re-raises it with (the
+    worker's whole traceback); any other message as it is.
+
+    Example:
+        >>> worker_error_message("Caught DataError in DataLoader worker process 0.\\nOriginal Traceback ...\\n"
+        ...                      "neurotomy.errors.DataError: a.png: not a readable image\\n")
+        'a.png: not a readable image'
+    """
+    if not message.startswith("Caught DataError"):
+        return message
+    lines = [line for line in message.splitlines() if "DataError: " in line]
+    return lines[-1].split("DataError: ", 1)[1].strip() if lines else message
 
 
 def num_batches(dataset: Dataset, batch_size: int, max_images: int | None = None) -> int:

@@ -11,6 +11,7 @@ folder, a torchvision dataset) it offers the same things:
 ``data.normalization``  the per-channel mean/std the images were normalised with
 ``data.name``       the name :func:`~neurotomy.data.load_dataset` reloads it by (paths absolute)
 ``data.subset(i)``  the images at indices ``i``, as a dataset of the same kind
+``data.with_normalization(n)``  the same images normalised with ``n`` (a trained model's own)
 ==================  ==================================================================================
 
 and, optionally, ``root`` (the absolute directory it was read from, or None for built-in data),
@@ -57,6 +58,8 @@ class ImageDataset(Protocol):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]: ...
 
     def subset(self, indices: torch.Tensor) -> "ImageDataset": ...
+
+    def with_normalization(self, normalization: Normalization) -> "ImageDataset": ...
 
 
 def batch_at(data: Dataset, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotomy.data.tensor_dataset import Normalization
+from neurotomy.errors import DataError
 
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 """PIL modes of single-channel images; any other mode is read as RGB."""
@@ -54,9 +55,14 @@ class PilFiles:
     def pil(self, index: int):
         from PIL import Image
 
-        with Image.open(self.paths[index]) as image:
-            image.load()
-            return image
+        try:
+            with Image.open(self.paths[index]) as image:
+                image.load()
+                return image
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL: unidentified, truncated or malformed data
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{self.paths[index]}: not a readable image ({reason}); remove or replace the "
+                            "file") from None
 
 
 class PilFromDataset:

@@ -10,9 +10,13 @@ once, from the training split, what every image becomes:
 - **normalisation**: per-channel mean and std measured on at most :data:`NORMALIZATION_SAMPLE`
   training images, evenly spaced (every class of a sorted folder is in the sample).
 
-``image-folder:PATH`` uses ``PATH/train`` and ``PATH/test`` when ``PATH/train`` exists, else ``PATH``
-for both splits; the class list is the training folder's, so a test folder missing a class keeps
-the same label numbers. Nothing is known of the images, so flips are not declared label-safe.
+``image-folder:PATH`` uses ``PATH/train`` and ``PATH/test`` when ``PATH/train`` exists; the class list
+is the training folder's, so a test folder missing a class keeps the same label numbers, and a test
+class folder the training folder lacks is left out with a warning. A flat ``PATH`` (class folders only)
+holds out :data:`FLAT_TEST_FRACTION` of each class, drawn with the fixed :data:`FLAT_SPLIT_SEED`, as
+its test split (said in one warning line): every command, and every later run on a model trained
+there, sees the same split, and the normalisation is measured on the training part only. Nothing is
+known of the images, so flips are not declared label-safe.
 ``torchvision:NAME`` reads ``root`` (default ``~/.cache/neurotomy/NAME``); flips are label-safe for
 the natural-image datasets in :data:`FLIP_SAFE_TORCHVISION`, not for digits or letters.
 """
@@ -20,6 +24,7 @@ the natural-image datasets in :data:`FLIP_SAFE_TORCHVISION`, not for digits or l
 from __future__ import annotations
 
 import inspect
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,8 +33,9 @@ import torch
 from neurotomy.data.batches import iterate_batches
 from neurotomy.data.file_dataset import GRAYSCALE_MODES, FileImageDataset, PilFiles, PilFromDataset, PilPixels
 from neurotomy.data.sources import dataset_source, resolve_class_names
+from neurotomy.data.subsets import held_out_indices
 from neurotomy.data.tensor_dataset import Normalization, measure_normalization
-from neurotomy.errors import DataError
+from neurotomy.errors import DataError, NeurotomyWarning
 
 NORMALIZATION_SAMPLE = 2000
 """Training images the normalisation of data read from disk is measured on (evenly spaced)."""
@@ -40,6 +46,10 @@ FLIP_SAFE_TORCHVISION = frozenset({
     "OxfordIIITPet", "Caltech101", "Caltech256", "FGVCAircraft", "StanfordCars", "DTD", "EuroSAT", "Country211",
 })
 """torchvision datasets whose labels survive a horizontal mirror (natural images, clothing)."""
+FLAT_TEST_FRACTION = 0.2
+"""Share of each class that a flat image folder (no train/ and test/ folders) holds out for testing."""
+FLAT_SPLIT_SEED = 0
+"""Seed of that draw: fixed, not ``--seed``, so a later command never tests a model on its training images."""
 
 
 def _evenly_spaced(n: int, count: int) -> torch.Tensor:
@@ -71,48 +81,100 @@ def _measured(pixels: PilPixels) -> Normalization:
 
 # ---------------------------------------------------------------- image folders
 
+def _samples(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, label) of every image in ``folder``'s class sub-folders, sorted by class then name."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    try:
+        return make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{folder}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder per "
+                        "class") from None
+
+
+def _flat_split(samples: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
+    """The ``split`` part of a flat folder's images: the held-out draw for test, the rest for train."""
+    held_out = set(held_out_indices(torch.tensor([t for _, t in samples]), FLAT_TEST_FRACTION,
+                                    FLAT_SPLIT_SEED).tolist())
+    return [sample for i, sample in enumerate(samples) if (i in held_out) == (split == "test")]
+
+
 @lru_cache(maxsize=16)
-def _folder_reference(reference: str, input_size: int | None) -> tuple[tuple[str, ...], str, Normalization]:
-    """Class names, colour mode and normalisation of a training folder (measured once per process)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+def _folder_reference(reference: str, input_size: int | None,
+                      flat: bool) -> tuple[tuple[str, ...], str, Normalization]:
+    """Class names, colour mode and normalisation of a training folder (measured once per process;
+    of a flat folder, on its training part)."""
+    from torchvision.datasets.folder import find_classes
 
     try:
         classes, class_to_idx = find_classes(reference)
-        samples = make_dataset(reference, class_to_idx, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{reference}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder of "
                         "images per class") from None
+    samples = _samples(Path(reference), class_to_idx)
+    if flat and samples:
+        samples = _flat_split(samples, "train")
+    if not samples:
+        raise DataError(f"{reference}: no images in its class folders ({', '.join(classes)}); add images "
+                        "(.png, .jpg, …) to them")
     files = PilFiles([path for path, _ in samples])
     mode, _ = _layout(files, reference, input_size)
     return tuple(classes), mode, _measured(PilPixels(files, mode, input_size))
 
 
+def _warn_held_out(path: Path, samples: list[tuple[str, int]]) -> None:
+    """One warning line: a flat folder's test split is a held-out part of its images (:func:`_flat_split`)."""
+    held_out = len(_flat_split(samples, "test"))
+    warnings.warn(f"{path} has no train/ and test/ folders: {held_out} of its {len(samples)} images "
+                  f"({FLAT_TEST_FRACTION:.0%} of each class, fixed seed {FLAT_SPLIT_SEED}) are held out as its test "
+                  "split, the rest train", NeurotomyWarning)
+
+
+def _warn_unknown_test_classes(folder: Path, classes: tuple[str, ...]) -> None:
+    """One warning line naming the class folders of ``folder`` (a test split) that training lacks, with
+    their image counts: their images are left out, and a misnamed folder should not pass unnoticed."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
+    counts = {name: sum(1 for f in (folder / name).rglob("*") if f.is_file()
+                        and has_file_allowed_extension(f.name, IMG_EXTENSIONS)) for name in unknown}
+    counts = {name: n for name, n in counts.items() if n}
+    if counts:
+        shown = ", ".join(f"{name!r} ({n} image{'s' if n != 1 else ''})" for name, n in counts.items())
+        warnings.warn(f"{folder}: test class folders not in {folder.parent / 'train'} are left out: {shown}; give "
+                      "them training folders of the same names, or rename them to a training class",
+                      NeurotomyWarning)
+
+
 @dataset_source("image-folder", argument="PATH", options=("class_names", "input_size"), flip_safe=False,
-                help="one sub-folder of images per class (PATH/train and PATH/test, or PATH itself)")
+                help="one sub-folder of images per class (PATH/train and PATH/test, or PATH itself, of "
+                     f"which {FLAT_TEST_FRACTION:.0%} of each class is held out for testing)")
 def load_image_folder(argument: str | None, root: Path | None, split: str, class_names=None,
                       input_size: int | None = None) -> FileImageDataset:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     if argument is None and root is None:
         raise DataError("image-folder needs a directory: write image-folder:PATH")
     path = (Path(argument).expanduser() if argument is not None else root).resolve()
     if not path.is_dir():
         raise DataError(f"{path}: no such directory; give image-folder:PATH with one folder per class")
-    split_folders = (path / "train").is_dir()
-    folder, reference = (path / split, path / "train") if split_folders else (path, path)
+    flat = not (path / "train").is_dir()
+    folder, reference = (path, path) if flat else (path / split, path / "train")
     if not folder.is_dir():
         raise DataError(f"{folder}: no such directory; {path} has a train/ folder, so it needs a {split}/ folder "
                         "with the same class sub-folders")
-    classes, mode, norm = _folder_reference(str(reference), input_size)
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    try:
-        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"{folder}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder per "
-                        "class") from None
+    classes, mode, norm = _folder_reference(str(reference), input_size, flat)
+    samples = _samples(folder, {c: i for i, c in enumerate(classes)})
+    if flat:
+        if split == "test":  # where the test numbers come from, said once a command (each loads one test split)
+            _warn_held_out(path, samples)
+        samples = _flat_split(samples, split)
+    elif split == "test":
+        _warn_unknown_test_classes(folder, classes)
     if not samples:
-        raise DataError(f"{folder}: no images in its class folders ({', '.join(classes)}); "
-                        f"supported files: {', '.join(IMG_EXTENSIONS)}")
+        raise DataError(f"{folder}: no {split} images in its class folders ({', '.join(classes)}); supported "
+                        f"files: {', '.join(IMG_EXTENSIONS)}" + ("; a flat folder needs two images of a class to "
+                                                                   "hold one out for testing" if flat else ""))
     names = resolve_class_names(len(classes), class_names, None, str(path)) if class_names else list(classes)
     options = {k: v for k, v in (("class_names", class_names), ("input_size", input_size)) if v is not None}
     pixels = PilPixels(PilFiles([p for p, _ in samples]), mode, input_size)
@@ -130,6 +192,9 @@ def _torchvision_split(name: str, root: Path, split: str):
     if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
         raise DataError(f"torchvision has no dataset {name!r}; use a class name such as CIFAR10 or MNIST")
     params = inspect.signature(cls.__init__).parameters
+    if "root" not in params:  # FakeData and the like make their images up: nothing to read under --root
+        raise DataError(f"torchvision:{name} reads no files (it takes no root directory); neurotomy reads "
+                        "torchvision datasets stored under --root, such as torchvision:CIFAR10 or torchvision:MNIST")
     kwargs: dict = {}
     if "train" in params:
         kwargs["train"] = split == "train"

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import torch
 from neurotomy.data.idx import PREFIXES, find_idx_file, images01, read_idx, read_idx_split
 from neurotomy.data.sources import dataset_source, resolve_class_names
 from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset, measure_normalization
-from neurotomy.errors import DataError
+from neurotomy.errors import DataError, NeurotomyWarning
 
 CLASSES_FILE = "classes.txt"
 
@@ -56,16 +57,29 @@ def _directory(argument: str | None, root: Path | None) -> Path:
     return directory
 
 
-def _labels_count(directory: Path, labels: np.ndarray) -> int:
+def _split_labels(directory: Path) -> dict[str, set[int]]:
+    """The distinct labels of each split that has a label file."""
+    found = {split: find_idx_file(directory, split, "labels") for split in PREFIXES}
+    return {split: {int(v) for v in np.unique(read_idx(path))} for split, path in found.items() if path is not None}
+
+
+def _labels_count(labels: np.ndarray, by_split: dict[str, set[int]]) -> int:
     """Classes in the set: one more than the largest label of either split's label file."""
     largest = int(labels.max()) if labels.size else 0
-    for split in PREFIXES:
-        other = find_idx_file(directory, split, "labels")
-        if other is not None:
-            other_labels = read_idx(other)
-            if other_labels.size:
-                largest = max(largest, int(other_labels.max()))
-    return largest + 1
+    return max([largest, *(max(found) for found in by_split.values() if found)]) + 1
+
+
+def _warn_test_only_labels(directory: Path, labels: dict[str, set[int]], count: int) -> None:
+    """One warning line naming the test labels that no training image has: a model trained on the set
+    gets outputs for them that it never learns, and its test accuracy counts them as errors."""
+    train, test = labels.get("train", set()), labels.get("test", set())
+    only = sorted(test - train)
+    if train and only:
+        shown = ", ".join(map(str, only[:10])) + ("…" if len(only) > 10 else "")
+        warnings.warn(f"{directory}: test labels {shown} never occur in the training labels ({len(train)} distinct, "
+                      f"{min(train)}…{max(train)}); the set has {count} classes (labels 0…{count - 1}), "
+                      f"{count - len(train)} without a training image, which a model trained here never learns: "
+                      "check the label files", NeurotomyWarning)
 
 
 @dataset_source("idx", argument="PATH", options=("class_names",), flip_safe=False,
@@ -78,7 +92,10 @@ def load_idx_set(argument: str | None, root: Path | None, split: str, class_name
         raise DataError(f"{directory}: no {stem}[.gz] for the {split} split; an idx: directory holds "
                         f"train- and t10k- (or test-) images-idx3-ubyte and labels-idx1-ubyte files")
     images, labels = read_idx_split(images_path, labels_path)
-    count = _labels_count(directory, labels)
+    by_split = _split_labels(directory)
+    count = _labels_count(labels, by_split)
+    if split == "test":  # said once a command (each loads one test split)
+        _warn_test_only_labels(directory, by_split, count)
     classes = resolve_class_names(count, class_names, directory / CLASSES_FILE, str(directory))
     train_images = find_idx_file(directory, "train", "images")
     x = images01(images)

@@ -42,6 +42,25 @@ def balanced_indices(targets: torch.Tensor, per_class: int, seed: int = 0) -> to
     return torch.stack([p[:n] for p in picks], 1).flatten()  # class-interleaved
 
 
+def held_out_indices(targets: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a seeded random ``fraction`` of each class (rounded; at least one image of a
+    class of two or more, never all of it): a class-balanced held-out split. Each class draws from its
+    own generator, so adding images to one class leaves the other classes' draws as they were.
+
+    Example:
+        >>> targets = torch.tensor([0] * 10 + [1] * 5 + [2])  # class 2's one image stays for training
+        >>> targets[held_out_indices(targets, 0.2)].tolist()
+        [0, 0, 1]
+    """
+    picks = []
+    for c in targets.unique().tolist():
+        idx = torch.nonzero(targets == c).flatten()
+        count = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        g = torch.Generator().manual_seed(seed * 100_003 + int(c))
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:count]])
+    return torch.cat(picks).sort().values
+
+
 def balanced_subset(data: Dataset, images: int | None, seed: int = 0) -> Dataset:
     """A class-balanced random subset of about ``images`` images (the whole set when None or larger)."""
     if images is None or images >= len(data):
@@ -51,4 +70,4 @@ def balanced_subset(data: Dataset, images: int | None, seed: int = 0) -> Dataset
     return IndexedSubset(data, balanced_indices(targets, per_class, seed))
 
 
-__all__ = ["IndexedSubset", "balanced_indices", "balanced_subset"]
+__all__ = ["IndexedSubset", "balanced_indices", "balanced_subset", "held_out_indices"]

@@ -131,6 +131,22 @@ class TensorImageDataset(Dataset):
                                   self.normalization, self.name, root=self.root, options=options,
                                   flip_safe=self.flip_safe)
 
+    def with_normalization(self, normalization: Normalization) -> "TensorImageDataset":
+        """The same images normalised with ``normalization`` instead (a trained model's own, say).
+
+        Example:
+            >>> ds = TensorImageDataset(torch.ones(1, 1, 2, 2), torch.tensor([0]), ["a"], Normalization((0.5,), (0.5,)))
+            >>> float(ds[0][0].max()), float(ds.with_normalization(Normalization((0.5,), (0.25,)))[0][0].max())
+            (1.0, 2.0)
+        """
+        if normalization == self.normalization:
+            return self
+        mean, std = (torch.tensor(v, dtype=self.images.dtype).view(1, -1, 1, 1)
+                     for v in (self.normalization.mean, self.normalization.std))
+        return TensorImageDataset(normalization.apply(self.images * std + mean), self.targets, self.classes,
+                                  normalization, self.name, root=self.root, options=self.options,
+                                  flip_safe=self.flip_safe)
+
     def subset(self, indices: torch.Tensor) -> "TensorImageDataset":
         """A dataset holding the given rows (shares nothing mutable with this one)."""
         return TensorImageDataset(self.images[indices], self.targets[indices], self.classes, self.normalization,

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.sources import canonical_name, load_dataset
+from neurotomy.data.tensor_dataset import Normalization
 from neurotomy.errors import DataError, ModelError
 from neurotomy.models.anatomy import classifier_layer
 
@@ -69,12 +70,35 @@ def training_data_of(model: nn.Module) -> TrainingData:
     return TrainingData(channels=convs[0].in_channels if convs else None, num_classes=classes)
 
 
+def normalized_as_trained(model: nn.Module, data: Dataset) -> Dataset:
+    """``data`` normalised with the normalisation ``model`` was trained with (its checkpoint records it),
+    whatever the data's own statistics: a trained model sees its inputs as it learned them. A model
+    that records none (fresh, or a bare ``nn.Module``), or data with another channel count (an error
+    for :func:`check_data_fits`), keeps the data as it is.
+
+    Example:
+        >>> from neurotomy.data import load_dataset
+        >>> from neurotomy.models import build_model
+        >>> model = build_model("lenet5", 1, 10, 8)
+        >>> model.neurotomy_meta.normalization = {"mean": [0.5], "std": [0.25]}
+        >>> normalized_as_trained(model, load_dataset("digits", split="test")).normalization
+        Normalization(mean=(0.5,), std=(0.25,))
+    """
+    recorded = getattr(getattr(model, "neurotomy_meta", None), "normalization", None)
+    own = getattr(data, "normalization", None)
+    if not recorded or own is None or not hasattr(data, "with_normalization") or len(recorded["mean"]) != len(own.mean):
+        return data
+    return data.with_normalization(Normalization.from_dict(recorded))
+
+
 def dataset_for_model(model: nn.Module, split: str = "test", data: str | None = None,
-                      root: str | os.PathLike | None = None, **options) -> Dataset:
+                      root: str | os.PathLike | None = None, as_trained: bool = True, **options) -> Dataset:
     """One split of ``data`` (a :func:`~neurotomy.data.load_dataset` name) for ``model``; without
     ``data``, the dataset its checkpoint records. The model's own dataset (recorded, or named again)
     is read from the recorded absolute root with the recorded options (class names, input size)
-    unless ``root`` or ``options`` say otherwise.
+    unless ``root`` or ``options`` say otherwise. The images are normalised as the model was trained
+    (:func:`normalized_as_trained`) unless ``as_trained=False`` (the data's own statistics, to compare
+    them with :func:`check_data_fits` first).
 
     Example:
         >>> from neurotomy.models import build_model
@@ -92,11 +116,32 @@ def dataset_for_model(model: nn.Module, split: str = "test", data: str | None = 
         root = root or getattr(meta, "dataset_root", None)
         recorded = dict(getattr(meta, "dataset_options", None) or {})
     try:
-        return load_dataset(name, root=root, split=split, **{**recorded, **options})
+        loaded = load_dataset(name, root=root, split=split, **{**recorded, **options})
     except DataError as exc:
         if data:
             raise
         raise DataError(f"the model's recorded dataset {name}: {exc} (or pass --data/--root)") from None
+    return normalized_as_trained(model, loaded) if as_trained else loaded
+
+
+def fitted_dataset(model: nn.Module, split: str = "test", data: str | None = None,
+                   root: str | os.PathLike | None = None, **options) -> tuple[Dataset, list[str]]:
+    """:func:`dataset_for_model` normalised as the model was trained, and how the data differs from its
+    training data (:func:`check_data_fits`, on the data's own statistics; a last phrase says the images
+    took the model's normalisation). What every command runs on.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> data, differences = fitted_dataset(build_model("lenet5", 1, 10, 8), data="digits")
+        >>> data.name, differences
+        ('digits', [])
+    """
+    loaded = dataset_for_model(model, split, data, root, as_trained=False, **options)
+    differences = check_data_fits(model, loaded) if isinstance(model, nn.Module) else []
+    trained = normalized_as_trained(model, loaded)
+    if differences and trained is not loaded:
+        differences.append("the images are normalised with the model's own mean and std, as it was trained")
+    return trained, differences
 
 
 def _fmt(values) -> str:
@@ -134,4 +179,5 @@ def check_data_fits(model: nn.Module, data: Dataset) -> list[str]:
     return differences
 
 
-__all__ = ["NORMALIZATION_TOLERANCE", "TrainingData", "check_data_fits", "dataset_for_model", "training_data_of"]
+__all__ = ["NORMALIZATION_TOLERANCE", "TrainingData", "check_data_fits", "dataset_for_model", "fitted_dataset",
+           "normalized_as_trained", "training_data_of"]
