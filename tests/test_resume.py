@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from neurotomy.cli import main
 from neurotomy.data import load_dataset
-from neurotomy.errors import ResumeError
+from neurotomy.errors import PruningError, ResumeError, WorseResultError
 from neurotomy.models import build_model
 from neurotomy.run_state import PAUSE_ENV, STATE_SUFFIX, Interrupted, RunState
 from neurotomy.train import TrainConfig, fit, seed_everything
@@ -172,3 +172,36 @@ def test_long_commands_interrupted_after_epoch_1_resume_to_the_same_weights(comm
     assert pairs
     for resumed, uninterrupted in pairs:
         assert _max_difference(resumed, uninterrupted) == 0
+
+
+@pytest.mark.parametrize("error, kept", [(PruningError("target out of reach"), False),
+                                         (WorseResultError("worse; --force keeps it"), True),
+                                         (RuntimeError("crash"), True)])
+def test_a_user_error_removes_the_state_this_run_wrote(tmp_path, error, kept):
+    """A user error would meet the same settings again: nothing to resume (but --force --resume can go on
+    past a refused worse result, and a crash may not recur)."""
+    with pytest.raises(type(error)), RunState.beside(tmp_path / "m") as state:
+        state.save_stage("scores", {"t": torch.ones(2)})
+        raise error
+    assert state.path.exists() == kept
+
+
+def test_a_user_error_keeps_a_state_file_this_run_did_not_write(tmp_path):
+    older = RunState.beside(tmp_path / "m")  # an earlier interrupted run's file
+    older.save_stage("scores", {"t": torch.ones(2)})
+    for resume in (False, True):  # a new run that fails before writing; a resumed run that fails
+        with pytest.raises(PruningError), RunState.beside(tmp_path / "m", resume=resume):
+            raise PruningError("x")
+        assert older.path.exists()
+    with pytest.raises(PruningError), RunState.beside(tmp_path / "m", resume=True) as resumed:
+        resumed.save_stage("more", {"t": torch.ones(1)})
+        raise PruningError("x")
+    assert older.path.exists()  # a resumed run's file holds the user's earlier work
+
+
+def test_prune_with_an_unreachable_target_leaves_no_state_file(tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--target-macs", "0.999", "--no-latency", "--out", str(out),
+                 "--quiet"]) == 2
+    assert "cannot be reached" in capsys.readouterr().err
+    assert not out.exists() and not Path(str(out) + STATE_SUFFIX).exists()

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.distributed import is_main_process
-from neurotomy.errors import ResumeError, TrainingError
+from neurotomy.errors import NeurotomyError, ResumeError, TrainingError, WorseResultError
 from neurotomy.files import atomic_write
 
 STATE_SUFFIX = ".resume"
@@ -152,9 +152,10 @@ class RunState:
     declares its settings with :meth:`expect`, so resuming with other settings is refused.
 
     Used as a context manager around the job *and* the writing of its output: on success the file is
-    removed (also when training diverged: resuming would diverge again); on any other error it stays
-    for ``--resume``; Ctrl-C becomes :class:`Interrupted`, whose one line says where the state is and
-    how to resume.
+    removed (also when training diverged: resuming would diverge again, and after a user error — a
+    :class:`~neurotomy.errors.NeurotomyError` the same settings would only meet again — when this run
+    wrote the file); on any other error it stays for ``--resume``; Ctrl-C becomes :class:`Interrupted`,
+    whose one line says where the state is and how to resume.
 
     Example:
         >>> import tempfile
@@ -178,6 +179,7 @@ class RunState:
         self._json: dict = {"version": STATE_VERSION, "settings": {}, "stages": {}, "fits": {}}
         self._tensors: dict[str, torch.Tensor] = {}
         self._progress = ""
+        self._written = False  # by this run: only then may a user error remove the file
         if resume:
             self._read()
         elif self.path.exists() and is_main_process():
@@ -279,9 +281,18 @@ class RunState:
     def __exit__(self, kind, exc, tb) -> bool:
         if kind is None or issubclass(kind, TrainingError):  # a diverged run would only diverge again
             self.finish()
+        elif issubclass(kind, NeurotomyError) and self._stale_after_error(kind):
+            self.finish()
         elif issubclass(kind, KeyboardInterrupt) and not isinstance(exc, Interrupted):
             raise Interrupted(self._interrupted_message()) from None
         return False
+
+    def _stale_after_error(self, kind: type) -> bool:
+        """Whether a run that ended in user error ``kind`` leaves a state file nobody can use: one this
+        run wrote (a resumed run's file, or an older run's it never overwrote, is the user's) after
+        which the same settings would fail the same way. A :class:`WorseResultError` is the exception:
+        the same command with ``--force --resume`` continues from the work already done."""
+        return self._written and not self.resume and not issubclass(kind, WorseResultError)
 
     def _interrupted_message(self) -> str:
         if not self.path.exists():
@@ -299,6 +310,7 @@ class RunState:
         from safetensors.torch import save_file
 
         header = {_META_KEY: json.dumps(self._json)}
+        self._written = True
         atomic_write(self.path, lambda tmp: save_file(self._tensors, str(tmp), metadata=header))
 
     def _read(self) -> None:

@@ -45,6 +45,19 @@ def test_inspect_writes_json_and_plots(tmp_path, capsys):
     assert "redundant by the rule" in capsys.readouterr().out
 
 
+def test_inspect_that_fails_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    from neurotomy.errors import ModelError
+    from neurotomy.jobs import inspect
+
+    def fails(*args, **kwargs):
+        raise ModelError("cannot analyse this model")
+
+    monkeypatch.setattr(inspect, "modularity_curve", fails)
+    out = tmp_path / "inspect"
+    assert main(["inspect", "zoo:lenet5-digits", "--per-class", "20", "--out", str(out), "--quiet"]) == 2
+    assert "cannot analyse" in capsys.readouterr().err and not out.exists()
+
+
 def test_prune_layers_needs_blocks_for_baselines(tmp_path, capsys):
     out = tmp_path / "p.safetensors"
     assert main(["prune", "zoo:lenet5-digits", "--layers", "last", "--out", str(out), "--quiet"]) == 2

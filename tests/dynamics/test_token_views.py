@@ -42,3 +42,37 @@ def test_default_layers_and_redundant_blocks_of_a_transformer():
     # ΔQ: blocks.1 +0.3, blocks.2 +0.01 (< 0.25 × mean rise 0.133): only blocks.2 is redundant
     assert curve.redundant(["blocks.0", "blocks.1", "blocks.2"]) == ["blocks.2"]
     assert curve.redundant(["blocks.1", "blocks.2"], count=2) == ["blocks.2", "blocks.1"]
+
+
+class DictBlocksViT(torch.nn.Module):
+    """Blocks kept in nn.ModuleDicts and run by the parent's forward: no block is ever called."""
+
+    def __init__(self, dim=8, classes=10):
+        super().__init__()
+        nn = torch.nn
+        self.patch = nn.Conv2d(1, dim, 2, stride=2)
+        self.blocks = nn.ModuleList(nn.ModuleDict(dict(
+            n1=nn.LayerNorm(dim), attn=nn.MultiheadAttention(dim, 2, batch_first=True), n2=nn.LayerNorm(dim),
+            mlp=nn.Sequential(nn.Linear(dim, 16), nn.GELU(), nn.Linear(16, dim)))) for _ in range(2))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for b in self.blocks:
+            h = b["n1"](x)
+            x = x + b["attn"](h, h, h, need_weights=False)[0]
+            x = x + b["mlp"](b["n2"](x))
+        return self.head(x.mean(1))
+
+
+def test_blocks_never_called_are_not_probed_and_asking_for_one_is_one_line():
+    import pytest
+    from neurotomy.errors import ModelError
+
+    model, data = DictBlocksViT().eval(), load_dataset("digits", split="test")
+    layers = default_layers(model)
+    assert not any(layer.startswith("blocks.") for layer in layers) and layers[-1] == "head:input"
+    feats, _ = next(stream_features(model, data, layers, batch_size=4))
+    assert feats["head:input"].shape == (4, 8)
+    with pytest.raises(ModelError, match="blocks.0:cls never runs as a module"):
+        next(stream_features(model, data, ["blocks.0:cls"], batch_size=4))

@@ -92,3 +92,25 @@ def test_a_patch_that_makes_the_weak_model_worse_is_refused(lenet_digits, tmp_pa
     assert main(["patch", "zoo:lenet5-digits", "--module", str(path), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nothing written" in err and not out.exists()
+
+
+def test_scores_that_count_no_image_of_the_class_name_the_other_criterion(lenet_digits):
+    from neurotomy.errors import NeurotomyError
+    from neurotomy.scores.unit_scores import UnitScores
+
+    model, train, _ = lenet_digits
+    scores = UnitScores({}, "class_activation", "class", {"images_per_class": [0] * 10})
+    with pytest.raises(NeurotomyError, match="--criterion class_taylor"):
+        cut_class_module(model, train, 3, scores=scores, calibration_images=100, quiet=True)
+
+
+def test_a_module_with_recall_zero_is_written_with_a_warning(lenet_digits, tmp_path, monkeypatch, one_thread):
+    from neurotomy.surgery import class_modules
+
+    measured = class_modules.module_metrics
+    monkeypatch.setattr(class_modules, "module_metrics", lambda *a, **k: {**measured(*a, **k), "recall": 0.0})
+    model, train, test = lenet_digits
+    with pytest.warns(NeurotomyWarning, match="class 2: the module finds none of the class's test images"):
+        result = split_job(model, train, test, [2], tmp_path / "mods", calibration_images=100, finetune_epochs=0,
+                           quiet=True)
+    assert (tmp_path / "mods" / "class2.safetensors").exists() and result["modules"][0]["recall"] == 0

@@ -149,3 +149,26 @@ def test_dissect_refuses_what_it_cannot_do_before_any_work(vit_digits, tmp_path,
     with pytest.raises(NeurotomyError, match="needs onnx and onnxruntime"):
         job.dissect(model, train, test, tmp_path, budget="tiny", deploy=True, quiet=True)
     assert list(tmp_path.iterdir()) == []
+
+
+class FunctionalRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_pathway_is_skipped_with_a_note_for_a_model_without_activation_modules(lenet_digits):
+    from neurotomy.jobs.dissect_stages import reason_records
+    from neurotomy.errors import NeurotomyWarning
+
+    torch.manual_seed(0)
+    model = FunctionalRelu().eval()
+    assert reason_methods(model) == ("gradcam", "gradient")
+    data = balanced_subset(lenet_digits[2], 10, 0)
+    with pytest.warns(NeurotomyWarning, match="pathway explanation is skipped: the model has no activation modules"):
+        record, _ = reason_records(model, model, data, methods=reason_methods(model))
+    assert "pathway" in record["skipped"] and set(record["agreement"]["methods"]) == {"gradcam", "gradient"}

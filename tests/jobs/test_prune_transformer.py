@@ -84,3 +84,21 @@ def test_a_latency_target_cuts_a_transformer_through_the_job_and_the_cli(vit_dig
                  "--no-latency", "--out", str(out), "--json", "--quiet"]) == 0
     cli_record = json.loads(capsys.readouterr().out)
     assert cli_record["speedup_measured"] == pytest.approx(record["speedup_measured"]) and out.exists()
+
+
+def test_a_transformer_latency_prune_prints_its_table_without_a_prediction(vit_digits, tmp_path, capsys):
+    """The transformer's cut is timed, not predicted from a table: the text output says what was measured."""
+    from neurotomy.cli import main
+    from neurotomy.surgery.latency import LATENCY_RUNTIMES
+    from tests.surgery.test_transformer_latency import AffineRuntime
+
+    if "affine" not in LATENCY_RUNTIMES:
+        LATENCY_RUNTIMES.add("affine", AffineRuntime)
+    model = vit_digits[0]
+    path = save_checkpoint(model, model.neurotomy_meta, tmp_path / "vit.safetensors")
+    out = tmp_path / "cut.safetensors"
+    assert main(["prune", str(path), "--data", "digits", "--criterion", "l1", "--units", "heads,neurons",
+                 "--target-speedup", "1.4", "--latency-runtime", "affine", "--threads", "1", "--latency-batch", "4",
+                 "--no-latency", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "latency target:" in printed and "measured" in printed and "predicted" not in printed and out.exists()

@@ -11,7 +11,7 @@ from neurotomy.models import build_model
 from neurotomy.models.summary import count_macs_params
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import apply_cuts, mask_filters, prune_filters
-from neurotomy.surgery.planner import plan_cuts
+from neurotomy.surgery.planner import Cut, plan_cuts
 
 
 def randomize_bn(model, seed=0):
@@ -140,3 +140,31 @@ def test_recipe_rebuilds_pruned_architecture(tmp_path):
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), step2.eval()(x), atol=0, rtol=0)
+
+
+def conv_classifier_net(classes=4):
+    """A SqueezeNet-style net: its logits come from a 1×1 conv followed by a global pool (no Linear)."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+
+@pytest.mark.parametrize("ignored", [None, ["0"]])
+def test_conv_classifier_keeps_every_class(ignored):
+    model = conv_classifier_net()
+    shape = (3, 8, 8)
+    result = prune_filters(model, get_criterion("l1")(model), ratio=0.5, input_shape=shape, ignored_layers=ignored)
+    assert "4" not in {c.layer for c in result.cuts}  # the conv writing the logits is never a root
+    assert result.model.eval()(torch.zeros(1, *shape)).shape == (1, 4)
+    assert result.cuts  # the other layers were still cut
+
+
+def test_linear_classifier_kept_even_when_other_layers_ignored():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5)).eval()
+    result = prune_filters(model, get_criterion("l1")(model), ratio=0.5, input_shape=(3, 8, 8), ignored_layers=[])
+    assert result.model(torch.zeros(1, 3, 8, 8)).shape == (1, 5)
+
+
+def test_cut_that_drops_classes_is_refused():
+    model = conv_classifier_net()
+    with pytest.raises(PruningError, match="output from \\[4\\] to \\[3\\]"):
+        apply_cuts(model, [Cut("4", [0])], (3, 8, 8))

@@ -28,7 +28,7 @@ def spec_macs(spec: LayerSpec) -> float:
     """A layer's multiply-accumulates from its spec (stride-1 'same' convs and linear layers)."""
     if spec.kind == "linear":
         return spec.in_channels * spec.out_channels * max(1, math.prod(spec.spatial))
-    per_output = (1 if spec.depthwise else spec.in_channels) * math.prod(spec.kernel)
+    per_output = (1 if spec.depthwise else spec.in_channels // spec.groups) * math.prod(spec.kernel)
     return per_output * spec.out_channels * math.prod(spec.spatial) / math.prod(spec.stride)
 
 
@@ -175,6 +175,30 @@ def test_prune_to_speedup_end_to_end(tmp_path):
     assert count_macs_params(result.model, SHAPE)[0] == result.macs_after
     x = torch.randn(2, *SHAPE)
     assert result.model(x).shape == (2, 10)
+
+
+def test_prune_to_speedup_through_grouped_convolutions(tmp_path):
+    """A residual block with a groups=2 conv (on both sides of it: its inputs and the stream it writes)."""
+    class GroupedBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+            self.a = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                   nn.Conv2d(16, 16, 3, padding=1, groups=2), nn.BatchNorm2d(16))
+            self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.head(x + self.a(x))
+
+    model = GroupedBlock().eval()
+    result = prune_filters(model, get_criterion("l1")(model), target_speedup=1.5, input_shape=SHAPE, latency_batch=2,
+                           threads=1, runtime=FakeRuntime(), latency_cache=tmp_path, quiet=True)
+    grouped = result.model.a[3]
+    assert grouped.groups == 2 and grouped.in_channels % 2 == 0 and grouped.out_channels % 2 == 0
+    assert result.details["speedup_measured"] >= 1.5 * 0.9
+    assert result.model(torch.randn(2, *SHAPE)).shape == (2, 4)
 
 
 def test_latency_ms_target_and_reaim(tmp_path):

@@ -5,7 +5,7 @@ tests/jobs/test_prune_transformer.py)."""
 
 import pytest
 
-from neurotomy.errors import PruningError
+from neurotomy.errors import NeurotomyWarning, PruningError
 from neurotomy.models.summary import count_macs_params
 from neurotomy.surgery.latency import LatencyRuntime
 from neurotomy.surgery.latency_plan import LATENCY_TOLERANCE
@@ -91,3 +91,13 @@ def test_impossible_goals_are_one_line_errors():
                                      latency_batch=4, threads=1, input_shape=SHAPE)
     with pytest.raises(PruningError, match="no speed-up"):
         prune_transformer_to_latency(model, scores(model), target_speedup=0.9, runtime=AffineRuntime())
+
+
+def test_a_missed_speedup_is_one_warning_line_measured_against_asked():
+    model = tiny_vit()
+    runtime = AffineRuntime(fixed_ms=100 * full_ms(model))  # no cut can shrink the part that dominates
+    missed = r"latency target missed .*measured 1\.0\d× speed-up against the 1\.50×"
+    with pytest.warns(NeurotomyWarning, match=missed):
+        result = prune_transformer_to_latency(model, scores(model), target_speedup=1.5, units=["heads", "neurons"],
+                                              runtime=runtime, latency_batch=4, threads=1, input_shape=SHAPE)
+    assert result.details["speedup_measured"] < 1.1

@@ -196,7 +196,9 @@ def cmd_prune(args) -> None:
         print(format_prune_record(record))
         if "speedup_measured" in record:
             load = record["load_average"]
-            print(f"latency target: {record['speedup_predicted']:.2f}× predicted, {record['speedup_measured']:.2f}× "
+            # a transformer's cut is timed, not predicted from a table: its record has no prediction
+            predicted = f"{record['speedup_predicted']:.2f}× predicted, " if "speedup_predicted" in record else ""
+            print(f"latency target: {predicted}{record['speedup_measured']:.2f}× "
                   f"measured ({record['latency_ms_measured']:.2f} ms; {record['latency_runtime']}, batch "
                   f"{record['latency_batch']}, {record['threads']} thread(s), load {load[0]:.2f} → {load[1]:.2f})")
         print(f"\nwrote {path}")

@@ -64,7 +64,10 @@ def default_layers(model: nn.Module, view: str | None = None) -> list[str]:
     """Stem activation + every residual block (or every ReLU) + the classifier's input; for a
     transformer every block's ``view`` (default ``":cls"``, or ``":patches"`` without a class token)
     + the classifier's input."""
-    blocks = transformer_blocks(model)
+    # a block kept in an nn.ModuleDict / ModuleList is driven by its parent's forward, never called
+    # itself: no hook sees its output, so it cannot be probed (the model is read as a plain one)
+    blocks = [b for b in transformer_blocks(model)
+              if not isinstance(model.get_submodule(b), (nn.ModuleDict, nn.ModuleList))]
     if blocks:
         if view is None:
             view = ":cls" if _prefix_tokens(model, model_input_shape(model)) else ":patches"
@@ -109,6 +112,11 @@ def stream_features(model: nn.Module, data: Dataset, layers: list[str], batch_si
                                     split_batches=split_batches):
             grabbed.clear()
             model(to_device(where, x))
+            missing = [layer for layer in layers if layer not in grabbed]
+            if missing:
+                raise ModelError(f"layer {missing[0]} never runs as a module in the model's forward pass (a container "
+                                 "such as nn.ModuleDict driven by its parent's forward), so its output cannot be "
+                                 "read; choose layers that are called")
             yield {layer: grabbed[layer].cpu() for layer in layers}, y
 
 

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy import validate
-from neurotomy.errors import CheckpointError, NeurotomyError, WorseResultError
+from neurotomy.errors import CheckpointError, NeurotomyError, NeurotomyWarning, WorseResultError
 from neurotomy.run_state import RunState
 
 
@@ -138,6 +139,10 @@ def split_job(model: nn.Module, train: Dataset, test: Dataset, classes: list[int
         record = {**module_metrics(module.model, test, c), "kept_fraction": module.kept_fraction,
                   "macs": module.macs, "macs_original": module.macs_original, "search": search,
                   **{k: v for k, v in module.details.items() if k not in ("trace", "history")}}
+        if record["recall"] == 0:  # it never says "class c": written all the same, but the user must know
+            warnings.warn(f"class {c}: the module finds none of the class's test images (recall 0), so it is "
+                          "useless as written; give more data, fine-tune longer (--finetune-epochs) or try another "
+                          "--criterion", NeurotomyWarning, stacklevel=2)
         if out_dir is not None and getattr(module.model, "neurotomy_meta", None) is not None:
             record["checkpoint"] = str(save_checkpoint(module.model, module.model.neurotomy_meta,
                                                        Path(out_dir) / f"class{c}"))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import tempfile
+import warnings
 
 import torch
 from torch import nn
@@ -36,10 +37,11 @@ from neurotomy.device import model_device, to_device
 from neurotomy.dynamics.features import TOKEN_VIEWS, default_layers, split_view
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import similarity_matrix
-from neurotomy.errors import ModelError, NeurotomyError
+from neurotomy.errors import ModelError, NeurotomyError, NeurotomyWarning
 from neurotomy.explain import METHODS as EXPLAIN_METHODS
 from neurotomy.explain import applicable_methods, attribute
 from neurotomy.explain.figure import attribution_grid
+from neurotomy.explain.pathway import is_activation
 from neurotomy.explain.rating import compare_reasons
 from neurotomy.jobs.budget import DissectBudget
 from neurotomy.jobs.concepts import directions_and_concepts
@@ -143,7 +145,10 @@ def reason_records(model: nn.Module, pruned: nn.Module, data: Dataset, methods: 
         targets = model(to_device(model_device(model), shown)).argmax(1).cpu()
     maps = {f"{m}, {who}": attribute(net, shown, targets, method=m).detach().abs()
             for m in methods for who, net in (("original", model), ("pruned", pruned))}
-    record = {"agreement": agreement, "top": TOP, "primary": methods[0], "classes": classes,
+    skipped = {m: why for m, why in skipped_reason_methods(model).items() if m not in methods}
+    for method, why in skipped.items():
+        warnings.warn(f"the {method} explanation is skipped: {why}", NeurotomyWarning, stacklevel=2)
+    record = {"agreement": agreement, "top": TOP, "primary": methods[0], "classes": classes, "skipped": skipped,
               "papers": {m: EXPLAIN_METHODS[m].paper for m in agreement["methods"]},
               "targets": targets.tolist(), "labels": labels[:SHOWN].tolist()}
     names = [classes[int(t)] if int(t) < len(classes) else str(t) for t in targets]
@@ -159,9 +164,19 @@ def _own_randomness():
 
 
 def reason_methods(model: nn.Module) -> tuple[str, ...]:
-    """:data:`REASON_METHODS`, plus attention rollout (:data:`ATTENTION_METHODS`) for a transformer."""
-    applicable = applicable_methods(model)
-    return tuple(m for m in (*REASON_METHODS, *ATTENTION_METHODS) if m in applicable)
+    """:data:`REASON_METHODS`, plus attention rollout (:data:`ATTENTION_METHODS`) for a transformer,
+    less those that cannot explain ``model`` (:func:`skipped_reason_methods`)."""
+    applicable, skipped = applicable_methods(model), skipped_reason_methods(model)
+    return tuple(m for m in (*REASON_METHODS, *ATTENTION_METHODS) if m in applicable and m not in skipped)
+
+
+def skipped_reason_methods(model: nn.Module) -> dict[str, str]:
+    """The reason methods that cannot explain ``model``, each with why: pathway, when the model has no
+    activation module to mask (its activations are function calls such as ``F.relu``)."""
+    if any(is_activation(m) for m in model.modules()):
+        return {}
+    return {"pathway": "the model has no activation modules (it calls them as functions, e.g. F.relu) and the "
+                       "pathway method masks activation modules"}
 
 
 def deployment_available() -> bool:
@@ -342,5 +357,6 @@ def _transformer_records(model: nn.Module, pruned: nn.Module, test: Dataset, bud
 __all__ = ["ATTENTION_METHODS", "DEPLOY_ROUNDS", "DEPLOY_THREADS", "FREQUENCY_K", "REASON_METHODS", "RETENTION",
            "SHOWN", "TOP", "TRANSFORMER_CRITERION", "TRANSFORMER_REPORT_CRITERIA", "TRANSFORMER_UNITS", "concept_records",
            "deployment_available", "deployment_records", "dynamics_records", "layer_records", "reason_methods",
+           "skipped_reason_methods",
            "reason_records", "score_records", "subset_records", "transformer_readout", "transformer_records",
            "transformer_score_records", "transformer_scores"]

@@ -23,7 +23,6 @@ from neurotomy.report.dynamics_plots import plot_modularity_curve, plot_similari
 def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int = 100, k: int = 3,
                   threshold: float = 0.25, cka_samples: int = 500, seed: int = 0, quiet: bool = False) -> dict:
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     curve = modularity_curve(model, data, per_class=per_class, k=k, seed=seed, quiet=quiet)
     cka = similarity_matrix(model, data, samples=cka_samples, seed=seed)
     result = {
@@ -35,6 +34,7 @@ def inspect_model(model: nn.Module, data: Dataset, out_dir: Path, per_class: int
         "cka": cka,
     }
     if is_main_process():  # under accelerate launch every process holds the result; one writes it
+        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed analysis leaves no empty directory
         write_json(out_dir / "inspect.json", result)
         plot_modularity_curve(curve, out_dir / "modularity.png")
         plot_similarity(cka, out_dir / "cka.png", "linear CKA between layers")

@@ -29,7 +29,8 @@ def explanations_section(reasons: dict, figure) -> dict:
     add_number(sec, "prediction_agreement", "same predicted class", agreement["prediction_agreement"], "pct")
     add_table(sec, "agreement by method", [("method", "text"), ("paper", "text"), ("Spearman", "float3"),
               (f"top-{top:.0%} IoU", "float3")],
-              [[m, reasons["papers"][m], r["spearman"], r["iou"]] for m, r in agreement["methods"].items()])
+              [[m, reasons["papers"][m], r["spearman"], r["iou"]] for m, r in agreement["methods"].items()],
+              note="; ".join(f"{m} skipped: {why}" for m, why in reasons.get("skipped", {}).items()))
     classes = reasons["classes"]
     name = lambda c: classes[int(c)] if int(c) < len(classes) else str(c)  # noqa: E731
     add_table(sec, f"agreement per predicted class ({primary})", [("class", "text"), ("images", "int"),

@@ -61,6 +61,7 @@ from neurotomy.data.tensor_dataset import TensorImageDataset
 from neurotomy.errors import DataError, NeurotomyError
 from neurotomy.models.anatomy import classifier_layer, model_input_shape, num_classes_of
 from neurotomy.models.summary import layer_table
+from neurotomy.scores import CRITERIA
 from neurotomy.scores.classwise import ClassActivation
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.class_search import CLASS_SEARCHES, GAConfig, ModuleCandidates, jaccard
@@ -145,8 +146,10 @@ def cut_class_module(model: nn.Module, data: Dataset, class_index: int, *, score
         scores = ClassActivation()(model, data, seed=seed, quiet=quiet)
     counted = scores.info.get("images_per_class")
     if counted is not None and counted[class_index] == 0:
+        others = [n for n in CRITERIA.names(axis="class") if n != scores.criterion]
         raise NeurotomyError(f"no image of class {class_index} counted for the relevance scores (none classified "
-                             "confidently?); give more data or scores from another class-wise criterion")
+                             f"confidently?); give more data, or scores from another class-wise criterion "
+                             f"(--criterion {' / '.join(others)})")
     calibration = one_vs_rest(data, class_index, calibration_images, seed=seed)
     cand = ModuleCandidates(model, scores.for_class(class_index), class_index, calibration, input_shape)
     counts, details = run_search(cand, tolerance=tolerance, ga=ga, others=others or [], seed=seed, quiet=quiet)

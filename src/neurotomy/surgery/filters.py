@@ -48,7 +48,7 @@ from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph, prune_out_channels
 from neurotomy.surgery.latency import LatencyRuntime, runtime_named
 from neurotomy.surgery.latency_plan import (LATENCY_TOLERANCE, TRANSFORMER_LATENCY, check_latency_request,
-                                            latency_model)
+                                            latency_model, warn_if_target_missed)
 from neurotomy.surgery.planner import Cut, Planner, plan_cuts, resolve_ignored
 
 @dataclass
@@ -93,6 +93,7 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
         _run(pruned, input_shape)
     except Exception as exc:
         raise PruningError(_does_not_run(model, cuts, input_shape, pruned, exc)) from None
+    check_outputs_kept(model, pruned, input_shape)
     meta = model_meta(model)
     if meta is not None:
         pruned.neurotomy_meta = copy.deepcopy(meta)
@@ -116,6 +117,21 @@ def _cut_copy(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],
 def _run(model: nn.Module, input_shape: tuple[int, ...], batch: int = 2) -> None:
     with torch.no_grad(), eval_mode(model):
         model(torch.zeros(batch, *input_shape, device=model_device(model)))
+
+
+def _output_shape(model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
+    with torch.no_grad(), eval_mode(model):
+        out = model(torch.zeros(1, *input_shape, device=model_device(model)))
+    return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+
+
+def check_outputs_kept(model: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A :class:`PruningError` when ``pruned`` no longer gives as many outputs (classes) as ``model``:
+    the last guard before a model that lost classes could be saved, whatever let the cut through."""
+    before, after = _output_shape(model, input_shape), _output_shape(pruned, input_shape)
+    if before != after:
+        raise PruningError(f"the cut changes the model's output from {list(before)} to {list(after)} values "
+                           "(its classes), so it is refused; keep the layers that write the logits whole (--ignore)")
 
 
 def model_meta(model: nn.Module):
@@ -186,9 +202,9 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     searching the ratio on predicted counts, then checked on the pruned model as measured
     (:func:`neurotomy.models.summary.layer_table`) and re-aimed up to twice when the measurement
     misses. ``min_channels`` per layer survive; ``ignored_layers`` (default: the classifier) keep
-    their outputs; ``round_to`` keeps channel counts multiples of it; ``inner_only`` prunes only
-    channels not coupled through residual adds (the classic papers' setting). The result's model
-    has the cuts appended to its checkpoint recipe; layers whose filters cannot be cut (torch-pruning
+    their outputs, and so, always, do the layers whose outputs are the model's (the classes);
+    ``round_to`` keeps channel counts multiples of it; ``inner_only`` prunes only channels not coupled
+    through residual adds (the classic papers' setting). The result's model has the cuts appended to its checkpoint recipe; layers whose filters cannot be cut (torch-pruning
     cannot map their channels, or the cut would reach into attention heads) are listed with the
     reason in ``details["refused_layers"]``.
 
@@ -290,6 +306,8 @@ def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: fl
             break
         aim = aim * goal / achieved
     attempt, cuts, pruned = best
+    warn_if_target_missed(attempt["miss"], target_speedup, target_latency_ms, attempt["speedup_measured"],
+                          attempt["latency_ms_measured"])
     after = _measure(pruned, input_shape)
     channels = {g.root_name: (g.channels, g.channels - len(c.idxs))
                 for g in planner.groups for c in cuts if c.layer == g.root_name}

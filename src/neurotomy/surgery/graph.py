@@ -249,7 +249,8 @@ class GroupSurvey:
 
 
 def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[nn.Module]) -> GroupSurvey:
-    """Every prunable group whose root is a Conv2d or Linear not in ``ignored`` (torch-pruning's
+    """Every prunable group whose root is a Conv2d or Linear not in ``ignored`` and that does not
+    narrow the model's output (:func:`reaches_output`) (torch-pruning's
     ``get_all_groups``, one root at a time so one group it cannot follow refuses that group only)."""
     names = {m: n for n, m in model.named_modules()}
     graph.neurotomy_unmapped = getattr(graph, "neurotomy_unmapped", set())
@@ -273,6 +274,8 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
         visited.update(outputs_cut)
         if any(t in ignored_all for t in outputs_cut):  # an ignored layer would lose outputs: not prunable
             continue
+        if reaches_output(graph, group):  # its channels are the logits (a Linear, or a 1×1 conv before a pool)
+            continue
         if any(dep.target.module in graph.neurotomy_unmapped for dep, _ in group):
             survey.refused[names[module]] = "its channels pass through a channel shuffle (torch-pruning cannot map it)"
             continue
@@ -282,6 +285,21 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
             continue
         survey.groups.append(_coupled_group(graph, group, names))
     return survey
+
+
+def reaches_output(graph: tp.DependencyGraph, group) -> bool:
+    """True when cutting ``group`` removes channels of the model's output — the classes: one of its
+    output-channel dependencies lands on the end of the traced graph (torch-pruning's output op, or a
+    node nothing reads). Found structurally, so the layer that writes the logits stays whole whatever
+    its type (a final Linear, or SqueezeNet's 1×1 conv before a global pool) and whatever the user
+    ignores."""
+    for dep, _ in group:
+        node = dep.target
+        if isinstance(node.module, tp.ops._OutputOp):
+            return True
+        if not node.outputs and graph.is_out_channel_pruning_fn(dep.handler):
+            return True
+    return False
 
 
 def _attention_internals(model: nn.Module) -> dict:

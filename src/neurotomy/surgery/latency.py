@@ -64,7 +64,7 @@ ACTIVATIONS = {cls.__name__: cls for cls in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """One layer as the latency table times it: a ``conv`` (Conv2d, optionally depthwise, then
+    """One layer as the latency table times it: a ``conv`` (Conv2d, optionally depthwise or grouped, then
     BatchNorm2d if ``batchnorm``) or a ``linear`` layer, then ``activation`` (a name in
     :data:`ACTIVATIONS`, or ``""``), on inputs of ``in_channels`` × ``spatial`` (conv: H, W;
     linear: the dims between the batch and the features, e.g. tokens)."""
@@ -81,6 +81,7 @@ class LayerSpec:
     spatial: tuple[int, ...] = ()
     batchnorm: bool = False
     activation: str = ""
+    groups: int = 1  # a grouped (not depthwise) conv: its widths stay multiples of this
 
     def at(self, in_channels: int, out_channels: int) -> "LayerSpec":
         """The same layer at other widths (a depthwise conv keeps both equal)."""
@@ -96,6 +97,7 @@ class LayerSpec:
         if self.kind == "conv":
             parts += [f"k{dims(self.kernel)}", f"s{dims(self.stride)}", f"p{dims(self.padding)}",
                       f"d{dims(self.dilation)}"] + (["dw"] if self.depthwise else [])
+            parts += [f"g{self.groups}"] if self.groups > 1 else []
         parts += (["bias"] if self.bias else []) + (["bn"] if self.batchnorm else [])
         parts += [self.activation.lower()] if self.activation else []
         parts += [f"@{dims(self.spatial) or '-'}", f"{self.in_channels}->{self.out_channels}"]
@@ -116,7 +118,8 @@ class LayerSpec:
         if self.kind == "conv":
             layers: list[nn.Module] = [nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.stride,
                                                  self.padding, self.dilation,
-                                                 groups=self.out_channels if self.depthwise else 1, bias=self.bias)]
+                                                 groups=self.out_channels if self.depthwise else self.groups,
+                                                 bias=self.bias)]
             if self.batchnorm:
                 layers.append(nn.BatchNorm2d(self.out_channels))
         else:

@@ -70,6 +70,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ from torch import nn
 
 from neurotomy import validate
 from neurotomy.device import model_device
-from neurotomy.errors import PruningError
+from neurotomy.errors import NeurotomyWarning, PruningError
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.probe import Probe
 from neurotomy.surgery.knapsack import solve_knapsack
@@ -119,6 +120,21 @@ def check_latency_request(ratio, target_macs, target_params, target_speedup, tar
                                "quantization sit beside surgery): import it first, or prune through PruneJob / the CLI")
         validate.known_name(runtime, "runtime", names=LATENCY_RUNTIMES.names, kind="latency runtime")
         runtime_named(runtime)  # a runtime whose library is missing says so now, before any work
+
+
+def warn_if_target_missed(miss: float, target_speedup: float | None, target_latency_ms: float | None,
+                          speedup_measured: float, latency_ms_measured: float) -> None:
+    """One warning line when the kept cut's measured latency misses the goal by more than
+    :data:`LATENCY_TOLERANCE` (``miss``: achieved / goal − 1), measured against asked."""
+    if abs(miss) <= LATENCY_TOLERANCE:
+        return
+    if target_latency_ms is None:
+        measured, asked = f"{speedup_measured:.2f}× speed-up", f"{target_speedup:.2f}×"
+    else:
+        measured, asked = f"{latency_ms_measured:.2f} ms", f"{target_latency_ms:.2f} ms"
+    warnings.warn(f"latency target missed by more than {LATENCY_TOLERANCE:.0%}: measured {measured} against the "
+                  f"{asked} asked; time on an idle machine (--threads 1), or ask for a target the cut can reach",
+                  NeurotomyWarning, stacklevel=3)
 
 
 def candidate_widths(channels: int) -> set[int]:
@@ -327,14 +343,11 @@ def _spec(name: str, module: nn.Module, shape: tuple[int, ...], after: list[nn.M
         return LayerSpec("linear", module.in_features, module.out_features, bias=module.bias is not None,
                          spatial=tuple(shape[:-1]), activation=activation(after))
     depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-    if module.groups > 1 and not depthwise:
-        raise PruningError(f"latency targets do not handle grouped convolution {name} (groups={module.groups}) yet; "
-                           f"prune to a MACs target instead, or keep it whole (--ignore {name})")
     bn = bool(after) and isinstance(after[0], nn.BatchNorm2d) and after[0].num_features == module.out_channels
     padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
     return LayerSpec("conv", module.in_channels, module.out_channels, tuple(module.kernel_size), tuple(module.stride),
                      padding, tuple(module.dilation), depthwise, module.bias is not None, tuple(shape[1:]), bn,
-                     activation(after[1:] if bn else after))
+                     activation(after[1:] if bn else after), 1 if depthwise else module.groups)
 
 
 def _timed_layers(model: nn.Module, planner: Planner, input_shape: tuple[int, ...]) -> list[TimedLayer]:
@@ -381,7 +394,8 @@ def _side_grid(layer: TimedLayer, side: str, options: list, removal: list, l: in
     if not groups:
         return [full]
     least = full - sum(max(r.get((l, side), 0) for r in removal[g]) for g in groups)
-    return sorted({full, max(1, least), *range(8, full, 8)})
+    step = layer.spec.groups  # a grouped conv is built only at multiples of its groups
+    return sorted({w // step * step for w in (full, max(step, least), *range(8, full, 8)) if w >= step})
 
 
 def latency_model(model: nn.Module, planner: Planner, input_shape: tuple[int, ...],

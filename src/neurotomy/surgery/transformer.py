@@ -66,7 +66,8 @@ from neurotomy.models.transformer import AttentionSite, attention_sites, mlp_sit
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.allocation import calibration_batches, calibration_loss, search, stream_last
 from neurotomy.surgery.attention import head_refusal, remove_heads, unpack_attention, unpacked
-from neurotomy.surgery.filters import PruningResult, describe_failure, meet_measured, model_meta
+from neurotomy.surgery.filters import (PruningResult, check_outputs_kept, describe_failure, meet_measured,
+                                      model_meta)
 from neurotomy.surgery.graph import (CoupledGroup, coupled_group, dependency_graph, out_channel_handler,
                                      prune_out_channels, pruning_group)
 from neurotomy.surgery.planner import Cut, check_request, default_ignored, refusal_line, resolve_ignored, search_ratio
@@ -392,6 +393,7 @@ def apply_transformer_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple
     except Exception:  # which cut broke it: cut a fresh copy again, running it after each cut
         _cut(_unpacked_copy(model, order, unpack_steps)[0], order, input_shape, check_each=True)
         raise
+    check_outputs_kept(model, work, input_shape)
     meta = model_meta(model)
     if meta is not None:
         work.neurotomy_meta = copy.deepcopy(meta)

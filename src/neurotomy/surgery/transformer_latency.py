@@ -44,7 +44,7 @@ from neurotomy.models.anatomy import require_input_shape
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult
 from neurotomy.surgery.latency import LatencyRuntime, runtime_named
-from neurotomy.surgery.latency_plan import LATENCY_TOLERANCE, check_latency_request
+from neurotomy.surgery.latency_plan import LATENCY_TOLERANCE, check_latency_request, warn_if_target_missed
 from neurotomy.surgery.transformer import prune_transformer
 
 MAX_MACS_REDUCTION = 0.97  # an aim beyond this leaves too little of any block to cut reliably
@@ -108,6 +108,8 @@ def prune_transformer_to_latency(model: nn.Module, scores: UnitScores | Sequence
             break  # the correction no longer moves the cut
         aim = next_aim
     attempt, result = best
+    warn_if_target_missed(attempt["miss"], target_speedup, target_latency_ms, attempt["speedup_measured"],
+                          attempt["latency_ms_measured"])
     target = ({"target_speedup": target_speedup} if target_latency_ms is None
               else {"target_latency_ms": target_latency_ms})
     result.details.update({**target, "latency_runtime": runtime.name, "latency_batch": latency_batch,
