@@ -166,4 +166,21 @@ def test_bad_options_are_refused():
 def test_registered_as_the_black_box_family():
     assert method_names("black-box") == ["occlusion", "rise"]
     assert METHODS["occlusion"].signed and not METHODS["rise"].signed
-    assert METHODS["rise"].options() == ["masks", "cells", "keep", "baseline", "seed", "batch_size"]
+    assert METHODS["rise"].options() == ["masks", "cells", "keep", "baseline", "seed", "batch_size", "centered"]
+
+
+def test_centered_rise_drops_the_masks_own_pattern():
+    """RISE's paper map holds the mean probability × the masks' uneven coverage, the same for any model
+    compared with the same masks: two models whose outputs ignore the image agree perfectly. Centered,
+    such a model's map is zero, and the model that reads one pixel still finds it."""
+    from neurotomy.explain.metrics import agreement
+
+    images = torch.rand(3, 1, 8, 8)
+    blind_a = lambda x: torch.tensor([[1.0, 0.0]]).expand(len(x), 2)  # noqa: E731
+    blind_b = lambda x: torch.tensor([[0.2, 0.0]]).expand(len(x), 2)  # noqa: E731
+    paper = [rise_maps(f, images, [0, 0, 0], masks=500, cells=4) for f in (blind_a, blind_b)]
+    assert agreement(*paper, targets=[0, 0, 0])["spearman"] == pytest.approx(1.0)
+    centered = rise_maps(blind_a, images, [0, 0, 0], masks=500, cells=4, centered=True)
+    torch.testing.assert_close(centered, torch.zeros_like(centered), atol=1e-6, rtol=0)
+    reads = rise_maps(one_pixel_model, torch.ones(2, 1, 8, 8), [0, 0], masks=4000, cells=4, centered=True)
+    assert divmod(int(reads[0].argmax()), 8) == (2, 5)

@@ -149,9 +149,15 @@ def rise_masks(height: int, width: int, masks: int = RISE_MASKS, cells: int = 7,
 
 def rise_maps(f: LogitsFunction | nn.Module, images: torch.Tensor, targets, *, masks: int = RISE_MASKS,
               cells: int = 7, keep: float = 0.5, baseline: float = 0.0, seed: int = 0,
-              batch_size: int = 256) -> torch.Tensor:
+              batch_size: int = 256, centered: bool = False) -> torch.Tensor:
     """RISE maps ``N × H × W`` (non-negative) of ``f`` for one target class per image: the mean of
-    the masks weighted by the target's probability on each masked image, divided by ``keep``."""
+    the masks weighted by the target's probability on each masked image, divided by ``keep``.
+
+    ``centered`` weights the masks by the probability minus its mean over the masks (signed maps): the
+    paper's map also holds the mean probability times the masks' own uneven coverage, a pattern that
+    depends on the seed and not on the model — two models compared with the same masks then agree
+    even when their outputs ignore the image. Compare models with centered maps.
+    """
     images, targets = _check(images, targets, baseline)
     height, width = images.shape[-2:]
     masks = validate.positive_int(masks, "masks")
@@ -160,6 +166,8 @@ def rise_maps(f: LogitsFunction | nn.Module, images: torch.Tensor, targets, *, m
     batch_size = validate.positive_int(batch_size, "batch_size")
     m = rise_masks(height, width, masks, cells, keep, seed).to(images)
     scores = target_probabilities(f, images, targets, m, baseline, batch_size)
+    if centered:
+        scores = scores - scores.mean(1, keepdim=True)
     return (scores @ m.flatten(1) / (masks * keep)).view(-1, height, width)
 
 
@@ -179,10 +187,11 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, 
 @register_method("rise", family="black-box", signed=False,
                  paper="Petsiuk et al., BMVC 2018 (1000 masks, 7×7 cells, p = 0.5)")
 def rise(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, masks: int = RISE_MASKS, cells: int = 7,
-         keep: float = 0.5, baseline: float = 0.0, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+         keep: float = 0.5, baseline: float = 0.0, seed: int = 0, batch_size: int = 256,
+         centered: bool = False) -> torch.Tensor:
     """:func:`rise_maps` of the PyTorch model."""
     return rise_maps(_model_logits(model), inputs, targets, masks=masks, cells=cells, keep=keep, baseline=baseline,
-                     seed=seed, batch_size=batch_size)
+                     seed=seed, batch_size=batch_size, centered=centered)
 
 
 __all__ = ["RISE_MASKS", "LogitsFunction", "occlusion", "occlusion_maps", "occlusion_windows", "rise", "rise_maps",

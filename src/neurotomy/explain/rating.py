@@ -38,7 +38,7 @@ from torch import nn
 from neurotomy.explain import METHODS, ExplainError, attribute
 from neurotomy.explain.common import Target, resolve_targets
 from neurotomy.explain.metrics import (Explainer, cascading_randomization, deletion_curve, independent_randomization,
-                                       insertion_curve, model_agreement, morf_lerf)
+                                       comparison_options, insertion_curve, model_agreement, morf_lerf)
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.registry import Registry
@@ -171,7 +171,7 @@ def compare_reasons(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor
         with progress_bar(quiet) as bar:
             task = add_task(bar, "compare reasons", len(methods))
             for method in methods:
-                explain = explainer(method, **_seeded(method, seed, options))
+                explain = explainer(method, **_seeded(method, seed, {method: comparison_options(method, options)}))
                 out["methods"][method] = model_agreement(
                     original, pruned, inputs, lambda m, x, t, e=explain: e(m, x, t).abs(), targets, top)
                 bar.advance(task)

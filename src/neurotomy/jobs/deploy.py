@@ -50,7 +50,7 @@ from neurotomy.device import on_cpu, place
 from neurotomy.errors import DataError, ModelError, WorseResultError
 from neurotomy.explain import METHODS, attribute
 from neurotomy.explain.common import resolve_targets
-from neurotomy.explain.metrics import agreement
+from neurotomy.explain.metrics import agreement, comparison_options
 from neurotomy.export import export_onnx
 from neurotomy.files import write_json
 from neurotomy.measure import checkpoint_size
@@ -135,7 +135,7 @@ def _maps(formats: list[_Format], images: torch.Tensor, targets: torch.Tensor, m
     for f in formats:
         out[f.label, f.format] = {}
         for method in methods:
-            opts = dict(options.get(method, {}))
+            opts = comparison_options(method, options)
             if "seed" in METHODS[method].options():
                 opts.setdefault("seed", seed)
             out[f.label, f.format][method] = attribute(f.module, images, targets, method=method, **opts).abs().cpu()
@@ -203,7 +203,7 @@ def _settings(*, int8: bool, calibration_images, calibration, threads, latency_b
             "threads": validate.positive_int(threads, "threads", maximum=1024),
             "latency_batch": validate.positive_int(latency_batch, "latency_batch", maximum=65536),
             "reason_images": validate.non_negative_int(reason_images, "reason_images"),
-            "methods": methods, "options": {m: dict((options or {}).get(m, {})) for m in methods}, "top": TOP,
+            "methods": methods, "options": {m: comparison_options(m, options) for m in methods}, "top": TOP,
             "eval_images": None if eval_images is None else validate.positive_int(eval_images, "eval_images"),
             "max_drop": None if max_drop is None else validate.non_negative_float(max_drop, "max_drop"),
             "rounds": validate.positive_int(rounds, "rounds"), "seed": validate.seed(seed, "seed")}

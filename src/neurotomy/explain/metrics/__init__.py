@@ -23,7 +23,7 @@ Example:
     True
 """
 
-from neurotomy.explain.metrics.agreement import agreement, model_agreement
+from neurotomy.explain.metrics.agreement import COMPARISON_DEFAULTS, agreement, comparison_options, model_agreement
 from neurotomy.explain.metrics.checks import Explainer, MetricError
 from neurotomy.explain.metrics.controls import random_map, sobel_map
 from neurotomy.explain.metrics.deletion import PerturbationCurve, deletion_curve, gaussian_blur, insertion_curve
@@ -40,6 +40,6 @@ __all__ = [
     "cascading_randomization", "independent_randomization", "execution_blocks",
     "randomize_modules", "map_similarity", "spearman", "ssim", "top_iou",
     "ROAR_TARGETS", "control_explainers", "pixel_ranks", "remove_top_pixels",
-    "agreement", "model_agreement",
+    "COMPARISON_DEFAULTS", "agreement", "comparison_options", "model_agreement",
     "sobel_map", "random_map",
 ]

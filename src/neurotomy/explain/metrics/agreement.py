@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -22,6 +23,20 @@ from neurotomy.explain.metrics.checks import (Explainer, MetricError, Targets, c
                                               explain, resolve_targets)
 from neurotomy.explain.metrics.similarity import spearman, top_iou
 from neurotomy.models.anatomy import eval_mode
+
+
+COMPARISON_DEFAULTS: dict[str, dict] = {"rise": {"centered": True}}
+"""Options a method takes by default when two models' maps are compared: RISE's own maps share the
+masks' coverage pattern whatever the model (see :func:`~neurotomy.explain.perturbation.rise_maps`)."""
+
+
+def comparison_options(method: str, options: Mapping[str, dict] | None = None) -> dict:
+    """``method``'s options for comparing two models: the given ones over :data:`COMPARISON_DEFAULTS`.
+
+    >>> comparison_options("rise"), comparison_options("rise", {"rise": {"centered": False}})
+    ({'centered': True}, {'centered': False})
+    """
+    return {**COMPARISON_DEFAULTS.get(method, {}), **dict((options or {}).get(method, {}))}
 
 
 def agreement(maps_a: torch.Tensor, maps_b: torch.Tensor, targets: Targets, top: float = 0.1) -> dict:
