@@ -33,3 +33,13 @@ def test_unexportable_op_fails_clearly(tmp_path):
     with pytest.raises(NeurotomyError, match="ONNX cannot export"):
         export_onnx(NotExportable(), tmp_path / "x.onnx", input_shape=(1, 4, 4))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_compare_model_of_other_inputs_fails_before_the_onnx_file_is_written(tmp_path, capsys):
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "zoo:lenet5-digits", "--onnx", str(onnx_path), "--compare", "zoo:resnet20-fmnist",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--compare zoo:resnet20-fmnist takes 1×28×28 inputs but zoo:lenet5-digits takes 1×8×8" in err[0]
+    assert not onnx_path.exists()

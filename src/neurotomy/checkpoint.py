@@ -279,7 +279,8 @@ def read_meta(path: str | os.PathLike) -> ModelMeta:
     meta_json = metadata.get(_META_KEY) if isinstance(metadata, dict) else None
     if not isinstance(meta_json, str):
         raise CheckpointError(f"{path}: no neurotomy metadata in the header; it is corrupt or was not "
-                              "written by neurotomy")
+                              "written by neurotomy (a bare state dict: load it with --weights onto MODEL, "
+                              "e.g. path/to/file.py:factory --weights FILE)")
     try:
         meta = ModelMeta.from_json(meta_json)
     except (ValueError, TypeError, AttributeError, RecursionError):

@@ -47,6 +47,8 @@ def test_compare_reasons_of_a_model_with_itself_is_perfect(tmp_path, capsys):
     (["explain", "zoo:resnet20-fmnist", "--method", "magic", "--out", "X"], "unknown method 'magic'"),
     (["rate-explanations", "zoo:resnet20-fmnist", "--metrics", "vibes", "--n", "2"], "unknown metric 'vibes'"),
     (["explain", "zoo:resnet20-fmnist"], "needs MODEL and --out"),
+    (["compare-reasons", "zoo:resnet20-fmnist", "zoo:lenet5-digits", "--methods", "gradient", "--n", "2", "--out", "X"],
+     "zoo:lenet5-digits takes 1×8×8 inputs but zoo:resnet20-fmnist takes 1×28×28"),
 ])
 def test_user_errors(argv, needle, tmp_path, capsys):
     argv = [str(tmp_path / a) if a == "X" else a for a in argv]
@@ -54,3 +56,33 @@ def test_user_errors(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+FUNCTIONAL_NET = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class Functional(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).mean((2, 3)))
+
+
+def make(num_classes=10):
+    return Functional(num_classes)
+'''
+
+
+def test_compare_reasons_names_methods_when_pathway_cannot_run(tmp_path, capsys):
+    net = tmp_path / "functional_net.py"
+    net.write_text(FUNCTIONAL_NET)
+    model = f"{net}:make"
+    assert main(["compare-reasons", model, model, "--data", "digits", "--input-size", "8", "--methods", "gradient",
+                 "pathway", "--n", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--methods gradient" in err and len(err.strip().splitlines()) == 1

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurotomy.cli import main
+from neurotomy.cli import main, one_line
+from neurotomy.errors import ModelError
 from neurotomy.loading import load_checkpoint, load_model
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -33,6 +34,10 @@ def test_user_errors_one_line_nonzero(argv, needle, capsys):
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and err[0].startswith("neurotomy: error:")
+
+
+def test_one_line_drops_terminal_formatting():
+    assert one_line(ModelError("a \x1b[1mbold\x1b[0m\n\tword")) == "a bold word"
 
 
 def test_pickle_refused_via_subprocess(tmp_path):

@@ -100,6 +100,30 @@ def test_pickle_weights_are_refused(user_net, tmp_path):
         load_model(f"{user_net}:make", input_size=8, weights=tmp_path / "evil.pt")
 
 
+def test_a_pickled_whole_model_says_what_the_unpickler_refused_without_terminal_codes(user_net, tmp_path):
+    torch.save(nn.Linear(2, 2), tmp_path / "whole.pt")  # torch's message puts part of it in bold (ANSI codes)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(f"{user_net}:make", input_size=8, weights=tmp_path / "whole.pt")
+    message = str(caught.value)
+    assert "\x1b" not in message and "\n" not in message
+    assert "refuses it (Unsupported global: GLOBAL torch.nn.modules.linear.Linear" in message
+
+
+def test_a_text_file_as_weights_is_not_called_pickled(user_net, tmp_path):
+    (tmp_path / "notes.pt").write_text("import torch\nprint('not weights')\n")
+    with pytest.raises(CheckpointError, match="notes.pt: not a weights file neurotomy can read") as caught:
+        load_model(f"{user_net}:make", input_size=8, weights=tmp_path / "notes.pt")
+    assert "pickled" not in str(caught.value)
+
+
+def test_a_bare_state_dict_as_model_says_to_load_it_with_weights(user_net, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(load_model(f"{user_net}:make", input_size=8).state_dict(), str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="not written by neurotomy .*load it with --weights onto MODEL"):
+        load_model(tmp_path / "plain.safetensors")
+
+
 def test_changed_factory_file_warns_on_load(user_net, tmp_path):
     model = load_model(f"{user_net}:make", input_size=8)
     path = save_checkpoint(model, tmp_path / "m")

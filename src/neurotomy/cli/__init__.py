@@ -8,6 +8,7 @@ status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 
@@ -19,6 +20,7 @@ from neurotomy.errors import NeurotomyError, NeurotomyWarning
 from neurotomy.progress import set_quiet
 
 GROUPS = (models, deploy, prune, explain, concepts, classes, report)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # a terminal's formatting codes (bold, colour)
 
 _format_warning = warnings.formatwarning
 
@@ -75,5 +77,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_line(exc: BaseException) -> str:
-    """An error message on one line (a message from a library may span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An error message on one line (a message from a library may span several), without the
+    terminal formatting (bold, colour) some libraries put in theirs."""
+    return " ".join(_ANSI.sub("", str(exc)).split()) or type(exc).__name__

@@ -147,13 +147,27 @@ def cmd_rate_explanations(args) -> None:
     print(f"{record['n']} test images; (l)ower / (h)igher is better" + (f" — wrote {args.out}" if args.out else ""))
 
 
+def _check_pathway(model, methods: list[str]) -> None:
+    """Before any work: pathway on a model without activation modules fails; say how to leave it out."""
+    from neurotomy.explain.common import ExplainError
+    from neurotomy.explain.pathway import is_activation
+
+    if "pathway" in methods and not any(is_activation(m) for m in model.modules()):
+        others = " ".join(m for m in methods if m != "pathway") or "gradient gradcam"
+        raise ExplainError("the pathway method masks activation modules and this model has none (F.relu and "
+                           f"torch.relu calls cannot be masked): leave it out, e.g. --methods {others}")
+
+
 def cmd_compare_reasons(args) -> None:
     from neurotomy.explain.rating import COMPARED_METHODS, compare_reasons
     from neurotomy.files import write_json
+    from neurotomy.loading import check_compatible
 
     original, pruned = load_model_arg(args, args.original, main=True), load_model_arg(args, args.pruned)
+    check_compatible(original, pruned, args.original, args.pruned)
     images, _, _ = _explain_batch(original, args)
     methods = _split_names(args.methods or COMPARED_METHODS)
+    _check_pathway(original, methods)
     record = compare_reasons(original, pruned, images, methods=methods, top=args.top, seed=args.seed,
                              quiet=args.quiet, options={m: _method_opts(m, args) for m in methods})
     record.update(original=args.original, pruned=args.pruned)

@@ -150,11 +150,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from neurotomy.data.subsets import balanced_subset
     from neurotomy.report.tables import format_metrics
     from neurotomy.train import evaluate
 
     model = load_model_arg(args)
-    data = data_for(model, args, args.split)
+    data = balanced_subset(data_for(model, args, args.split), args.max_images, args.seed)  # not the first N
     metrics = evaluate(model, data, batch_size=args.batch_size, max_images=args.max_images, quiet=args.quiet)
     if args.json:
         print_json(metrics)
@@ -176,10 +177,13 @@ def cmd_zoo(args) -> None:
 
 def cmd_export(args) -> None:
     from neurotomy.export import export_onnx, onnxruntime_latency
+    from neurotomy.loading import check_compatible
 
     args.device = None  # ONNX export and onnxruntime are CPU work: the models stay on the CPU
     model = load_model_arg(args)
     compare = load_model_arg(args, args.compare) if args.compare else None  # a bad --compare fails before anything is written
+    if compare is not None:
+        check_compatible(model, compare, args.model, f"--compare {args.compare}")
     report = export_onnx(model, args.onnx, opset=args.opset, seed=args.seed)
     if compare is not None:
         import tempfile
@@ -203,11 +207,14 @@ def cmd_export(args) -> None:
 
 def cmd_finetune(args) -> None:
     from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.loading import check_compatible
     from neurotomy.recover import finetune
     from neurotomy.train import evaluate
 
     model = load_model_arg(args)
     teacher = load_model_arg(args, args.teacher) if args.teacher else None
+    if teacher is not None:
+        check_compatible(model, teacher, args.model, f"--teacher {args.teacher}")
     train, test = data_for(model, args, "train"), data_for(model, args, "test")
     before = evaluate(model, test, quiet=args.quiet)["accuracy"]
     with run_state(args) as state:

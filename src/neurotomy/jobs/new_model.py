@@ -13,7 +13,7 @@ from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import load_dataset
 from neurotomy.device import place
 from neurotomy.errors import DataError
-from neurotomy.models import build_model
+from neurotomy.loading import build_fresh, check_classifier_output, check_compatible
 from neurotomy.train import TrainConfig, default_learning_rate, evaluate, fit, seed_everything
 from neurotomy.run_state import RunState
 
@@ -44,7 +44,10 @@ def train_new_model(arch: str, data_name: str, root: str | None, config: TrainCo
     arch_args = {"in_channels": int(channels), "num_classes": len(train_data.classes),
                  "input_size": int(size), **arch_kwargs}
     seed_everything(config.seed)
-    model = place(build_model(arch, **arch_args), device)  # device None: the CPU, where it is built
+    model = place(build_fresh(arch, **arch_args), device)  # device None: the CPU, where it is built
+    check_classifier_output(model, arch)  # before any epoch: a forward that returns no N × classes logits
+    if teacher is not None:
+        check_compatible(model, teacher, arch, f"the teacher ({teacher.neurotomy_meta.arch})")
     if config.lr is None:
         config = replace(config, lr=default_learning_rate(model, config.optimizer))
     if state is not None:

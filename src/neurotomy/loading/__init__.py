@@ -23,8 +23,9 @@ import os
 
 from torch import nn
 
+from neurotomy.loading.checks import check_classifier_output, check_compatible
 from neurotomy.loading.checkpoints import PATCHED, build_from_meta, load_checkpoint
-from neurotomy.loading.specs import SPEC_FORMS, check_model_spec, model_spec_kind, resolve_model
+from neurotomy.loading.specs import SPEC_FORMS, build_fresh, check_model_spec, model_spec_kind, resolve_model
 from neurotomy.loading.weights import load_weights
 
 
@@ -44,5 +45,5 @@ def load_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = N
                          num_classes=num_classes, input_size=input_size)
 
 
-__all__ = ["PATCHED", "SPEC_FORMS", "build_from_meta", "check_model_spec", "load_checkpoint", "load_model",
-           "load_weights", "model_spec_kind", "resolve_model"]
+__all__ = ["PATCHED", "SPEC_FORMS", "build_fresh", "build_from_meta", "check_classifier_output", "check_compatible",
+           "check_model_spec", "load_checkpoint", "load_model", "load_weights", "model_spec_kind", "resolve_model"]

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from torch import nn
 
-from neurotomy.errors import ModelError
+from neurotomy.errors import ModelError, NeurotomyError
+from neurotomy.loading.checks import check_classifier_output
 from neurotomy.loading.checkpoints import load_checkpoint
 from neurotomy.loading.weights import load_weights
 from neurotomy.loading.zoo import zoo_path
@@ -84,7 +85,9 @@ def check_model_spec(spec: str) -> str:
 def resolve_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None, pretrained: bool = False,
                   in_channels: int | None = None, num_classes: int | None = None,
                   input_size: int | None = None) -> nn.Module:
-    """The model ``spec`` names (see the module docstring), in eval mode, with ``neurotomy_meta``."""
+    """The model ``spec`` names (see the module docstring), in eval mode, with ``neurotomy_meta``,
+    checked with one forward pass to return N × classes logits
+    (:func:`~neurotomy.loading.checks.check_classifier_output`)."""
     spec = str(spec)
     kind = model_spec_kind(spec)
     if kind in ("zoo", "checkpoint"):
@@ -93,12 +96,29 @@ def resolve_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None 
         model = load_checkpoint(zoo_path(spec[4:]) if kind == "zoo" else Path(spec))
         _check_shape(model, in_channels, num_classes, spec)
     else:
-        model = build_model(spec, in_channels, num_classes, input_size, pretrained=pretrained)
+        model = build_fresh(spec, in_channels, num_classes, input_size, pretrained=pretrained)
         if kind == "file":
             _complete_shape(model, spec)
     if weights is not None:
         load_weights(model, weights)
-    return model.eval()
+    check_classifier_output(model.eval(), spec)  # a forward that fails or returns no logits: one line, now
+    return model
+
+
+def build_fresh(spec: str, in_channels: int | None = None, num_classes: int | None = None,
+                input_size: int | None = None, **options) -> nn.Module:
+    """:func:`~neurotomy.models.build_model`, with a builder's own refusal of the shape (torchvision's
+    ViT asserts that the input size is a multiple of its patch) as one line naming the model, the size
+    and the builder's message."""
+    try:
+        return build_model(spec, in_channels, num_classes, input_size, **options)
+    except NeurotomyError:
+        raise
+    except Exception as exc:  # AssertionError, ValueError, RuntimeError, … from the architecture's constructor
+        size = f" for {input_size}×{input_size} inputs" if input_size else ""
+        message = " ".join(str(exc).split())[:200] or "no message"
+        raise ModelError(f"{spec} cannot be built{size} ({type(exc).__name__}: {message}); try another "
+                         "--input-size (one the architecture accepts)") from None
 
 
 def _complete_shape(model: nn.Module, spec: str) -> None:
@@ -127,4 +147,4 @@ def _check_shape(model: nn.Module, in_channels, num_classes, spec: str) -> None:
                              f"--{key.replace('_', '-')} (a checkpoint knows its shape)")
 
 
-__all__ = ["SPEC_FORMS", "check_model_spec", "model_spec_kind", "resolve_model"]
+__all__ = ["SPEC_FORMS", "build_fresh", "check_model_spec", "model_spec_kind", "resolve_model"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from neurotomy.errors import CheckpointError
 
 # keys under which training scripts commonly nest the state dict
 _NESTED = ("state_dict", "model_state_dict", "model", "net", "weights")
+# how a torch.save file starts: a zip archive (torch >= 1.6), or a pickle's protocol byte (the legacy format)
+_TORCH_SAVE_HEADS = (b"PK\x03\x04", b"\x80")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal formatting some libraries put in their messages
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -47,17 +51,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not head.startswith(_TORCH_SAVE_HEADS):
+        raise CheckpointError(f"{path}: not a weights file neurotomy can read (neither safetensors nor torch.save "
+                              "output); give a state dict saved with torch.save(model.state_dict(), FILE) or "
+                              "safetensors")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: torch.load(weights_only=True) refuses it ({reason}); it holds pickled "
-                              "Python objects, not only tensors — in a trusted session save model.state_dict() "
-                              "(torch.save or safetensors) and pass that") from None
+        raise CheckpointError(f"{path}: torch.load(weights_only=True) refuses it ({_unpickler_reason(exc)}); it "
+                              "holds pickled Python objects, not only tensors — in a trusted session save "
+                              "model.state_dict() (torch.save or safetensors) and pass that") from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable state dict ({type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
     return _tensors_of(state, path)
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """What the weights-only unpickler objected to (``Unsupported global: GLOBAL nets.Net …``), not
+    torch's paragraph around it, without its terminal formatting."""
+    text = _ANSI.sub("", str(exc))
+    _, found, reason = text.partition("WeightsUnpickler error:")
+    reason = " ".join((reason if found else text).split())
+    return reason.split(". ")[0].rstrip(".")[:200] or type(exc).__name__
 
 
 def _tensors_of(state, path: Path) -> dict[str, torch.Tensor]:
