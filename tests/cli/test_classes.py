@@ -73,3 +73,17 @@ def test_class_command_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_subsets_text_names_each_class(monkeypatch, capsys):
+    """The text output names a class by its dataset name where the name says more than the number."""
+    import neurotomy.jobs.classes as jobs
+
+    def canned(model, train, test, **options):
+        return {"layer": "fc", "width": 64, "heads": [],
+                "subsets": [{"class": c, "size": 3, "width": 64, "features": [1, 2, 3]} for c in (0, 1)]}
+
+    monkeypatch.setattr(jobs, "subsets_job", canned)
+    assert main(["subsets", "zoo:resnet20-fmnist", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "class 0 (T-shirt/top):" in out and "class 1 (Trouser):" in out

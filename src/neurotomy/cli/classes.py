@@ -80,7 +80,8 @@ def cmd_subsets(args) -> None:
     from neurotomy.jobs.classes import subsets_job
 
     model = load_model_arg(args)
-    record = subsets_job(model, data_for(model, args, "train"), data_for(model, args, "test"),
+    test = data_for(model, args, "test")
+    record = subsets_job(model, data_for(model, args, "train"), test,
                          criterion=args.criterion, k=args.k, retention=args.retention, ks=args.head_k,
                          finetune_epochs=args.finetune_epochs, seed=args.seed, quiet=args.quiet)
     if args.out:
@@ -90,8 +91,10 @@ def cmd_subsets(args) -> None:
         return
     print(f"smallest {args.criterion} subsets keeping {args.retention:.0%} of each class's precision and recall "
           f"({record['layer']}, width {record['width']}):")
+    names = list(getattr(test, "classes", None) or [])
     for r in record["subsets"]:
-        print(f"  class {r['class']}: {r['size']:>3} / {r['width']}  features {r['features'][:8]}"
+        name = f" ({names[r['class']]})" if r["class"] < len(names) and names[r["class"]] != str(r["class"]) else ""
+        print(f"  class {r['class']}{name}: {r['size']:>3} / {r['width']}  features {r['features'][:8]}"
               f"{' …' if r['size'] > 8 else ''}")
     for h in record["heads"]:
         tuned = "" if h["acc_subsets_finetuned"] is None else f" → {h['acc_subsets_finetuned']:.4f} after fine-tune"

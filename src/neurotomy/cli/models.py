@@ -178,6 +178,7 @@ def cmd_zoo(args) -> None:
 def cmd_export(args) -> None:
     from neurotomy.export import export_onnx, onnxruntime_latency
     from neurotomy.loading import check_compatible
+    from neurotomy.report.tables import speed_phrase
 
     args.device = None  # ONNX export and onnxruntime are CPU work: the models stay on the CPU
     model = load_model_arg(args)
@@ -202,7 +203,7 @@ def cmd_export(args) -> None:
         if args.compare:
             lat = report["onnx_latency_ms"]
             print(f"onnxruntime batch 64: {lat['this']['median_ms']:.2f} ms vs {lat['compare']['median_ms']:.2f} ms "
-                  f"for {args.compare} ({lat['speedup_batch64']:.2f}× faster)")
+                  f"for {args.compare} ({speed_phrase(lat['speedup_batch64'])})")
 
 
 def cmd_finetune(args) -> None:

@@ -41,6 +41,16 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def speed_phrase(speedup: float) -> str:
+    """A speed-up in words that stay true below 1: ``1.52× faster`` or ``1.25× slower`` (never
+    "0.80× faster").
+
+    >>> speed_phrase(1.52), speed_phrase(0.8)
+    ('1.52× faster', '1.25× slower')
+    """
+    return f"{speedup:.2f}× faster" if speedup >= 1 else f"{1 / speedup:.2f}× slower"
+
+
 def format_prune_record(record: dict) -> str:
     """Before/after table of a prune (see :class:`neurotomy.jobs.prune.PruneJob`)."""
     cmp = record["comparison"]
@@ -54,7 +64,7 @@ def format_prune_record(record: dict) -> str:
     for key in sorted(k for k in o if k.startswith("latency_b")):
         batch = key[len("latency_b"):]
         rows.append((f"latency b{batch} (median)", f"{o[key]['median_ms']:.2f} ms", f"{p[key]['median_ms']:.2f} ms",
-                     f"{cmp[f'speedup_batch{batch}']:.2f}× faster"))
+                     speed_phrase(cmp[f"speedup_batch{batch}"])))
     lines = [f"{'':<22} {'original':>12} {'pruned':>12}  change", "-" * 64]
     lines += [f"{a:<22} {b:>12} {c:>12}  {d}" for a, b, c, d in rows]
     stages = [("right after the cut", "acc_pruned"), ("after BN recalibration", "acc_recalibrated"),
