@@ -230,3 +230,15 @@ def test_in_memory_data_takes_another_normalisation(digits_idx):
     raw = data.images * data.normalization.std[0] + data.normalization.mean[0]
     assert torch.allclose(moved.images, (raw - 0.5) / 0.25, atol=1e-5)
     assert data.with_normalization(data.normalization) is data
+
+
+def test_training_classes_without_test_images_are_named_in_one_warning(rgb_folder):
+    import shutil
+
+    shutil.rmtree(rgb_folder / "test" / "red")
+    with pytest.warns(NeurotomyWarning, match=r"no test images of the training class\(es\) 'red'; the test figures"):
+        test = load_dataset(f"image-folder:{rgb_folder}", split="test", input_size=8)
+    assert test.classes == ["blue", "red"] and set(test.targets.tolist()) == {0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(f"image-folder:{rgb_folder}", split="train", input_size=8)

@@ -146,6 +146,17 @@ def _warn_unknown_test_classes(folder: Path, classes: tuple[str, ...]) -> None:
                       NeurotomyWarning)
 
 
+def _warn_untested_classes(folder: Path, classes: tuple[str, ...], samples: list[tuple[str, int]]) -> None:
+    """One warning line naming the training classes without a test image: the test numbers say
+    nothing about them (their recall cannot be measured)."""
+    tested = {label for _, label in samples}
+    untested = [name for i, name in enumerate(classes) if i not in tested]
+    if untested and samples:
+        warnings.warn(f"{folder}: no test images of the training class(es) {', '.join(map(repr, untested))}; the "
+                      "test figures say nothing about them — add a test folder of the same name with images",
+                      NeurotomyWarning)
+
+
 @dataset_source("image-folder", argument="PATH", options=("class_names", "input_size"), flip_safe=False,
                 help="one sub-folder of images per class (PATH/train and PATH/test, or PATH itself, of "
                      f"which {FLAT_TEST_FRACTION:.0%} of each class is held out for testing)")
@@ -171,6 +182,7 @@ def load_image_folder(argument: str | None, root: Path | None, split: str, class
         samples = _flat_split(samples, split)
     elif split == "test":
         _warn_unknown_test_classes(folder, classes)
+        _warn_untested_classes(folder, classes, samples)
     if not samples:
         raise DataError(f"{folder}: no {split} images in its class folders ({', '.join(classes)}); supported "
                         f"files: {', '.join(IMG_EXTENSIONS)}" + ("; a flat folder needs two images of a class to "
