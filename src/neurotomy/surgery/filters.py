@@ -90,10 +90,10 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
     naming the layer whose cut breaks it."""
     pruned = _cut_copy(model, cuts, input_shape)
     try:
-        _run(pruned, input_shape)
+        output = _run(pruned, input_shape)
     except Exception as exc:
         raise PruningError(_does_not_run(model, cuts, input_shape, pruned, exc)) from None
-    check_outputs_kept(model, pruned, input_shape)
+    check_outputs_kept(model, pruned, input_shape, pruned_output=output)
     meta = model_meta(model)
     if meta is not None:
         pruned.neurotomy_meta = copy.deepcopy(meta)
@@ -114,21 +114,22 @@ def _cut_copy(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],
     return pruned
 
 
-def _run(model: nn.Module, input_shape: tuple[int, ...], batch: int = 2) -> None:
+def _run(model: nn.Module, input_shape: tuple[int, ...], batch: int = 2):
     with torch.no_grad(), eval_mode(model):
-        model(torch.zeros(batch, *input_shape, device=model_device(model)))
+        return model(torch.zeros(batch, *input_shape, device=model_device(model)))
 
 
-def _output_shape(model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
-    with torch.no_grad(), eval_mode(model):
-        out = model(torch.zeros(1, *input_shape, device=model_device(model)))
-    return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+def _per_image_shape(output) -> tuple:
+    return tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
 
 
-def check_outputs_kept(model: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> None:
+def check_outputs_kept(model: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],
+                       pruned_output=None) -> None:
     """A :class:`PruningError` when ``pruned`` no longer gives as many outputs (classes) as ``model``:
     the last guard before a model that lost classes could be saved, whatever let the cut through."""
-    before, after = _output_shape(model, input_shape), _output_shape(pruned, input_shape)
+    # the caller's forward of the pruned model, when it made one, is not run again
+    after = _per_image_shape(_run(pruned, input_shape) if pruned_output is None else pruned_output)
+    before = _per_image_shape(_run(model, input_shape))
     if before != after:
         raise PruningError(f"the cut changes the model's output from {list(before)} to {list(after)} values "
                            "(its classes), so it is refused; keep the layers that write the logits whole (--ignore)")
