@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from neurotomy.data import load_dataset
-from neurotomy.errors import OptionError
+from neurotomy.errors import ModelError, OptionError
 from neurotomy.models import build_model
 from neurotomy.recover import finetune, recalibrate_batchnorm
 from neurotomy.train import evaluate
@@ -63,3 +63,18 @@ def test_distillation_weight_and_temperature_reach_the_loss():
 def test_distillation_temperature_must_be_positive():
     with pytest.raises(OptionError, match="distill_temperature"):
         _distilled(0.0, 0.5)
+
+
+@pytest.mark.parametrize("teacher, needle", [
+    (build_model("lenet5", 3, 10, 8), "does not run on this data's (1, 8, 8) images"),
+    (build_model("lenet5", 1, 7, 8), "the teacher returns (2, 7) for 2 images but the model returns (2, 10)"),
+])
+def test_a_teacher_for_other_inputs_or_classes_is_one_line_before_any_step(teacher, needle):
+    data = load_dataset("digits")
+    student = build_model("lenet5", 1, 10, 8)
+    before = [p.detach().clone() for p in student.parameters()]
+    student.train()
+    with pytest.raises(ModelError) as err:
+        finetune(student, data, epochs=1, lr=0.05, quiet=True, max_images=64, teacher=teacher)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert student.training and all(torch.equal(a, b) for a, b in zip(before, student.parameters()))

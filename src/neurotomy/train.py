@@ -42,7 +42,7 @@ from neurotomy.data.augment import random_crop_flip
 from neurotomy.data.batches import batch_sizes, iterate_batches, num_batches
 from neurotomy.device import model_device, place, to_device
 from neurotomy.distributed import data_parallel, sum_over_processes
-from neurotomy.errors import TrainingError
+from neurotomy.errors import ModelError, TrainingError
 from neurotomy import validate
 from neurotomy.grad_mask import GradMaskConfig, training_mask
 from neurotomy.progress import add_task, progress_bar
@@ -52,11 +52,11 @@ from neurotomy.run_state import RunState, fit_fingerprint
 SCHEDULES = ("onecycle", "cosine", "constant")
 """Learning-rate schedules ``fit`` knows (one-cycle: Smith 2018)."""
 AUGMENTATIONS = ("auto", "crop-flip", "crop", "none")
+"""Augmentations ``fit`` knows; ``auto`` crops, and flips only data declared flip-safe (``data.flip_safe``)."""
 OPTIMIZERS = ("sgd", "adamw")
 # bf16: forward and loss under torch.autocast (weights and optimizer state stay fp32); on CPUs with
 # AMX/AVX-512-BF16 it halves a ViT's step time (measured 490 → 250 ms per batch of 128 at 1 thread)
 PRECISIONS = ("fp32", "bf16")
-"""Augmentations ``fit`` knows; ``auto`` crops, and flips only data declared flip-safe (``data.flip_safe``)."""
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -246,6 +246,33 @@ class LossWatch:
                 f"(now {self.lr:g}), e.g. --lr {self.lr / 10:g}")
 
 
+def check_teacher(model: nn.Module, teacher: nn.Module, data: Dataset) -> None:
+    """Before any step: ``teacher`` must run on ``data``'s images and give logits of the shape ``model``
+    gives, or distillation would fail mid-epoch (or, worse, compare logits of other classes). One
+    forward of two images through each, in eval mode (BatchNorm statistics untouched); else a
+    one-line :class:`~neurotomy.errors.ModelError`."""
+    images = torch.stack([data[i][0] for i in range(min(2, len(data)))])
+    fix = "give a teacher made for the same inputs and classes as the model"
+    outputs = []
+    for name, net in (("the model", model), ("the teacher", teacher)):
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                outputs.append(net(images.to(model_device(net))))
+        except RuntimeError as exc:
+            if name == "the model":
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"the teacher does not run on this data's {tuple(images.shape[1:])} images "
+                             f"({first[:160]}); {fix}") from None
+        finally:
+            net.train(was_training)
+    shapes = [tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in outputs]
+    if shapes[0] != shapes[1]:
+        raise ModelError(f"the teacher returns {shapes[1]} for 2 images but the model returns {shapes[0]}; {fix}")
+
+
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module | None = None,
         on_epoch_end: EpochHook | None = None, description: str = "train", state: "RunState | None" = None,
         state_key: str = "fit", device: str | torch.device | None = None) -> list[dict]:
@@ -263,6 +290,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
     place(model, device)
     if teacher is not None:
         place(teacher, device)
+        check_teacher(model, teacher, data)
     where = model_device(model)
     lr = config.lr if config.lr is not None else default_learning_rate(model, config.optimizer)
     generator = torch.Generator().manual_seed(config.seed)
@@ -346,16 +374,22 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: 
 
 
 def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict:
-    """Accuracy, per-class precision and recall, and the confusion matrix (rows = true class)."""
+    """Accuracy, per-class precision and recall, and the confusion matrix (rows = true class). A class
+    never predicted has no precision (``None``, not 0: nothing it was given was wrong).
+
+    >>> classification_metrics(torch.tensor([0, 0]), torch.tensor([0, 1]), 2)["per_class_precision"]
+    [0.5, None]
+    """
     confusion = torch.bincount(targets * num_classes + predicted, minlength=num_classes ** 2)
     confusion = confusion.view(num_classes, num_classes)
     tp = confusion.diag().double()
-    precision = tp / confusion.sum(0).clamp(min=1)
+    predicted_as = confusion.sum(0)
+    precision = tp / predicted_as.clamp(min=1)
     recall = tp / confusion.sum(1).clamp(min=1)
     return {
         "accuracy": float(tp.sum() / max(1, len(targets))),
         "n": int(len(targets)),
-        "per_class_precision": [round(float(p), 6) for p in precision],
+        "per_class_precision": [round(float(p), 6) if n else None for p, n in zip(precision, predicted_as)],
         "per_class_recall": [round(float(r), 6) for r in recall],
         "confusion": confusion.tolist(),
     }

@@ -36,6 +36,12 @@ def test_score_writes_npz(tmp_path, capsys):
     assert UnitScores.load(tmp_path / "s.npz").criterion == "apoz"
 
 
+def test_score_out_without_npz_writes_and_names_the_npz(tmp_path, capsys):
+    assert main(["score", "zoo:lenet5-digits", "--criterion", "l1", "--out", str(tmp_path / "s.txt"), "--quiet"]) == 0
+    assert (tmp_path / "s.txt.npz").is_file() and not (tmp_path / "s.txt").exists()
+    assert "s.txt.npz" in capsys.readouterr().out
+
+
 def test_inspect_writes_json_and_plots(tmp_path, capsys):
     out = tmp_path / "inspect"
     assert main(["inspect", "zoo:lenet5-digits", "--per-class", "20", "--out", str(out), "--quiet"]) == 0

@@ -192,3 +192,10 @@ def test_save_refuses_a_place_it_cannot_write(tmp_path, lenet):
     with pytest.raises(Exception, match="is a file, not a directory"):
         get_criterion("l1")(lenet).save(tmp_path / "file" / "s.npz")
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_save_appends_npz_to_a_name_without_it_and_returns_the_file_written(tmp_path, lenet):
+    written = get_criterion("l1")(lenet).save(tmp_path / "scores.txt")
+    assert written == tmp_path / "scores.txt.npz" and written.is_file()
+    assert not (tmp_path / "scores.txt").exists()
+    assert list(UnitScores.load(written)) == ["features.0", "features.3"]

@@ -57,6 +57,7 @@ RATE = Checked(validate.positive_float)  # learning rates: finite, > 0
 OUT_FILE = Checked(validate.output_file)
 OUT_DIR = Checked(validate.output_dir)
 CHECKPOINT_OUT = Checked(validate.output_file, suffix=".safetensors")
+SCORES_OUT = Checked(validate.output_file, suffix=".npz")
 
 
 def model_spec(text: str, name: str | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neurotomy import validate
-from neurotomy.cli.common import (CHECKPOINT_OUT, COUNT, MODEL, OUT_DIR, OUT_FILE, POSITIVE, RATE, Checked,
+from neurotomy.cli.common import (CHECKPOINT_OUT, COUNT, MODEL, OUT_DIR, POSITIVE, RATE, SCORES_OUT, Checked,
                                   add_common, add_data, data_for, print_json)
 from neurotomy.cli.common import add_force, add_model_options, add_resume, load_model_arg, run_state
 from neurotomy.data import SPLITS
@@ -45,7 +45,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--units", choices=("head", "neuron", "embedding"),
                    help="a transformer's units to score (default: its conv filters)")
     add_data(p)
-    p.add_argument("--out", required=True, type=OUT_FILE, help="scores file to write (.npz)")
+    p.add_argument("--out", required=True, type=SCORES_OUT,
+                   help="scores file to write (.npz is appended when the name lacks it)")
     add_common(p)
     p.set_defaults(func=cmd_score)
 

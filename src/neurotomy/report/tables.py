@@ -31,11 +31,11 @@ def format_layer_table(table) -> str:
 
 
 def format_metrics(metrics: dict) -> str:
-    """Accuracy, then one line per class with precision and recall."""
+    """Accuracy, then one line per class with precision (``n/a`` for a class never predicted) and recall."""
     lines = [f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images", "",
              f"{'class':<16} {'precision':>9} {'recall':>9}"]
     for name, p, r in zip(metrics["classes"], metrics["per_class_precision"], metrics["per_class_recall"]):
-        lines.append(f"{str(name):<16} {p:>9.4f} {r:>9.4f}")
+        lines.append(f"{str(name):<16} {'n/a' if p is None else f'{p:.4f}':>9} {r:>9.4f}")
     lines += ["", "confusion (rows = true class):"]
     lines += [" ".join(f"{v:>5}" for v in row) for row in metrics["confusion"]]
     return "\n".join(lines)

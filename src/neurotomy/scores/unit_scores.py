@@ -135,7 +135,9 @@ class UnitScores(Mapping[str, torch.Tensor]):
 
     # Persistence: one .npz holding the arrays and a JSON header (no pickle).
     def save(self, path: str | os.PathLike) -> Path:
-        path = output_file(path, "path")
+        path = output_file(path, "path", suffix=".npz")
+        if path.suffix != ".npz":  # as numpy would, but said: the returned path is the file written
+            path = path.with_name(path.name + ".npz")
         header = json.dumps({"criterion": self.criterion, "axis": self.axis, "info": self.info,
                              "layers": list(self._scores)})
         arrays = {f"layer{i}": v.numpy() for i, v in enumerate(self._scores.values())}
