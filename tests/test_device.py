@@ -66,8 +66,8 @@ def test_cli_cuda_without_cuda_is_one_line_exit_2(command, tmp_path, capsys):
 def test_cli_device_cpu(tmp_path, capsys):
     assert main(["evaluate", MODEL, "--device", "cpu", "--max-images", "64", "--quiet", "--json"]) == 0
     assert main(["score", MODEL, "--criterion", "l1", "--device", "cpu", "--max-images", "64", "--quiet",
-                 "--out", str(tmp_path / "s.json")]) == 0
-    assert (tmp_path / "s.json").exists()
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    assert (tmp_path / "s.npz").exists()
 
 
 def test_api_device_cpu():

@@ -30,7 +30,7 @@ class NotExportable(nn.Module):
 
 
 def test_unexportable_op_fails_clearly(tmp_path):
-    with pytest.raises(NeurotomyError, match="ONNX cannot export"):
+    with pytest.raises(NeurotomyError, match=r"ONNX cannot export.*try another opset \(opset=, --opset\)"):
         export_onnx(NotExportable(), tmp_path / "x.onnx", input_shape=(1, 4, 4))
     assert not (tmp_path / "x.onnx").exists()
 
@@ -43,3 +43,21 @@ def test_compare_model_of_other_inputs_fails_before_the_onnx_file_is_written(tmp
     assert len(err) == 1
     assert "--compare zoo:resnet20-fmnist takes 1×28×28 inputs but zoo:lenet5-digits takes 1×8×8" in err[0]
     assert not onnx_path.exists()
+
+
+class BatchBakedIn(nn.Module):
+    """A class token expanded to len(x): tracing records the batch size as a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 4))
+
+    def forward(self, x):
+        return torch.cat([self.cls.expand(len(x), -1), x.flatten(1)], 1)
+
+
+def test_graph_with_a_baked_in_batch_size_fails_in_one_line_naming_the_cause(tmp_path, capfd):
+    with pytest.raises(NeurotomyError, match=r"runs at batch size 2 but not 8 .*len\(x\).*expand\(x.shape\[0\]"):
+        export_onnx(BatchBakedIn(), tmp_path / "x.onnx", input_shape=(1, 2, 2))
+    assert not (tmp_path / "x.onnx").exists()
+    assert "onnxruntime" not in capfd.readouterr().err  # onnxruntime's own log line stays off stderr

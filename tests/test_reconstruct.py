@@ -223,3 +223,26 @@ def test_job_reconstructs_an_iterative_prune():
     assert len(kept["features.3"]) == pruned.features[3].out_channels < 16
     # the stem is not refitted (its input is the image): its filters are the original's kept ones
     assert torch.equal(pruned.features[0].weight, model.features[0].weight[kept["features.0"]])
+
+
+def test_missing_kept_channels_says_none_were_given_and_where_to_get_them():
+    """A cut model without ``kept``: the error says no kept channels were given (not "16 indices
+    into 16") and names the function that gives them for a prune_filters result."""
+    original = build_model("lenet5", 1, 10, 8).eval()
+    result = prune_filters(original, get_criterion("l1")(original), ratio=0.5, input_shape=(1, 8, 8))
+    data = load_dataset("digits")
+    with pytest.raises(ModelError, match=r"of the original's \d+ outputs and no kept channels were given .*"
+                                         r"kept_output_channels\(original, result.model, result.cuts"):
+        reconstruct(original, copy.deepcopy(result.model), data, images=32, quiet=True)
+    with pytest.raises(ModelError, match=r"kept\['features.3'\] gives 1 indices into the original's"):
+        reconstruct(original, copy.deepcopy(result.model), data, {"features.3": [0]}, images=32, quiet=True)
+    kept = kept_output_channels(original, result.model, result.cuts, (1, 8, 8))
+    assert reconstruct(original, result.model, data, kept, images=32, quiet=True).layers
+
+
+def test_reconstruct_is_exported_as_the_function():
+    """The README's ``neurotomy.reconstruct`` is the function, also after its module was imported."""
+    import neurotomy
+    import neurotomy.reconstruct  # noqa: F401  (binds the package attribute to the module unless handled)
+
+    assert neurotomy.reconstruct is reconstruct and "reconstruct" in neurotomy.__all__

@@ -1,10 +1,12 @@
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from neurotomy.data import load_dataset
+from neurotomy.errors import DataError
 from neurotomy.models import build_model
 from neurotomy.jobs.new_model import train_new_model
-from neurotomy.train import TrainConfig, classification_metrics, evaluate, fit, seed_everything
+from neurotomy.train import TrainConfig, classification_metrics, evaluate, fit, predict, seed_everything
 
 CONFIG = dict(epochs=15, lr=0.1, batch_size=32, quiet=True)
 
@@ -85,3 +87,73 @@ def test_default_lr_is_lower_for_models_not_ours_and_torchvision_resnet18_learns
     assert model.neurotomy_meta.train_config["lr"] == 0.01
     losses = [h["loss"] for h in model.neurotomy_meta.metrics["train_history"]]
     assert losses[-1] < losses[0] < 2.6
+
+
+def _lenet_and_data(n=32):
+    """A fresh 10-class LeNet-5 for 8×8 grey images and n matching (image, label) tensors."""
+    g = torch.Generator().manual_seed(0)
+    return build_model("lenet5", 1, 10, 8), torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 10
+
+
+def test_predict_and_evaluate_leave_the_callers_training_flag_as_it_was():
+    model, images, labels = _lenet_and_data()
+    for flag in (True, False):
+        model.train(flag)
+        evaluate(model, TensorDataset(images, labels), quiet=True)
+        assert model.training is flag
+        predict(model, TensorDataset(images, labels), quiet=True)
+        assert model.training is flag
+
+
+@pytest.mark.parametrize("data, message", [
+    (lambda x, y: TensorDataset((x * 60 + 100).clamp(0, 255).byte(), y), "images are uint8 tensors"),
+    (lambda x, y: TensorDataset(x[:, 0], y), "images are 8×8 with no channel axis"),
+    (lambda x, y: TensorDataset(x.repeat(1, 3, 1, 1), y), "3-channel images but the model takes 1"),
+    (lambda x, y: TensorDataset(x, y + 5), "the data has label 14 but the model has 10 classes"),
+    (lambda x, y: TensorDataset(x, y - 1), "the data has label -1"),
+    (lambda x, y: TensorDataset(x, y.float()), "the labels are float32 numbers"),
+    (lambda x, y: TensorDataset(x[:0], y[:0]), "the data is empty"),
+    # labels not at hand before the pass: evaluate checks them after it, fit each batch's before its step
+    (lambda x, y: [(x[i], int(y[i]) + 5) for i in range(len(y))], "the data has label 14 but the model has 10"),
+])
+def test_data_the_model_cannot_take_is_one_line_in_evaluate_and_fit(data, message):
+    model, images, labels = _lenet_and_data()
+    before = [t.detach().clone() for t in model.state_dict().values()]  # BatchNorm statistics too
+    with pytest.raises(DataError, match=message):
+        evaluate(model, data(images, labels), quiet=True)
+    with pytest.raises(DataError, match=message):
+        fit(model, data(images, labels), TrainConfig(epochs=1, batch_size=8, quiet=True))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))  # no batch was run
+
+
+def test_plain_datasets_train_and_evaluate():
+    model, images, labels = _lenet_and_data()
+    pairs = [(images[i], int(labels[i])) for i in range(len(labels))]
+    assert len(fit(model, pairs, TrainConfig(epochs=1, batch_size=8, quiet=True))) == 1
+    assert evaluate(model, pairs, quiet=True)["n"] == len(pairs)
+
+
+def test_classification_metrics_refuses_labels_past_the_last_class():
+    with pytest.raises(DataError, match="the data has label 3 but the model has 3 classes"):
+        classification_metrics(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
+
+
+def test_labels_read_batch_by_batch_are_checked_before_the_model_sees_the_batch():
+    from torch import nn
+
+    _, images, labels = _lenet_and_data()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    pairs = [(images[i], int(labels[i]) + 5) for i in range(len(labels))]  # no targets: checked per batch
+    with pytest.raises(DataError, match="the data has label 14 but the model has 10 classes"):
+        fit(model, pairs, TrainConfig(epochs=1, batch_size=8, quiet=True))
+    assert int(model[1].num_batches_tracked) == 0 and torch.equal(model[1].running_mean, torch.zeros(4))
+
+
+def test_a_model_with_more_outputs_than_the_data_names_classes_counts_those_predictions_as_wrong():
+    data = load_dataset("digits", split="test")
+    model = build_model("lenet5", 1, 12, 8).eval()
+    with torch.no_grad():
+        model.classifier[-1].bias.copy_(torch.tensor([0.0] * 11 + [1e6]))  # always predicts class 11
+    metrics = evaluate(model, data, quiet=True)
+    assert metrics["accuracy"] == 0.0 and len(metrics["classes"]) == len(metrics["per_class_recall"]) == 12
+    assert metrics["classes"][:10] == list(data.classes) and metrics["confusion"][0][11] > 0

@@ -7,6 +7,9 @@ Example:
     'digits'
     >>> neurotomy.attribute is __import__("neurotomy.explain").explain.attribute
     True
+    >>> from neurotomy.reconstruct import reconstruct
+    >>> neurotomy.reconstruct is reconstruct  # the function, as `neurotomy prune --reconstruct` runs it
+    True
 """
 
 from neurotomy.checkpoint import ModelMeta, save_checkpoint
@@ -15,6 +18,9 @@ from neurotomy.errors import NeurotomyError
 from neurotomy.loading import load_checkpoint, load_model
 from neurotomy.models import build_model, register_model
 from neurotomy.models.data_fit import check_data_fits
+# eager, not lazy: the function shares its module's name, and importing the module (as
+# `from neurotomy.reconstruct import reconstruct` does) would otherwise bind neurotomy.reconstruct to it
+from neurotomy.reconstruct import reconstruct
 from neurotomy.train import TrainConfig, evaluate, fit
 from neurotomy.version import __version__
 
@@ -40,4 +46,4 @@ def __getattr__(name: str):
 
 __all__ = ["ModelMeta", "NeurotomyError", "TrainConfig", "__version__", "attribute", "build_model", "check_data_fits", "deploy", "dissect", "evaluate", "fit",
            "get_criterion", "load_checkpoint", "load_dataset", "load_model", "patch", "prune_filters",
-           "register_model", "save_checkpoint", "split"]
+           "reconstruct", "register_model", "save_checkpoint", "split"]

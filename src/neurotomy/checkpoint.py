@@ -24,7 +24,7 @@ import json
 import os
 import platform
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,10 +60,23 @@ class ModelMeta:
     format_version: int = FORMAT_VERSION
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def recorded_input_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` of one input as ``arch_args`` records it; None when it records no
+        ``in_channels`` or no ``input_size`` (a model described from its layers alone)."""
         a = self.arch_args
-        size = int(a.get("input_size", 28))
-        return (int(a.get("in_channels", 1)), size, size)
+        if any(key not in a for key in SHAPE_KEYS):
+            return None
+        return (int(a["in_channels"]), int(a["input_size"]), int(a["input_size"]))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """:attr:`recorded_input_shape`, or a :class:`CheckpointError` that says how to give it:
+        a size nobody recorded is never guessed (a 16 px model counted at 28 px is silently wrong)."""
+        shape = self.recorded_input_shape
+        if shape is None:
+            raise CheckpointError(f"{self.arch} records no {missing_shape_text(self.arch_args)}; give "
+                                  f"{missing_shape_options(self.arch_args)} to save_checkpoint or load_model")
+        return shape
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -73,6 +86,36 @@ class ModelMeta:
         data = json.loads(text)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+SHAPE_KEYS = ("in_channels", "input_size")
+"""The ``arch_args`` that make a model's input shape; a checkpoint records both."""
+
+
+_SHAPE_WORDS = {"in_channels": "input channels", "input_size": "input size"}
+
+
+def missing_shape_text(arch_args: dict[str, Any]) -> str:
+    """``input size``, ``input channels and input size``: what of the shape ``arch_args`` lacks."""
+    return " and ".join(_SHAPE_WORDS[key] for key in SHAPE_KEYS if key not in arch_args)
+
+
+def missing_shape_options(arch_args: dict[str, Any]) -> str:
+    """``input_size=N``, ``in_channels=C, input_size=N``: the keywords that give what ``arch_args`` lacks."""
+    values = {"in_channels": "C", "input_size": "N"}
+    return ", ".join(f"{key}={values[key]}" for key in SHAPE_KEYS if key not in arch_args)
+
+
+def with_input_shape(meta: ModelMeta, in_channels: int | None = None, input_size: int | None = None) -> ModelMeta:
+    """``meta`` with the shape keys it lacks filled in from those given (a copy when any is); a
+    given value that contradicts a recorded one is a :class:`CheckpointError`."""
+    given = {k: v for k, v in (("in_channels", in_channels), ("input_size", input_size)) if v is not None}
+    for key, value in given.items():
+        if key in meta.arch_args and int(meta.arch_args[key]) != int(value):
+            raise CheckpointError(f"{meta.arch} records {_SHAPE_WORDS[key]} {meta.arch_args[key]}, not {value}; "
+                                  f"drop {key}= (the model knows its shape)")
+    missing = {k: int(v) for k, v in given.items() if k not in meta.arch_args}
+    return replace(meta, arch_args={**meta.arch_args, **missing}) if missing else meta
 
 
 def library_versions() -> dict[str, str]:
@@ -104,19 +147,41 @@ def describe_model(model: nn.Module) -> ModelMeta:
 
 
 def save_checkpoint(model: nn.Module, meta: ModelMeta | str | os.PathLike | None,
-                    path: str | os.PathLike | None = None) -> Path:
+                    path: str | os.PathLike | None = None, *, in_channels: int | None = None,
+                    input_size: int | None = None) -> Path:
     """Write weights and metadata atomically to ``path`` (``.safetensors`` is appended if missing).
 
     ``save_checkpoint(model, path)`` takes the metadata from the model (``neurotomy_meta``, or a
     description of how to rebuild it: registry name, ``torchvision:``/``timm:`` name or
     ``file.py:factory``, see :data:`DESCRIBERS`); ``save_checkpoint(model, meta, path)`` writes
-    ``meta`` (``None``: as if not given).
+    ``meta`` (``None``: as if not given). ``in_channels`` and ``input_size`` give the input shape
+    when the metadata lacks it: a model built in a script records no input size, and taken from
+    the model it must have one (an error says so), since every later count of MACs, export or
+    check runs at that size.
+
+    Example:
+        >>> import tempfile, os
+        >>> from torch import nn
+        >>> from neurotomy.models.registry import rebuild_model
+        >>> model = rebuild_model("lenet5", {"in_channels": 1, "num_classes": 10})  # no input size recorded
+        >>> path = os.path.join(tempfile.mkdtemp(), "m")
+        >>> save_checkpoint(model, path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        neurotomy.errors.CheckpointError: cannot tell the input size of this LeNet5 ...; pass ... input_size=N) ...
+        >>> read_meta(save_checkpoint(model, path, input_size=28)).input_shape
+        (1, 28, 28)
     """
     if path is None:
         if meta is None or isinstance(meta, ModelMeta):
             raise TypeError("save_checkpoint(model, path) or save_checkpoint(model, meta, path): no path given")
         meta, path = None, meta
-    meta = meta if meta is not None else describe_model(model)
+    from_model = meta is None
+    meta = with_input_shape(meta if meta is not None else describe_model(model), in_channels, input_size)
+    if from_model and meta.recorded_input_shape is None:
+        raise CheckpointError(f"cannot tell the {missing_shape_text(meta.arch_args)} of this {type(model).__name__} "
+                              f"(its layers do not record it); pass save_checkpoint(model, path, "
+                              f"{missing_shape_options(meta.arch_args)}) with the shape it takes")
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")

@@ -28,7 +28,7 @@ from torch import nn
 from neurotomy.device import on_cpu
 from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
-from neurotomy.models.anatomy import model_input_shape
+from neurotomy.models.anatomy import require_input_shape
 from neurotomy.validate import int_between, output_file, positive_float, positive_int
 
 OPSET = 17
@@ -44,14 +44,17 @@ def _onnxruntime():
     return onnxruntime
 
 
-def _session(source: str | Path | bytes, threads: int):
+def _session(source: str | Path | bytes, threads: int, quiet: bool = False):
     """An onnxruntime CPU session for an ONNX file (or its bytes) running ``threads`` intra-op threads
     and one inter-op thread (:func:`neurotomy.quantize.onnx_session` does the same for deployment; it
-    sits on this module's floor, so the two cannot share one)."""
+    sits on this module's floor, so the two cannot share one). ``quiet`` keeps onnxruntime's own log
+    off stderr: for the export check, whose failures become one-line errors of ours."""
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = positive_int(threads, "threads", maximum=1024)
     options.inter_op_num_threads = 1
+    if quiet:
+        options.log_severity_level = 4  # fatal only: an error here is raised to us, not just logged
     return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -63,9 +66,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     path = output_file(path, "path")  # before the export runs, not after
     tolerance = positive_float(tolerance, "tolerance")
     _onnxruntime()
-    shape = input_shape or model_input_shape(model)
-    if shape is None:
-        raise NeurotomyError("the model carries no input shape; pass input_shape=(C, H, W)")
+    shape = input_shape or require_input_shape(model)
     model = on_cpu(model).eval()  # ONNX export and onnxruntime run on the CPU, whatever the model's device
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
     buffer = io.BytesIO()
@@ -76,21 +77,46 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
                               input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as exc:  # the exporter raises many types; all mean "this op cannot go to ONNX"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NeurotomyError(f"ONNX cannot export this model ({first}); replace the unsupported op "
-                             f"or try another --opset") from None
+        raise NeurotomyError(f"ONNX cannot export this model ({_first_line(exc)}); replace the unsupported op "
+                             f"or try another opset (opset=, --opset)") from None
     data = buffer.getvalue()
-    session = _session(data, torch.get_num_threads())  # a check, not a timing: PyTorch's threads
     x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         expected = model(x).numpy()
-    got = session.run(None, {"images": x.numpy()})[0]
+    got = _run_check(data, x, example)
     diff = float(abs(got - expected).max())
     if diff > tolerance:
         raise NeurotomyError(f"the ONNX graph disagrees with PyTorch by {diff:.2e} (> {tolerance}); "
                              "not written — report this model to the neurotomy issue tracker")
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return {"path": str(path), "bytes": len(data), "opset": opset, "max_abs_diff": diff}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _run_check(data: bytes, x: torch.Tensor, example: torch.Tensor):
+    """The exported graph's logits for ``x`` (a batch of another size than the traced ``example``),
+    or one line saying why onnxruntime cannot run it."""
+    try:
+        session = _session(data, torch.get_num_threads(), quiet=True)  # a check, not a timing
+    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, ...)
+        raise NeurotomyError(f"onnxruntime cannot load the exported graph ({_first_line(exc)}); "
+                             "try another opset (opset=, --opset)") from None
+    try:
+        return session.run(None, {"images": x.numpy()})[0]
+    except Exception as exc:
+        reason = _first_line(exc)
+    try:
+        session.run(None, {"images": example.numpy()})
+    except Exception:
+        raise NeurotomyError(f"onnxruntime cannot run the exported graph ({reason}); replace the op it names "
+                             "or try another opset (opset=, --opset)") from None
+    raise NeurotomyError(f"the exported graph runs at batch size {len(example)} but not {len(x)} ({reason}): "
+                         "the forward bakes the traced batch size in as a Python int (len(x), int(x.shape[0])); "
+                         "take it from the tensor instead, e.g. cls.expand(x.shape[0], -1, -1)") from None
 
 
 def onnxruntime_latency(paths: list[str | Path], input_shape: tuple[int, ...], batch_size: int = 64,

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,23 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
     return path
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as ``None``: standard JSON has no NaN, and a browser's
+    ``JSON.parse`` (or any strict reader) refuses the file Python would write with one.
+
+    >>> finite_json({"rho": [0.5, float("nan")], "max": float("inf")})
+    {'rho': [0.5, None], 'max': None}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Pretty JSON, atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    """Pretty, standard JSON (undefined numbers as ``null``: :func:`finite_json`), atomically."""
+    text = json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -193,6 +193,9 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once the layers of interest have run."""
 
 
+KEPT_FOR_A_PRUNE = "neurotomy.jobs.prune.kept_output_channels(original, result.model, result.cuts, input_shape)"
+"""How a caller gets ``kept`` for a :func:`~neurotomy.surgery.filters.prune_filters` result (named in errors)."""
+
 # the original's sampled responses are computed in one pass for as many layers as fit in this
 # many bytes (the pruned model's inputs need one pass per layer: each depends on the refits before)
 _TARGET_BYTES = 128 * 2 ** 20
@@ -215,6 +218,24 @@ def reconstruct(original: nn.Module, pruned: nn.Module, data: Dataset,
     other operand (the skip stream, or a refitted branch) carries. ``original`` is not modified.
     The refitted model's BatchNorms hold the original's statistics (with the intercepts folded in),
     which is what the fit assumes: recalibrating them afterwards is not needed.
+
+    After :func:`~neurotomy.surgery.filters.prune_filters`, ``kept`` comes from
+    :func:`neurotomy.jobs.prune.kept_output_channels` (what ``neurotomy prune --reconstruct`` does):
+    the result's ``cuts`` name only the removed channels of each cut's root layer, not what every
+    coupled layer kept.
+
+    Example:
+        >>> from neurotomy.data import load_dataset
+        >>> from neurotomy.jobs.prune import kept_output_channels
+        >>> from neurotomy.models import build_model
+        >>> from neurotomy.scores import get_criterion
+        >>> from neurotomy.surgery.filters import prune_filters
+        >>> original = build_model("lenet5", 1, 10, 8).eval()
+        >>> result = prune_filters(original, get_criterion("l1")(original), ratio=0.5, input_shape=(1, 8, 8))
+        >>> kept = kept_output_channels(original, result.model, result.cuts, (1, 8, 8))
+        >>> done = reconstruct(original, result.model, load_dataset("digits"), kept, images=64, quiet=True)
+        >>> done.layers[0], len(kept["features.0"]) == result.model.features[0].out_channels
+        ('features.3', True)
     """
     images = validate.positive_int(images, "images")
     positions = validate.positive_int(positions, "positions")
@@ -372,11 +393,17 @@ def _cannot_refit(module: nn.Module, twin: nn.Module | None, ran: bool) -> str |
 
 
 def _kept_channels(name: str, module: nn.Module, twin: nn.Module, kept: Mapping[str, Sequence[int]]) -> torch.Tensor:
-    total = twin.weight.shape[0]
-    idxs = torch.as_tensor(list(kept[name]) if name in kept else range(total), dtype=torch.long)
-    if len(idxs) != module.weight.shape[0] or (len(idxs) and (idxs.min() < 0 or idxs.max() >= total)):
-        raise ModelError(f"layer {name!r} has {module.weight.shape[0]} outputs but the kept channels given for it "
-                         f"are {len(idxs)} indices into {total}; pass the kept channels of this cut")
+    total, outputs = twin.weight.shape[0], module.weight.shape[0]
+    if name not in kept:  # a layer not in kept kept all its outputs, so it must still have them all
+        if outputs != total:
+            raise ModelError(f"layer {name!r} has {outputs} of the original's {total} outputs and no kept channels "
+                             f"were given for it; pass kept (for a prune_filters result: {KEPT_FOR_A_PRUNE})")
+        return torch.arange(total)
+    idxs = torch.as_tensor(list(kept[name]), dtype=torch.long)
+    if len(idxs) != outputs or (len(idxs) and (idxs.min() < 0 or idxs.max() >= total)):
+        raise ModelError(f"layer {name!r} has {outputs} outputs but kept[{name!r}] gives {len(idxs)} indices into the "
+                         f"original's {total}; pass the kept channels of this cut (for a prune_filters result: "
+                         f"{KEPT_FOR_A_PRUNE})")
     return idxs
 
 

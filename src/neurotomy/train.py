@@ -40,11 +40,14 @@ from torch.utils.data import Dataset
 
 from neurotomy.data.augment import random_crop_flip
 from neurotomy.data.batches import batch_sizes, iterate_batches, num_batches
+from neurotomy.data.labels import check_labels
 from neurotomy.device import model_device, place, to_device
 from neurotomy.distributed import data_parallel, sum_over_processes
 from neurotomy.errors import ModelError, TrainingError
 from neurotomy import validate
 from neurotomy.grad_mask import GradMaskConfig, training_mask
+from neurotomy.models.anatomy import eval_mode
+from neurotomy.models.data_fit import check_data_runs, check_images_fit, training_data_of
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.run_state import RunState, fit_fingerprint
 
@@ -276,7 +279,8 @@ def check_teacher(model: nn.Module, teacher: nn.Module, data: Dataset) -> None:
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module | None = None,
         on_epoch_end: EpochHook | None = None, description: str = "train", state: "RunState | None" = None,
         state_key: str = "fit", device: str | torch.device | None = None) -> list[dict]:
-    """Train ``model`` in place; return one ``{"epoch", "loss", "accuracy"}`` record per epoch.
+    """Train ``model`` in place; return one ``{"epoch", "loss", "accuracy"}`` record per epoch. The
+    model is left in eval mode, ready to evaluate or save (call ``model.train()`` to go on training).
 
     With ``state`` (a :class:`RunState`), everything the next epoch depends on is saved there under
     ``state_key`` after each epoch, and a state that already holds ``state_key`` is continued from
@@ -286,7 +290,13 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"mps"``, ``"auto"``) moves ``model`` (and ``teacher``) there
     first; ``None`` trains where the model is. Batches follow the model's device.
+
+    Images the model cannot take and impossible labels (see
+    :func:`~neurotomy.models.data_fit.check_data_runs`) are a one-line
+    :class:`~neurotomy.errors.DataError` before the first step.
     """
+    labels_checked = check_data_runs(model, data)
+    classes = None if labels_checked else training_data_of(model).num_classes  # for each batch's labels
     place(model, device)
     if teacher is not None:
         place(teacher, device)
@@ -323,6 +333,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
                 if crop:
                     images = random_crop_flip(images, generator, padding=padding, flip=flip, fill=background,
                                               part=parallel.part(global_size))
+                if not labels_checked:  # not at hand before the pass: each batch's, before its forward
+                    check_labels(targets, classes)
                 images, targets = to_device(where, images, targets)
                 with torch.autocast(where.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                     logits = parallel.module(images)
@@ -357,14 +369,16 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module
 def predict(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: int | None = None,
             quiet: bool = False, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets of the whole dataset, in order, on the CPU; computed on ``device`` (the
-    model is moved there; ``None``: where the model is)."""
+    model is moved there; ``None``: where the model is) in eval mode, the caller's training flag
+    restored afterwards. Images the model cannot take are a one-line
+    :class:`~neurotomy.errors.DataError` before the pass (:func:`~neurotomy.models.data_fit.check_images_fit`)."""
     batch_size = validate.positive_int(batch_size, "batch_size")
     max_images = None if max_images is None else validate.positive_int(max_images, "max_images")
+    check_images_fit(model, data)
     place(model, device)
     where = model_device(model)
-    model.eval()
     logits, targets = [], []
-    with progress_bar(quiet) as bar:
+    with progress_bar(quiet) as bar, eval_mode(model):
         task = add_task(bar, "evaluate", num_batches(data, batch_size, max_images))
         for images, y in iterate_batches(data, batch_size, max_images=max_images):
             logits.append(model(to_device(where, images)).cpu())
@@ -379,7 +393,11 @@ def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_c
 
     >>> classification_metrics(torch.tensor([0, 0]), torch.tensor([0, 1]), 2)["per_class_precision"]
     [0.5, None]
+
+    Labels that are not class indices below ``num_classes`` are a one-line
+    :class:`~neurotomy.errors.DataError` (:func:`~neurotomy.data.labels.check_labels`).
     """
+    check_labels(targets, num_classes)
     confusion = torch.bincount(targets * num_classes + predicted, minlength=num_classes ** 2)
     confusion = confusion.view(num_classes, num_classes)
     tp = confusion.diag().double()
@@ -398,11 +416,17 @@ def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_c
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: int | None = None,
              quiet: bool = False, device: str | torch.device | None = None) -> dict:
     """Metrics of ``model`` on ``data`` (see :func:`classification_metrics`); computed on ``device``
-    (the model is moved there; ``None``: where the model is)."""
+    (the model is moved there; ``None``: where the model is). Images the model cannot take and
+    impossible labels are a one-line :class:`~neurotomy.errors.DataError` before the pass where the
+    labels are at hand (:func:`~neurotomy.models.data_fit.check_data_runs`), else after it."""
+    check_data_runs(model, data)
     logits, targets = predict(model, data, batch_size, max_images, quiet, device)
-    num_classes = len(getattr(data, "classes", [])) or logits.shape[1]
+    named = list(getattr(data, "classes", None) or [])
+    # a model with more outputs than the data names classes: its extra outputs are classes too (by index),
+    # so a prediction past the data's list counts as wrong instead of breaking the confusion matrix
+    num_classes = max(len(named), logits.shape[1])
     metrics = classification_metrics(logits.argmax(1), targets, num_classes)
-    metrics["classes"] = list(getattr(data, "classes", range(num_classes)))
+    metrics["classes"] = named + list(range(len(named), num_classes))
     return metrics
 
 

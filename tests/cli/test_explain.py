@@ -5,6 +5,7 @@ import json
 import pytest
 
 from neurotomy.cli import main
+from neurotomy.errors import NeurotomyWarning
 
 
 def test_explain_list(capsys):
@@ -86,3 +87,13 @@ def test_compare_reasons_names_methods_when_pathway_cannot_run(tmp_path, capsys)
                  "pathway", "--n", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--methods gradient" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_reasons_by_default_compares_the_methods_that_apply(tmp_path, capsys):
+    net = tmp_path / "functional_net.py"
+    net.write_text(FUNCTIONAL_NET)
+    model = f"{net}:make"
+    with pytest.warns(NeurotomyWarning, match="the pathway explanation is skipped"):
+        assert main(["compare-reasons", model, model, "--data", "digits", "--input-size", "8", "--n", "2", "--json",
+                     "--quiet"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["methods"]) == ["gradient", "gradcam"]

@@ -54,6 +54,19 @@ def test_cka_rule_takes_the_most_similar_blocks():
     assert "cka" in LAYER_RULES
 
 
+def test_cka_rule_ranks_a_block_without_cka_last(monkeypatch):
+    """A block with a constant input or output has CKA NaN (undefined): never taken as the most
+    similar, whatever its place in the sort."""
+    import neurotomy.dynamics.layer_rules as layer_rules
+
+    model = build_model("resnet20", 1, 10, 8).eval()
+    blocks = removable_blocks(model)
+    similarity = {block: 0.5 for block in blocks} | {blocks[-1]: float("nan"), blocks[0]: 0.9}
+    monkeypatch.setattr(layer_rules, "block_similarity", lambda *args, **kwargs: similarity)
+    chosen, _ = choose_blocks(model, "cka", patch_dataset(4, seed=1), count=2, per_class=1)
+    assert chosen == [blocks[0], blocks[-2]]
+
+
 @pytest.mark.parametrize("method", ["modularity", "cka", "random", "last"])
 def test_rules_choose_plain_blocks_of_vgg(method):
     model = build_model("vgg16_bn", 1, 10, 28).eval()

@@ -97,3 +97,39 @@ def test_cka_from_grams_symmetric(xy):
     x, y = xy
     k, l = x @ x.T, y @ y.T
     assert cka_from_grams(k, l) == pytest.approx(cka_from_grams(l, k))
+
+
+@pytest.mark.parametrize("measure", [linear_cka, rbf_cka, gbs])
+@pytest.mark.parametrize("value", [0.0, 1.0, 3.0, 7.5, 1e3])
+def test_constant_layer_has_no_cka(measure, value):
+    """A layer constant over the samples (dead, collapsed) makes CKA 0/0: NaN, not the noise left by
+    centring its Gram matrix in floating point (which could come out as -0.02 or 0.05)."""
+    x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    constant = torch.full((50, 3), value)
+    assert np.isnan(measure(x, constant)) and np.isnan(measure(constant, x))
+
+
+def test_a_nearly_constant_but_varying_layer_still_has_a_cka():
+    """The tolerance is relative: a layer that varies by 1e-4 of its offset is not constant."""
+    x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    assert linear_cka(x, 1000 + 0.1 * x) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cka_of_different_sample_counts_is_one_line():
+    from neurotomy.errors import DataError
+
+    with pytest.raises(DataError, match="for 50 and 40 samples; CKA compares the same samples"):
+        linear_cka(torch.randn(50, 8), torch.randn(40, 8))
+
+
+def test_similarity_matrix_of_a_dataset_without_targets_or_classes():
+    from torch.utils.data import TensorDataset
+
+    from neurotomy.dynamics.similarity import similarity_matrix
+    from neurotomy.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(40, 1, 8, 8, generator=g), torch.arange(40) % 4)
+    result = similarity_matrix(build_model("lenet5", 1, 4, 8), data, samples=20)
+    assert result["samples"] == 20  # 5 of each of the 4 classes its labels hold
+    assert all(v == pytest.approx(1.0) for v in (result["values"][i][i] for i in range(len(result["layers_a"]))))

@@ -174,9 +174,10 @@ def test_instance_of_a_class_from_a_file_saves_without_metadata(user_net, tmp_pa
     import importlib
 
     module = importlib.import_module("user_net")
-    model = module.UserNet(num_classes=10).eval()  # built by hand: no neurotomy_meta
-    loaded = load_model(save_checkpoint(model, tmp_path / "m"))
+    model = module.UserNet(num_classes=10).eval()  # built by hand: no neurotomy_meta, no input size
+    loaded = load_model(save_checkpoint(model, tmp_path / "m", input_size=8))
     assert loaded.neurotomy_meta.arch == f"file:{user_net.resolve()}:UserNet"
+    assert loaded.neurotomy_meta.input_shape == (1, 8, 8)
     x = torch.randn(1, 1, 8, 8)
     assert torch.equal(loaded(x), model(x))
 
@@ -199,3 +200,51 @@ def test_register_model_for_python_users(monkeypatch, tmp_path):
     loaded = load_model(save_checkpoint(model, tmp_path / "m"))
     x = torch.ones(1, 1, 4, 4)
     assert loaded[1].out_features == 5 and torch.equal(loaded(x), model.eval()(x))
+
+
+def test_script_model_without_input_size_is_never_saved_with_a_guess(user_net, tmp_path, monkeypatch):
+    """A model built in a script records no input size: saving it says to give one (input_size=),
+    never writes 28 px for a 16 px model; a size given that contradicts a recorded one is refused."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(user_net.parent))
+    monkeypatch.delitem(sys.modules, "user_net", raising=False)  # this test's copy, not another test's
+
+    from neurotomy.checkpoint import read_meta
+
+    model = importlib.import_module("user_net").UserNet(num_classes=10).eval()
+    with pytest.raises(CheckpointError, match=r"cannot tell the input size of this UserNet .*"
+                                              r"pass save_checkpoint\(model, path, input_size=N\)"):
+        save_checkpoint(model, tmp_path / "m")
+    assert not list(tmp_path.glob("m*"))  # nothing written
+    assert read_meta(save_checkpoint(model, tmp_path / "m", input_size=16)).input_shape == (1, 16, 16)
+    with pytest.raises(CheckpointError, match="records input channels 1, not 3; drop in_channels="):
+        save_checkpoint(model, tmp_path / "m", in_channels=3, input_size=16)
+    built = load_model(f"{user_net}:make", input_size=8)
+    with pytest.raises(CheckpointError, match="records input size 8, not 16"):
+        save_checkpoint(built, tmp_path / "b", input_size=16)
+
+
+def test_checkpoint_without_input_size_takes_it_from_load_model_and_the_cli(user_net, tmp_path, capsys):
+    """A header that records no input size (written before the check, or with a hand-made meta) is
+    loaded with the size given (load_model(..., input_size=N), --input-size N), else one line."""
+    import dataclasses
+    import json
+
+    from neurotomy.cli import main
+
+    model = load_model(f"{user_net}:make", input_size=8)
+    meta = model.neurotomy_meta
+    sizeless = dataclasses.replace(meta, arch_args={k: v for k, v in meta.arch_args.items() if k != "input_size"})
+    path = save_checkpoint(model, sizeless, tmp_path / "old")  # an explicit meta is written as given
+    with pytest.raises(CheckpointError, match=r"records no input size; load it with load_model\(path, input_size=N\)"):
+        load_model(path)
+    loaded = load_model(path, input_size=8)
+    x = torch.randn(2, 1, 8, 8)
+    assert loaded.neurotomy_meta.input_shape == (1, 8, 8) and torch.equal(loaded(x), model(x))
+    assert load_model(save_checkpoint(loaded, tmp_path / "new")).neurotomy_meta.input_shape == (1, 8, 8)
+    assert main(["info", str(path), "--json"]) == 2
+    assert "records no input size" in capsys.readouterr().err
+    assert main(["info", str(path), "--input-size", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_params"] > 0

@@ -3,13 +3,14 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from neurotomy.checkpoint import ModelMeta
 from neurotomy.data import Normalization, TensorImageDataset, load_dataset
 from neurotomy.errors import DataError
 from neurotomy.models import build_model
-from neurotomy.models.data_fit import (NORMALIZATION_TOLERANCE, check_data_fits, dataset_for_model,
-                                      normalized_as_trained, training_data_of)
+from neurotomy.models.data_fit import (NORMALIZATION_TOLERANCE, check_data_fits, check_data_runs, check_images_fit,
+                                      dataset_for_model, normalized_as_trained, training_data_of)
 
 
 def _data(channels=1, size=8, classes=10, mean=0.3, name="mine"):
@@ -70,3 +71,56 @@ def test_a_trained_model_sees_any_data_with_its_own_normalisation():
     colour = _model(mean=0.5)
     colour.neurotomy_meta.normalization = {"mean": [0.5] * 3, "std": [0.4] * 3}  # another channel count: left
     assert normalized_as_trained(colour, data) is data  # to check_data_fits's error
+
+
+def test_data_without_targets_or_classes_is_compared_by_its_labels():
+    images, labels = torch.zeros(10, 1, 8, 8), torch.arange(10)
+    assert check_data_fits(_model(), TensorDataset(images, labels)) == []
+    assert check_data_fits(_model(), [(images[i], i) for i in range(10)]) == []
+    assert check_data_fits(_model(), TensorDataset(images[:3], labels[:3])) == []  # not every class: still fits
+    with pytest.raises(DataError, match="the data has label 10 but the model has 10 classes"):
+        check_data_fits(_model(), TensorDataset(images, labels + 1))
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), "images are uint8 tensors but the model takes float images; .*/ 255"),
+    (torch.zeros(4, 8, 8), "images are 8×8 with no channel axis but the model takes 1-channel images; .*unsqueeze"),
+    (torch.zeros(4, 3, 8, 8), "the data has 3-channel images but the model takes 1; give grey images"),
+    (torch.zeros(4, 2, 1, 8, 8), "images have shape \\(2, 1, 8, 8\\) but the model takes 1-channel images"),
+])
+def test_images_the_model_cannot_take_are_one_line(images, message):
+    with pytest.raises(DataError, match=message):
+        check_images_fit(_model(), TensorDataset(images, torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(DataError, match=message):  # a bare module: its first convolution tells
+        check_images_fit(build_model("lenet5", 1, 10, 8), TensorDataset(images, torch.zeros(4, dtype=torch.long)))
+
+
+def test_the_image_check_reads_one_item_only():
+    class Counting(torch.utils.data.Dataset):
+        reads = 0
+
+        def __len__(self):
+            return 60_000
+
+        def __getitem__(self, i):
+            Counting.reads += 1
+            return torch.zeros(1, 8, 8), 0
+
+    assert check_data_runs(_model(), Counting()) is False  # its labels are not at hand: checked per batch
+    assert Counting.reads == 1
+
+
+def test_empty_data_and_impossible_labels_before_any_pass():
+    with pytest.raises(DataError, match="the data is empty"):
+        check_data_runs(_model(), TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)))
+    images = torch.zeros(4, 1, 8, 8)
+    assert check_data_runs(_model(), TensorDataset(images, torch.tensor([0, 1, 2, 9])))
+    for labels in (torch.tensor([0, 1, 2, 10]), torch.tensor([0, -1, 2, 3]), torch.tensor([0.0, 1.0, 2.0, 3.0])):
+        with pytest.raises(DataError):
+            check_data_runs(_model(), TensorDataset(images, labels))
+    assert check_data_runs(_model(), TensorDataset(images, torch.tensor([0, 1, 2, 10])), labels=False)
+
+
+def test_a_module_that_tells_nothing_of_its_input_is_not_judged():
+    head = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # takes H×W as well as 1×H×W
+    check_images_fit(head, TensorDataset(torch.zeros(4, 8, 8), torch.zeros(4, dtype=torch.long)))

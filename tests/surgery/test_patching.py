@@ -63,3 +63,22 @@ def test_patch_rejects_a_module_for_a_class_the_weak_model_lacks(model_module_da
     model, module, train, _ = model_module_data
     with pytest.raises(NeurotomyError, match="weak model has classes"):
         patch(model, module, train, target_class=12)
+
+
+def test_patch_rejects_a_weak_model_for_other_inputs(model_module_data):
+    """A weak model that takes 3-channel (or other-sized) images and a 1-channel module make a model
+    that runs on no input: refused before patching, in one line naming both parts."""
+    from neurotomy.errors import ModelError
+    from neurotomy.models import build_model
+
+    model, module, train, _ = model_module_data
+    channels, size = model.neurotomy_meta.input_shape[:2]
+    with pytest.raises(ModelError, match=f"weak model takes 3-channel images but the module takes {channels}-channel"):
+        patch(build_model("lenet5", 3, 10, size), module, train)
+    with pytest.raises(ModelError, match=f"weak model takes {2 * size}×{2 * size} images but the module takes "
+                                         f"{size}×{size} ones; patch with a module cut from a model made for the same"):
+        patch(build_model("lenet5", channels, 10, 2 * size), module, train)
+    weak = build_model("lenet5", 3, 10, size)
+    del weak.neurotomy_meta  # a bare nn.Module: its first convolution tells its channels
+    with pytest.raises(ModelError, match="weak model takes 3-channel images"):
+        patch(weak, module, train)

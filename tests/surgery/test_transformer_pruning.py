@@ -335,3 +335,18 @@ def test_prunes_by_the_transformer_criteria(name):
     removed = result.details
     assert removed["heads_removed"] > 0 and removed["neurons_removed"] > 0 and removed["embedding_removed"] > 0
     assert result.model.eval()(torch.zeros(2, *shape)).shape == (2, 4)
+
+
+def test_the_pruned_copy_keeps_each_modules_training_mode():
+    # a caller fine-tuning with one part frozen in eval (a LayerNorm, the dropouts) gets the copy in the
+    # same state, module by module — not the whole model switched to one mode
+    model = tv_small().train()
+    frozen = model.encoder.layers.encoder_layer_0.ln_1.eval()
+    model.encoder.dropout.eval()
+    result = prune_transformer(model, weight_l1_scores(model), units=("heads", "neurons"), ratio=0.5,
+                               input_shape=(3, 32, 32))
+    modes = {name: m.training for name, m in model.named_modules()}
+    pruned = dict(result.model.named_modules())
+    assert not pruned["encoder.layers.encoder_layer_0.ln_1"].training and not pruned["encoder.dropout"].training
+    assert all(m.training == modes.get(name, True) for name, m in pruned.items())
+    assert not frozen.training and model.training  # the original untouched

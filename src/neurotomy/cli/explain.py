@@ -103,7 +103,7 @@ def cmd_explain(args) -> None:
 
     from neurotomy.explain import METHODS, attribute
     from neurotomy.explain.figure import attribution_grid
-    from neurotomy.explain.rating import SHOWN_METHODS
+    from neurotomy.explain.rating import SHOWN_METHODS, default_methods
     from neurotomy.report.figures import save_figure
 
     if args.list:
@@ -116,7 +116,8 @@ def cmd_explain(args) -> None:
     model = load_model_arg(args)
     images, _, classes = _explain_batch(model, args)
     target = args.target_class
-    maps = {m: attribute(model, images, target, method=m, **_method_opts(m, args)) for m in _split_names(args.method or SHOWN_METHODS)}
+    methods = _split_names(args.method) if args.method else default_methods(SHOWN_METHODS, model)
+    maps = {m: attribute(model, images, target, method=m, **_method_opts(m, args)) for m in methods}
     with torch.no_grad():
         predicted = model(images).argmax(1)
     names = [classes[int(p)] if int(p) < len(classes) else str(int(p)) for p in predicted]
@@ -127,12 +128,13 @@ def cmd_explain(args) -> None:
 
 
 def cmd_rate_explanations(args) -> None:
-    from neurotomy.explain.rating import RATED_METHODS, RATED_METRICS, rate_explanations
+    from neurotomy.explain.rating import RATED_METHODS, RATED_METRICS, default_methods, rate_explanations
     from neurotomy.files import write_json
 
     model = load_model_arg(args)
     images, _, _ = _explain_batch(model, args)
-    methods, metrics = _split_names(args.methods or RATED_METHODS), _split_names(args.metrics or RATED_METRICS)
+    methods = _split_names(args.methods) if args.methods else default_methods(RATED_METHODS, model)
+    metrics = _split_names(args.metrics or RATED_METRICS)
     record = rate_explanations(model, images, methods=methods, metrics=metrics, seed=args.seed, quiet=args.quiet,
                                options={m: _method_opts(m, args) for m in methods})
     record["model"] = args.model
@@ -147,27 +149,15 @@ def cmd_rate_explanations(args) -> None:
     print(f"{record['n']} test images; (l)ower / (h)igher is better" + (f" — wrote {args.out}" if args.out else ""))
 
 
-def _check_pathway(model, methods: list[str]) -> None:
-    """Before any work: pathway on a model without activation modules fails; say how to leave it out."""
-    from neurotomy.explain.common import ExplainError
-    from neurotomy.explain.pathway import is_activation
-
-    if "pathway" in methods and not any(is_activation(m) for m in model.modules()):
-        others = " ".join(m for m in methods if m != "pathway") or "gradient gradcam"
-        raise ExplainError("the pathway method masks activation modules and this model has none (F.relu and "
-                           f"torch.relu calls cannot be masked): leave it out, e.g. --methods {others}")
-
-
 def cmd_compare_reasons(args) -> None:
-    from neurotomy.explain.rating import COMPARED_METHODS, compare_reasons
+    from neurotomy.explain.rating import COMPARED_METHODS, compare_reasons, default_methods
     from neurotomy.files import write_json
     from neurotomy.loading import check_compatible
 
     original, pruned = load_model_arg(args, args.original, main=True), load_model_arg(args, args.pruned)
     check_compatible(original, pruned, args.original, args.pruned)
     images, _, _ = _explain_batch(original, args)
-    methods = _split_names(args.methods or COMPARED_METHODS)
-    _check_pathway(original, methods)
+    methods = _split_names(args.methods) if args.methods else default_methods(COMPARED_METHODS, original, pruned)
     record = compare_reasons(original, pruned, images, methods=methods, top=args.top, seed=args.seed,
                              quiet=args.quiet, options={m: _method_opts(m, args) for m in methods})
     record.update(original=args.original, pruned=args.pruned)

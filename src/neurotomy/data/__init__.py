@@ -28,6 +28,7 @@ from __future__ import annotations
 # Each source module registers itself in DATASET_SOURCES when imported; the order is the listing's.
 from neurotomy.data import digits, fashion_mnist, idx_sets, folders  # noqa: F401  (registration)
 from neurotomy.data.dataset import ImageDataset, batch_at, in_memory
+from neurotomy.data.labels import check_labels, dataset_targets
 from neurotomy.data.sources import DATASET_SOURCES, SPLITS, dataset_source, dataset_specs, load_dataset
 from neurotomy.data.tensor_dataset import Normalization, TensorImageDataset
 
@@ -35,4 +36,5 @@ DATASETS = tuple(dataset_specs())
 """How each registered source is written (``digits``, ``idx:PATH`` …), for help texts."""
 
 __all__ = ["DATASETS", "DATASET_SOURCES", "ImageDataset", "Normalization", "SPLITS", "TensorImageDataset",
-           "batch_at", "dataset_source", "dataset_specs", "in_memory", "load_dataset"]
+           "batch_at", "check_labels", "dataset_source", "dataset_specs", "dataset_targets", "in_memory",
+           "load_dataset"]

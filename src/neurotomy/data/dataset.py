@@ -21,6 +21,8 @@ keeps its label, see :func:`neurotomy.train.fit`'s ``augment="auto"``).
 Code that needs images as tensors goes through :func:`batch_at` (some rows) or
 :func:`neurotomy.data.batches.iterate_batches` (all, in batches), never through an attribute of
 one implementation such as :class:`~neurotomy.data.tensor_dataset.TensorImageDataset`'s ``images``.
+Code that needs every label goes through :func:`neurotomy.data.labels.dataset_targets`, never
+``data.targets`` itself: the API also takes plain datasets (a ``TensorDataset``, a list of pairs).
 
 Example:
     >>> from neurotomy.data import load_dataset

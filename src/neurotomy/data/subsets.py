@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from neurotomy.data.labels import dataset_targets
+
 
 class IndexedSubset(Dataset):
     """Rows ``indices`` of a dataset, keeping the fast in-memory path when there is one."""
@@ -21,13 +23,13 @@ class IndexedSubset(Dataset):
         return super().__new__(cls)
 
     def __init__(self, data, indices):
-        self.data, self.indices = data, indices
+        self.dataset, self.indices = data, indices  # named as torch's Subset names them
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
-        return self.data[int(self.indices[i])]
+        return self.dataset[int(self.indices[i])]
 
 
 def balanced_indices(targets: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
@@ -65,7 +67,7 @@ def balanced_subset(data: Dataset, images: int | None, seed: int = 0) -> Dataset
     """A class-balanced random subset of about ``images`` images (the whole set when None or larger)."""
     if images is None or images >= len(data):
         return data
-    targets = torch.as_tensor(data.targets)
+    targets = dataset_targets(data)
     per_class = max(1, images // len(targets.unique()))
     return IndexedSubset(data, balanced_indices(targets, per_class, seed))
 

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -30,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches
+from neurotomy.data.labels import dataset_targets
 from neurotomy.data.subsets import IndexedSubset, balanced_indices
 from neurotomy.device import model_device, to_device
 from neurotomy.dynamics.modularity import modularity_curve
@@ -62,6 +64,11 @@ def _counted(model: nn.Module, rule: str, count: int | None) -> list[str]:
     return candidates
 
 
+def _descending(value: float) -> float:
+    """Sort key: larger values first, NaN after every number."""
+    return math.inf if math.isnan(value) else -value
+
+
 @torch.no_grad()
 def block_similarity(model: nn.Module, data: Dataset, blocks: list[str], per_class: int = 50,
                      seed: int = 0) -> dict[str, float]:
@@ -78,9 +85,7 @@ def block_similarity(model: nn.Module, data: Dataset, blocks: list[str], per_cla
         >>> 0 < sims["layer3.2"] <= 1
         True
     """
-    targets = getattr(data, "targets", None)
-    if targets is None:
-        raise PruningError("block similarity needs a dataset with a `targets` tensor of labels")
+    targets = dataset_targets(data)
     inputs = {block_input_module(model, b): b for b in blocks}
     grams: dict[tuple[str, str], torch.Tensor] = {}
 
@@ -94,7 +99,7 @@ def block_similarity(model: nn.Module, data: Dataset, blocks: list[str], per_cla
         if name in blocks:
             grams[name, "output"] = gram(output)
 
-    subset = IndexedSubset(data, balanced_indices(torch.as_tensor(targets), per_class, seed))
+    subset = IndexedSubset(data, balanced_indices(targets, per_class, seed))
     images, _ = next(iterate_batches(subset, len(subset)))
     with eval_mode(model), Probe(model, sorted(set(inputs) | set(blocks)), on_module=reduce):
         model(to_device(model_device(model), images))
@@ -108,8 +113,9 @@ def cka_rule(model: nn.Module, data: Dataset | None, *, count: int | None, seed:
         raise PruningError("the cka rule needs data; pass --data")
     candidates = _counted(model, "cka", count)
     similarity = block_similarity(model, data, candidates, per_class=per_class, seed=seed)
-    # most similar first; among equals the later block (tail first, as the modularity rule)
-    ranked = sorted(reversed(candidates), key=lambda block: -similarity[block])[:count]
+    # most similar first; among equals the later block (tail first, as the modularity rule); a block
+    # with a constant input or output (CKA NaN, undefined) last, as the least similar
+    ranked = sorted(reversed(candidates), key=lambda block: _descending(similarity[block]))[:count]
     return [b for b in candidates if b in ranked], {"method": "cka", "cka": similarity, "seed": seed}
 
 

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from neurotomy.distributed import gather_records, probe_shard
 from neurotomy.data.subsets import balanced_indices
+from neurotomy.data.labels import dataset_targets
 from neurotomy.dynamics.features import TOKEN_VIEWS, default_layers, split_view, stream_features
 from neurotomy.errors import NeurotomyError
 from neurotomy.progress import add_task, progress_bar
@@ -104,10 +105,7 @@ def modularity_curve(model: nn.Module, data: Dataset, layers: list[str] | None =
     Memory is bounded by one graph's features: graphs are built batch by batch as they stream.
     """
     layers = layers or default_layers(model)
-    targets = getattr(data, "targets", None)
-    if targets is None:
-        raise NeurotomyError("modularity needs a dataset with a `targets` tensor of labels")
-    indices = balanced_indices(torch.as_tensor(targets), per_class, seed)
+    indices = balanced_indices(dataset_targets(data), per_class, seed)
     batch = graph_size or len(indices)
     if batch < k + 1:
         raise NeurotomyError(f"a graph of {batch} samples cannot have {k} neighbours per sample")

@@ -8,6 +8,8 @@
   graph (optionally kept to each sample's k nearest neighbours), compared with the CKA formula.
   Invariant to orthogonal transforms and isotropic scaling of either layer.
 
+All three are NaN for a layer that is constant over the samples (CKA is 0/0 there).
+
 Example:
     >>> import torch
     >>> x = torch.randn(50, 8)
@@ -17,13 +19,17 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.distributed import gather_rows, probe_shard
+from neurotomy.data.labels import class_count, dataset_targets
 from neurotomy.data.subsets import balanced_indices
 from neurotomy.dynamics.features import default_layers, stream_features
+from neurotomy.errors import DataError
 
 
 def _centre_gram(gram: torch.Tensor) -> torch.Tensor:
@@ -32,12 +38,38 @@ def _centre_gram(gram: torch.Tensor) -> torch.Tensor:
     return h @ gram @ h
 
 
+CONSTANT_TOLERANCE = 1e-12
+"""A centred Gram matrix whose Frobenius norm is at most this fraction of the Gram's own counts as
+zero: its layer is constant over the samples up to rounding (features that vary by less than about a
+millionth of their common value, a few float32 steps; centring a constant Gram leaves ~1e-17)."""
+
+
+def _is_constant(gram: torch.Tensor, centred: torch.Tensor) -> bool:
+    return bool(centred.norm() <= CONSTANT_TOLERANCE * gram.norm())
+
+
 def cka_from_grams(k: torch.Tensor, l: torch.Tensor) -> float:
-    """CKA = HSIC(K, L) / √(HSIC(K, K) HSIC(L, L)) with centred Gram matrices."""
-    kc, lc = _centre_gram(k.double()), _centre_gram(l.double())
+    """CKA = HSIC(K, L) / √(HSIC(K, K) HSIC(L, L)) with centred Gram matrices.
+
+    NaN when either layer is constant over the samples (a dead or collapsed layer; an all-zero
+    one): HSIC(K, K) is then 0 and CKA is 0/0, undefined — not the rounding noise of dividing two
+    residues, which could be any number (:data:`CONSTANT_TOLERANCE`). Callers skip NaN (heatmaps
+    leave the cell blank). Both Grams must be over the same samples (a one-line :class:`DataError`).
+
+    Example:
+        >>> x = torch.randn(20, 4)
+        >>> linear_cka(x, torch.full((20, 3), 7.5))
+        nan
+    """
+    if k.shape != l.shape:
+        raise DataError(f"the two layers' features are for {k.shape[0]} and {l.shape[0]} samples; CKA compares "
+                        "the same samples in both, give features of the same images")
+    k, l = k.double(), l.double()
+    kc, lc = _centre_gram(k), _centre_gram(l)
+    if _is_constant(k, kc) or _is_constant(l, lc):
+        return math.nan
     hsic = (kc * lc).sum()
-    denom = torch.sqrt((kc * kc).sum() * (lc * lc).sum())
-    return float(hsic / denom) if denom > 0 else 0.0
+    return float(hsic / torch.sqrt((kc * kc).sum() * (lc * lc).sum()))
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -83,12 +115,14 @@ def similarity_matrix(model_a: nn.Module, data: Dataset, model_b: nn.Module | No
                       layers_a: list[str] | None = None, layers_b: list[str] | None = None,
                       measure: str = "linear_cka", samples: int = 500, seed: int = 0) -> dict:
     """Pairwise similarity of ``layers_a`` (model A) with ``layers_b`` (model B, default A itself)
-    on one class-balanced batch of ``samples`` images."""
+    on one class-balanced batch of ``samples`` images; a pair with a layer that is constant on
+    that batch is NaN (:func:`cka_from_grams`)."""
     model_b = model_b or model_a
     layers_a = layers_a or default_layers(model_a)
     layers_b = layers_b or default_layers(model_b)
-    per_class = max(1, samples // len(data.classes))
-    indices = balanced_indices(torch.as_tensor(data.targets), per_class, seed)
+    targets = dataset_targets(data)
+    per_class = max(1, samples // class_count(data, targets))
+    indices = balanced_indices(targets, per_class, seed)
     fa = _features(model_a, data, layers_a, indices)
     fb = _features(model_b, data, layers_b, indices)
     fn = MEASURES[measure]

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurotomy import validate
 from neurotomy.errors import ModelError
 from neurotomy.explain.common import (ExplainError, channels_first, class_scores, default_cam_layer,
                                       forward, upsample)
@@ -218,6 +219,7 @@ def register_cam(cls: type[CAM]) -> type[CAM]:
     """Class decorator: register a :class:`CAM` subclass as the attribution method ``cls.name``
     (family ``cam``, maps ≥ 0, ``cls.paper``) with options ``layer``, ``relu`` and ``batch_size``."""
     def compute(model, inputs, targets, *, layer: str | None = None, relu: bool = True, batch_size: int = 128):
+        batch_size = validate.positive_int(batch_size, "batch_size")
         return cls(layer=layer, relu=relu, batch_size=batch_size)(model, inputs, targets).detach()
 
     register_method(cls.name, family="cam", signed=False, paper=cls.paper)(compute)
@@ -278,7 +280,7 @@ class ScoreCAM(CAM):
         flat = masks.flatten(2)
         lo, hi = flat.amin(2)[..., None, None], flat.amax(2)[..., None, None]
         masks = (masks - lo) / (hi - lo + 1e-8)
-        scores = torch.empty(n, c)
+        scores = torch.empty(n, c, dtype=logits.dtype, device=logits.device)  # the logits' own dtype (float64 too)
         with torch.no_grad():
             for i in range(n):
                 masked = inputs[i][None] * masks[i][:, None]  # C × channels × H × W
@@ -297,7 +299,7 @@ class AblationCAM(CAM):
     def channel_weights(self, model, inputs, targets, layer, activations, grads, logits):
         n, c = activations.shape[:2]
         original = class_scores(logits, targets)
-        ablated = torch.empty(n, c, device=activations.device)
+        ablated = torch.empty(n, c, dtype=logits.dtype, device=logits.device)  # the logits' own dtype (float64 too)
         for i in range(n):
             for start in range(0, c, self.batch_size):
                 channels = torch.arange(start, min(c, start + self.batch_size))

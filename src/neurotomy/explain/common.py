@@ -8,6 +8,7 @@ per image — a length mismatch is an error, never a silent "explain only the fi
 
 from __future__ import annotations
 
+import reprlib
 from typing import Sequence
 
 import torch
@@ -61,14 +62,28 @@ def forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def check_targets(target: int | Sequence[int] | torch.Tensor, batch: int) -> torch.Tensor:
-    """One class index per image as a ``long`` tensor of length ``batch`` (an ``int`` is repeated)."""
+    """One class index per image as a ``long`` tensor of length ``batch`` (an integer is repeated)."""
     if isinstance(target, int):
         return torch.full((batch,), target, dtype=torch.long)
-    targets = torch.as_tensor(target, dtype=torch.long).flatten()
+    try:
+        values = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        values = None
+    if values is None or values.is_complex() or (values.is_floating_point() and not _whole(values)):
+        raise ExplainError(f"target must be an integer class index (one for all images, one per image, or None "
+                           f"for the predicted classes), got {' '.join(reprlib.repr(target).split())}")
+    if values.dim() == 0:  # a numpy or 0-d tensor integer: that class for every image
+        return torch.full((batch,), int(values), dtype=torch.long)
+    targets = values.long().flatten()
     if targets.numel() != batch:
         raise ExplainError(f"{targets.numel()} targets for a batch of {batch} images; give one class "
                            "per image, one int for all, or None for the predicted classes")
     return targets
+
+
+def _whole(values: torch.Tensor) -> bool:
+    """Whether every value of a float tensor is a finite whole number (labels stored as floats)."""
+    return bool(torch.isfinite(values).all() and (values == values.round()).all())
 
 
 def resolve_targets(model: nn.Module, inputs: torch.Tensor, target: Target) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 from torch import nn
 
+from neurotomy import validate
 from neurotomy.explain.methods import register_method
 
 
@@ -41,6 +42,9 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.
                          steps: int = 50, baseline: float = 0.0, internal_batch_size: int | None = 256
                          ) -> torch.Tensor:
     """(x − x′) · mean over the straight path of ∂y_c/∂x (Gauss–Legendre points, Captum's default)."""
+    steps = validate.positive_int(steps, "steps")
+    if internal_batch_size is not None:
+        internal_batch_size = validate.positive_int(internal_batch_size, "internal_batch_size")
     return IntegratedGradients(model).attribute(_leaf(inputs), baselines=baseline, target=targets, n_steps=steps,
                                                 internal_batch_size=internal_batch_size)
 
@@ -49,6 +53,8 @@ def _noise_tunnel(kind: str, model: nn.Module, inputs: torch.Tensor, targets: to
                   samples: int, noise: float, seed: int) -> torch.Tensor:
     # σ is a fraction of the input range (Smilkov et al. §3: 10–20 % works best); the draw is seeded
     # without disturbing the caller's global random state.
+    samples, seed = validate.positive_int(samples, "samples"), validate.seed(seed, "seed")
+    noise = validate.non_negative_float(noise, "noise")
     sigma = noise * float(inputs.amax() - inputs.amin())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

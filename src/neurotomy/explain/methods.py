@@ -36,6 +36,13 @@ class Method:
     family: str  # gradient | cam | pathway | attention | concept | control
     signed: bool
     paper: str
+    unfit: Callable[[torch.nn.Module], str | None] | None = None  # model -> why it cannot be explained, or None
+
+    def cannot_explain(self, model: torch.nn.Module) -> str | None:
+        """Why this method cannot explain ``model`` (one clause), or ``None`` when it can."""
+        if self.family == "attention" and not is_transformer(model):
+            return "the model has no attention layers"
+        return self.unfit(model) if self.unfit is not None else None
 
     def options(self) -> list[str]:
         return [p.name for p in inspect.signature(self.compute).parameters.values()
@@ -54,23 +61,26 @@ def per_pixel(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     return compute
 
 
-def register_method(name: str, *, family: str, signed: bool, paper: str, input_attribution: bool = False):
+def register_method(name: str, *, family: str, signed: bool, paper: str, input_attribution: bool = False,
+                    unfit: Callable[[torch.nn.Module], str | None] | None = None):
     """Decorator: register ``fn(model, inputs, targets, *, options…)`` as the method ``name``.
 
     ``fn`` returns maps ``N × H × W``, or with ``input_attribution=True`` an ``N × C × H × W`` input
     attribution that :func:`per_pixel` reduces to one signed map per image. Keyword-only parameters
-    are the method's options. ``fn`` itself is returned unchanged.
+    are the method's options. ``unfit(model)`` says why the method cannot explain a model (``None``:
+    it can), so :func:`applicable_methods` leaves it out. ``fn`` itself is returned unchanged.
     """
     def decorate(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         compute = per_pixel(fn) if input_attribution else fn
-        METHODS.add(name, Method(name, compute, family, signed, paper), family=family)
+        METHODS.add(name, Method(name, compute, family, signed, paper, unfit), family=family)
         return fn
     return decorate
 
 
 def applicable_methods(model: torch.nn.Module) -> list[str]:
     """The registered methods that can explain ``model``, in listing order: the attention family
-    (rollout) only for models with attention layers.
+    (rollout) only for models with attention layers, pathway only for models with activation modules
+    (see :meth:`Method.cannot_explain`).
 
     Example:
         >>> import neurotomy.explain
@@ -78,5 +88,4 @@ def applicable_methods(model: torch.nn.Module) -> list[str]:
         >>> "rollout" in applicable_methods(build_model("lenet5")), "rollout" in applicable_methods(build_model("vit_tiny"))
         (False, True)
     """
-    attention = is_transformer(model)
-    return [name for name, method in METHODS.items() if attention or method.family != "attention"]
+    return [name for name, method in METHODS.items() if method.cannot_explain(model) is None]

@@ -101,6 +101,13 @@ def activation_layers(model: nn.Module) -> list[str]:
 relu_layers = activation_layers  # the name of the paper's case
 
 
+def missing_activations(model: nn.Module) -> str | None:
+    """Why the pathway method cannot explain ``model`` (it has no activation module), or ``None``."""
+    if any(is_activation(m) for m in model.modules()):
+        return None
+    return "the model has no activation modules to mask (it calls them as functions, e.g. F.relu)"
+
+
 class _ReluCalls:
     """Forward hooks on every activation module, indexed by call order so a reused module counts twice.
 
@@ -216,7 +223,7 @@ def pathway_masks(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     return masks
 
 
-@register_method("pathway", family="pathway", signed=True, input_attribution=True,
+@register_method("pathway", family="pathway", signed=True, input_attribution=True, unfit=missing_activations,
                  paper="Khakzar et al., CVPR 2021 (critical-pathway gradient)")
 def pathway_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
                      prune_fraction: float = 0.85, integrated: bool = False,

@@ -30,11 +30,13 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from neurotomy.errors import NeurotomyWarning
 from neurotomy.explain import METHODS, ExplainError, attribute
 from neurotomy.explain.common import Target, resolve_targets
 from neurotomy.explain.metrics import (Explainer, cascading_randomization, deletion_curve, independent_randomization,
@@ -97,11 +99,29 @@ def explainer(method: str, **opts) -> Explainer:
     return lambda model, inputs, targets: attribute(model, inputs, targets, method=method, **opts)
 
 
-def _check(methods: Sequence[str], metrics: Sequence[str]) -> None:
+def _check(methods: Sequence[str], metrics: Sequence[str], models: Sequence[nn.Module]) -> None:
+    """Before any work: every name known, every method able to explain every model."""
     for method in methods:
-        METHODS.get(method)
+        why = next(filter(None, (METHODS.get(method).cannot_explain(m) for m in models)), None)
+        if why is not None:
+            others = [m for m in methods if m != method] or ["gradient", "gradcam"]
+            raise ExplainError(f"the {method} method cannot explain this model: {why}; leave it out, "
+                               f"e.g. methods={others} (--methods {' '.join(others)})")
     for metric in metrics:
         METRICS.get(metric)
+
+
+def default_methods(defaults: Sequence[str], *models: nn.Module) -> list[str]:
+    """The ``defaults`` that can explain every one of ``models``; each one left out is a one-line
+    warning saying why (pathway on a model whose activations are ``F.relu`` calls, rollout on a CNN)."""
+    chosen = []
+    for method in defaults:
+        why = next(filter(None, (METHODS[method].cannot_explain(m) for m in models)), None)
+        if why is None:
+            chosen.append(method)
+        else:
+            warnings.warn(f"the {method} explanation is skipped: {why}", NeurotomyWarning, stacklevel=3)
+    return chosen
 
 
 def _seeded(method: str, seed: int, options: Mapping[str, dict] | None = None) -> dict:
@@ -123,17 +143,19 @@ SHOWN_METHODS = ("gradcam", "pathway")
 
 
 def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = None,
-                      methods: Sequence[str] = RATED_METHODS,
+                      methods: Sequence[str] | None = None,
                       metrics: Sequence[str] = RATED_METRICS, *, steps: int = 28,
                       options: Mapping[str, dict] | None = None, seed: int = 0, quiet: bool | None = None) -> dict:
     """Every method × every metric on one batch: ``{"scores": {method: {metric: number}}, "details": …,
     "seconds": {method: seconds to compute the maps}, "better": {metric: "lower"|"higher"}}``.
 
-    Deletion/insertion and pixel perturbation rank pixels by |map| (a strongly negative pixel
-    matters as much as a positive one; for non-negative maps this is the map itself). ``options``
+    ``methods=None`` rates those of :data:`RATED_METHODS` that can explain ``model`` (a warning names
+    any left out). Deletion/insertion and pixel perturbation rank pixels by |map| (a strongly negative
+    pixel matters as much as a positive one; for non-negative maps this is the map itself). ``options``
     gives per-method options, e.g. ``{"gradcam": {"layer": "layer2"}}``.
     """
-    _check(methods, metrics)
+    methods = default_methods(RATED_METHODS, model) if methods is None else methods
+    _check(methods, metrics, [model])
     record: dict = {"scores": {}, "details": {}, "seconds": {}, "n": int(len(inputs)),
                     "better": {m: better_direction(m) for m in metrics}}
     with eval_mode(model):
@@ -156,15 +178,18 @@ def rate_explanations(model: nn.Module, inputs: torch.Tensor, target: Target = N
 
 
 def compare_reasons(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, target: Target = None,
-                    methods: Sequence[str] = COMPARED_METHODS, top: float = 0.1,
+                    methods: Sequence[str] | None = None, top: float = 0.1,
                     options: Mapping[str, dict] | None = None, seed: int = 0, quiet: bool | None = None) -> dict:
     """Do the two models decide for the same reasons? Per method: Spearman correlation of the maps
     and IoU of their top-``top`` pixels, overall and per class, for the original's predicted classes
     (or ``target``), plus how often the two models predict the same class.
 
-    Maps are compared by magnitude (|map|): a pixel that pushes strongly either way is a reason.
+    ``methods=None`` compares with those of :data:`COMPARED_METHODS` that can explain both models (a
+    warning names any left out). Maps are compared by magnitude (|map|): a pixel that pushes strongly
+    either way is a reason.
     """
-    _check(methods, [])
+    methods = default_methods(COMPARED_METHODS, original, pruned) if methods is None else methods
+    _check(methods, [], [original, pruned])
     out: dict = {"methods": {}, "top": top, "n": int(len(inputs))}
     with eval_mode(original), eval_mode(pruned):
         targets = resolve_targets(original, inputs, target)

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from neurotomy import validate
 from neurotomy.data import batch_at
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.data.labels import dataset_targets
 from neurotomy.data.subsets import balanced_subset
 from neurotomy.device import model_device
 from neurotomy.errors import ModelError, OptionError, ScoresError
@@ -99,7 +100,7 @@ def reference_images(model: nn.Module, data: Dataset, layer: str, channels: Sequ
             best, where = top.values, rows.gather(1, top.indices)
             seen += len(images)
             bar.advance(task)
-    targets = torch.as_tensor(data.targets)
+    targets = dataset_targets(data)
     classes = list(getattr(data, "classes", []))
     result = {}
     for i, channel in enumerate(channels):

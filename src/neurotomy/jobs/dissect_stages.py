@@ -39,9 +39,8 @@ from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import similarity_matrix
 from neurotomy.errors import ModelError, NeurotomyError, NeurotomyWarning
 from neurotomy.explain import METHODS as EXPLAIN_METHODS
-from neurotomy.explain import applicable_methods, attribute
+from neurotomy.explain import attribute
 from neurotomy.explain.figure import attribution_grid
-from neurotomy.explain.pathway import is_activation
 from neurotomy.explain.rating import compare_reasons
 from neurotomy.jobs.budget import DissectBudget
 from neurotomy.jobs.concepts import directions_and_concepts
@@ -165,18 +164,15 @@ def _own_randomness():
 
 def reason_methods(model: nn.Module) -> tuple[str, ...]:
     """:data:`REASON_METHODS`, plus attention rollout (:data:`ATTENTION_METHODS`) for a transformer,
-    less those that cannot explain ``model`` (:func:`skipped_reason_methods`)."""
-    applicable, skipped = applicable_methods(model), skipped_reason_methods(model)
-    return tuple(m for m in (*REASON_METHODS, *ATTENTION_METHODS) if m in applicable and m not in skipped)
+    less those that cannot explain ``model`` (:meth:`neurotomy.explain.methods.Method.cannot_explain`)."""
+    return tuple(m for m in (*REASON_METHODS, *ATTENTION_METHODS) if EXPLAIN_METHODS[m].cannot_explain(model) is None)
 
 
 def skipped_reason_methods(model: nn.Module) -> dict[str, str]:
-    """The reason methods that cannot explain ``model``, each with why: pathway, when the model has no
-    activation module to mask (its activations are function calls such as ``F.relu``)."""
-    if any(is_activation(m) for m in model.modules()):
-        return {}
-    return {"pathway": "the model has no activation modules (it calls them as functions, e.g. F.relu) and the "
-                       "pathway method masks activation modules"}
+    """The :data:`REASON_METHODS` that cannot explain ``model``, each with why: pathway, when the model
+    has no activation module to mask (its activations are function calls such as ``F.relu``). Rollout
+    on a CNN is no skip: it is not a reason method there."""
+    return {m: why for m in REASON_METHODS if (why := EXPLAIN_METHODS[m].cannot_explain(model)) is not None}
 
 
 def deployment_available() -> bool:

@@ -67,7 +67,7 @@ from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.filters import PruningResult, apply_cuts, prune_filters
 from neurotomy.surgery.latency_plan import check_latency_request
 from neurotomy.jobs import latency_runtimes  # noqa: F401  (registers the onnx and onnx-int8 latency runtimes)
-from neurotomy.surgery.planner import SCOPES, Cut
+from neurotomy.surgery.planner import SCOPES, Cut, check_reachable, ignored_names
 from neurotomy.surgery.recipe import replay_recipe
 from neurotomy.dynamics.layer_rules import choose_blocks
 from neurotomy.surgery.layers import remove_blocks
@@ -134,6 +134,8 @@ class PruneJob:
             state.expect({**settings, "model": weights_digest(model),
                           "data": f"{getattr(train_data, 'name', '')}:{len(train_data)}"}, part="prune")
         shape = model_input_shape(model, train_data)
+        if scores is None:
+            self._check_reachable(model, shape)
         ev = lambda m: evaluate(m, test_data, quiet=self.quiet, max_images=self.max_eval_images)  # noqa: E731
         original_metrics = original_metrics or ev(model)
         if scores is None and not (self.sfp_epochs or self.steps > 1 or self.layers):  # those score as they go
@@ -283,10 +285,8 @@ class PruneJob:
             if self.units is not None:
                 raise PruningError(f"units={self.units!r} applies to transformers; this model has no attention "
                                    "layers (its units are filters: leave --units out)")
-        layers = dict(model.named_modules())
-        missing = [n for n in self.ignored_layers or [] if n not in layers]
-        if missing:
-            raise PruningError(f"ignored layer {missing[0]!r} is not in the model; see `neurotomy info` for names")
+        if self.ignored_layers is not None:
+            ignored_names(model, self.ignored_layers)  # a name the model lacks fails here
         if self.sfp_epochs and self.ratio is None:
             raise PruningError("soft filter pruning zeroes a fixed fraction per layer: give --ratio")
         if self.reconstruct and self.steps > 1 and getattr(model, "neurotomy_meta", None) is None:
@@ -294,6 +294,16 @@ class PruneJob:
                                "model lacks: load it with neurotomy.load_model, or prune in one step")
         if self.steps > 1 and self.target_macs is None:
             raise PruningError("an iterative schedule reaches a MACs target: give --target-macs")
+
+    def _check_reachable(self, model: nn.Module, shape: tuple[int, ...]) -> None:
+        """A filter prune whose amount cannot be met (a target beyond what ``min_channels`` and
+        ``round_to`` leave, a ratio that cuts nothing) fails here, before the evaluation and the
+        scoring (:func:`neurotomy.surgery.planner.check_reachable`)."""
+        if self.layers or self._to_latency() or is_transformer(model):
+            return
+        check_reachable(model, ratio=self.ratio, target_macs=self.target_macs, target_params=self.target_params,
+                        scope=self.scope, min_channels=self.min_channels, ignored_layers=self.ignored_layers,
+                        round_to=self.round_to, inner_only=self.inner_only, input_shape=shape)
 
     def _to_latency(self) -> bool:
         return self.target_speedup is not None or self.target_latency_ms is not None

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy import validate
+from neurotomy.data.labels import dataset_targets
 from neurotomy.errors import NeurotomyWarning
 from neurotomy.models.anatomy import classifier_layer
 from neurotomy.scores.unit_scores import UnitScores
@@ -95,7 +96,7 @@ def check_split_settings(*, class_index: int | None = None, tolerance: float, ca
 def shift_to_prior(model: nn.Module, head_name: str, data: Dataset, class_index: int) -> None:
     """Fine-tuning on a balanced set teaches the head a 50 % prior for c; add log(p/(1 − p)), p the
     class's frequency in ``data``, so the module answers on the data's own class frequencies."""
-    targets = torch.as_tensor(data.targets)
+    targets = dataset_targets(data)
     p = float((targets == class_index).double().mean())
     if 0 < p < 1:
         model.get_submodule(head_name).bias[1] += math.log(p / (1 - p))

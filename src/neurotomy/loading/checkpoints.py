@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 import torch
 from torch import nn
 
-from neurotomy.checkpoint import ModelMeta, read_meta, read_tensor_table, table_mismatch
+from neurotomy.checkpoint import (ModelMeta, missing_shape_options, missing_shape_text, read_meta, read_tensor_table,
+                                 table_mismatch, with_input_shape)
 from neurotomy.errors import CheckpointError, NeurotomyError, PruningError
 from neurotomy.loading.weights import first_mismatch, load_state
 from neurotomy.models import rebuild_model
@@ -50,6 +51,19 @@ def _build_patched(weak: dict, module: dict, target_class: int, **_shape) -> Pat
     return PatchedModel(weak_model, module_model, target_class)
 
 
+def _with_input_shape(meta: ModelMeta, path: Path, in_channels: int | None, input_size: int | None) -> ModelMeta:
+    """``meta`` with the shape it lacks taken from the caller, who alone knows it; a shape the
+    header records is kept (``input_size`` then only resizes the data, see ``resolve_model``)."""
+    missing = {k: v for k, v in (("in_channels", in_channels), ("input_size", input_size)) if k not in meta.arch_args}
+    meta = with_input_shape(meta, **missing)
+    if meta.recorded_input_shape is None:
+        options = missing_shape_options(meta.arch_args)
+        flags = " ".join(f"--{option.replace('_', '-').replace('=', ' ')}" for option in options.split(", "))
+        raise CheckpointError(f"{path}: records no {missing_shape_text(meta.arch_args)}; load it with "
+                              f"load_model(path, {options}) (on the command line {flags}), the shape it was trained on")
+    return meta
+
+
 def _check_against_file(meta: ModelMeta, table: dict, path: Path) -> None:
     """Build the architecture on the meta device (shapes, no memory) and compare it with the file's
     tensor table, so a header whose arguments lie (a width of 10⁹) fails before anything is allocated."""
@@ -68,10 +82,13 @@ def _check_against_file(meta: ModelMeta, table: dict, path: Path) -> None:
                               "or was written for another architecture")
 
 
-def load_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """Rebuild and load a checkpoint; the model is in eval mode with ``neurotomy_meta`` set."""
+def load_checkpoint(path: str | os.PathLike, *, in_channels: int | None = None,
+                    input_size: int | None = None) -> nn.Module:
+    """Rebuild and load a checkpoint; the model is in eval mode with ``neurotomy_meta`` set.
+    ``in_channels`` and ``input_size`` complete a header that records no input shape (a model
+    described from its layers, saved before this was checked); they are never guessed."""
     path = Path(path)
-    meta = read_meta(path)
+    meta = _with_input_shape(read_meta(path), path, in_channels, input_size)
     _check_against_file(meta, read_tensor_table(path), path)
     try:
         model = build_from_meta(meta)

@@ -93,7 +93,9 @@ def resolve_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None 
     if kind in ("zoo", "checkpoint"):
         if pretrained:
             raise ModelError("--pretrained applies to torchvision: and timm: models; a checkpoint has its weights")
-        model = load_checkpoint(zoo_path(spec[4:]) if kind == "zoo" else Path(spec))
+        # a header without an input shape takes the one given; one it records is kept (_check_shape)
+        model = load_checkpoint(zoo_path(spec[4:]) if kind == "zoo" else Path(spec), in_channels=in_channels,
+                                input_size=input_size)
         _check_shape(model, in_channels, num_classes, spec)
     else:
         model = build_fresh(spec, in_channels, num_classes, input_size, pretrained=pretrained)

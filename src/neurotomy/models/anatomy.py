@@ -56,8 +56,8 @@ def num_classes_of(model: nn.Module, data: Dataset | None = None) -> int:
 def model_input_shape(model: nn.Module, data: Dataset | None = None) -> tuple[int, ...] | None:
     """``(C, H, W)`` of one input: from the checkpoint metadata, else the first image of ``data``."""
     meta = getattr(model, "neurotomy_meta", None)
-    if meta is not None:
-        return meta.input_shape
+    if meta is not None and meta.recorded_input_shape is not None:  # a script model's description records none
+        return meta.recorded_input_shape
     if data is not None:
         return tuple(data[0][0].shape)
     return None
@@ -75,13 +75,15 @@ def require_input_shape(model: nn.Module, data: Dataset | None = None) -> tuple[
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run ``model`` as deployed (BatchNorm on running statistics, dropout off); the caller's
-    training flag is restored afterwards, even on error."""
-    was_training = model.training
+    training flags are restored afterwards, even on error — each module's own, so a BatchNorm the
+    caller froze in eval inside a training model stays in eval."""
+    flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, training in flags:
+            m.training = training
 
 
 def set_submodule(model: nn.Module, name: str, new: nn.Module) -> nn.Module:

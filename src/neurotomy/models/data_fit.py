@@ -27,9 +27,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.data.labels import check_labels, dataset_targets, known_targets
 from neurotomy.data.sources import canonical_name, load_dataset
 from neurotomy.data.tensor_dataset import Normalization
 from neurotomy.errors import DataError, ModelError
@@ -55,11 +58,12 @@ def training_data_of(model: nn.Module) -> TrainingData:
     meta = getattr(model, "neurotomy_meta", None)
     if meta is not None:
         args = getattr(meta, "arch_args", None) or {}
-        shape = meta.input_shape  # what it cannot tell (no in_channels / input_size recorded) stays None
+        # what it cannot tell (no in_channels / input_size recorded) stays None
+        channels, side = args.get("in_channels"), args.get("input_size")
         # the class names first: a class module keeps its parent's num_classes but answers c-vs-rest
         classes = len(meta.classes) if meta.classes else args.get("num_classes")
-        return TrainingData(dataset=meta.dataset, channels=shape[0] if "in_channels" in args else None,
-                            size=tuple(shape[1:]) if "input_size" in args else None,
+        return TrainingData(dataset=meta.dataset, channels=int(channels) if channels is not None else None,
+                            size=(int(side), int(side)) if side is not None else None,
                             num_classes=int(classes) if classes is not None else None,
                             normalization=meta.normalization)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -148,21 +152,81 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
+def check_images_fit(model: nn.Module, data: Dataset) -> torch.Tensor:
+    """Before any pass of ``model`` over ``data``: the data is not empty and its first item (the only one
+    read) is an ``(image, label)`` pair whose image the model takes: a float tensor ``(C, H, W)`` with the
+    model's channel count. Else a one-line :class:`DataError` naming the fix, before torch meets the
+    batch (uint8 images, H×W images batched as one N-channel image). Models that tell nothing of their
+    input (no checkpoint metadata, no Conv2d) are checked for emptiness only. Returns that first image."""
+    if len(data) == 0:
+        raise DataError("the data is empty; give at least one labelled image")
+    item = data[0]
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise DataError(f"data[0] is a {type(item).__name__}, not an (image, label) pair; give a dataset whose "
+                        "items are (image, label) pairs")
+    image = item[0]
+    if isinstance(image, np.ndarray):
+        image = torch.as_tensor(image)  # the DataLoader collates arrays into tensors
+    if not isinstance(image, torch.Tensor):
+        raise DataError(f"the data's images are {type(image).__name__} objects, not tensors; give normalised float "
+                        "tensors (e.g. torchvision's ToTensor() and Normalize(...) as the dataset's transform)")
+    trained = training_data_of(model)
+    if getattr(model, "neurotomy_meta", None) is None and trained.channels is None:
+        return image
+    channels = trained.channels
+    takes = f"{channels}-channel images" if channels is not None else "images (C, H, W)"
+    if not image.is_floating_point():
+        raise DataError(f"the data's images are {str(image.dtype).removeprefix('torch.')} tensors but the model "
+                        "takes float images; give them as the model was trained: images.float() / 255, normalised")
+    if image.dim() == 2:
+        raise DataError(f"the data's images are {image.shape[0]}×{image.shape[1]} with no channel axis but the model "
+                        f"takes {takes}; add the axis (images.unsqueeze(1) on an N×H×W tensor)")
+    if image.dim() != 3:
+        raise DataError(f"the data's images have shape {tuple(image.shape)} but the model takes {takes}, one per "
+                        "item; give a dataset whose items are (image (C, H, W), label)")
+    if channels is not None and image.shape[0] != channels:
+        where = f" (it was trained on {trained.dataset})" if trained.dataset else ""
+        raise DataError(f"the data has {image.shape[0]}-channel images but the model takes {channels}; give "
+                        f"{'grey' if channels == 1 else f'{channels}-channel'} images{where}")
+    return image
+
+
+def check_data_runs(model: nn.Module, data: Dataset, labels: bool = True) -> bool:
+    """The cheap checks before a pass over ``data`` (fit, evaluate, a data-driven criterion):
+    :func:`check_images_fit`, and with ``labels`` the labels where they are at hand without reading the
+    data (:func:`~neurotomy.data.labels.known_targets`) against the model's class count. Returns whether
+    the labels were checked here; when not, the caller checks each batch's
+    (:func:`~neurotomy.data.labels.check_labels`)."""
+    check_images_fit(model, data)
+    return check_known_labels(model, data) if labels else True
+
+
+def check_known_labels(model: nn.Module, data: Dataset) -> bool:
+    """The labels of ``data`` against the model's class count
+    (:func:`~neurotomy.data.labels.check_labels`) where both are at hand without reading the data;
+    returns whether they were checked."""
+    targets, classes = known_targets(data), training_data_of(model).num_classes
+    if targets is None or classes is None:
+        return False
+    check_labels(targets, classes)
+    return True
+
+
 def check_data_fits(model: nn.Module, data: Dataset) -> list[str]:
     """Differences between ``data`` and the model's training data, one phrase each (empty when
-    it fits); raises :class:`DataError` on a class or channel count mismatch."""
+    it fits); raises :class:`DataError` on a class or channel count mismatch, or images the model
+    cannot take (:func:`check_images_fit`). Data without a ``classes`` list must have labels that
+    are class indices of the model."""
     trained = training_data_of(model)
-    classes = getattr(data, "classes", None)
-    count = len(classes) if classes else int(getattr(data, "targets").max()) + 1
     where = f" (it was trained on {trained.dataset})" if trained.dataset else ""
-    if trained.num_classes is not None and count != trained.num_classes:
-        raise DataError(f"the data has {count} classes but the model has {trained.num_classes}; give data with the "
-                        f"model's {trained.num_classes} classes{where}, or a model trained on this data")
-    image = data[0][0]
-    channels, size = int(image.shape[0]), tuple(int(s) for s in image.shape[1:])
-    if trained.channels is not None and channels != trained.channels:
-        raise DataError(f"the data has {channels}-channel images but the model takes {trained.channels}; give "
-                        f"{'grey' if trained.channels == 1 else f'{trained.channels}-channel'} images{where}")
+    classes = getattr(data, "classes", None)
+    if not classes:
+        check_labels(dataset_targets(data), trained.num_classes)
+    elif trained.num_classes is not None and len(classes) != trained.num_classes:
+        raise DataError(f"the data has {len(classes)} classes but the model has {trained.num_classes}; give data "
+                        f"with the model's {trained.num_classes} classes{where}, or a model trained on this data")
+    image = check_images_fit(model, data)
+    size = tuple(int(s) for s in image.shape[1:])
     differences = []
     if trained.size is not None and size != trained.size:
         differences.append(f"images are {size[0]}×{size[1]}, the model was trained on {trained.size[0]}×"
@@ -179,5 +243,5 @@ def check_data_fits(model: nn.Module, data: Dataset) -> list[str]:
     return differences
 
 
-__all__ = ["NORMALIZATION_TOLERANCE", "TrainingData", "check_data_fits", "dataset_for_model", "fitted_dataset",
-           "normalized_as_trained", "training_data_of"]
+__all__ = ["NORMALIZATION_TOLERANCE", "TrainingData", "check_data_fits", "check_data_runs", "check_images_fit",
+           "check_known_labels", "dataset_for_model", "fitted_dataset", "normalized_as_trained", "training_data_of"]

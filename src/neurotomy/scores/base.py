@@ -36,10 +36,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.data.batches import iterate_batches, num_batches
+from neurotomy.data.labels import check_labels
 from neurotomy.device import model_device, to_device
 from neurotomy.distributed import probe_shard, reduce_state
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import eval_mode, execution_order, model_input_shape
+from neurotomy.models.data_fit import check_images_fit, check_known_labels
 from neurotomy.probe import Probe, leaf_modules
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.registry import Registry
@@ -107,6 +109,8 @@ class Criterion:
 
     def __call__(self, model: nn.Module, data: Dataset | None = None, *, batch_size: int = 128,
                  max_images: int | None = None, seed: int = 0, quiet: bool = False) -> UnitScores:
+        if self.needs_data and data is not None:
+            check_images_fit(model, data)  # one image, before the model meets the data (here or in compute)
         units = conv_units(model, model_input_shape(model, data))
         if not units:
             raise NeurotomyError("the model has no Conv2d layer to score; neurotomy scores conv filters")
@@ -146,6 +150,7 @@ class DataCriterion(Criterion):
     def compute(self, model, units, data, *, batch_size, max_images, seed, quiet) -> dict[str, torch.Tensor]:
         if data is None:
             raise NeurotomyError(f"criterion {self.name!r} needs data; pass --data NAME")
+        labels_checked = not self.uses_labels or check_known_labels(model, data)  # else each batch's, below
         max_images = max_images or self.default_images
         sites = {u.site: u for u in units}
         self.state: dict[str, dict] = {u.conv_name: {} for u in units}
@@ -168,9 +173,14 @@ class DataCriterion(Criterion):
             task = add_task(bar, f"score {self.name}", len(batches if shard is None else batches[shard[0]::shard[1]]))
             for images, targets in iterate_batches(data, batch_size, shuffle=True, generator=generator,
                                                    max_images=max_images, shard=shard):
+                labels = targets  # the CPU copy, checked without waiting for the device
                 images, targets = to_device(where, images, targets)
+                if self.needs_grad:
+                    images = gradient_reaching_every_layer(images)
                 with torch.set_grad_enabled(self.needs_grad):
                     logits = model(images)
+                    if not labels_checked:  # labels not at hand before the pass: each batch's
+                        check_labels(labels, logits.shape[1])
                     if self.needs_grad:
                         model.zero_grad(set_to_none=True)
                         self.objective(logits, targets).backward()
@@ -180,6 +190,12 @@ class DataCriterion(Criterion):
             model.zero_grad(set_to_none=True)
         reduce_state(self.state)
         return {name: self.result(name).detach().cpu().double() for name in self.state}
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether the scores read the labels (checked before the pass when they do): the default
+        :meth:`objective`, the loss, does; a criterion that reads them otherwise says so."""
+        return self.needs_grad and type(self).objective is DataCriterion.objective
 
     def update(self, layer: str, response: torch.Tensor, grad: torch.Tensor | None) -> None:
         raise NotImplementedError
@@ -200,6 +216,15 @@ class DataCriterion(Criterion):
         """Running sum of ``value`` under ``state[layer][key]``."""
         state = self.state[layer]
         state[key] = state[key] + value if key in state else value.clone()
+
+
+def gradient_reaching_every_layer(images: torch.Tensor) -> torch.Tensor:
+    """``images`` as a leaf that requires grad: every layer's response then has a gradient, also
+    behind frozen parameters (``requires_grad=False``), which would otherwise cut the backward pass
+    short of them (a frozen backbone, or a fully frozen model that has nothing to differentiate)."""
+    if not images.is_floating_point():
+        return images
+    return images.detach().requires_grad_(True)
 
 
 def criterion_of_axis(name: str, axis: str) -> type[Criterion]:

@@ -45,6 +45,7 @@ class ClassWiseCriterion(DataCriterion):
     """
 
     default_images = 2000
+    uses_labels = True  # every image's statistics are summed under its label
 
     def __call__(self, model: nn.Module, data: Dataset | None = None, **kw) -> UnitScores:
         scores = super().__call__(model, data, **kw)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from neurotomy.data.labels import dataset_targets
 from neurotomy.data.subsets import IndexedSubset, balanced_indices
 from neurotomy.scores.base import CRITERIA, DataCriterion
 
@@ -101,7 +102,7 @@ def class_feature_entropy(model: nn.Module, data: Dataset, per_class: int = 20, 
                           quiet: bool = True) -> dict[str, torch.Tensor]:
     """Per conv layer, a (classes × channels) tensor of feature entropies."""
 
-    targets = torch.as_tensor(data.targets)
+    targets = dataset_targets(data)
     out: dict[str, list[torch.Tensor]] = {}
     for c in targets.unique().tolist():
         idx = balanced_indices(targets, per_class, seed)

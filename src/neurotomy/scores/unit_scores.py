@@ -28,7 +28,7 @@ from neurotomy.errors import NeurotomyError, ScoresError
 from neurotomy.files import atomic_write
 from neurotomy.models.transformer import attention_sites, mlp_sites
 from neurotomy.registry import Registry
-from neurotomy.validate import output_file
+from neurotomy.validate import non_negative_int, output_file
 
 
 class UnitScores(Mapping[str, torch.Tensor]):
@@ -57,11 +57,14 @@ class UnitScores(Mapping[str, torch.Tensor]):
 
     # Selections
     def top(self, k: int) -> dict[str, torch.Tensor]:
-        """Indices of the ``k`` highest-scoring units per layer (highest first)."""
+        """Indices of the ``k`` highest-scoring units per layer (highest first; all of a layer's units
+        when it has fewer). ``k`` is a count (0, 1, 2, …); anything else is an :class:`OptionError`."""
+        k = non_negative_int(k, "k")
         return {n: s.topk(min(k, s.shape[-1]), dim=-1).indices for n, s in self._scores.items()}
 
     def bottom(self, k: int) -> dict[str, torch.Tensor]:
-        """Indices of the ``k`` lowest-scoring units per layer (lowest first)."""
+        """Indices of the ``k`` lowest-scoring units per layer (lowest first), as :meth:`top`."""
+        k = non_negative_int(k, "k")
         return {n: s.topk(min(k, s.shape[-1]), dim=-1, largest=False).indices for n, s in self._scores.items()}
 
     def for_class(self, index: int) -> "UnitScores":
@@ -90,19 +93,23 @@ class UnitScores(Mapping[str, torch.Tensor]):
         return UnitScores(out, self.criterion, self.axis, {**self.info, "normalized": how})
 
     def rank_correlation(self, other: "UnitScores") -> dict[str, float]:
-        """Spearman correlation per shared layer, plus ``"mean"`` over layers.
+        """Spearman correlation per shared layer, plus ``"mean"`` over layers. A layer whose scores
+        are constant in either set has no ranking, so its correlation is NaN (see :func:`spearman`);
+        ``"mean"`` is over the layers where it is defined, NaN when it is nowhere.
 
         Example:
             >>> import torch
-            >>> a = UnitScores({"c": torch.tensor([1., 2., 3.])}); b = UnitScores({"c": torch.tensor([3., 2., 1.])})
+            >>> a = UnitScores({"c": torch.tensor([1., 2., 3.]), "flat": torch.ones(3)})
+            >>> b = UnitScores({"c": torch.tensor([3., 2., 1.]), "flat": torch.tensor([1., 2., 3.])})
             >>> {k: round(v, 6) for k, v in a.rank_correlation(b).items()}
-            {'c': -1.0, 'mean': -1.0}
+            {'c': -1.0, 'flat': nan, 'mean': -1.0}
         """
         shared = [n for n in self if n in other and self[n].shape == other[n].shape]
         if not shared:
             raise NeurotomyError("the two score sets share no layer of the same shape; score the same model")
         result = {n: spearman(self[n].flatten(), other[n].flatten()) for n in shared}
-        result["mean"] = float(np.mean(list(result.values())))
+        defined = [v for v in result.values() if not math.isnan(v)]
+        result["mean"] = float(np.mean(defined)) if defined else math.nan
         return result
 
     def check_fits(self, model: torch.nn.Module) -> "UnitScores":
@@ -254,11 +261,17 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation (Pearson correlation of average ranks)."""
+    """Spearman rank correlation (Pearson correlation of average ranks); NaN when either is
+    constant (it ranks nothing, so no correlation is defined — as SciPy's ``spearmanr`` says).
+
+    Example:
+        >>> round(spearman(torch.tensor([1., 2., 3.]), torch.tensor([1., 3., 2.])), 6), spearman(torch.ones(3), torch.ones(3))
+        (0.5, nan)
+    """
     ra, rb = _ranks(a.double()), _ranks(b.double())
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+    return float((ra * rb).sum() / denom) if denom > 0 else math.nan
 
 
 def _unit_counts(model: torch.nn.Module, info: dict) -> dict[str, int]:

@@ -57,8 +57,9 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches
 from neurotomy.device import model_device, to_device
 from neurotomy.data.dataset import in_memory
+from neurotomy.data.labels import dataset_targets, require_class_images
 from neurotomy.data.tensor_dataset import TensorImageDataset
-from neurotomy.errors import DataError, NeurotomyError
+from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import classifier_layer, model_input_shape, num_classes_of
 from neurotomy.models.summary import layer_table
 from neurotomy.scores import CRITERIA
@@ -107,11 +108,10 @@ def one_vs_rest(data: Dataset, class_index: int, max_images: int | None = None,
     """
     data = as_tensors(data)
     generator = torch.Generator().manual_seed(seed)
+    require_class_images(data.targets, class_index)
     is_c = data.targets == class_index
     positives = torch.nonzero(is_c)[:, 0]
     negatives = torch.nonzero(~is_c)[:, 0]
-    if len(positives) == 0:
-        raise DataError(f"the data has no image of class {class_index}; give data that covers every class")
     per_side = min(len(positives), len(negatives))
     if max_images is not None:
         per_side = min(per_side, max(1, max_images // 2))
@@ -137,6 +137,7 @@ def cut_class_module(model: nn.Module, data: Dataset, class_index: int, *, score
     classes = num_classes_of(model, data)
     if not 0 <= class_index < classes:
         raise NeurotomyError(f"class index {class_index} is out of range; the model has classes 0…{classes - 1}")
+    require_class_images(dataset_targets(data), class_index)  # before the scores and the search
     run_search = CLASS_SEARCHES.get(search)
     input_shape = model_input_shape(model, data)
     if input_shape is None:

@@ -98,8 +98,7 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
     if meta is not None:
         pruned.neurotomy_meta = copy.deepcopy(meta)
         pruned.neurotomy_meta.recipe = list(meta.recipe) + [c.to_step() for c in cuts]
-    pruned.train(model.training)
-    return pruned
+    return pruned  # a copy: each module in the mode it has in ``model`` (the trace and test runs restore it)
 
 
 def _cut_copy(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],

@@ -107,15 +107,49 @@ def _no_saved_tensor(_packed: None) -> torch.Tensor:
     raise RuntimeError("neurotomy traced this graph without keeping activations; it cannot run backward")
 
 
+@contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """While torch-pruning traces ``model``: every parameter requires grad, and afterwards every
+    module's training flag and every parameter's ``requires_grad`` are as they were. torch-pruning
+    finds a layer by the autograd node of its output, which a frozen layer fed by the image never
+    gets (it would silently never be pruned), and its trace calls ``model.eval()`` and leaves it so."""
+    training = [(m, m.training) for m in model.modules()]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+        for m, flag in training:
+            m.training = flag
+
+
+@contextmanager
+def _keeps_requires_grad(model: nn.Module) -> Iterator[None]:
+    """While torch-pruning cuts ``model``: it replaces each cut weight by a new ``nn.Parameter``,
+    which requires grad; afterwards every parameter that was frozen is frozen again (by name)."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    try:
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            if n in frozen:
+                p.requires_grad_(False)
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Trace ``model`` on ``example``; any failure becomes a :class:`PruningError`. Reshapes the
     graph cannot map are kept in ``graph.neurotomy_unmapped``. The traced autograd graph keeps no
     saved activations (torch-pruning reads only the sizes and dims autograd records, never a saved
-    tensor; a graph traced at 224 px would otherwise hold every activation for as long as it lives)."""
+    tensor; a graph traced at 224 px would otherwise hold every activation for as long as it lives).
+    Frozen parameters are traced like the others, and the model is left in the mode it was in
+    (:func:`_traceable`)."""
     unmapped: list = []
     try:
         with warnings.catch_warnings(), torch.enable_grad(), _tolerant_reshape_mapping(unmapped), \
-                torch.autograd.graph.saved_tensors_hooks(_drop_saved_tensor, _no_saved_tensor):
+                _traceable(model), torch.autograd.graph.saved_tensors_hooks(_drop_saved_tensor, _no_saved_tensor):
             warnings.simplefilter("ignore")
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     except Exception as exc:  # tracing fails in many ways; all mean the same thing to a user
@@ -173,7 +207,8 @@ def prune_out_channels(graph: tp.DependencyGraph, module: nn.Module, idxs: list[
     """Remove output channels ``idxs`` of ``module`` (called ``name``) and every coupled slice
     elsewhere; a failure names the layer."""
     try:
-        pruning_group(graph, module, out_channel_handler(graph, module), list(idxs)).prune()
+        with _keeps_requires_grad(graph.model):
+            pruning_group(graph, module, out_channel_handler(graph, module), list(idxs)).prune()
     except PruningError:
         raise
     except Exception as exc:

@@ -36,8 +36,9 @@ from torch.utils.data import Dataset
 
 from neurotomy import validate
 from neurotomy.checkpoint import ModelMeta
-from neurotomy.errors import NeurotomyError
+from neurotomy.errors import ModelError, NeurotomyError
 from neurotomy.models.anatomy import num_classes_of
+from neurotomy.models.data_fit import training_data_of
 from neurotomy.surgery.class_modules import module_class_index, module_scores
 
 
@@ -84,6 +85,14 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
     if not 0 <= c < weak_classes:
         raise NeurotomyError(f"the module answers class {c} but the weak model has classes 0…{weak_classes - 1}; "
                              "patch a model trained on the same classes")
+    # both parts see every input: inputs one of them cannot take make a model that runs on none
+    weak_takes, module_takes = training_data_of(weak), training_data_of(module)  # None: the model cannot tell
+    for what, text in (("channels", "{}-channel"), ("size", "{0[0]}×{0[1]}")):
+        weak_value, module_value = getattr(weak_takes, what), getattr(module_takes, what)
+        if None not in (weak_value, module_value) and weak_value != module_value:
+            raise ModelError(f"the weak model takes {text.format(weak_value)} images but the module takes "
+                             f"{text.format(module_value)} ones; patch with a module cut from a model made for the "
+                             "same inputs")
     probs, _ = module_scores(module, calibration)
     low, high = float(probs.min()), float(probs.max())
     if high - low < 1e-6:
@@ -91,8 +100,8 @@ def patch(weak: nn.Module, module: nn.Module, calibration: Dataset, target_class
                              "that contains the module's class and others")
     patched = PatchedModel(weak.eval(), module.eval(), c, low, high).eval()
     weak_meta, module_meta = getattr(weak, "neurotomy_meta", None), getattr(module, "neurotomy_meta", None)
-    if weak_meta is not None and module_meta is not None:
-        in_channels, size, _ = weak_meta.input_shape
+    if weak_meta is not None and module_meta is not None and weak_meta.recorded_input_shape is not None:
+        in_channels, size, _ = weak_meta.recorded_input_shape
         patched.neurotomy_meta = ModelMeta(
             arch="patched",
             arch_args={"in_channels": in_channels, "num_classes": weak_classes, "input_size": size,

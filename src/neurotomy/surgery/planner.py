@@ -31,6 +31,7 @@ from neurotomy.device import model_device
 from neurotomy.errors import ModelError, NeurotomyWarning, PruningError
 from neurotomy.models.anatomy import classifier_layer, require_input_shape
 from neurotomy.models.summary import layer_table
+from neurotomy.models.transformer import is_transformer
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.graph import CoupledGroup, dependency_graph, prunable_groups
 
@@ -76,9 +77,7 @@ class Planner:
                 self.groups.append(g)
                 self.scores.append(s)
         if not self.groups:
-            refused = f"; {refusal_line(self.refused)}" if self.refused else ""
-            raise PruningError("no prunable layer has scores; score the same model you prune "
-                               f"(layer names must match) or loosen ignored_layers{refused}")
+            raise PruningError(_nothing_scored_prunable(model, scores, survey.groups, ignored, self.refused))
         if self.refused:
             warnings.warn(refusal_line(self.refused), NeurotomyWarning, stacklevel=3)
         self.min_channels, self.round_to = min_channels, round_to
@@ -213,6 +212,11 @@ class Planner:
                 params -= per_channel * max(out_rm, in_rm)
         return int(round(macs)), int(params)
 
+    @property
+    def limits(self) -> str:
+        """The settings that keep channels from going, as the user gave them."""
+        return f"min_channels={self.min_channels}" + (f", round_to={self.round_to}" if self.round_to else "")
+
     def ratio_for(self, target: float, which: str, scope: str) -> float:
         """The ratio whose predicted ``which`` (``macs`` or ``params``) reduction lands within
         ±1 pt of ``target`` (bisection); an unreachable target is a :class:`PruningError`."""
@@ -234,6 +238,31 @@ def refusal_line(refused: dict[str, str], units: str = "channels") -> str:
     parts = [f"{', '.join(layers[:4])}{f' and {len(layers) - 4} more' if len(layers) > 4 else ''} ({reason})"
              for reason, layers in by_reason.items()]
     return f"{len(refused)} layer(s) keep all their {units}: {'; '.join(parts)}"
+
+
+def _nothing_scored_prunable(model: nn.Module, scores: UnitScores, groups: list[CoupledGroup],
+                             ignored: list[nn.Module], refused: dict[str, str]) -> str:
+    """Why no group the planner could cut has scores, in one line: the scores hold no layer, the
+    scored layers are ignored, inside groups torch-pruning or attention refuses (a transformer:
+    its units are heads and neurons), left out by ``inner_only``, or write the model's output."""
+    if not len(scores):
+        return "the scores hold no layer; score the model you prune (neurotomy.scores.get_criterion)"
+    names = {m: n for n, m in model.named_modules()}
+    scored = list(scores)
+    shown = ", ".join(scored[:4]) + (f" and {len(scored) - 4} more" if len(scored) > 4 else "")
+    lead = f"none of the scored layers ({shown}) can be cut"
+    kept_whole = [names[m] for m in ignored if m in names]
+    if all(n in kept_whole for n in scored):
+        return f"{lead}: they are all in ignored_layers ({', '.join(kept_whole[:4])}); give fewer ignored_layers"
+    if refused and is_transformer(model):
+        return (f"{lead} as filters: {refusal_line(refused)}; prune a transformer with "
+                "neurotomy.surgery.transformer.prune_transformer (PruneJob and `neurotomy prune` do)")
+    if refused:
+        return f"{lead}: {refusal_line(refused)}; no other scored layer is prunable"
+    if any(m.name in scores for g in groups for m in g.out_layers):  # scored, but left out by inner_only
+        return f"{lead}: inner_only leaves out every group coupled through residual adds; leave out inner_only"
+    return (f"{lead}: they are in ignored_layers or write the model's output (its classes); "
+            "score the model's inner conv layers")
 
 
 def _units(group: CoupledGroup, scores: torch.Tensor) -> list[tuple[float, list[int]]]:
@@ -301,13 +330,30 @@ def default_ignored(model: nn.Module) -> list[str]:
         return []
 
 
-def resolve_ignored(model: nn.Module, names: list[str] | None) -> list[nn.Module]:
+def ignored_names(model: nn.Module, names: str | list[str] | None) -> list[str]:
+    """The layer names to keep whole: ``names`` (one name given as a string is that one layer, not
+    its characters), or :func:`default_ignored` when None; a name the model lacks is a
+    :class:`PruningError`.
+
+    Example:
+        >>> from torch import nn
+        >>> ignored_names(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)), "2")
+        ['2']
+    """
+    if names is None:
+        return default_ignored(model)
+    names = [names] if isinstance(names, str) else list(names)
     modules = dict(model.named_modules())
-    names = default_ignored(model) if names is None else names
     missing = [n for n in names if n not in modules]
     if missing:
         raise PruningError(f"ignored layer {missing[0]!r} is not in the model; see `neurotomy info` for names")
-    return [modules[n] for n in names]
+    return names
+
+
+def resolve_ignored(model: nn.Module, names: str | list[str] | None) -> list[nn.Module]:
+    """The modules of :func:`ignored_names`."""
+    modules = dict(model.named_modules())
+    return [modules[n] for n in ignored_names(model, names)]
 
 
 def check_request(ratio, target_macs, target_params, scope, min_channels, round_to) -> None:
@@ -354,8 +400,57 @@ def search_ratio(reduction: Callable[[float], float], target: float, which: str,
 def _search_ratio(planner: Planner, scope: str, target: float, which: str) -> float:
     """Smallest ratio whose predicted reduction lands within ±1 pt of ``target`` (bisection)."""
     index, before = (0, planner.macs_before) if which == "macs" else (1, planner.params_before)
-    limits = f"min_channels={planner.min_channels}" + (f", round_to={planner.round_to}" if planner.round_to else "")
-    return search_ratio(lambda r: 1 - planner.predict(planner.plan(r, scope))[index] / before, target, which, limits)
+    return search_ratio(lambda r: 1 - planner.predict(planner.plan(r, scope))[index] / before, target, which,
+                        planner.limits)
+
+
+def check_removes_something(planner: Planner, cuts: list[Cut], ratio: float, scope: str, *,
+                            strict: bool = False) -> None:
+    """A ``ratio`` above 0 that cuts nothing is never silent: a :class:`PruningError` when no
+    ratio could cut anything under the planner's limits (``min_channels``, ``round_to``), else a
+    one-line warning that the ratio rounds down to no channel (an error too with ``strict``)."""
+    if cuts or ratio <= 0:
+        return
+    if not planner.plan(0.999, scope):
+        widest = max(g.channels for g in planner.groups)
+        raise PruningError(f"ratio {ratio} removes no channel: with {planner.limits} every layer keeps all its "
+                           f"channels (the widest prunable layer has {widest}); lower those limits")
+    message = (f"ratio {ratio} removes no channel: it rounds down to 0 channels in every layer; "
+               "raise the ratio")
+    if strict:
+        raise PruningError(message)
+    warnings.warn(f"{message} (nothing was pruned)", NeurotomyWarning, stacklevel=3)
+
+
+def check_reachable(model: nn.Module, *, ratio: float | None = None, target_macs: float | None = None,
+                    target_params: float | None = None, scope: str = "uniform", min_channels: int = 1,
+                    ignored_layers: str | list[str] | None = None, round_to: int | None = None,
+                    inner_only: bool = False, input_shape: tuple[int, ...] | None = None) -> None:
+    """Whether a filter prune of ``model`` can remove anything, and reach its target, found before any
+    scoring: the same plan as :func:`plan_cuts`, made with equal scores for every conv layer's
+    filters (how much a group can lose depends on its widths and the limits, not on which channels
+    go). An amount out of reach, or a ratio that cuts nothing, is a :class:`PruningError`.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> check_reachable(build_model("lenet5", 1, 10, 28), ratio=0.5, min_channels=100, input_shape=(1, 28, 28))
+        Traceback (most recent call last):
+        ...
+        neurotomy.errors.PruningError: ratio 0.5 removes no channel: with min_channels=100 every layer keeps \
+all its channels (the widest prunable layer has 16); lower those limits
+    """
+    check_request(ratio, target_macs, target_params, scope, min_channels, round_to)
+    input_shape = input_shape or require_input_shape(model)
+    equal = UnitScores({n: torch.ones(m.out_channels) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)})
+    if not equal:
+        return  # nothing a filter criterion scores: the criterion says so itself
+    planner = Planner(model, equal, input_shape, resolve_ignored(model, ignored_layers), min_channels, round_to,
+                      inner_only)
+    if ratio is not None:
+        check_removes_something(planner, planner.plan(ratio, scope), ratio, scope, strict=True)
+    else:
+        which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
+        _search_ratio(planner, scope, target, which)
 
 
 def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = None,
@@ -372,4 +467,7 @@ def plan_cuts(model: nn.Module, scores: UnitScores, *, ratio: float | None = Non
     if ratio is None:
         which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
         ratio = _search_ratio(planner, scope, target, which)
-    return planner.plan(ratio, scope), ratio, planner
+        return planner.plan(ratio, scope), ratio, planner
+    cuts = planner.plan(ratio, scope)
+    check_removes_something(planner, cuts, ratio, scope)
+    return cuts, ratio, planner

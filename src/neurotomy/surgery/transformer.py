@@ -70,7 +70,7 @@ from neurotomy.surgery.filters import (PruningResult, check_outputs_kept, descri
                                       model_meta)
 from neurotomy.surgery.graph import (CoupledGroup, coupled_group, dependency_graph, out_channel_handler,
                                      prune_out_channels, pruning_group)
-from neurotomy.surgery.planner import Cut, check_request, default_ignored, refusal_line, resolve_ignored, search_ratio
+from neurotomy.surgery.planner import Cut, check_request, ignored_names, refusal_line, search_ratio
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 from neurotomy.surgery.relative_attention import per_head_numel
 
@@ -398,7 +398,17 @@ def apply_transformer_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple
     if meta is not None:
         work.neurotomy_meta = copy.deepcopy(meta)
         work.neurotomy_meta.recipe = list(meta.recipe) + list(unpack_steps) + [c.to_step() for c in order]
-    return work.train(model.training)
+    return _in_modes_of(model, work)
+
+
+def _in_modes_of(model: nn.Module, work: nn.Module) -> nn.Module:
+    """``work`` (a pruned copy of ``model``) with each module in the training mode of ``model``'s module of
+    the same name — a BatchNorm or dropout the caller froze in eval stays so; a module the unpacking made
+    (per-head projections) takes ``model``'s own mode."""
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, m in work.named_modules():
+        m.training = modes.get(name, model.training)
+    return work
 
 
 def _unpacked_copy(model: nn.Module, cuts: list[Cut], unpack_steps: list[dict] | None) -> tuple[nn.Module, list[dict]]:
@@ -500,8 +510,7 @@ def prune_transformer(model: nn.Module, scores: UnitScores | Sequence[UnitScores
     batches = calibration_batches(calibration) if calibration is not None else None
     scores = _merged(scores)
     input_shape = tuple(input_shape or require_input_shape(model))
-    resolve_ignored(model, ignored_layers)  # unknown names are an error
-    ignored = default_ignored(model) if ignored_layers is None else list(ignored_layers)
+    ignored = ignored_names(model, ignored_layers)  # unknown names are an error
     work, steps = unpacked(model) if any(f != "neurons" for f in families) else (model, [])
     planner = TransformerPlanner(TransformerUnits(work, families, input_shape, ignored, min_heads, min_channels),
                                  scores, round_to)
