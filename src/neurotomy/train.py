@@ -389,10 +389,12 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: 
 
 def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict:
     """Accuracy, per-class precision and recall, and the confusion matrix (rows = true class). A class
-    never predicted has no precision (``None``, not 0: nothing it was given was wrong).
+    never predicted has no precision, and a class with no image in ``targets`` no recall (``None``, not
+    0: nothing was wrong, nothing was tested).
 
-    >>> classification_metrics(torch.tensor([0, 0]), torch.tensor([0, 1]), 2)["per_class_precision"]
-    [0.5, None]
+    >>> m = classification_metrics(torch.tensor([0, 0]), torch.tensor([0, 1]), 3)
+    >>> m["per_class_precision"], m["per_class_recall"]
+    ([0.5, None, None], [1.0, 0.0, None])
 
     Labels that are not class indices below ``num_classes`` are a one-line
     :class:`~neurotomy.errors.DataError` (:func:`~neurotomy.data.labels.check_labels`).
@@ -403,12 +405,13 @@ def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_c
     tp = confusion.diag().double()
     predicted_as = confusion.sum(0)
     precision = tp / predicted_as.clamp(min=1)
-    recall = tp / confusion.sum(1).clamp(min=1)
+    true_images = confusion.sum(1)
+    recall = tp / true_images.clamp(min=1)
     return {
         "accuracy": float(tp.sum() / max(1, len(targets))),
         "n": int(len(targets)),
         "per_class_precision": [round(float(p), 6) if n else None for p, n in zip(precision, predicted_as)],
-        "per_class_recall": [round(float(r), 6) for r in recall],
+        "per_class_recall": [round(float(r), 6) if n else None for r, n in zip(recall, true_images)],
         "confusion": confusion.tolist(),
     }
 

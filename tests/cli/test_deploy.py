@@ -37,7 +37,7 @@ def test_deploy_json_and_table(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--data", "fashion-mnist"], "images are 1×28×28 but the model takes 1×8×8"),
+    (["--data", "fashion-mnist"], "images are 28×28 but the model was trained on 8×8 and does not run on them"),
     (["--data", "digits", "--int8", "--calibration-images", "1", "--max-drop", "0.1"],
      re.compile(r"int8 accuracy \d+\.\d\d% is \d+\.\d\d pt below the fp32 ONNX model's \d+\.\d\d% "
                 r"\(more than --max-drop 0\.1\)")),

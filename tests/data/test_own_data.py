@@ -157,3 +157,14 @@ def test_a_corrupt_image_is_one_line_and_status_2(rgb_folder, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"neurotomy: error: {rgb_folder.resolve() / 'test' / 'red' / '2.png'}: "
                                                "not a readable image (") and "remove or replace the file" in err[0]
+
+
+def test_one_class_is_no_classifier(tmp_path, capsys):
+    from tests.data.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "one", {"only": (90,)}, 4, (8, 8), mode="L", splits=("",))
+    assert main(["train", "lenet5", "--data", f"image-folder:{folder}", "--epochs", "1",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the data has one class (only); a classifier needs at least two" in err[0]
+    assert not list(tmp_path.glob("m*"))

@@ -105,7 +105,7 @@ def test_data_that_does_not_fit_is_refused_before_any_work(lenet_digits, tmp_pat
 
     model, train, test = lenet_digits
     fmnist = load_dataset("fashion-mnist", split="test")
-    with pytest.raises(DataError, match="test images are 1×28×28 but the model takes 1×8×8"):
+    with pytest.raises(DataError, match="images are 28×28 but the model was trained on 8×8 and does not run on them"):
         deploy(model, tmp_path / "out", train, fmnist, quiet=True)
     with pytest.raises(DataError, match="the data has 10 classes but the model has 3"):
         deploy(build_model("lenet5", 1, 3, 8), tmp_path / "out", train, test, quiet=True)

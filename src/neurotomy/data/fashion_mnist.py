@@ -48,7 +48,7 @@ def load_fashion_mnist(root: Path | None, split: str) -> TensorImageDataset:
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory; point --root at the Fashion-MNIST IDX files")
     images_path, labels_path = _find(directory, split, "images"), _find(directory, split, "labels")
-    images, labels = read_idx_split(images_path, labels_path)
+    images, labels = read_idx_split(images_path, labels_path, where="--root or NEUROTOMY_DATA")
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f"{images_path}: Fashion-MNIST images are 28×28 grey, found shape {images.shape[1:]}; "
                         "for other IDX data use idx:PATH")

@@ -17,6 +17,14 @@ holds out :data:`FLAT_TEST_FRACTION` of each class, drawn with the fixed :data:`
 its test split (said in one warning line): every command, and every later run on a model trained
 there, sees the same split, and the normalisation is measured on the training part only. Nothing is
 known of the images, so flips are not declared label-safe.
+
+A folder is taken as users keep it (:func:`_scan`): every format Pillow decodes is an image (GIFs too);
+hidden files and folders (``.DS_Store``, macOS's ``._*``, ``.ipynb_checkpoints``) are skipped; a symlink
+is followed, but each folder is read once, so a loop adds nothing; each of these is said in one warning
+line. Every image file's header (mode and size, no pixels: about 2 s for 60,000 small PNGs) is read before
+any work, so a corrupt file or an image of another size — in train/ or in test/ — is a one-line
+:class:`~neurotomy.errors.DataError` before training, never a traceback after it.
+
 ``torchvision:NAME`` reads ``root`` (default ``~/.cache/neurotomy/NAME``); flips are label-safe for
 the natural-image datasets in :data:`FLIP_SAFE_TORCHVISION`, not for digits or letters.
 """
@@ -24,14 +32,18 @@ the natural-image datasets in :data:`FLIP_SAFE_TORCHVISION`, not for digits or l
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from neurotomy.data.batches import iterate_batches
-from neurotomy.data.file_dataset import GRAYSCALE_MODES, FileImageDataset, PilFiles, PilFromDataset, PilPixels
+from neurotomy.data.file_dataset import (GRAYSCALE_MODES, FileImageDataset, PilFiles, PilFromDataset, PilPixels,
+                                         image_header)
 from neurotomy.data.sources import dataset_source, resolve_class_names
 from neurotomy.data.subsets import held_out_indices
 from neurotomy.data.tensor_dataset import Normalization, measure_normalization
@@ -40,7 +52,12 @@ from neurotomy.errors import DataError, NeurotomyWarning
 NORMALIZATION_SAMPLE = 2000
 """Training images the normalisation of data read from disk is measured on (evenly spaced)."""
 LAYOUT_SAMPLE = 256
-"""Images whose colour mode and size are inspected to decide the colour and check the size."""
+"""Images of a torchvision dataset whose colour mode and size are inspected to decide the colour and check
+the size (an image folder's files are all checked, from their headers)."""
+UNDECODED_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "WMF", "EPS", "MPEG", "IPTC"})
+"""Pillow formats it identifies but cannot decode by itself (stubs, Ghostscript, Windows only): not images here."""
+OTHER_IMAGE_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".jxl", ".svg", ".pdf"})
+"""Extensions of image formats Pillow may lack, named in a warning when a folder holds them."""
 FLIP_SAFE_TORCHVISION = frozenset({
     "CIFAR10", "CIFAR100", "FashionMNIST", "STL10", "ImageNet", "Imagenette", "Food101", "Flowers102",
     "OxfordIIITPet", "Caltech101", "Caltech256", "FGVCAircraft", "StanfordCars", "DTD", "EuroSAT", "Country211",
@@ -81,15 +98,173 @@ def _measured(pixels: PilPixels) -> Normalization:
 
 # ---------------------------------------------------------------- image folders
 
-def _samples(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image in ``folder``'s class sub-folders, sorted by class then name."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+@lru_cache(maxsize=1)
+def _extensions() -> tuple[frozenset[str], frozenset[str]]:
+    """(images, image-like): the lower-case extensions read as images — every format Pillow opens and decodes by
+    itself, torchvision's ``IMG_EXTENSIONS`` among them — and every extension of an image format, so that files
+    left out for their format can be counted in a warning rather than vanish."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
+    Image.init()
+    registered = Image.registered_extensions()
+    images = {ext for ext, fmt in registered.items() if fmt in Image.OPEN and fmt not in UNDECODED_FORMATS}
+    return frozenset(images | set(IMG_EXTENSIONS)), frozenset(set(registered) | OTHER_IMAGE_EXTENSIONS)
+
+
+def _extension(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
+
+
+@dataclass
+class _Scan:
+    """What a walk of an image folder found: the image files of each class folder (in the order torchvision's
+    ``make_dataset`` gives them: by folder path, then name, so flat splits drawn before stay the same) and what
+    it left out, for the warnings of :func:`_warn_left_out`."""
+
+    folder: Path
+    images: dict[str, list[str]] = field(default_factory=dict)
+    hidden_folders: dict[str, int] = field(default_factory=dict)  # relative path → image files in it
+    hidden_files: int = 0  # hidden files with an image extension
+    unread: Counter = field(default_factory=Counter)  # extension → files in formats not read
+    repeated: list[str] = field(default_factory=list)  # "a/loop → a": symlinked folders already read
+
+
+def _entries(directory: str) -> list[os.DirEntry]:
+    """The entries of ``directory`` by name; a folder that cannot be listed is an error, not an empty class."""
     try:
-        return make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"{folder}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder per "
-                        "class") from None
+        with os.scandir(directory) as listing:
+            return sorted(listing, key=lambda entry: entry.name)
+    except OSError as exc:
+        raise DataError(f"{directory}: cannot read the folder ({exc.strerror or type(exc).__name__}); make it "
+                        "readable, or remove it") from None
+
+
+def _scan(folder: Path) -> _Scan:
+    """Every class folder of ``folder`` (its sub-folders not starting with '.') with its image files."""
+    scan = _Scan(folder)
+    for entry in _entries(str(folder)):
+        if entry.is_dir():
+            if entry.name.startswith("."):
+                _note_hidden_folder(scan, entry.path)
+            else:
+                scan.images[entry.name] = _class_images(scan, entry.path)
+    return scan
+
+
+def _class_images(scan: _Scan, class_dir: str) -> list[str]:
+    """The image files under ``class_dir``, symlinks followed, each real folder and file read once (a loop
+    such as ``a/loop -> a`` would otherwise repeat the class until the system's link limit)."""
+    images, image_like = _extensions()
+    known = images | image_like
+    visited = {os.path.realpath(scan.folder): str(scan.folder)}  # real path → the path it was read by (a link
+    # up to the folder itself would read every class into this one)
+    seen: set[str] = set()
+    found: list[tuple[str, list[str]]] = []
+    stack = [class_dir]
+    while stack:
+        directory = stack.pop()
+        real = os.path.realpath(directory)
+        if real in visited:
+            scan.repeated.append(f"{os.path.relpath(directory, scan.folder)} → "
+                                 f"{os.path.relpath(visited[real], scan.folder)}")
+            continue
+        visited[real] = directory
+        names, below = [], []
+        for entry in _entries(directory):
+            if entry.name.startswith("."):
+                if entry.is_dir():
+                    _note_hidden_folder(scan, entry.path)
+                elif _extension(entry.name) in known:
+                    scan.hidden_files += 1
+            elif entry.is_dir():
+                below.append(entry.path)
+            elif entry.is_file():
+                ext = _extension(entry.name)
+                identity = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
+                if ext in images and identity not in seen:
+                    seen.add(identity)
+                    names.append(entry.name)
+                elif ext in image_like and ext not in images:
+                    scan.unread[ext] += 1
+        found.append((directory, names))
+        stack.extend(reversed(below))  # depth first in name order: the first path to a folder reads it
+    return [os.path.join(directory, name) for directory, names in sorted(found) for name in names]
+
+
+def _note_hidden_folder(scan: _Scan, path: str) -> None:
+    """Count the image files under a hidden folder (not followed into links), for the warning."""
+    known = frozenset().union(*_extensions())
+    count = sum(1 for _, _, files in os.walk(path) for name in files if _extension(name) in known)
+    if count:
+        scan.hidden_folders[os.path.relpath(path, scan.folder)] = count
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _warn_left_out(scan: _Scan) -> None:
+    """One warning line per kind of thing :func:`_scan` left out that a user may have meant as data."""
+    where = scan.folder
+    if scan.hidden_folders:
+        shown = ", ".join(f"{name} ({_plural(n, 'image')})" for name, n in sorted(scan.hidden_folders.items()))
+        warnings.warn(f"{where}: skipped hidden folders (names starting with '.'): {shown}; they are not classes — "
+                      "rename a folder without the '.' to use its images", NeurotomyWarning)
+    if scan.hidden_files:
+        warnings.warn(f"{where}: skipped {_plural(scan.hidden_files, 'hidden file')} with image extensions (names "
+                      "starting with '.', such as macOS's ._* metadata files)", NeurotomyWarning)
+    if scan.unread:
+        count = sum(scan.unread.values())
+        shown = ", ".join(sorted(scan.unread))
+        warnings.warn(f"{where}: left out {_plural(count, 'file')} in a format neurotomy cannot read ({shown}); "
+                      f"convert {'it' if count == 1 else 'them'} to PNG", NeurotomyWarning)
+    if scan.repeated:
+        warnings.warn(f"{where}: skipped symlinked folders that lead to a folder already read "
+                      f"({', '.join(scan.repeated[:5])}{', …' if len(scan.repeated) > 5 else ''}); each image is "
+                      "read once", NeurotomyWarning)
+
+
+def _samples(scan: _Scan, classes: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(path, label) of every image of the ``classes`` in ``scan``, sorted by class then path."""
+    return [(path, label) for label, name in enumerate(classes) for path in scan.images.get(name, [])]
+
+
+def _headers(paths: list[str]) -> tuple[set[str], dict[tuple[int, int], list[str]]]:
+    """Colour modes of the image files at ``paths``, and their paths by size (W, H), from the headers only."""
+    modes: set[str] = set()
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for path in paths:
+        mode, size = image_header(path)
+        modes.add(mode)
+        sizes.setdefault(size, []).append(path)
+    return modes, sizes
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
+
+
+def _common_size(where: Path, sizes: dict[tuple[int, int], list[str]]) -> tuple[int, int]:
+    """The one size of a folder's images; more than one is an error naming the sizes and an odd file."""
+    if len(sizes) == 1:
+        return next(iter(sizes))
+    ranked = sorted(sizes.items(), key=lambda item: (-len(item[1]), item[0]))
+    shown = ", ".join(f"{_size(size)}: {_plural(len(paths), 'image')}" for size, paths in ranked[:3])
+    raise DataError(f"{where}: images differ in size ({shown}{', …' if len(ranked) > 3 else ''}, e.g. "
+                    f"{ranked[1][1][0]}); pass --input-size N (input_size=N) to resize and centre-crop them to N×N")
+
+
+def _check_test_sizes(folder: Path, sizes: dict[tuple[int, int], list[str]], train_size: tuple[int, int]) -> None:
+    """Test images must have the training images' size (unless ``input_size`` resizes both)."""
+    odd = [(size, paths) for size, paths in sorted(sizes.items(), key=lambda item: -len(item[1]))
+           if size != train_size]
+    if odd:
+        size, paths = odd[0]
+        total = sum(len(p) for p in sizes.values())
+        raise DataError(f"{folder}: test images are {_size(size)} ({len(paths)} of {total}, e.g. {paths[0]}) but the "
+                        f"training images are {_size(train_size)}; pass --input-size N (input_size=N) to resize "
+                        "and centre-crop both to N×N")
 
 
 def _flat_split(samples: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
@@ -99,27 +274,45 @@ def _flat_split(samples: list[tuple[str, int]], split: str) -> list[tuple[str, i
     return [sample for i, sample in enumerate(samples) if (i in held_out) == (split == "test")]
 
 
-@lru_cache(maxsize=16)
-def _folder_reference(reference: str, input_size: int | None,
-                      flat: bool) -> tuple[tuple[str, ...], str, Normalization]:
-    """Class names, colour mode and normalisation of a training folder (measured once per process;
-    of a flat folder, on its training part)."""
-    from torchvision.datasets.folder import find_classes
+@dataclass(frozen=True)
+class _Reference:
+    """What a training folder decides for every split: classes, colour mode, size (when not resized) and
+    normalisation, with its images (a flat folder's: all of them, both splits)."""
 
-    try:
-        classes, class_to_idx = find_classes(reference)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"{reference}: not an image folder ({str(exc).splitlines()[0]}); use one sub-folder of "
-                        "images per class") from None
-    samples = _samples(Path(reference), class_to_idx)
-    if flat and samples:
-        samples = _flat_split(samples, "train")
-    if not samples:
+    classes: tuple[str, ...]
+    mode: str
+    size: tuple[int, int] | None
+    normalization: Normalization
+    samples: tuple[tuple[str, int], ...]
+
+
+@lru_cache(maxsize=16)
+def _folder_reference(reference: str, input_size: int | None, flat: bool) -> _Reference:
+    """Class names, colour mode, image size and normalisation of a training folder (measured once per process;
+    of a flat folder, on its training part). Every image's header is read here, before any work: a class
+    without images, a corrupt file or an odd size is a one-line error now, not after an epoch."""
+    folder = Path(reference)
+    scan = _scan(folder)
+    _warn_left_out(scan)
+    classes = tuple(scan.images)
+    if not classes:
+        raise DataError(f"{reference}: not an image folder (no class folders in it); use one sub-folder of images "
+                        "per class")
+    empty = [name for name in classes if not scan.images[name]]
+    if len(empty) == len(classes):
         raise DataError(f"{reference}: no images in its class folders ({', '.join(classes)}); add images "
                         "(.png, .jpg, …) to them")
-    files = PilFiles([path for path, _ in samples])
-    mode, _ = _layout(files, reference, input_size)
-    return tuple(classes), mode, _measured(PilPixels(files, mode, input_size))
+    if empty:
+        raise DataError(f"{reference}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} "
+                        f"ha{'ve' if len(empty) > 1 else 's'} no images (.png, .jpg, …); add images or remove the "
+                        f"folder{'s' if len(empty) > 1 else ''}")
+    samples = _samples(scan, classes)
+    modes, sizes = _headers([path for path, _ in samples])
+    size = _common_size(folder, sizes) if input_size is None else None
+    mode = "L" if modes <= GRAYSCALE_MODES else "RGB"
+    training = _flat_split(samples, "train") if flat else samples
+    normalization = _measured(PilPixels(PilFiles([path for path, _ in training], size), mode, input_size))
+    return _Reference(classes, mode, size, normalization, tuple(samples))
 
 
 def _warn_held_out(path: Path, samples: list[tuple[str, int]]) -> None:
@@ -130,15 +323,10 @@ def _warn_held_out(path: Path, samples: list[tuple[str, int]]) -> None:
                   "split, the rest train", NeurotomyWarning)
 
 
-def _warn_unknown_test_classes(folder: Path, classes: tuple[str, ...]) -> None:
+def _warn_unknown_test_classes(folder: Path, classes: tuple[str, ...], scan: _Scan) -> None:
     """One warning line naming the class folders of ``folder`` (a test split) that training lacks, with
     their image counts: their images are left out, and a misnamed folder should not pass unnoticed."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
-
-    unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
-    counts = {name: sum(1 for f in (folder / name).rglob("*") if f.is_file()
-                        and has_file_allowed_extension(f.name, IMG_EXTENSIONS)) for name in unknown}
-    counts = {name: n for name, n in counts.items() if n}
+    counts = {name: len(paths) for name, paths in scan.images.items() if name not in classes and paths}
     if counts:
         shown = ", ".join(f"{name!r} ({n} image{'s' if n != 1 else ''})" for name, n in counts.items())
         warnings.warn(f"{folder}: test class folders not in {folder.parent / 'train'} are left out: {shown}; give "
@@ -146,15 +334,29 @@ def _warn_unknown_test_classes(folder: Path, classes: tuple[str, ...]) -> None:
                       NeurotomyWarning)
 
 
-def _warn_untested_classes(folder: Path, classes: tuple[str, ...], samples: list[tuple[str, int]]) -> None:
+def _warn_untested_classes(folder: Path, classes: tuple[str, ...], samples: list[tuple[str, int]],
+                           fix: str) -> None:
     """One warning line naming the training classes without a test image: the test numbers say
-    nothing about them (their recall cannot be measured)."""
+    nothing about them (their recall cannot be measured). ``fix`` says where their test images go."""
     tested = {label for _, label in samples}
     untested = [name for i, name in enumerate(classes) if i not in tested]
     if untested and samples:
         warnings.warn(f"{folder}: no test images of the training class(es) {', '.join(map(repr, untested))}; the "
-                      "test figures say nothing about them — add a test folder of the same name with images",
-                      NeurotomyWarning)
+                      f"test figures say nothing about them — {fix}", NeurotomyWarning)
+
+
+def _test_samples(folder: Path, reference: _Reference) -> list[tuple[str, int]]:
+    """The test split of a train/test folder, checked like the training folder before any work: every header
+    read (a corrupt file is an error now, not after training), every size the training images' own."""
+    scan = _scan(folder)
+    _warn_left_out(scan)
+    _warn_unknown_test_classes(folder, reference.classes, scan)
+    samples = _samples(scan, reference.classes)
+    _warn_untested_classes(folder, reference.classes, samples, f"add test images of them to {folder}/NAME/")
+    _, sizes = _headers([path for path, _ in samples])
+    if reference.size is not None and sizes:
+        _check_test_sizes(folder, sizes, reference.size)
+    return samples
 
 
 @dataset_source("image-folder", argument="PATH", options=("class_names", "input_size"), flip_safe=False,
@@ -162,36 +364,39 @@ def _warn_untested_classes(folder: Path, classes: tuple[str, ...], samples: list
                      f"which {FLAT_TEST_FRACTION:.0%} of each class is held out for testing)")
 def load_image_folder(argument: str | None, root: Path | None, split: str, class_names=None,
                       input_size: int | None = None) -> FileImageDataset:
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     if argument is None and root is None:
         raise DataError("image-folder needs a directory: write image-folder:PATH")
     path = (Path(argument).expanduser() if argument is not None else root).resolve()
     if not path.is_dir():
         raise DataError(f"{path}: no such directory; give image-folder:PATH with one folder per class")
     flat = not (path / "train").is_dir()
+    if flat and (path / "test").is_dir():  # else read as a flat folder with one class named "test"
+        raise DataError(f"{path} has a test/ folder but no train/ folder; add train/ with the same class folders "
+                        f"(or put the class folders directly in {path})")
     folder, reference = (path, path) if flat else (path / split, path / "train")
     if not folder.is_dir():
         raise DataError(f"{folder}: no such directory; {path} has a train/ folder, so it needs a {split}/ folder "
                         "with the same class sub-folders")
-    classes, mode, norm = _folder_reference(str(reference), input_size, flat)
-    samples = _samples(folder, {c: i for i, c in enumerate(classes)})
+    ref = _folder_reference(str(reference), input_size, flat)
+    classes = ref.classes
+    samples = _test_samples(folder, ref) if split == "test" and not flat else list(ref.samples)
     if flat:
         if split == "test":  # where the test numbers come from, said once a command (each loads one test split)
             _warn_held_out(path, samples)
         samples = _flat_split(samples, split)
-    elif split == "test":
-        _warn_unknown_test_classes(folder, classes)
-        _warn_untested_classes(folder, classes, samples)
+        if split == "test":
+            _warn_untested_classes(path, classes, samples, "add images to them (a class of two or more images has "
+                                   f"one held out), or give {path} train/ and test/ folders")
     if not samples:
         raise DataError(f"{folder}: no {split} images in its class folders ({', '.join(classes)}); supported "
-                        f"files: {', '.join(IMG_EXTENSIONS)}" + ("; a flat folder needs two images of a class to "
-                                                                   "hold one out for testing" if flat else ""))
+                        "files: .png, .jpg, .bmp, .gif, .tif, .webp and the other formats Pillow decodes"
+                        + ("; a flat folder needs two images of a class to hold one out for testing" if flat else ""))
     names = resolve_class_names(len(classes), class_names, None, str(path)) if class_names else list(classes)
     options = {k: v for k, v in (("class_names", class_names), ("input_size", input_size)) if v is not None}
-    pixels = PilPixels(PilFiles([p for p, _ in samples]), mode, input_size)
-    return FileImageDataset(pixels, torch.tensor([t for _, t in samples], dtype=torch.long), names, norm,
-                            f"image-folder:{path}", root=str(path), options=options, flip_safe=False)
+    pixels = PilPixels(PilFiles([p for p, _ in samples], ref.size), ref.mode, input_size)
+    return FileImageDataset(pixels, torch.tensor([t for _, t in samples], dtype=torch.long), names,
+                            ref.normalization, f"image-folder:{path}", root=str(path), options=options,
+                            flip_safe=False)
 
 
 # ---------------------------------------------------------------- torchvision datasets

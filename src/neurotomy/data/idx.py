@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 import struct
@@ -35,13 +36,16 @@ PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 """File-name prefixes of each split: ``train-…``; ``t10k-…`` (MNIST's) or ``test-…``."""
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (gzip or plain) into a uint8 array of its declared shape."""
+def read_idx(path: str | os.PathLike, *, where: str = "the path") -> np.ndarray:
+    """Read one IDX file (gzip or plain) into a uint8 array of its declared shape.
+
+    ``where`` is how the user named the file's directory (``--root or NEUROTOMY_DATA`` for a preset,
+    ``idx:DIR`` for an IDX set): a missing or foreign file tells them to check what they gave."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found; check --root or NEUROTOMY_DATA") from None
+        raise DataError(f"{path}: file not found; check {where}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror}); check the file's permissions") from None
     if raw[:2] == b"\x1f\x8b":
@@ -50,7 +54,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         except (OSError, EOFError, zlib.error):
             raise DataError(f"{path}: corrupt or truncated gzip data; download the file again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number); point --root at the IDX files")
+        raise DataError(f"{path}: not an IDX file (bad magic number); check {where}, or replace the file with an "
+                        "IDX file")
     if raw[2] != _UBYTE:
         raise DataError(f"{path}: IDX type code 0x{raw[2]:02x} is not supported; expected unsigned bytes (0x08)")
     ndim = raw[3]
@@ -58,7 +63,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < header_end:
         raise DataError(f"{path}: truncated IDX header; download the file again")
     shape = struct.unpack(f">{ndim}I", raw[4:header_end])
-    expected = int(np.prod(shape)) if ndim else 0
+    expected = math.prod(shape) if ndim else 0  # Python ints: np.prod wraps past 2**64, passing a corrupt header
     payload = len(raw) - header_end
     if payload != expected:
         raise DataError(
@@ -95,11 +100,19 @@ def find_idx_file(directory: Path, split: str, kind: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_idx_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W) or (N, H, W, C) and labels (N,) of one split, checked to belong together."""
-    images, labels = read_idx(images_path), read_idx(labels_path)
+def read_idx_images(path: Path, *, where: str = "the path") -> np.ndarray:
+    """An IDX file of images, (N, H, W) or (N, H, W, C) with 1 or 3 channels (``where`` as for :func:`read_idx`)."""
+    images = read_idx(path, where=where)
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise DataError(f"{images_path}: expected N×H×W (or N×H×W×C colour) images, found shape {images.shape}")
+        raise DataError(f"{path}: expected N×H×W (or N×H×W×C colour) images, found shape {images.shape}")
+    return images
+
+
+def read_idx_split(images_path: Path, labels_path: Path, *,
+                   where: str = "the path") -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W) or (N, H, W, C) and labels (N,) of one split, checked to belong together
+    (``where`` as for :func:`read_idx`)."""
+    images, labels = read_idx_images(images_path, where=where), read_idx(labels_path, where=where)
     if labels.ndim != 1:
         raise DataError(f"{labels_path}: expected a 1-d label array, found shape {labels.shape}")
     if len(images) != len(labels):

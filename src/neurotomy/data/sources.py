@@ -74,9 +74,20 @@ def canonical_name(name: str) -> str:
     return f"{source}{colon}{argument}"
 
 
+def _check_distinct(names: list[str], where: str) -> list[str]:
+    """``names`` unchanged, or an error naming the first that repeats: two classes called alike would
+    be told apart by nothing in a report, a split or a per-class figure."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{where}class names repeat {name!r}; give distinct names")
+        seen.add(name)
+    return names
+
+
 def parse_class_names(names: str | Sequence[str], what: str | None = None) -> list[str]:
-    """``"a,b,c"`` or ``["a", "b", "c"]`` → ``["a", "b", "c"]``; an empty name is an error (prefixed
-    by ``what``, the name the value goes by, as :mod:`neurotomy.validate`'s validators do).
+    """``"a,b,c"`` or ``["a", "b", "c"]`` → ``["a", "b", "c"]``; an empty or repeated name is an error
+    (prefixed by ``what``, the name the value goes by, as :mod:`neurotomy.validate`'s validators do).
 
     Example:
         >>> parse_class_names("cat, dog")
@@ -87,19 +98,21 @@ def parse_class_names(names: str | Sequence[str], what: str | None = None) -> li
     if not parts or any(not p for p in parts):
         raise DataError(f"{what + ': ' if what else ''}class names {names!r}: give one non-empty name per class, "
                         "separated by commas")
-    return parts
+    return _check_distinct(parts, f"{what}: " if what else "")
 
 
 def resolve_class_names(count: int, given: Sequence[str] | None, listed: Path | None, where: str) -> list[str]:
     """Names of ``count`` classes: ``given`` (``class_names=``), else the lines of ``listed``
-    (a ``classes.txt``, when it exists), else ``0 … count-1``. A list of the wrong length is an error."""
+    (a ``classes.txt``, when it exists), else ``0 … count-1``. A list of the wrong length, or one that
+    repeats a name, is an error."""
     names, origin = None, ""
     if given is not None:
-        names, origin = parse_class_names(given), "class_names"
+        names, origin = parse_class_names(given), "class_names (--class-names)"
     elif listed is not None and listed.is_file():
         names = [line.strip() for line in listed.read_text(encoding="utf-8", errors="replace").splitlines()
                  if line.strip()]
         origin = str(listed)
+        _check_distinct(names, f"{listed}: ")
     if names is None:
         return [str(c) for c in range(count)]
     if len(names) != count:

@@ -14,6 +14,8 @@ from typing import Iterable
 import torch
 from torch.utils.data import Dataset
 
+from neurotomy.errors import DataError
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -44,7 +46,8 @@ class Normalization:
 def measure_normalization(batches: Iterable[torch.Tensor], decimals: int = 4) -> Normalization:
     """Per-channel mean and std of every pixel of ``batches`` (N, C, H, W) of images in [0, 1],
     rounded to ``decimals`` (so the statistics a checkpoint records compare equal when measured
-    again). A constant channel gets std 1, not 0.
+    again). A constant channel gets std 1, not 0. No images at all is a :class:`DataError`: the data the
+    user gave is empty (a caller that knows the file checks first, to name it).
 
     Example:
         >>> measure_normalization([torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)])
@@ -58,7 +61,7 @@ def measure_normalization(batches: Iterable[torch.Tensor], decimals: int = 4) ->
         squares = (x * x).sum(1) if squares is None else squares + (x * x).sum(1)
         count += x.shape[1]
     if total is None or count == 0:
-        raise ValueError("no images to measure")
+        raise DataError("no images to measure the normalisation on; the training data is empty: add images")
     mean = total / count
     std = (squares / count - mean * mean).clamp(min=0).sqrt()
     std = torch.where(std > 1e-6, std, torch.ones_like(std))

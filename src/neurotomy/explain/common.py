@@ -52,7 +52,9 @@ def forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         logits = model(inputs.to(next((p.device for p in model.parameters()), inputs.device))).to(inputs.device)
     except RuntimeError as exc:
         first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        expects = f" (its first conv takes {first_conv.in_channels} channels)" if first_conv else ""
+        # name the channels only when they are what does not fit (not for a size a flatten cannot take)
+        wrong_channels = first_conv is not None and inputs.dim() == 4 and inputs.shape[1] != first_conv.in_channels
+        expects = f" (its first conv takes {first_conv.in_channels} channels)" if wrong_channels else ""
         raise ExplainError(f"inputs of shape {tuple(inputs.shape)} do not fit the model{expects}: "
                            f"{str(exc).splitlines()[0]}") from None
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != inputs.shape[0]:

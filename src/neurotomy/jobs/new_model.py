@@ -41,6 +41,9 @@ def train_new_model(arch: str, data_name: str, root: str | None, config: TrainCo
     if size != width:
         raise DataError(f"{train_data.name}: images are {size}×{width}; the architectures take square images, "
                         "so resize them (--input-size N, input_size=N)")
+    if len(train_data.classes) < 2:
+        raise DataError(f"{train_data.name}: the data has one class ({', '.join(map(str, train_data.classes))}); a "
+                        "classifier needs at least two (add a folder, or the labels, of another class)")
     arch_args = {"in_channels": int(channels), "num_classes": len(train_data.classes),
                  "input_size": int(size), **arch_kwargs}
     seed_everything(config.seed)

@@ -7,8 +7,10 @@ dataset name, input shape, classes, normalisation) or, for a bare ``nn.Module``,
 (the classifier's outputs, the first convolution's input channels). Two differences make a run
 meaningless and are errors (:class:`~neurotomy.errors.DataError`): a different **class count** (every
 label would name another class) and a different **channel count** (the first layer cannot take the
-images). The others are returned as warnings, one phrase each: spatial size, normalisation (any
-channel's mean or std off by more than :data:`NORMALIZATION_TOLERANCE`) and dataset name.
+images). So is a class both name at another label index (a renamed class folder shifts the others), and
+a spatial size the model cannot run at (one image through it tells). The others are returned as
+warnings, one phrase each: a size it runs at, other class names, normalisation (any channel's mean or std
+off by more than :data:`NORMALIZATION_TOLERANCE`) and dataset name.
 
 Example:
     >>> from neurotomy.data import load_dataset
@@ -36,7 +38,8 @@ from neurotomy.data.labels import check_labels, dataset_targets, known_targets
 from neurotomy.data.sources import canonical_name, load_dataset
 from neurotomy.data.tensor_dataset import Normalization
 from neurotomy.errors import DataError, ModelError
-from neurotomy.models.anatomy import classifier_layer
+from neurotomy.device import model_device
+from neurotomy.models.anatomy import classifier_layer, eval_mode
 
 NORMALIZATION_TOLERANCE = 0.02
 """Largest difference of a channel's mean or std (in units of [0, 1] pixels) that goes unmentioned."""
@@ -51,6 +54,7 @@ class TrainingData:
     size: tuple[int, int] | None = None
     num_classes: int | None = None
     normalization: dict | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 def training_data_of(model: nn.Module) -> TrainingData:
@@ -65,7 +69,8 @@ def training_data_of(model: nn.Module) -> TrainingData:
         return TrainingData(dataset=meta.dataset, channels=int(channels) if channels is not None else None,
                             size=(int(side), int(side)) if side is not None else None,
                             num_classes=int(classes) if classes is not None else None,
-                            normalization=meta.normalization)
+                            normalization=meta.normalization,
+                            class_names=tuple(str(c) for c in meta.classes) if meta.classes else None)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         classes = classifier_layer(model)[1].out_features
@@ -188,7 +193,45 @@ def check_images_fit(model: nn.Module, data: Dataset) -> torch.Tensor:
         where = f" (it was trained on {trained.dataset})" if trained.dataset else ""
         raise DataError(f"the data has {image.shape[0]}-channel images but the model takes {channels}; give "
                         f"{'grey' if channels == 1 else f'{channels}-channel'} images{where}")
+    if trained.size is not None and tuple(image.shape[1:]) != trained.size:
+        _check_size_runs(model, image, trained.size)
     return image
+
+
+def _check_size_runs(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> None:
+    """A model trained at ``size`` may run at another (global pooling) or not (a flatten into a
+    linear layer): one image through it tells, and a failure is one line naming the resize — before
+    torch's shape error meets a whole pass (or a training run) half-way."""
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(image[None].to(model_device(model)))
+    except Exception as exc:  # a shape error of any layer type: all mean "not this size"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        side = size[0] if size[0] == size[1] else f"{size[0]}×{size[1]}"
+        raise DataError(f"the data's images are {image.shape[1]}×{image.shape[2]} but the model was trained on "
+                        f"{size[0]}×{size[1]} and does not run on them ({first[:120]}); resize them "
+                        f"(--input-size {side}, input_size={side} in load_dataset)") from None
+
+
+def _names(classes) -> str:
+    shown = ", ".join(str(c) for c in list(classes)[:5])
+    return f"({shown}{', …' if len(classes) > 5 else ''})"
+
+
+def _check_class_order(trained: TrainingData, classes: list[str]) -> None:
+    """A class the model and the data both name, at another label index: every label of it would
+    name another class (a renamed or added class folder shifts the alphabetical order) — an error,
+    since the accuracy would be silently wrong. Names that simply differ are a warning phrase."""
+    if not trained.class_names:
+        return
+    model_index = {name: i for i, name in enumerate(trained.class_names)}
+    moved = [(name, i, model_index[name]) for i, name in enumerate(classes)
+             if name in model_index and model_index[name] != i]
+    if moved:
+        name, i, j = moved[0]
+        raise DataError(f"class {name!r} is label {i} in the data but {j} for the model (the data's classes "
+                        f"{_names(classes)}, the model's {_names(trained.class_names)}); give data whose classes "
+                        "are the model's, in its order (rename the class folders back)")
 
 
 def check_data_runs(model: nn.Module, data: Dataset, labels: bool = True) -> bool:
@@ -225,12 +268,17 @@ def check_data_fits(model: nn.Module, data: Dataset) -> list[str]:
     elif trained.num_classes is not None and len(classes) != trained.num_classes:
         raise DataError(f"the data has {len(classes)} classes but the model has {trained.num_classes}; give data "
                         f"with the model's {trained.num_classes} classes{where}, or a model trained on this data")
+    else:
+        _check_class_order(trained, [str(c) for c in classes])
     image = check_images_fit(model, data)
     size = tuple(int(s) for s in image.shape[1:])
     differences = []
     if trained.size is not None and size != trained.size:
         differences.append(f"images are {size[0]}×{size[1]}, the model was trained on {trained.size[0]}×"
                            f"{trained.size[1]} (resize with --input-size {trained.size[0]})")
+    if classes and trained.class_names and len(classes) == len(trained.class_names) \
+            and [str(c) for c in classes] != list(trained.class_names):
+        differences.append(f"classes {_names(classes)}, the model's {_names(trained.class_names)}")
     norm = getattr(data, "normalization", None)
     if trained.normalization and norm is not None and len(norm.mean) == len(trained.normalization["mean"]):
         pairs = zip((*norm.mean, *norm.std), (*trained.normalization["mean"], *trained.normalization["std"]))

@@ -20,9 +20,11 @@ def _style(ax) -> None:
 
 
 def paired_bars(labels: list[str], original: list[float], pruned: list[float], ylabel: str, title: str):
-    """Original vs pruned value per label (channels per layer, recall per class)."""
+    """Original vs pruned value per label (channels per layer, recall per class); a value that is
+    None (a class with no test image has no recall) leaves its bar out."""
     fig, ax = plt.subplots(figsize=(max(4.8, 0.28 * len(labels) + 1.5), 3.0))
     x = np.arange(len(labels))
+    original, pruned = np.array(original, dtype=float), np.array(pruned, dtype=float)  # None → NaN: no bar
     ax.bar(x - 0.2, original, 0.4, color=ORIGINAL, label="original")
     ax.bar(x + 0.2, pruned, 0.4, color=PRUNED, label="pruned")
     crowded = len(labels) > 10 or sum(len(label) for label in labels) > 45  # labels would overlap flat

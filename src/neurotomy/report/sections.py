@@ -113,7 +113,7 @@ def pruning_section(record: dict, original_metrics: dict, final_metrics: dict) -
     classes = [str(c) for c in original_metrics["classes"]]
     recall_o, recall_p = original_metrics["per_class_recall"], final_metrics["per_class_recall"]
     add_table(sec, "recall per class", [("class", "text"), ("original", "pct"), ("pruned", "pct"), ("change", "pt")],
-              [[c, a, b, b - a] for c, a, b in zip(classes, recall_o, recall_p)])
+              [[c, a, b, None if None in (a, b) else b - a] for c, a, b in zip(classes, recall_o, recall_p)])
     add_figure(sec, "recall per class", plots.paired_bars(classes, recall_o, recall_p, "recall", "recall per class"),
                data={"classes": classes, "original": recall_o, "pruned": recall_p})
     channels = record.get("channels", {})

@@ -31,11 +31,12 @@ def format_layer_table(table) -> str:
 
 
 def format_metrics(metrics: dict) -> str:
-    """Accuracy, then one line per class with precision (``n/a`` for a class never predicted) and recall."""
+    """Accuracy, then one line per class with precision (``n/a`` for a class never predicted) and recall
+    (``n/a`` for a class with no test image)."""
     lines = [f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images", "",
              f"{'class':<16} {'precision':>9} {'recall':>9}"]
     for name, p, r in zip(metrics["classes"], metrics["per_class_precision"], metrics["per_class_recall"]):
-        lines.append(f"{str(name):<16} {'n/a' if p is None else f'{p:.4f}':>9} {r:>9.4f}")
+        lines.append(f"{str(name):<16} {'n/a' if p is None else f'{p:.4f}':>9} {'n/a' if r is None else f'{r:.4f}':>9}")
     lines += ["", "confusion (rows = true class):"]
     lines += [" ".join(f"{v:>5}" for v in row) for row in metrics["confusion"]]
     return "\n".join(lines)
