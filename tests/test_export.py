@@ -61,3 +61,14 @@ def test_graph_with_a_baked_in_batch_size_fails_in_one_line_naming_the_cause(tmp
         export_onnx(BatchBakedIn(), tmp_path / "x.onnx", input_shape=(1, 2, 2))
     assert not (tmp_path / "x.onnx").exists()
     assert "onnxruntime" not in capfd.readouterr().err  # onnxruntime's own log line stays off stderr
+
+
+def test_an_upsampling_adaptive_pool_names_the_input_size_and_prints_no_graph(tmp_path, capfd):
+    # VGG's AdaptiveAvgPool2d(7) on a 1×1 map (a 32 px input) cannot go to ONNX; torch's exporter also
+    # logs its whole IR graph on standard output (from C++) before raising
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(4 * 49, 3))
+    with pytest.raises(NeurotomyError, match=r"adaptive_avg_pool2d.*; export at a larger input size \(--input-size"):
+        export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 4, 4))
+    out, _ = capfd.readouterr()
+    assert "graph" not in out and out.strip() == ""
+    assert not (tmp_path / "m.onnx").exists()

@@ -17,7 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -71,14 +75,18 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_exporter_log():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
                               input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as exc:  # the exporter raises many types; all mean "this op cannot go to ONNX"
-        raise NeurotomyError(f"ONNX cannot export this model ({_first_line(exc)}); replace the unsupported op "
-                             f"or try another opset (opset=, --opset)") from None
+        reason = _first_line(exc).split(" Please feel free")[0]  # torch's request for a pull request is no fix
+        fix = ("export at a larger input size (--input-size, input_shape=): at this one the adaptive pooling "
+               "upsamples its input, which ONNX cannot express" if "adaptive_avg_pool" in reason and
+               "not factor of input size" in reason else
+               "replace the unsupported op or try another opset (opset=, --opset)")
+        raise NeurotomyError(f"ONNX cannot export this model ({reason[:300]}); {fix}") from None
     data = buffer.getvalue()
     x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
@@ -90,6 +98,25 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
                              "not written — report this model to the neurotomy issue tracker")
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return {"path": str(path), "bytes": len(data), "opset": opset, "max_abs_diff": diff}
+
+
+@contextlib.contextmanager
+def _without_exporter_log():
+    """Standard output closed at the file-descriptor level while torch's TorchScript exporter runs: its C++
+    log, on by default in this torch (``setup_onnx_logging`` tests a function object for truth), prints the
+    whole IR graph — a hundred lines — before the exception we turn into one line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            try:
+                yield
+            finally:
+                ctypes.CDLL(None).fflush(None)  # what the C++ side buffered goes to /dev/null, not later to stdout
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
 
 
 def _first_line(exc: Exception) -> str:

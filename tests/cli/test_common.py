@@ -29,3 +29,24 @@ def test_print_json_indents(capsys):
     print_json({"a": [1]})
     assert json.loads(capsys.readouterr().out) == {"a": [1]}
 
+
+
+FIXED_SIZE_NET = '''
+from torch import nn
+
+
+def make(in_channels=1, num_classes=10):
+    # a flatten into a linear layer sized for 16 px: it runs at 16 px and nowhere else
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 16 * 16, num_classes))
+'''
+
+
+def test_input_size_resizes_the_built_in_datasets_for_a_fresh_model(tmp_path, capsys):
+    from neurotomy.cli import main
+
+    (tmp_path / "net.py").write_text(FIXED_SIZE_NET)
+    model = f"{tmp_path / 'net.py'}:make"
+    assert main(["evaluate", model, "--input-size", "16", "--data", "digits", "--max-images", "32", "--quiet",
+                 "--json"]) == 0  # digits are 8×8: resized to the model's 16 px, as train and the API do
+    assert json.loads(capsys.readouterr().out)["n"] == 30  # --max-images draws class-balanced: 3 of each digit

@@ -2,6 +2,8 @@
 N × classes logits, a second model made for the first one's inputs and classes; and the one-line
 errors of a builder or a forward that refuses the input size."""
 
+import re
+
 import pytest
 
 from neurotomy import load_model
@@ -58,6 +60,33 @@ def make_map(num_classes=4):
 
 def make_needs16(num_classes=4):
     return Needs16(num_classes)
+
+
+class TwoInputs(Body):
+    def forward(self, x, meta):
+        return self.head(self.features(x)) + meta
+
+
+class ByKeyword(Body):
+    def forward(self, *, image):
+        return self.head(self.features(image))
+
+
+class Optional(Body):
+    def forward(self, x, mask=None, *args, **kwargs):
+        return self.head(self.features(x))
+
+
+def make_two(num_classes=4):
+    return TwoInputs(num_classes)
+
+
+def make_keyword(num_classes=4):
+    return ByKeyword(num_classes)
+
+
+def make_optional(num_classes=4):
+    return Optional(num_classes)
 '''
 
 
@@ -118,3 +147,11 @@ def test_training_with_a_teacher_of_other_inputs_stops_before_the_first_epoch():
     teacher = build_model("lenet5", 3, 10, 8)
     with pytest.raises(ModelError, match=r"the teacher \(lenet5\) takes 3×8×8 inputs but lenet5 takes 1×8×8"):
         train_new_model("lenet5", "digits", None, TrainConfig(epochs=1, quiet=True), teacher=teacher)
+
+
+@pytest.mark.parametrize("factory,takes", [("make_two", "x, meta"), ("make_keyword", "*, image")])
+def test_a_forward_that_needs_more_than_the_images_is_one_line_not_an_input_size(odd_nets, factory, takes):
+    with pytest.raises(ModelError, match=rf"{factory}: forward\({re.escape(takes)}\) does not take one images "
+                                         r"tensor as its only input; wrap the model"):
+        load_model(f"{odd_nets}:{factory}", input_size=8)
+    assert check_classifier_output(load_model(f"{odd_nets}:make_optional", input_size=8), "optional") == 4

@@ -124,3 +124,35 @@ def test_a_transformer_scored_by_a_conv_criterion_is_told_how_to_prune_it():
     message = str(info.value)
     assert "none of the scored layers (embed) can be cut" in message and "prune_transformer" in message
     assert "layer names must match" not in message and "\n" not in message
+
+
+class _GroupNormNet(nn.Module):
+    """A GroupNorm(4) first layer: its 16 channels go in steps of 4, which a uniform ratio can jump over."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.gn = nn.Conv2d(1, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.c2, self.inorm = nn.Conv2d(16, 32, 3, 2, 1), nn.InstanceNorm2d(32, affine=True)
+        self.c3, self.bn = nn.Conv2d(32, 32, 3, 2, 1), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.gn(self.c1(x)))
+        x = F.relu(self.inorm(self.c2(x)))
+        return self.fc(F.relu(self.bn(self.c3(x))).mean((2, 3)))
+
+
+def test_a_missed_macs_target_is_never_silent():
+    torch.manual_seed(0)
+    model = _GroupNormNet().eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = prune_filters(model, get_criterion("l1")(model), target_macs=0.3, input_shape=(1, 32, 32))
+    reached = 1 - result.macs_after / result.macs_before
+    missed = [str(w.message) for w in caught if "was asked; the cut reaches" in str(w.message)]
+    if abs(reached - 0.3) > 0.01:
+        assert missed == [f"a macs reduction of 30% was asked; the cut reaches {reached:.1%}: the ratio search found "
+                          "no closer cut with scope uniform (channel groups and round_to make coarse steps); try "
+                          "scope global (--scope global) or another target"]
+    else:
+        assert missed == []

@@ -181,17 +181,10 @@ def add_dataset_options(p: argparse.ArgumentParser) -> None:
 
 def dataset_options(args) -> dict:
     """The :func:`~neurotomy.data.load_dataset` options given on the command line. ``--input-size``
-    is also MODEL's input side (:func:`add_model_options`), so with ``--data`` a dataset that does
-    not resize its images (digits, fashion-mnist: their size is fixed) is not given it."""
-    options = {k: getattr(args, k) for k in ("class_names", "input_size") if getattr(args, k, None) is not None}
-    if "input_size" in options and hasattr(args, "weights") and getattr(args, "data", None):
-        from neurotomy.data.sources import ALIASES, DATASET_SOURCES
-
-        source = args.data.partition(":")[0]
-        source = ALIASES.get(source, source)
-        if source in DATASET_SOURCES and "input_size" not in DATASET_SOURCES.tags(source)["options"]:
-            del options["input_size"]
-    return options
+    resizes any dataset (digits and fashion-mnist too, after loading), as it does for ``train`` and in
+    the Python API: with a fresh ``torchvision:``/``timm:``/file model it is both the model's input side
+    and the data's, so the two always agree."""
+    return {k: getattr(args, k) for k in ("class_names", "input_size") if getattr(args, k, None) is not None}
 
 
 def add_workers(p: argparse.ArgumentParser) -> None:

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -37,6 +39,7 @@ def probe_output(model: nn.Module, name: str):
     """What ``model`` returns for :data:`PROBE_BATCH` blank images of its recorded input shape; a
     forward that raises (an input size the architecture refuses) is one line with the model's message."""
     shape = model.neurotomy_meta.input_shape
+    _check_one_input(model, name)
     try:
         with torch.no_grad(), eval_mode(model):
             return model(torch.zeros(PROBE_BATCH, *shape, device=model_device(model)))
@@ -46,6 +49,21 @@ def probe_output(model: nn.Module, name: str):
         message = " ".join(str(exc).split())[:200] or "no message"
         raise ModelError(f"{name} cannot run on {_shape_text(shape)} inputs ({type(exc).__name__}: {message}); "
                          "try another --input-size (one the architecture accepts)") from None
+
+
+def _check_one_input(model: nn.Module, name: str) -> None:
+    """neurotomy calls ``model(images)``: a forward that needs another input, or takes the images only by
+    keyword, is one line saying so (no input size would help it)."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a forward Python cannot inspect (a C extension): the probe will tell
+        return
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    required = [p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not positional or len(required) > 1:
+        takes = ", ".join(p.name if p.kind is not p.KEYWORD_ONLY else f"*, {p.name}" for p in parameters)
+        raise ModelError(f"{name}: forward({takes}) does not take one images tensor as its only input; wrap the "
+                         "model in an nn.Module whose forward(images) supplies the other inputs")
 
 
 def describe_output(output) -> str:

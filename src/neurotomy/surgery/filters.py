@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -40,7 +41,7 @@ from torch import nn
 
 from neurotomy.checkpoint import describe_model
 from neurotomy.device import model_device
-from neurotomy.errors import NeurotomyError, PruningError
+from neurotomy.errors import NeurotomyError, NeurotomyWarning, PruningError
 from neurotomy.models.anatomy import eval_mode, require_input_shape
 from neurotomy.models.transformer import is_transformer
 from neurotomy.models.summary import layer_table
@@ -353,6 +354,13 @@ def meet_measured(planner, scope: str, which: str, target: float, first: tuple, 
         after = measure(pruned)
         if abs(1 - after[index] / before[index] - target) < abs(measured - target):
             best = (ratio, cuts, pruned, after)
+    reached = 1 - best[3][index] / before[index]
+    if abs(reached - target) > 0.01:  # never silent: the widths' steps (channel groups, round_to) jump over it
+        other = "global" if scope == "uniform" else "uniform"
+        warnings.warn(f"a {which} reduction of {target:.0%} was asked; the cut reaches {reached:.1%}: the ratio "
+                      f"search found no closer cut with scope {scope} (channel groups and round_to make coarse "
+                      f"steps); try scope {other} (--scope {other}) or another target", NeurotomyWarning,
+                      stacklevel=3)
     return best
 
 
