@@ -104,19 +104,31 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
 def _without_exporter_log():
     """Standard output closed at the file-descriptor level while torch's TorchScript exporter runs: its C++
     log, on by default in this torch (``setup_onnx_logging`` tests a function object for truth), prints the
-    whole IR graph — a hundred lines — before the exception we turn into one line."""
+    whole IR graph — a hundred lines — before the exception we turn into one line. Where descriptor 1
+    cannot be duplicated (no standard output at all) nothing is redirected."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
             try:
                 yield
             finally:
-                ctypes.CDLL(None).fflush(None)  # what the C++ side buffered goes to /dev/null, not later to stdout
+                _flush_c_stdio()  # what the C++ side buffered goes to /dev/null, not later to stdout
                 os.dup2(saved, 1)
     finally:
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, TypeError, AttributeError):  # no C library to load by that name (Windows): nothing buffered
+        pass
 
 
 def _first_line(exc: Exception) -> str:
