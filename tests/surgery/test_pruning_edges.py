@@ -156,3 +156,24 @@ def test_a_missed_macs_target_is_never_silent():
                           "scope global (--scope global) or another target"]
     else:
         assert missed == []
+
+
+class _OneStream(nn.Module):
+    """Every conv on one residual stream: ignoring one keeps the others whole too."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.block = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + F.relu(self.block(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_layers_kept_whole_by_an_ignored_partner_are_named_so():
+    model = _OneStream().eval()
+    with pytest.raises(PruningError, match=r"none of the scored layers \(stem, block\) can be cut: stem shares its "
+                                           r"channels with the ignored block \(a residual stream"):
+        prune_filters(model, get_criterion("l1")(model), ratio=0.5, ignored_layers=["block"], input_shape=(1, 8, 8))

@@ -281,6 +281,7 @@ class GroupSurvey:
 
     groups: list[CoupledGroup]
     refused: dict[str, str] = field(default_factory=dict)  # root layer name: reason
+    kept_by_ignored: dict[str, str] = field(default_factory=dict)  # layer name: the ignored layer it shares channels with
 
 
 def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[nn.Module]) -> GroupSurvey:
@@ -307,7 +308,11 @@ def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, ignored: list[n
             continue
         outputs_cut = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
         visited.update(outputs_cut)
-        if any(t in ignored_all for t in outputs_cut):  # an ignored layer would lose outputs: not prunable
+        kept_whole = [t for t in outputs_cut if t in ignored_all]
+        if kept_whole:  # an ignored layer would lose outputs: not prunable, nor is anything coupled to it
+            for t in outputs_cut:
+                if t not in ignored_all and t in names:
+                    survey.kept_by_ignored[names[t]] = names.get(kept_whole[0], type(kept_whole[0]).__name__)
             continue
         if reaches_output(graph, group):  # its channels are the logits (a Linear, or a 1×1 conv before a pool)
             continue

@@ -33,7 +33,7 @@ from neurotomy.models.anatomy import classifier_layer, require_input_shape
 from neurotomy.models.summary import layer_table
 from neurotomy.models.transformer import is_transformer
 from neurotomy.scores.unit_scores import UnitScores
-from neurotomy.surgery.graph import CoupledGroup, dependency_graph, prunable_groups
+from neurotomy.surgery.graph import CoupledGroup, GroupSurvey, dependency_graph, prunable_groups
 
 SCOPES = ("uniform", "global")
 
@@ -77,7 +77,7 @@ class Planner:
                 self.groups.append(g)
                 self.scores.append(s)
         if not self.groups:
-            raise PruningError(_nothing_scored_prunable(model, scores, survey.groups, ignored, self.refused))
+            raise PruningError(_nothing_scored_prunable(model, scores, survey, ignored))
         if self.refused:
             warnings.warn(refusal_line(self.refused), NeurotomyWarning, stacklevel=3)
         self.min_channels, self.round_to = min_channels, round_to
@@ -240,11 +240,13 @@ def refusal_line(refused: dict[str, str], units: str = "channels") -> str:
     return f"{len(refused)} layer(s) keep all their {units}: {'; '.join(parts)}"
 
 
-def _nothing_scored_prunable(model: nn.Module, scores: UnitScores, groups: list[CoupledGroup],
-                             ignored: list[nn.Module], refused: dict[str, str]) -> str:
+def _nothing_scored_prunable(model: nn.Module, scores: UnitScores, survey: GroupSurvey,
+                             ignored: list[nn.Module]) -> str:
     """Why no group the planner could cut has scores, in one line: the scores hold no layer, the
-    scored layers are ignored, inside groups torch-pruning or attention refuses (a transformer:
-    its units are heads and neurons), left out by ``inner_only``, or write the model's output."""
+    scored layers are ignored or share their channels with an ignored layer, are inside groups
+    torch-pruning or attention refuses (a transformer: its units are heads and neurons), left out by
+    ``inner_only``, or write the model's output."""
+    groups, refused = survey.groups, survey.refused
     if not len(scores):
         return "the scores hold no layer; score the model you prune (neurotomy.scores.get_criterion)"
     names = {m: n for n, m in model.named_modules()}
@@ -254,6 +256,11 @@ def _nothing_scored_prunable(model: nn.Module, scores: UnitScores, groups: list[
     kept_whole = [names[m] for m in ignored if m in names]
     if all(n in kept_whole for n in scored):
         return f"{lead}: they are all in ignored_layers ({', '.join(kept_whole[:4])}); give fewer ignored_layers"
+    coupled = {n: survey.kept_by_ignored[n] for n in scored if n in survey.kept_by_ignored}
+    if coupled and all(n in kept_whole or n in coupled for n in scored):
+        name, keeper = next(iter(coupled.items()))
+        return (f"{lead}: {name} shares its channels with the ignored {keeper} (a residual stream or a "
+                f"concatenation), and keeping that whole keeps them whole; give fewer ignored_layers")
     if refused and is_transformer(model):
         return (f"{lead} as filters: {refusal_line(refused)}; prune a transformer with "
                 "neurotomy.surgery.transformer.prune_transformer (PruneJob and `neurotomy prune` do)")
