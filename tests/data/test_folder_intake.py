@@ -3,6 +3,7 @@ symlinks, empty classes, odd sizes, corrupt files, 16-bit greys and GIFs — eac
 (a DataError or a warning) before any training starts."""
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _grey(path: Path, size: tuple[int, int] = (8, 8), value: int = 100) -> Path:
 def _no_warnings_but(pattern: str, record: list) -> None:
     """Every neurotomy warning in ``record`` matches ``pattern``, and there is one."""
     said = [str(w.message) for w in record if issubclass(w.category, NeurotomyWarning)]
-    assert len(said) == 1 and __import__("re").search(pattern, said[0]), said
+    assert len(said) == 1 and re.search(pattern, said[0]), said
 
 
 def test_test_images_of_another_size_than_train_are_a_data_error(tmp_path):  # finding 2
