@@ -47,7 +47,7 @@ from neurotomy.errors import ModelError, TrainingError
 from neurotomy import validate
 from neurotomy.grad_mask import GradMaskConfig, training_mask
 from neurotomy.models.anatomy import eval_mode
-from neurotomy.models.data_fit import check_data_runs, check_images_fit, training_data_of
+from neurotomy.models.data_fit import check_data_runs, check_images_fit, check_known_labels, training_data_of
 from neurotomy.progress import add_task, progress_bar
 from neurotomy.run_state import RunState, fit_fingerprint
 
@@ -422,7 +422,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, max_images:
     (the model is moved there; ``None``: where the model is). Images the model cannot take and
     impossible labels are a one-line :class:`~neurotomy.errors.DataError` before the pass where the
     labels are at hand (:func:`~neurotomy.models.data_fit.check_data_runs`), else after it."""
-    check_data_runs(model, data)
+    check_known_labels(model, data)  # the images: predict checks them, once
     logits, targets = predict(model, data, batch_size, max_images, quiet, device)
     named = list(getattr(data, "classes", None) or [])
     # a model with more outputs than the data names classes: its extra outputs are classes too (by index),
