@@ -2,8 +2,9 @@
 against the targets of issue #21 (≤ 60 s and ≤ 2 GB for any torchvision/timm model).
 
 For each model (``--models SPEC@SIZE …``; default torchvision ``swin_t`` at 64 px, ``maxvit_t`` at
-224 px and timm ``deit_tiny_patch16_224`` at 224 px, all with random weights, 3 input channels, 10
-classes) and each cut (``--cuts``), a FRESH Python process (so its peak memory is that cut's alone):
+224 px, ``vit_b_16`` at 32 px, timm ``swin_tiny_patch4_window7_224`` at 64 px and
+``deit_tiny_patch16_224`` at 224 px, all with random weights, 3 input channels, 10 classes) and each
+cut (``--cuts``), a FRESH Python process (so its peak memory is that cut's alone):
 
 * imports torch and neurotomy and reads its resident memory: ``baseline_mb`` (what any process of this
   tool costs before it holds a model);
@@ -11,8 +12,11 @@ classes) and each cut (``--cuts``), a FRESH Python process (so its peak memory i
   and Conv2d's output units (``neurotomy.surgery.filters.prune_filters``, ``target_macs=0.1``: −10 %
   MACs), ``neurons`` and ``heads`` by ``neurotomy.scores.score_transformer(model, "l1", …)`` and cut by
   ``neurotomy.surgery.transformer.prune_transformer`` (``units="neurons", ratio=0.2``; ``units="heads",
-  ratio=1/3``: one head of three). ``heads`` runs only where ``attention_sites`` finds attention that
-  ``prune_transformer`` can cut;
+  ratio=1/3``: one head of three), and ``target``: heads and neurons to −30 % MACs with the split between
+  them searched on calibration images (random ones, as many as ``neurotomy prune`` takes for the model:
+  ``neurotomy.jobs.prune.calibration_images``) — the default path of ``neurotomy prune`` on a transformer,
+  where each of ~10 candidates is cut and run. ``heads`` runs only where ``attention_sites`` finds attention
+  that ``prune_transformer`` can cut;
 * ``seconds`` = plan + cut (the scoring before it is ``score_seconds``), ``peak_mb`` = the process's
   VmHWM from ``/proc/self/status`` after the cut (not ``ru_maxrss``: Linux carries a forking parent's
   peak into the child's), which includes ``baseline_mb`` and the model.
@@ -48,9 +52,11 @@ from neurotomy.provenance import begin_stamp, end_stamp
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MODELS = ("torchvision:swin_t@64", "timm:swin_tiny_patch4_window7_224@64", "torchvision:maxvit_t@224",
-                  "timm:deit_tiny_patch16_224@224")
+                  "timm:deit_tiny_patch16_224@224", "torchvision:vit_b_16@32")
 CUTS = {"filters": "prune_filters(target_macs=0.1)", "neurons": "prune_transformer(units='neurons', ratio=0.2)",
-        "heads": "prune_transformer(units='heads', ratio=1/3)"}
+        "heads": "prune_transformer(units='heads', ratio=1/3)",
+        "target": "prune_transformer(units=['heads', 'neurons'], target_macs=0.3, calibration=the job's image count "
+                  "of random images and labels), as `neurotomy prune` does by default"}
 TARGET_SECONDS = 60.0
 TARGET_PEAK_MB = 2048.0
 TIMEOUT_S = 600.0
@@ -78,7 +84,9 @@ import torch
 torch.set_num_threads(JOB["threads"])
 from torch import nn
 warnings.simplefilter("ignore")
+from neurotomy.jobs.prune import calibration_images
 from neurotomy.loading import load_model
+from neurotomy.models.summary import count_macs_params
 from neurotomy.models.transformer import attention_sites
 from neurotomy.scores import score_transformer
 from neurotomy.scores.unit_scores import UnitScores
@@ -100,12 +108,26 @@ def scores_for(cut):
     if cut == "filters":
         return UnitScores({n: m.weight.detach().abs().flatten(1).sum(1) for n, m in model.named_modules()
                            if isinstance(m, (nn.Linear, nn.Conv2d))}, "l1")
+    if cut == "target":
+        return [score_transformer(model, "l1", unit) for unit in ("head", "neuron")]
     return score_transformer(model, "l1", {"neurons": "neuron", "heads": "head"}[cut])
+
+
+def calibration(shape):
+    """Random images and labels, as many as PruneJob takes for this model (fewer for a costly one)."""
+    count = calibration_images(count_macs_params(model, shape)[0])
+    g = torch.Generator().manual_seed(JOB["seed"])
+    sizes = [min(128, count - i) for i in range(0, count, 128)]
+    return [(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in sizes]
 
 
 def cut_with(cut, scores):
     if cut == "filters":
         return prune_filters(model, scores, target_macs=0.1)
+    if cut == "target":
+        shape = (3, JOB["size"], JOB["size"])
+        return prune_transformer(model, scores, units=["heads", "neurons"], target_macs=0.3, input_shape=shape,
+                                 calibration=calibration(shape))
     return prune_transformer(model, scores, units=cut, ratio={"neurons": 0.2, "heads": 1 / 3}[cut])
 
 

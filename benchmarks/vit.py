@@ -80,7 +80,7 @@ from neurotomy.errors import NeurotomyError, ResumeError
 from neurotomy.explain.rating import compare_reasons, rate_explanations
 from neurotomy.files import write_json
 from neurotomy.jobs.isolated_timing import isolated_latency
-from neurotomy.jobs.prune import CALIBRATION_IMAGES
+from neurotomy.jobs.prune import calibration_images
 from neurotomy.loading import load_model
 from neurotomy.models import build_model
 from neurotomy.models.summary import count_macs_params
@@ -220,7 +220,8 @@ class Scorer:
 def cut_ours(model: nn.Module, config: Config, target: float, scorer: Scorer, shape) -> tuple[nn.Module, dict]:
     scores = [scorer(name, unit) for unit, name in config.criteria().items()]
     units = [FAMILY[u] for u in UNITS[config.units]]
-    calibration = (list(iterate_batches(scorer.train, 128, shuffle=True, max_images=CALIBRATION_IMAGES,
+    images = calibration_images(count_macs_params(model, shape)[0])
+    calibration = (list(iterate_batches(scorer.train, 128, shuffle=True, max_images=images,
                                         generator=torch.Generator().manual_seed(scorer.seed)))
                    if len(units) > 1 else None)  # as PruneJob does
     result = prune_transformer(model, scores, units=units, target_macs=target, scope=config.scope, input_shape=shape,

@@ -89,3 +89,20 @@ def test_header_length_that_looks_like_pickle_opcode(tmp_path):
             assert load_checkpoint(path).neurotomy_meta.dataset == "x" * pad
             return
     pytest.fail("no header length with low byte 0x80 was produced")
+
+
+def test_tied_views_and_strided_tensors_are_saved_as_their_values(tmp_path):
+    # safetensors refuses shared or strided storage; those (only) are cloned on the way out, and the
+    # model's own tensors are never changed or left pointing elsewhere
+    from safetensors.torch import load_file
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model[1].weight = model[0].weight  # tied
+    model.register_buffer("strided", torch.arange(12.0).view(3, 4).t())  # a transposed view
+    model.register_buffer("part", model.strided[:2])  # shares the strided buffer's storage
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    path = save_checkpoint(model, ModelMeta(arch="unknown", arch_args={}), tmp_path / "m")
+    saved = load_file(str(path))
+    assert set(saved) == set(expected)
+    assert all(torch.equal(saved[k], v) for k, v in expected.items())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+    assert model[1].weight is model[0].weight

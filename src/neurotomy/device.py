@@ -14,6 +14,10 @@ measure and produce CPU artefacts whatever the device.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
 import re
 
 import torch
@@ -101,3 +105,30 @@ def on_cpu(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model).cpu()
+
+
+def release_memory() -> None:
+    """Give the memory of dropped models back before the next big allocation: collect reference
+    cycles now (a torch-pruning dependency graph and the model copy it traced form one, which
+    Python's collector, counting objects rather than bytes, reaches only every few copies: a search
+    over ViT-B candidates grew by ~450 MB per candidate), then return the freed heap to the system
+    (glibc keeps freed blocks under its mmap threshold — a ViT-B weight is one — and the process grew
+    by ~40 MB per candidate even with cycles collected) and CUDA's cached blocks to the driver.
+
+    >>> release_memory()
+    """
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -28,10 +28,13 @@ from neurotomy.models.summary import count_macs_params
 from neurotomy.timing import interleaved_timing
 
 
+LATENCY_BUDGET_S = 30.0  # per batch size in compare_models: a large model gets fewer rounds (at least 3), not minutes
+
+
 @torch.inference_mode()
 def interleaved_latency(models: list[nn.Module], input_shape: tuple[int, ...], batch_size: int,
                         rounds: int = 15, repeats: int = 5, warmup: int = 3, threads: int | None = None,
-                        warn: bool = True) -> list[dict]:
+                        warn: bool = True, budget_s: float | None = None) -> list[dict]:
     """Per model: median and minimum milliseconds per forward pass of ``batch_size`` images, with
     ``threads`` and the 1-minute ``load_average`` ``[start, end]`` (see
     :func:`~neurotomy.timing.interleaved_timing`; ``threads=1`` for a shared machine). Always on the
@@ -41,7 +44,7 @@ def interleaved_latency(models: list[nn.Module], input_shape: tuple[int, ...], b
     for m in models:
         m.eval()
     return interleaved_timing([functools.partial(m, x) for m in models], rounds=rounds, repeats=repeats,
-                              warmup=warmup, threads=threads, warn=warn)
+                              warmup=warmup, threads=threads, warn=warn, budget_s=budget_s)
 
 
 def checkpoint_size(model: nn.Module) -> int:
@@ -69,7 +72,8 @@ def compare_models(original: nn.Module, pruned: nn.Module, input_shape: tuple[in
         if metrics is not None:
             record[key].update(accuracy=metrics["accuracy"], per_class_recall=metrics.get("per_class_recall"))
     for batch in latency_batches:
-        a, b = interleaved_latency([original, pruned], input_shape, batch, threads=threads)
+        a, b = interleaved_latency([original, pruned], input_shape, batch, threads=threads,
+                                   budget_s=LATENCY_BUDGET_S)
         record["original"][f"latency_b{batch}"] = a
         record["pruned"][f"latency_b{batch}"] = b
         record[f"speedup_batch{batch}"] = a["median_ms"] / b["median_ms"]

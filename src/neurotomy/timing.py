@@ -77,22 +77,43 @@ def warn_if_busy(load: float | None = None, stacklevel: int = 2) -> bool:
     return busy
 
 
+MIN_BUDGET_ROUNDS = 3  # a time budget never leaves fewer rounds than this: a median needs a few
+
+
 def interleaved_timing(functions: Sequence[Callable[[], object]], rounds: int = 15, repeats: int = 5,
-                       warmup: int = 3, threads: int | None = None, warn: bool = True) -> list[dict]:
+                       warmup: int = 3, threads: int | None = None, warn: bool = True,
+                       budget_s: float | None = None) -> list[dict]:
     """Time each of ``functions`` (called without arguments) in ``rounds`` interleaved rounds of
     ``repeats`` calls, after ``warmup`` calls each; even rounds run them in order, odd rounds in
     reverse. Per function: ``median_ms`` and ``min_ms`` per call over the rounds, ``threads``,
     ``load_average`` (1-minute, ``[start, end]``), ``machine_busy`` (either above half the cores),
-    ``rounds`` and ``repeats``."""
+    ``rounds`` and ``repeats`` (those run).
+
+    ``budget_s``: fewer repeats, then fewer rounds (never below :data:`MIN_BUDGET_ROUNDS`), when
+    the rounds would take longer than this, judged from the last warm-up call of each function — a
+    ViT-B at batch 64 costs ~1 s a call here, and 15 × 5 calls of two models took minutes.
+
+    >>> t = interleaved_timing([lambda: time.sleep(0.05)], rounds=15, repeats=5, warmup=1, warn=False,
+    ...                        budget_s=0.1)  # ≥ 50 ms a call: one repeat, the minimum of rounds
+    >>> t[0]["rounds"], t[0]["repeats"]
+    (3, 1)
+    """
     if rounds < 1 or repeats < 1:
         raise ValueError(f"rounds and repeats must be ≥ 1 (got {rounds}, {repeats})")
     with torch_threads(threads) as used:
         start_load = load_average()[0]
         if warn:
             warn_if_busy(start_load, stacklevel=2)
-        for fn in functions:
-            for _ in range(warmup):
+        last_call = [0.0 for _ in functions]
+        for i, fn in enumerate(functions):
+            for _ in range(max(warmup, 1 if budget_s is not None else 0)):
+                start = time.perf_counter()
                 fn()
+                last_call[i] = time.perf_counter() - start
+        if budget_s is not None and sum(last_call) > 0:
+            one_round = sum(last_call)  # seconds of one call of each function
+            repeats = max(1, min(repeats, int(budget_s / (MIN_BUDGET_ROUNDS * one_round))))
+            rounds = max(min(rounds, MIN_BUDGET_ROUNDS), min(rounds, int(budget_s / (repeats * one_round))))
         times: list[list[float]] = [[] for _ in functions]
         order = list(range(len(functions)))
         for r in range(rounds):

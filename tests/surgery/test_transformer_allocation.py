@@ -189,3 +189,34 @@ def test_bad_calibration_is_a_one_line_error():
         prune_transformer(model, scores, units="all", target_macs=0.3, calibration=[(batches[0][0], torch.rand(16))])
     with pytest.raises(PruningError, match="iterable"):
         prune_transformer(model, scores, units="all", target_macs=0.3, calibration=3)
+
+
+def storages(model):
+    return {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+
+
+def test_search_candidates_share_the_models_tensors_but_the_result_owns_its_own(monkeypatch):
+    # each candidate of the search is cut from a copy sharing the model's tensors (a ViT-B copy is 341 MB,
+    # ~20 candidates); the returned model must share none, or training it would change the user's model
+    model = vit(seed=2, depth=2, dim=16, mlp_hidden=32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = own_label_batches(model)
+    seen_shared = []
+    real_loss = calibration_loss
+
+    def spying_loss(candidate, batches_):
+        seen_shared.append(bool(storages(candidate) & storages(model)))
+        return real_loss(candidate, batches_)
+
+    monkeypatch.setattr("neurotomy.surgery.transformer.calibration_loss", spying_loss)
+    result = prune_transformer(model, l1_scores(model), units="all", target_macs=0.4, scope="global",
+                               calibration=batches)
+    assert len(seen_shared) >= 2 and all(seen_shared)  # the memory the sharing saves is real
+    assert not storages(result.model) & storages(model)
+    pruned = result.model.train()
+    loss = F.cross_entropy(pruned(batches[0][0]), batches[0][1])
+    loss.backward()
+    with torch.no_grad():
+        for p in pruned.parameters():
+            p.add_(p.grad if p.grad is not None else 0.0, alpha=-1.0).add_(1.0)  # every tensor of the copy moves
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

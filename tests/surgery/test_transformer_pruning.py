@@ -350,3 +350,16 @@ def test_the_pruned_copy_keeps_each_modules_training_mode():
     assert not pruned["encoder.layers.encoder_layer_0.ln_1"].training and not pruned["encoder.dropout"].training
     assert all(m.training == modes.get(name, True) for name, m in pruned.items())
     assert not frozen.training and model.training  # the original untouched
+
+
+def test_a_pruned_copy_keeps_tied_weights_tied_and_owns_them():
+    # the copy is made sharing the model's tensors and then clones what the cuts left shared: one
+    # clone per tensor, so two layers tied in the model are tied (to a new tensor) in the copy
+    model = tiny_vit()
+    model.blocks[1].mlp.fc2.weight = model.blocks[0].mlp.fc2.weight
+    model.blocks[1].mlp.fc2.bias = model.blocks[0].mlp.fc2.bias
+    result = prune_transformer(model, weight_l1_scores(model), units="heads", ratio=0.5, input_shape=(1, 8, 8))
+    fc2 = [result.model.blocks[i].mlp.fc2.weight for i in (0, 1)]
+    assert fc2[0] is fc2[1] and fc2[0] is not model.blocks[0].mlp.fc2.weight
+    theirs = {t.untyped_storage().data_ptr() for t in model.parameters()}
+    assert not theirs & {t.untyped_storage().data_ptr() for t in result.model.parameters()}

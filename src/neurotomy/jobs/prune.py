@@ -79,6 +79,20 @@ from neurotomy.run_state import RunState, weights_digest
 
 
 CALIBRATION_IMAGES = 512  # training images that choose a transformer's split between unit families
+# ... fewer for a large model: each candidate split is run on them (~20 candidates), so their count is capped
+# by this many MACs per candidate — 512 images of the zoo ViT (43 MMACs) fit, ViT-B at 32 px (426 MMACs) gets 64
+CALIBRATION_MACS = 24e9
+MIN_CALIBRATION_IMAGES = 64
+
+
+def calibration_images(macs_per_image: float) -> int:
+    """How many training images choose a transformer's split between unit families: 512, fewer for a
+    model whose forward costs more (at least 64).
+
+    >>> calibration_images(43e6), calibration_images(426e6)
+    (512, 64)
+    """
+    return int(min(CALIBRATION_IMAGES, max(MIN_CALIBRATION_IMAGES, CALIBRATION_MACS // max(macs_per_image, 1))))
 
 
 @dataclass
@@ -329,9 +343,11 @@ class PruneJob:
             units = [families[u] for u in self._units()]
             # a target shared by several unit families: how much each gives is chosen by the loss on a few
             # seeded training batches (the residual stream costs far more accuracy per MAC than its scores say)
-            calibration = (list(iterate_batches(train_data, 128, shuffle=True, max_images=CALIBRATION_IMAGES,
-                                                generator=torch.Generator().manual_seed(self.seed)))
-                           if self.ratio is None and len(units) > 1 else None)
+            calibration = None
+            if self.ratio is None and len(units) > 1:
+                images = calibration_images(count_macs_params(model, shape)[0])
+                calibration = list(iterate_batches(train_data, 128, shuffle=True, max_images=images,
+                                                   generator=torch.Generator().manual_seed(self.seed)))
             if self._to_latency():
                 return prune_transformer_to_latency(
                     model, scores, target_speedup=self.target_speedup, target_latency_ms=self.target_latency_ms,

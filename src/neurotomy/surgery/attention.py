@@ -32,6 +32,7 @@ from torch import nn
 from neurotomy.errors import CheckpointError, PruningError
 from neurotomy.models.anatomy import set_submodule
 from neurotomy.models.transformer import AttentionSite, attention_sites
+from neurotomy.surgery.copies import sharing_copy
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
 from neurotomy.surgery.relative_attention import cut_refusal, explicit_head_width, per_head_parameters, slice_per_head
 
@@ -242,10 +243,19 @@ def _replay_prune_heads(replay: Replay, step: dict) -> None:
     replay.cache.clear()
 
 
-def unpacked(model: nn.Module) -> tuple[nn.Module, list[dict]]:
+def unpacked(model: nn.Module, share_weights: bool = False) -> tuple[nn.Module, list[dict]]:
     """A deep copy of ``model`` with every ``nn.MultiheadAttention`` replaced by a
-    :class:`MultiheadSelfAttention` (same outputs), and the recipe steps that did it."""
-    work = copy.deepcopy(model)
+    :class:`MultiheadSelfAttention` (same outputs), and the recipe steps that did it.
+
+    ``share_weights=True``: the copy holds ``model``'s own parameter and buffer tensors (only the
+    unpacked attentions get new ones) — a read-only view of the structure for planning, one model's
+    memory less (341 MB for ViT-B); never train, cut or otherwise change it in place.
+
+    >>> work, steps = unpacked(nn.Sequential(nn.MultiheadAttention(8, 2)), share_weights=True)
+    >>> steps
+    [{'op': 'unpack_attention', 'layer': '0'}]
+    """
+    work = sharing_copy(model) if share_weights else copy.deepcopy(model)
     steps = []
     for site in attention_sites(work):
         if site.kind == "mha" and head_refusal(site) is None:

@@ -46,6 +46,7 @@ from neurotomy.models.anatomy import eval_mode, require_input_shape
 from neurotomy.models.transformer import is_transformer
 from neurotomy.models.summary import layer_table
 from neurotomy.scores.unit_scores import UnitScores
+from neurotomy.surgery.copies import owning, sharing_copy
 from neurotomy.surgery.graph import CoupledGroup, coupled_groups, dependency_graph, prune_out_channels
 from neurotomy.surgery.latency import LatencyRuntime, runtime_named
 from neurotomy.surgery.latency_plan import (LATENCY_TOLERANCE, TRANSFORMER_LATENCY, check_latency_request,
@@ -99,12 +100,13 @@ def apply_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...]) 
     if meta is not None:
         pruned.neurotomy_meta = copy.deepcopy(meta)
         pruned.neurotomy_meta.recipe = list(meta.recipe) + [c.to_step() for c in cuts]
-    return pruned  # a copy: each module in the mode it has in ``model`` (the trace and test runs restore it)
+    # a copy owning its tensors, each module in the mode it has in ``model`` (the trace and test runs restore it)
+    return owning(pruned, model)
 
 
 def _cut_copy(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],
               after_each: Callable[[nn.Module, Cut], None] | None = None) -> nn.Module:
-    pruned = copy.deepcopy(model)
+    pruned = sharing_copy(model)  # the cuts make new tensors for the layers they narrow, never change one in place
     graph = dependency_graph(pruned, torch.zeros(1, *input_shape, device=model_device(pruned)))
     modules = dict(pruned.named_modules())
     for cut in cuts:

@@ -65,6 +65,7 @@ from neurotomy.models.summary import count_macs_params, layer_table
 from neurotomy.models.transformer import AttentionSite, attention_sites, mlp_sites
 from neurotomy.scores.unit_scores import UnitScores
 from neurotomy.surgery.allocation import calibration_batches, calibration_loss, search, stream_last
+from neurotomy.surgery.copies import owning, sharing_copy
 from neurotomy.surgery.attention import head_refusal, remove_heads, unpack_attention, unpacked
 from neurotomy.surgery.filters import (PruningResult, check_outputs_kept, describe_failure, meet_measured,
                                       model_meta)
@@ -378,27 +379,33 @@ class TransformerPlanner:
 # --------------------------------------------------------------------------- applying cuts
 
 def apply_transformer_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple[int, ...],
-                           unpack_steps: list[dict] | None = None) -> nn.Module:
+                           unpack_steps: list[dict] | None = None, *, scratch: bool = False) -> nn.Module:
     """A pruned copy of ``model`` (never modified): ``nn.MultiheadAttention`` unpacked first
     (``unpack_steps``, or all of them when heads or embedding channels are cut), then heads,
     neurons and embedding channels removed. The copy's recipe gains every step; a cut that fails,
-    or after which the model no longer runs, is a :class:`PruningError` naming its layer."""
+    or after which the model no longer runs, is a :class:`PruningError` naming its layer.
+
+    The copy is made sharing ``model``'s tensors (every cut makes new ones for the layers it
+    narrows), so it costs the cut layers' memory, not a whole model's; the layers the cuts left
+    alone are then cloned — unless ``scratch=True``: a candidate to run and throw away (a search's),
+    which must never be trained or changed in place, as it still holds ``model``'s tensors."""
     order = sorted(cuts, key=lambda c: FAMILIES.index(family_of(c)))  # heads first: the graph is traced after them
     work, unpack_steps = _unpacked_copy(model, order, unpack_steps)
     try:
         _cut(work, order, input_shape, check_each=False)
-        _run(work, input_shape)
+        output = _run(work, input_shape)
     except PruningError:
         raise
     except Exception:  # which cut broke it: cut a fresh copy again, running it after each cut
         _cut(_unpacked_copy(model, order, unpack_steps)[0], order, input_shape, check_each=True)
         raise
-    check_outputs_kept(model, work, input_shape)
+    check_outputs_kept(model, work, input_shape, pruned_output=output)
     meta = model_meta(model)
     if meta is not None:
         work.neurotomy_meta = copy.deepcopy(meta)
         work.neurotomy_meta.recipe = list(meta.recipe) + list(unpack_steps) + [c.to_step() for c in order]
-    return _in_modes_of(model, work)
+    return _in_modes_of(model, work if scratch else owning(work, model))
+
 
 
 def _in_modes_of(model: nn.Module, work: nn.Module) -> nn.Module:
@@ -412,9 +419,11 @@ def _in_modes_of(model: nn.Module, work: nn.Module) -> nn.Module:
 
 
 def _unpacked_copy(model: nn.Module, cuts: list[Cut], unpack_steps: list[dict] | None) -> tuple[nn.Module, list[dict]]:
-    if unpack_steps is None:
-        return unpacked(model) if any(family_of(c) != "neurons" for c in cuts) else (copy.deepcopy(model), [])
-    work = copy.deepcopy(model)
+    """A copy of ``model`` sharing its tensors, with its ``nn.MultiheadAttention`` unpacked (``unpack_steps``,
+    or all of them when ``cuts`` need it)."""
+    if unpack_steps is None and any(family_of(c) != "neurons" for c in cuts):
+        return unpacked(model, share_weights=True)
+    work = sharing_copy(model)
     for step in unpack_steps:
         unpack_attention(work, step["layer"])
     return work, unpack_steps
@@ -441,9 +450,9 @@ def _cut(work: nn.Module, order: list[Cut], input_shape: tuple[int, ...], check_
                                    f"(ignored_layers / --ignore {cut.layer})") from None
 
 
-def _run(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+def _run(model: nn.Module, input_shape: tuple[int, ...]):
     with torch.no_grad(), eval_mode(model):
-        model(torch.zeros(1, *input_shape, device=model_device(model)))
+        return model(torch.zeros(1, *input_shape, device=model_device(model)))
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -511,20 +520,22 @@ def prune_transformer(model: nn.Module, scores: UnitScores | Sequence[UnitScores
     scores = _merged(scores)
     input_shape = tuple(input_shape or require_input_shape(model))
     ignored = ignored_names(model, ignored_layers)  # unknown names are an error
-    work, steps = unpacked(model) if any(f != "neurons" for f in families) else (model, [])
+    # planning reads the structure only: the unpacked copy shares the model's tensors (one ViT-B less in memory)
+    work, steps = unpacked(model, share_weights=True) if any(f != "neurons" for f in families) else (model, [])
     planner = TransformerPlanner(TransformerUnits(work, families, input_shape, ignored, min_heads, min_channels),
                                  scores, round_to)
     if planner.units.refused:
         warnings.warn(planner.units.refusal_line(), NeurotomyWarning, stacklevel=2)
     which, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
 
-    def apply(cuts_: list[Cut]) -> nn.Module:
-        return apply_transformer_cuts(model, cuts_, input_shape, steps)
+    def apply(cuts_: list[Cut], scratch: bool = False) -> nn.Module:
+        return apply_transformer_cuts(model, cuts_, input_shape, steps, scratch=scratch)
 
     allocation = None
     if ratio is None:
         allocation = (stream_last(planner, target, which, scope) if batches is None else
-                      search(planner, target, which, scope, lambda cuts_: calibration_loss(apply(cuts_), batches)))
+                      search(planner, target, which, scope,
+                             lambda cuts_: calibration_loss(apply(cuts_, scratch=True), batches)))
         ratio = planner.ratio_for(target, which, scope)
     cuts = planner.plan(ratio, scope)
 
