@@ -114,11 +114,12 @@ def scores_for(cut):
 
 
 def calibration(shape):
-    """Random images and labels, as many as PruneJob takes for this model (fewer for a costly one)."""
+    """Random images and labels, as many as PruneJob takes for this model (fewer for a costly one; None:
+    too costly for any, the data-free split)."""
     count = calibration_images(count_macs_params(model, shape)[0])
     g = torch.Generator().manual_seed(JOB["seed"])
     sizes = [min(128, count - i) for i in range(0, count, 128)]
-    return [(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in sizes]
+    return [(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in sizes] or None
 
 
 def cut_with(cut, scores):

@@ -223,7 +223,7 @@ def cut_ours(model: nn.Module, config: Config, target: float, scorer: Scorer, sh
     images = calibration_images(count_macs_params(model, shape)[0])
     calibration = (list(iterate_batches(scorer.train, 128, shuffle=True, max_images=images,
                                         generator=torch.Generator().manual_seed(scorer.seed)))
-                   if len(units) > 1 else None)  # as PruneJob does
+                   if len(units) > 1 and images else None)  # as PruneJob does
     result = prune_transformer(model, scores, units=units, target_macs=target, scope=config.scope, input_shape=shape,
                                calibration=calibration, round_to=config.round_to)
     needs_data = any(TRANSFORMER_CRITERIA.tags(name)["needs_data"] for name in config.criteria().values())

@@ -41,6 +41,7 @@ def test_a_target_over_several_families_is_split_by_calibration_loss(vit_digits)
     first, record = job.run(model, train, test)
     again, rerun = job.run(model, train, test)
     assert record["allocation"]["chosen_by"] == "calibration loss" and record["allocation"]["candidates_measured"] > 1
+    assert record["calibration_images"] == 512
     assert record["allocation"] == rerun["allocation"] and abs(record["macs_reduction"] - 0.3) <= 0.01
     x = torch.stack([test[i][0] for i in range(8)])
     torch.testing.assert_close(first.eval()(x), again.eval()(x))
@@ -102,3 +103,14 @@ def test_a_transformer_latency_prune_prints_its_table_without_a_prediction(vit_d
                  "--no-latency", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "latency target:" in printed and "measured" in printed and "predicted" not in printed and out.exists()
+
+
+def test_a_model_too_costly_to_calibrate_gets_the_data_free_split(vit_digits, monkeypatch):
+    # each calibration candidate runs the model on every calibration image: past the MACs budget for even
+    # 16 images (a MaxViT-T at 224 px took 180 s and 3.6 GB on 64) the split is chosen without data
+    model, train, test = vit_digits
+    monkeypatch.setattr("neurotomy.jobs.prune.CALIBRATION_MACS", 1.0)
+    _, record = PruneJob(criterion="l1", target_macs=0.3, units="all", measure_latency=False,
+                         quiet=True).run(model, train, test)
+    assert record["calibration_images"] == 0 and record["allocation"]["chosen_by"] != "calibration loss"
+    assert abs(record["macs_reduction"] - 0.3) <= 0.01
