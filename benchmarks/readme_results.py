@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo",
          "subspaces")
-OPTIONAL = ("vit", "deploy", "pruning_budget")  # results of benchmarks still being run: their bullets and claims appear once the file exists
+OPTIONAL = ("vit", "deploy", "pruning_budget", "transformer_scale")  # results of benchmarks still being run: their bullets and claims appear once the file exists
 
 SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
@@ -874,6 +874,8 @@ def claims(r: dict) -> list[str]:
         claim(f"`zoo:{name}` accuracy, full test set (converged deep reference)", "#15", f"≥ {pct(target)}",
               pct(acc, 2), verdict(acc >= target))
     vit_claims(r, claim, verdict)
+    if "transformer_scale" in r:
+        scale_claim(r["transformer_scale"], claim, verdict)
     if "pruning_budget" in r:
         budget_claims(r["pruning_budget"], claim, verdict)
         recipe_claim(r.get("pruning_budget_recipes") or {}, claim, verdict)
@@ -934,6 +936,25 @@ def vit_claims(r: dict, claim, verdict) -> None:
               + f"; in-process {num(in_process[alone['config']])}",
               verdict(alone["met"] and all(v >= 0.85 for v in alone.get("by_env", {}).values()),
                       alone["met"] or any(v >= 0.85 for v in alone.get("by_env", {}).values())))
+
+
+def scale_claim(ts: dict, claim, verdict) -> None:
+    """Issue #21's bound on planning and cutting torchvision/timm transformers, from transformer_scale.json."""
+    records = ts["records"]
+    met = [r for r in records if r["met"]]
+    slowest = max((r for r in records if r["seconds"] is not None), key=lambda r: r["seconds"])
+    largest = max((r for r in records if r["peak_mb"] is not None), key=lambda r: r["peak_mb"])
+    misses = [f"{r['model']}@{r['input_size']} {r['cut']}: {num(r['seconds'], 0)} s, {num(r['peak_mb'], 0)} MB"
+              for r in records if not r["met"]]
+    def where(r):
+        return f"{r['model']}@{r['input_size']} {r['cut']}"
+    claim("planning and cutting torchvision/timm transformers at a small input (filters, neurons, heads, and "
+          "heads + neurons to −30 % MACs as `prune` does)", "#21",
+          f"≤ {ts['targets']['seconds']:g} s and ≤ {ts['targets']['peak_mb'] / 1024:g} GB each",
+          f"{len(met)} of {len(records)} cuts; slowest {num(slowest['seconds'], 1)} s ({where(slowest)}), largest peak "
+          f"{num(largest['peak_mb'], 0)} MB ({where(largest)}; {num(largest['baseline_mb'], 0)} MB of it importing "
+          f"torch and neurotomy), {load_phrase(records)}" + (f"; missed: {'; '.join(misses)}" if misses else ""),
+          verdict(len(met) == len(records), bool(met)))
 
 
 def budget_claims(pb: dict, claim, verdict) -> None:
