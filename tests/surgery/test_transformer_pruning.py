@@ -363,3 +363,16 @@ def test_a_pruned_copy_keeps_tied_weights_tied_and_owns_them():
     assert fc2[0] is fc2[1] and fc2[0] is not model.blocks[0].mlp.fc2.weight
     theirs = {t.untyped_storage().data_ptr() for t in model.parameters()}
     assert not theirs & {t.untyped_storage().data_ptr() for t in result.model.parameters()}
+
+
+@pytest.mark.parametrize("units", ["neurons", "heads"])
+def test_cuts_applied_directly_give_an_owning_copy(units):
+    # apply_transformer_cuts without unpack steps (as a benchmark replays cuts): neurons alone need no unpacking
+    model = tv_small()
+    result = prune_transformer(model, weight_l1_scores(model), units=units, ratio=0.5, input_shape=(3, 32, 32))
+    again = apply_transformer_cuts(model, result.cuts, (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), result.model.eval()(x))
+    theirs = {t.untyped_storage().data_ptr() for t in model.parameters()}
+    assert not theirs & {t.untyped_storage().data_ptr() for t in again.parameters()}

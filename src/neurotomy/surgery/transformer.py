@@ -407,7 +407,6 @@ def apply_transformer_cuts(model: nn.Module, cuts: list[Cut], input_shape: tuple
     return _in_modes_of(model, work if scratch else owning(work, model))
 
 
-
 def _in_modes_of(model: nn.Module, work: nn.Module) -> nn.Module:
     """``work`` (a pruned copy of ``model``) with each module in the training mode of ``model``'s module of
     the same name — a BatchNorm or dropout the caller froze in eval stays so; a module the unpacking made
@@ -424,9 +423,9 @@ def _unpacked_copy(model: nn.Module, cuts: list[Cut], unpack_steps: list[dict] |
     if unpack_steps is None and any(family_of(c) != "neurons" for c in cuts):
         return unpacked(model, share_weights=True)
     work = sharing_copy(model)
-    for step in unpack_steps:
+    for step in unpack_steps or []:
         unpack_attention(work, step["layer"])
-    return work, unpack_steps
+    return work, list(unpack_steps or [])
 
 
 def _cut(work: nn.Module, order: list[Cut], input_shape: tuple[int, ...], check_each: bool) -> None:
