@@ -77,6 +77,30 @@ def test_layer_pruning_is_reported_only_at_block_counts_with_every_random_draw(r
     assert row_line.endswith("| in part (partial run) |")  # held where measured, but not on every model
 
 
+def test_a_model_with_a_block_count_still_running_is_a_partial_run(readme_results, tmp_path):
+    """Every model measured at a judged count, but one has records past it (its next count is running):
+    the bullet and the claim say so, and the verdict stays a partial one."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.html"))
+    path = results / "layer_dynamics.json"
+    data = json.loads(path.read_text())
+    row = {"modularity": 0.95, "last": 0.94, "cka": 0.93, "random_mean": 0.93, "random_sd": 0.004,
+           "random_min": 0.925, "random_max": 0.935, "modularity_beats_random": True, "modularity_beats_last": True,
+           "blocks_count": 1, "random_draws": 5}
+    data["summary"] = {name: {"rows": [row]} for name in data["curve"]}
+    data["layer_pruning"] = [{"model": name, "blocks_count": 1, "finetune_epochs": 3} for name in data["curve"]]
+    path.write_text(json.dumps(data))
+    row_line = next(line for line in readme_results.generate(results).splitlines()
+                    if line.startswith("| removing blocks by modularity"))
+    assert row_line.endswith("| yes |") and "still running" not in row_line
+    data["layer_pruning"].append({"model": "resnet56-fmnist", "blocks_count": 2, "finetune_epochs": 3})
+    path.write_text(json.dumps(data))
+    block = readme_results.generate(results)
+    row_line = next(line for line in block.splitlines() if line.startswith("| removing blocks by modularity"))
+    assert "larger counts still running on ResNet-56" in row_line and row_line.endswith("| yes (partial run) |")
+    assert "Larger block counts still running on ResNet-56." in " ".join(block.split())
+
+
 def test_a_recipe_run_is_stated_with_its_own_figures(readme_results, tmp_path):
     """pruning_budget_recipes/NAME: its fine-tune recipe and, per MACs target, both methods' accuracies."""
     results = tmp_path / "results"
@@ -108,9 +132,16 @@ def test_the_best_recipe_is_judged_on_the_mean_over_its_seeds(readme_results):
     def verdict(all_held, some_held=False):
         return "yes" if all_held else ("in part" if some_held else "no")
 
-    readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "b": run(0, 1.6, lr=0.02)}, claim, verdict)
-    assert rows == [("`a` (best of 3 recipe runs, chosen on the test set): seed 0: 1.45 pt, seed 1: 1.75 pt; "
-                     "mean 1.60 pt", "in part")]
+    readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "b": run(0, 1.4, lr=0.02)}, claim, verdict)
+    # b's single seed is lower still, but only recipes run with the most seeds compete
+    assert rows == [("`a` (best by its mean of 2 recipes in 3 runs, chosen on the test set): seed 0: 1.45 pt, "
+                     "seed 1: 1.75 pt; mean 1.60 pt", "in part")]
+    rows.clear()
+    # of two recipes with two seeds each, the lower mean wins, not the luckier seed; the other is named
+    readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "c": run(0, 1.56, lr=0.005),
+                                 "c_seed1": run(1, 1.54, lr=0.005)}, claim, verdict)
+    assert rows == [("`c` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.56 pt, "
+                     "seed 1: 1.54 pt; mean 1.55 pt (also with 2 seeds: `a`: mean 1.60 pt)", "no")]
     rows.clear()
     readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.35)}, claim, verdict)
     assert rows[0][1] == "yes"
