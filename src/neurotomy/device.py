@@ -120,15 +120,20 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-    trim = _malloc_trim()
+    trim = c_function("malloc_trim")  # glibc's; macOS and musl have none
     if trim is not None:
         trim(0)
 
 
 @functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+def c_function(name: str):
+    """The C library's function ``name`` (ctypes), or None where there is no such library or function
+    (Windows; ``malloc_trim`` outside glibc).
+
+    >>> c_function("no_such_function") is None
+    True
+    """
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or None), name)
+    except (OSError, AttributeError, TypeError):
         return None

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from neurotomy.device import on_cpu
+from neurotomy.device import c_function, on_cpu
 from neurotomy.files import atomic_write
 from neurotomy.errors import NeurotomyError
 from neurotomy.models.anatomy import require_input_shape
@@ -125,10 +124,9 @@ def _without_exporter_log():
 
 
 def _flush_c_stdio() -> None:
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, TypeError, AttributeError):  # no C library to load by that name (Windows): nothing buffered
-        pass
+    flush = c_function("fflush")
+    if flush is not None:  # None: no C library to load (Windows), nothing buffered
+        flush(None)
 
 
 def _first_line(exc: Exception) -> str:

@@ -419,9 +419,10 @@ def classification_metrics(predicted: torch.Tensor, targets: torch.Tensor, num_c
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, max_images: int | None = None,
              quiet: bool = False, device: str | torch.device | None = None) -> dict:
     """Metrics of ``model`` on ``data`` (see :func:`classification_metrics`); computed on ``device``
-    (the model is moved there; ``None``: where the model is). Images the model cannot take and
-    impossible labels are a one-line :class:`~neurotomy.errors.DataError` before the pass where the
-    labels are at hand (:func:`~neurotomy.models.data_fit.check_data_runs`), else after it."""
+    (the model is moved there; ``None``: where the model is). Impossible labels are a one-line
+    :class:`~neurotomy.errors.DataError` before the pass where the labels are at hand
+    (:func:`~neurotomy.models.data_fit.check_known_labels`), else after it; images the model cannot
+    take, before it (:func:`predict`)."""
     check_known_labels(model, data)  # the images: predict checks them, once
     logits, targets = predict(model, data, batch_size, max_images, quiet, device)
     named = list(getattr(data, "classes", None) or [])

@@ -248,8 +248,9 @@ def unpacked(model: nn.Module, share_weights: bool = False) -> tuple[nn.Module, 
     :class:`MultiheadSelfAttention` (same outputs), and the recipe steps that did it.
 
     ``share_weights=True``: the copy holds ``model``'s own parameter and buffer tensors (only the
-    unpacked attentions get new ones) — a read-only view of the structure for planning, one model's
-    memory less (341 MB for ViT-B); never train, cut or otherwise change it in place.
+    unpacked attentions get new ones), one model's memory less (341 MB for ViT-B): plan on it or cut
+    it (a cut makes new tensors), never train it or change its tensors in place
+    (:func:`~neurotomy.surgery.copies.sharing_copy`).
 
     >>> work, steps = unpacked(nn.Sequential(nn.MultiheadAttention(8, 2)), share_weights=True)
     >>> steps
