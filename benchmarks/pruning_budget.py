@@ -26,9 +26,9 @@ e.g. ``ours/l1/uniform/macs0.85/rec``):
   takes the ranking at the MACs target nearest 1 − 1/speed-up (1.5× → −50 %, 2× → −50 %, 3× → −70 %).
 
 The same fine-tune for every record: ``neurotomy.recover.finetune`` with PruneJob's arguments (SGD with
-Nesterov momentum 0.9, weight decay 5e-4, batch 128, cosine from ``--finetune-lr`` 0.01, seed; with
-``--distill``, KL at T ``--distill-temperature`` (4), weight ``--distill-alpha`` (0.5), from the unpruned
-model), one ``--finetune-epochs`` (3) run on the full training set, test accuracy after every epoch
+Nesterov momentum 0.9, weight decay 5e-4, batch ``--finetune-batch`` (128), cosine from ``--finetune-lr``
+0.01, seed; with ``--distill``, KL at T ``--distill-temperature`` (4), weight ``--distill-alpha`` (0.5), from
+the unpruned model), one ``--finetune-epochs`` (3) run on the full training set, test accuracy after every epoch
 (``acc_by_epoch``; ``acc_finetuned`` after the last). It runs outside the job only to read accuracy
 between epochs; unlike ``neurotomy prune`` it keeps the fine-tuned model even when fine-tuning lowered
 accuracy (a benchmark reports what the recipe did).
@@ -614,9 +614,9 @@ class Budget:
 
         teacher = copy.deepcopy(self.model).eval() if a.distill else None
         start = time.perf_counter()
-        history = finetune(pruned, self.train, epochs, lr=a.finetune_lr, seed=a.seed, teacher=teacher,
-                           quiet=a.quiet, on_epoch_end=after_epoch, distill_temperature=a.distill_temperature,
-                           distill_alpha=a.distill_alpha)
+        history = finetune(pruned, self.train, epochs, lr=a.finetune_lr, batch_size=a.finetune_batch, seed=a.seed,
+                           teacher=teacher, quiet=a.quiet, on_epoch_end=after_epoch,
+                           distill_temperature=a.distill_temperature, distill_alpha=a.distill_alpha)
         pruned.eval()
         return {"acc_by_epoch": accuracy, "acc_finetuned": accuracy[str(epochs)],
                 "finetune_epochs": epochs, "finetune_seconds": time.perf_counter() - start,
@@ -799,6 +799,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="*", default=[], help="keys to run: shell patterns (*) or substrings")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
+    parser.add_argument("--finetune-batch", type=int, default=128, help="fine-tune batch size (more steps per epoch "
+                        "when smaller)")
     parser.add_argument("--steps", type=int, default=1, help="our cuts in this many iterative steps (re-scored and "
                         "BN-recalibrated between them; MACs targets only)")
     parser.add_argument("--finetune-between", type=int, default=0, help="fine-tune epochs after each iterative step "
@@ -845,7 +847,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in list(args.criteria or []) + list(args.rank_among) + [args.match_criterion]:
         if name not in CRITERIA.names(axis="unit"):
             parser.error(f"unknown criterion {name!r}; use one of {', '.join(CRITERIA.names(axis='unit'))}")
-    for name in ("top", "recalibrate_images", "reconstruct_images", "tp_taylor_images", "threads", "rounds", "repeats"):
+    for name in ("top", "recalibrate_images", "reconstruct_images", "tp_taylor_images", "threads", "rounds", "repeats",
+                 "finetune_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.finetune_epochs < 0 or args.finetune_lr <= 0:
@@ -874,7 +877,7 @@ def settings_of(args, train, test) -> dict:
             "tp_taylor_images": args.tp_taylor_images,
             "latency": {"batch": LATENCY_BATCH, "threads": args.threads, "runtime": "torch"},
             "finetune": {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "distill": args.distill,
-                         "optimizer": "SGD, Nesterov momentum 0.9, weight decay 5e-4", "batch": 128,
+                         "optimizer": "SGD, Nesterov momentum 0.9, weight decay 5e-4", "batch": args.finetune_batch,
                          "schedule": "cosine, one run, test accuracy after every epoch",
                          "teacher": (f"the unpruned model (KL at T {args.distill_temperature:g}, "
                                      f"weight {args.distill_alpha:g})") if args.distill else None,

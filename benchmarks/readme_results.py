@@ -724,7 +724,8 @@ def recipes_sentence(recipes: dict[str, dict]) -> str:
     parts = []
     for name, pb in recipes.items():
         ft = pb["settings"]["finetune"]
-        recipe = (f"lr {ft['lr']:g}" + (f", distilled from {ft['teacher']}" if ft.get("distill") else "")
+        recipe = (f"lr {ft['lr']:g}" + (f", batch {ft['batch']}" if ft.get("batch", 128) != 128 else "")
+                  + (f", distilled from {ft['teacher']}" if ft.get("distill") else "")
                   + (f", seed {pb['settings']['seed']}" if pb["settings"].get("seed") else ""))
         for t, e in pb["summary"]["macs_targets"].items():
             a, b = e["ours_best"], e["tp_best"]

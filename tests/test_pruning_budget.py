@@ -187,8 +187,8 @@ def test_benchmark_finetune_is_prunejobs(budget, lenet, digits_train, digits_tes
     job = dict(criterion="l1", target_macs=0.4, measure_latency=False, quiet=True, recalibrate_images=256)
     tuned, record = PruneJob(finetune_epochs=2, force=True, **job).run(lenet, digits_train, digits_test)
     cut, _ = PruneJob(**job).run(lenet, digits_train, digits_test)
-    args = argparse.Namespace(finetune_epochs=2, finetune_lr=0.01, distill=False, distill_temperature=4.0,
-                              distill_alpha=0.5, seed=0, quiet=True, build="unused")
+    args = argparse.Namespace(finetune_epochs=2, finetune_lr=0.01, finetune_batch=128, distill=False,
+                              distill_temperature=4.0, distill_alpha=0.5, seed=0, quiet=True, build="unused")
     bench = budget.Budget(args, lenet, digits_train, digits_test, {"acc_original": record["acc_original"]}, None)
     out = bench.recover(cut)
     assert out["acc_finetuned"] == record["acc_finetuned"] and set(out["acc_by_epoch"]) == {"1", "2"}
@@ -278,8 +278,8 @@ def test_iterative_records_take_their_between_epochs_out_of_the_budget(budget, l
                                                                        tmp_path, one_thread):
     """--steps 2 --finetune-between 1 with --finetune-epochs 2: one epoch between the steps, one after the
     cut, and the record says 2 in all; the key names the schedule; the options are checked up front."""
-    args = argparse.Namespace(finetune_epochs=2, finetune_lr=0.01, distill=False, distill_temperature=4.0,
-                              distill_alpha=0.5, seed=0, quiet=True,
+    args = argparse.Namespace(finetune_epochs=2, finetune_lr=0.01, finetune_batch=128, distill=False,
+                              distill_temperature=4.0, distill_alpha=0.5, seed=0, quiet=True,
                               build=str(tmp_path), threads=1, recalibrate_images=256, reconstruct_images=128,
                               steps=2, finetune_between=1, wait_quiet=0.0, allow_busy=True)
     results = {"acc_original": 0.9, "records": []}

@@ -107,12 +107,13 @@ def test_a_recipe_run_is_stated_with_its_own_figures(readme_results, tmp_path):
     shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.html"))
     recipe = json.loads((results / "pruning_budget_recipes" / "distill" / "pruning_budget.json").read_text())
     recipe["settings"]["finetune"]["lr"] = 0.02
+    recipe["settings"]["finetune"]["batch"] = 64
     recipe["summary"]["macs_targets"]["0.85"]["ours_best"]["acc_finetuned"] = 0.9321
     recipe["summary"]["macs_targets"]["0.85"]["ours_loss_pts"] = 1.44
     (results / "pruning_budget_recipes" / "lr0.02").mkdir()
     (results / "pruning_budget_recipes" / "lr0.02" / "pruning_budget.json").write_text(json.dumps(recipe))
     sentence = readme_results.recipes_sentence(readme_results.load_results(results)["pruning_budget_recipes"])
-    assert ("`lr0.02` at −85 % MACs, lr 0.02, distilled from the unpruned model (KL at T 4, weight 0.5): "
+    assert ("`lr0.02` at −85 % MACs, lr 0.02, batch 64, distilled from the unpruned model (KL at T 4, weight 0.5): "
             "ours 93.21 % (−1.44 pt)") in sentence
     assert readme_results.recipes_sentence({}) == ""
 
