@@ -5,7 +5,9 @@ named modules and passes what they see to callbacks, which reduce it on the spot
 bounded by one batch, never by the dataset. Hooks are removed on exit, even when an error escapes.
 Forward hooks may also *replace* an output (return a tensor): that is how masks are applied; a
 gradient callback may likewise return a replacement gradient (how :mod:`neurotomy.grad_mask`
-filters back-propagation).
+filters back-propagation). A :class:`FunctionProbe` does the same for calls of torch functions
+(``F.relu``) that a forward pass makes — what a model that calls its activations as functions has
+instead of modules.
 
 Example:
     >>> import torch
@@ -24,6 +26,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from neurotomy.errors import ModelError
 
@@ -86,6 +89,38 @@ class Probe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+class FunctionProbe(TorchFunctionMode):
+    """Context manager: ``on_output(name, output)`` sees the tensor each call of one of ``functions``
+    returns while inside (``name``: the function's ``__name__``) and may return a replacement, which
+    is what the caller gets. Every call counts, from module code too (``nn.ReLU`` calls ``F.relu``),
+    but not the calls a seen function makes itself (``F.relu6`` calling ``hardtanh`` is one call).
+    Only the returned tensor is replaced: code that ignores what an in-place call returns
+    (``F.relu_(x)`` then ``x``) goes on with the unreplaced tensor. TorchScript is not seen.
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> seen = []
+        >>> with FunctionProbe([F.relu], on_output=lambda name, out: seen.append(name) or out * 0):
+        ...     y = F.relu(torch.ones(2))
+        >>> seen, y.tolist()
+        (['relu'], [0.0, 0.0])
+    """
+
+    def __init__(self, functions: Iterable[Callable], on_output: OutputCallback) -> None:
+        super().__init__()
+        self.names = {f: getattr(f, "__name__", repr(f)) for f in functions}
+        self.on_output = on_output
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))  # the mode is off inside: nested calls are not seen
+        name = self.names.get(func)
+        if name is not None and isinstance(out, torch.Tensor):
+            replaced = self.on_output(name, out)
+            if replaced is not None:
+                out = replaced
+        return out
 
 
 def leaf_modules(model: nn.Module) -> list[str]:

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from neurotomy.checkpoint import ModelMeta
 from neurotomy.data.subsets import balanced_indices, balanced_subset
 from neurotomy.dynamics.features import default_layers
 from neurotomy.dynamics.modularity import modularity_curve
@@ -152,23 +153,32 @@ def test_dissect_refuses_what_it_cannot_do_before_any_work(vit_digits, tmp_path,
 
 
 class FunctionalRelu(nn.Module):
-    def __init__(self):
+    """Its activation called as a function, or (``relu=False``) no activation at all; its input shape recorded."""
+
+    def __init__(self, relu: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
         self.fc = nn.Linear(4, 10)
+        self.relu = relu
+        self.neurotomy_meta = ModelMeta("user", {"in_channels": 1, "input_size": 8, "num_classes": 10})
 
     def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+        x = self.conv(x)
+        return self.fc((torch.relu(x) if self.relu else x).mean((2, 3)))
 
 
-def test_pathway_is_skipped_with_a_note_for_a_model_without_activation_modules(lenet_digits):
+def test_pathway_masks_called_activations_and_is_skipped_with_a_note_for_a_model_without_any(lenet_digits):
     from neurotomy.jobs.dissect_stages import reason_records
     from neurotomy.errors import NeurotomyWarning
 
     torch.manual_seed(0)
-    model = FunctionalRelu().eval()
-    assert reason_methods(model) == ("gradcam", "gradient")
     data = balanced_subset(lenet_digits[2], 10, 0)
-    with pytest.warns(NeurotomyWarning, match="pathway explanation is skipped: the model has no activation modules"):
+    functional = FunctionalRelu().eval()
+    assert reason_methods(functional) == ("gradcam", "gradient", "pathway")
+    record, _ = reason_records(functional, functional, data, methods=reason_methods(functional))
+    assert "pathway" in record["agreement"]["methods"] and not record.get("skipped")
+    model = FunctionalRelu(relu=False).eval()
+    assert reason_methods(model) == ("gradcam", "gradient")
+    with pytest.warns(NeurotomyWarning, match="pathway explanation is skipped: the model has no activation module"):
         record, _ = reason_records(model, model, data, methods=reason_methods(model))
     assert "pathway" in record["skipped"] and set(record["agreement"]["methods"]) == {"gradcam", "gradient"}

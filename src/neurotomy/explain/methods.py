@@ -79,8 +79,8 @@ def register_method(name: str, *, family: str, signed: bool, paper: str, input_a
 
 def applicable_methods(model: torch.nn.Module) -> list[str]:
     """The registered methods that can explain ``model``, in listing order: the attention family
-    (rollout) only for models with attention layers, pathway only for models with activation modules
-    (see :meth:`Method.cannot_explain`).
+    (rollout) only for models with attention layers, pathway only for models with activations
+    (modules or ``F.relu`` calls; see :meth:`Method.cannot_explain`).
 
     Example:
         >>> import neurotomy.explain

@@ -9,6 +9,11 @@ the integrated variant s = |a · mean_α ∂y_c/∂(αa)| with one layer's activ
 multiplicative masks on the activation outputs (weights untouched, no retraining), and return the plain
 input gradient of y_c through the masked network — the gradient along the input's critical pathway.
 
+**Activations called as functions** (``F.relu``, ``torch.relu``, ``x.relu()``: torchvision's
+GoogLeNet and Inception, many hand-written models). A model without activation modules has its
+activation *calls* as units instead (:data:`ACTIVATION_FUNCTIONS`, seen through a
+:class:`~neurotomy.probe.FunctionProbe`), in call order — the same units a module would give.
+
 **GELU and other smooth activations** (a transformer's MLP neurons). A ReLU unit is *active* when
 its output is positive: only then does it pass a gradient, so an inactive unit has relevance 0 and
 the pathway is a subset of the active units. A GELU is never switched off by its input (for x < 0 its
@@ -37,12 +42,14 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.explain.common import ExplainError, class_scores, forward
 from neurotomy.explain.methods import register_method
+from neurotomy.models.anatomy import eval_mode, model_input_shape
 from neurotomy.models.transformer import is_transformer
-from neurotomy.probe import Probe
+from neurotomy.probe import FunctionProbe, Probe
 from neurotomy.registry import Registry
 from neurotomy.scores.base import conv_units
 from neurotomy.scores.unit_scores import UnitScores
@@ -54,6 +61,12 @@ ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.S
                nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Threshold)
 GATES = {"Sigmoid", "Hardsigmoid", "HardSigmoid", "HardSigmoidMe", "LogSigmoid", "Softmax", "Softmin",
          "LogSoftmax", "Softmax2d", "GLU", "MultiheadAttention"}
+
+# The same activations called as functions, for models that have no activation module. The in-place
+# forms are listed too: ``F.relu(x, inplace=True)`` is one call of ``F.relu``, ``x.relu_()`` of its own.
+ACTIVATION_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6,
+                        F.leaky_relu, F.leaky_relu_, F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish,
+                        F.hardswish, F.hardtanh, F.softplus)
 
 GRANULARITIES: Registry = Registry("granularity", error=ExplainError)
 """What a pathway keeps or masks: a per-unit relevance ``N × C × H × W`` (or ``N × F``) → the
@@ -84,32 +97,56 @@ def is_activation(module: nn.Module) -> bool:
 
 def activation_layers(model: nn.Module) -> list[str]:
     """Names of the element-wise activation modules — the units of a pathway; none is an error
-    that says which modules the model has."""
+    that says which modules the model has (see :func:`activation_calls` for models that call them)."""
     names = [n for n, m in model.named_modules() if is_activation(m)]
     if not names:
-        kinds: dict[str, int] = {}
-        for _, m in model.named_modules():
-            if not any(True for _ in m.children()):
-                kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
-        found = ", ".join(f"{k} ×{v}" for k, v in kinds.items()) or "none"
-        raise ExplainError(f"the pathway method masks activation modules (nn.ReLU, nn.GELU, nn.SiLU, nn.Hardswish, "
-                           f"…) and this model has none — its layers: {found}; activations called as functions "
-                           "(F.relu, torch.relu) cannot be masked: make them modules")
+        raise ExplainError(f"the model has no activation module (nn.ReLU, nn.GELU, nn.SiLU, nn.Hardswish, …) — "
+                           f"its layers: {_layer_kinds(model)}")
     return names
 
 
 relu_layers = activation_layers  # the name of the paper's case
 
 
+def _layer_kinds(model: nn.Module) -> str:
+    kinds: dict[str, int] = {}
+    for _, m in model.named_modules():
+        if not any(True for _ in m.children()):
+            kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
+    return ", ".join(f"{k} ×{v}" for k, v in kinds.items()) or "none"
+
+
+def activation_calls(model: nn.Module, inputs: torch.Tensor) -> int:
+    """How many activation calls one forward pass of ``inputs`` makes — module calls where the model
+    has activation modules, else calls of :data:`ACTIVATION_FUNCTIONS` (the pathway's layers either way).
+
+    >>> activation_calls(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 3))
+    1
+    """
+    with torch.no_grad(), eval_mode(model), _ReluCalls(model) as calls:
+        forward(model, inputs)
+    return len(calls.outputs)
+
+
 def missing_activations(model: nn.Module) -> str | None:
-    """Why the pathway method cannot explain ``model`` (it has no activation module), or ``None``."""
+    """Why the pathway method cannot explain ``model`` — it has no activation module and a forward
+    pass on 2 blank images of its recorded input shape calls no activation function — or ``None``
+    (also when there is no recorded shape to try: the explanation then says so itself)."""
     if any(is_activation(m) for m in model.modules()):
         return None
-    return "the model has no activation modules to mask (it calls them as functions, e.g. F.relu)"
+    shape = model_input_shape(model)
+    if shape is None:
+        return None
+    try:
+        found = activation_calls(model, torch.zeros(2, *shape))
+    except ExplainError:
+        return None  # it does not even run: the explanation's own error says why
+    return None if found else "the model has no activation module and calls no activation function to mask"
 
 
 class _ReluCalls:
-    """Forward hooks on every activation module, indexed by call order so a reused module counts twice.
+    """Hooks on every activation, indexed by call order so a reused module counts twice: on the
+    activation modules, or — for a model that has none — on calls of :data:`ACTIVATION_FUNCTIONS`.
 
     ``transform(call, output)`` may return a replacement output (a mask, a scaling); every
     output that flows on is recorded in ``outputs``.
@@ -129,11 +166,21 @@ class _ReluCalls:
             self.outputs.append(out)
             return out
 
-        self.probe = Probe(self.model, activation_layers(self.model), on_output=on_output).__enter__()
+        modules = [n for n, m in self.model.named_modules() if is_activation(m)]
+        self.probe = (Probe(self.model, modules, on_output=on_output) if modules
+                      else FunctionProbe(ACTIVATION_FUNCTIONS, on_output=on_output)).__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.probe.__exit__(*exc)
+
+    def activations(self) -> list[torch.Tensor]:
+        """The outputs a forward pass met; none is an :class:`ExplainError` naming what the model has."""
+        if not self.outputs:
+            raise ExplainError(f"the pathway method masks activations and this model has none: no activation "
+                               f"module (its layers: {_layer_kinds(self.model)}) and no activation function "
+                               "(F.relu, F.gelu, …) called in its forward pass; explain it with gradient or gradcam")
+        return list(self.outputs)
 
 
 def neuron_relevance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -141,7 +188,7 @@ def neuron_relevance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
     """Per activation call, ``N × C × H × W`` (or ``N × F``) relevances s = |a · ∂y_c/∂a|."""
     with torch.enable_grad(), _ReluCalls(model) as calls:
         logits = forward(model, inputs)
-        acts = list(calls.outputs)
+        acts = calls.activations()
         grads = torch.autograd.grad(class_scores(logits, targets).sum(), acts, allow_unused=True)
     grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
     if not integrated:

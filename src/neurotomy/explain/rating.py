@@ -113,7 +113,7 @@ def _check(methods: Sequence[str], metrics: Sequence[str], models: Sequence[nn.M
 
 def default_methods(defaults: Sequence[str], *models: nn.Module) -> list[str]:
     """The ``defaults`` that can explain every one of ``models``; each one left out is a one-line
-    warning saying why (pathway on a model whose activations are ``F.relu`` calls, rollout on a CNN)."""
+    warning saying why (pathway on a model without activations, rollout on a CNN)."""
     chosen = []
     for method in defaults:
         why = next(filter(None, (METHODS[method].cannot_explain(m) for m in models)), None)

@@ -170,7 +170,7 @@ def reason_methods(model: nn.Module) -> tuple[str, ...]:
 
 def skipped_reason_methods(model: nn.Module) -> dict[str, str]:
     """The :data:`REASON_METHODS` that cannot explain ``model``, each with why: pathway, when the model
-    has no activation module to mask (its activations are function calls such as ``F.relu``). Rollout
+    has no activation to mask (no module, and no function such as ``F.relu`` called). Rollout
     on a CNN is no skip: it is not a reason method there."""
     return {m: why for m in REASON_METHODS if (why := EXPLAIN_METHODS[m].cannot_explain(model)) is not None}
 
