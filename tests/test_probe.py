@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from neurotomy.errors import ModelError
-from neurotomy.probe import Probe
+from neurotomy.probe import FunctionProbe, Probe
 
 
 def test_hooks_removed_even_on_error():
@@ -64,3 +64,26 @@ def test_gradient_replacement():
         observed = torch.autograd.grad(model(torch.ones(2, 3)).sum(), model[0].weight)[0]
     assert torch.equal(plain, observed) and torch.count_nonzero(plain) > 0
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_function_probe_sees_calls_outside_the_given_modules_only_and_leaves_no_hook():
+    relu = nn.ReLU()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = relu
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.relu(x) - 1.0)  # the module calls F.relu too
+
+    seen = []
+    with FunctionProbe([torch.nn.functional.relu], on_output=lambda name, out: seen.append(name) or out + 10,
+                       outside=[relu]):
+        y = Net()(torch.full((2,), 3.0))
+    assert seen == ["relu"] and y.tolist() == [12.0, 12.0]  # one call seen, its output replaced
+    with pytest.raises(RuntimeError, match="boom"):
+        with FunctionProbe([torch.nn.functional.relu], on_output=lambda name, out: 1 / 0, outside=[relu]):
+            raise RuntimeError("boom")
+    assert not relu._forward_hooks and not relu._forward_pre_hooks
+    assert torch.nn.functional.relu(torch.tensor([-1.0])).item() == 0.0  # the mode is off again

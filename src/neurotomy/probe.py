@@ -96,8 +96,10 @@ class FunctionProbe(TorchFunctionMode):
     returns while inside (``name``: the function's ``__name__``) and may return a replacement, which
     is what the caller gets. Every call counts, from module code too (``nn.ReLU`` calls ``F.relu``),
     but not the calls a seen function makes itself (``F.relu6`` calling ``hardtanh`` is one call).
-    Only the returned tensor is replaced: code that ignores what an in-place call returns
-    (``F.relu_(x)`` then ``x``) goes on with the unreplaced tensor. TorchScript is not seen.
+    Calls made while one of the modules ``outside`` runs are not seen (an ``nn.ReLU`` a
+    :class:`Probe` already watches). Only the returned tensor is replaced: code that ignores what an
+    in-place call returns (``F.relu_(x)`` then ``x``) goes on with the unreplaced tensor. TorchScript
+    is not seen.
 
     Example:
         >>> import torch.nn.functional as F
@@ -108,15 +110,45 @@ class FunctionProbe(TorchFunctionMode):
         (['relu'], [0.0, 0.0])
     """
 
-    def __init__(self, functions: Iterable[Callable], on_output: OutputCallback) -> None:
+    def __init__(self, functions: Iterable[Callable], on_output: OutputCallback,
+                 outside: Iterable[nn.Module] = ()) -> None:
         super().__init__()
         self.names = {f: getattr(f, "__name__", repr(f)) for f in functions}
         self.on_output = on_output
+        self.outside = list(outside)
+        self._inside = 0  # how many of the ``outside`` modules are running now
+        self._handles: list = []
+
+    def __enter__(self) -> "FunctionProbe":
+        def enter(module, inputs):
+            self._inside += 1
+
+        def leave(module, inputs, output):
+            self._inside -= 1
+
+        try:
+            for module in self.outside:
+                self._handles.append(module.register_forward_pre_hook(enter))
+                self._handles.append(module.register_forward_hook(leave, always_call=True))
+        except BaseException:
+            self._remove()
+            raise
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self._remove()
+        super().__exit__(*exc)
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._inside = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))  # the mode is off inside: nested calls are not seen
         name = self.names.get(func)
-        if name is not None and isinstance(out, torch.Tensor):
+        if name is not None and not self._inside and isinstance(out, torch.Tensor):
             replaced = self.on_output(name, out)
             if replaced is not None:
                 out = replaced

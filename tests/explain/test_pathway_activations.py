@@ -61,16 +61,19 @@ class CalledActivations(nn.Module):
         super().__init__()
         self.c1, self.c2, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
         self.activation = activation
+        self.act = nn.ReLU() if activation == "mixed" else None
 
     def forward(self, x):
         if self.activation == "relu":
             x = self.c2(F.relu(self.c1(x), inplace=True)).relu()  # F.relu in place, then a tensor method
+        elif self.activation == "mixed":  # a module, then a call (DenseNet's last ReLU)
+            x = F.relu(self.c2(self.act(self.c1(x))))
         else:
             x = F.gelu(self.c2(F.gelu(self.c1(x))))
         return self.fc(x.mean((2, 3)))
 
 
-@pytest.mark.parametrize("activation, module", [("relu", nn.ReLU()), ("gelu", nn.GELU())])
+@pytest.mark.parametrize("activation, module", [("relu", nn.ReLU()), ("gelu", nn.GELU()), ("mixed", nn.ReLU())])
 def test_activations_called_as_functions_are_the_same_units_as_modules(activation, module):
     torch.manual_seed(0)
     called = CalledActivations(activation).eval()

@@ -10,9 +10,10 @@ multiplicative masks on the activation outputs (weights untouched, no retraining
 input gradient of y_c through the masked network — the gradient along the input's critical pathway.
 
 **Activations called as functions** (``F.relu``, ``torch.relu``, ``x.relu()``: torchvision's
-GoogLeNet and Inception, many hand-written models). A model without activation modules has its
-activation *calls* as units instead (:data:`ACTIVATION_FUNCTIONS`, seen through a
-:class:`~neurotomy.probe.FunctionProbe`), in call order — the same units a module would give.
+GoogLeNet and Inception, DenseNet's last ReLU, many hand-written models) are units too: the calls of
+:data:`ACTIVATION_FUNCTIONS` made outside activation modules, seen through a
+:class:`~neurotomy.probe.FunctionProbe`, in call order with the modules' — the same units a module
+would give.
 
 **GELU and other smooth activations** (a transformer's MLP neurons). A ReLU unit is *active* when
 its output is positive: only then does it pass a gradient, so an inactive unit has relevance 0 and
@@ -40,6 +41,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -117,8 +120,8 @@ def _layer_kinds(model: nn.Module) -> str:
 
 
 def activation_calls(model: nn.Module, inputs: torch.Tensor) -> int:
-    """How many activation calls one forward pass of ``inputs`` makes — module calls where the model
-    has activation modules, else calls of :data:`ACTIVATION_FUNCTIONS` (the pathway's layers either way).
+    """How many activation calls one forward pass of ``inputs`` makes — the pathway's layers: calls of
+    activation modules and of :data:`ACTIVATION_FUNCTIONS` outside them.
 
     >>> activation_calls(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 3))
     1
@@ -146,7 +149,7 @@ def missing_activations(model: nn.Module) -> str | None:
 
 class _ReluCalls:
     """Hooks on every activation, indexed by call order so a reused module counts twice: on the
-    activation modules, or — for a model that has none — on calls of :data:`ACTIVATION_FUNCTIONS`.
+    activation modules, and on calls of :data:`ACTIVATION_FUNCTIONS` made outside them.
 
     ``transform(call, output)`` may return a replacement output (a mask, a scaling); every
     output that flows on is recorded in ``outputs``.
@@ -166,13 +169,16 @@ class _ReluCalls:
             self.outputs.append(out)
             return out
 
-        modules = [n for n, m in self.model.named_modules() if is_activation(m)]
-        self.probe = (Probe(self.model, modules, on_output=on_output) if modules
-                      else FunctionProbe(ACTIVATION_FUNCTIONS, on_output=on_output)).__enter__()
+        modules = {n: m for n, m in self.model.named_modules() if is_activation(m)}
+        self.stack = contextlib.ExitStack()
+        with self.stack:  # both or neither: the modules' hooks, and the calls made outside those modules
+            self.stack.enter_context(Probe(self.model, modules, on_output=on_output))
+            self.stack.enter_context(FunctionProbe(ACTIVATION_FUNCTIONS, on_output, outside=modules.values()))
+            self.stack = self.stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.probe.__exit__(*exc)
+        self.stack.__exit__(*exc)
 
     def activations(self) -> list[torch.Tensor]:
         """The outputs a forward pass met; none is an :class:`ExplainError` naming what the model has."""
