@@ -78,10 +78,12 @@ def make(num_classes=10):
     return Functional(num_classes)
 '''
 
+LINEAR_NET = FUNCTIONAL_NET.replace("F.relu(self.conv(x))", "self.conv(x)")  # no activation at all
+
 
 def test_compare_reasons_names_methods_when_pathway_cannot_run(tmp_path, capsys):
-    net = tmp_path / "functional_net.py"
-    net.write_text(FUNCTIONAL_NET)
+    net = tmp_path / "linear_net.py"
+    net.write_text(LINEAR_NET)
     model = f"{net}:make"
     assert main(["compare-reasons", model, model, "--data", "digits", "--input-size", "8", "--methods", "gradient",
                  "pathway", "--n", "2", "--quiet"]) == 2
@@ -90,10 +92,16 @@ def test_compare_reasons_names_methods_when_pathway_cannot_run(tmp_path, capsys)
 
 
 def test_compare_reasons_by_default_compares_the_methods_that_apply(tmp_path, capsys):
-    net = tmp_path / "functional_net.py"
-    net.write_text(FUNCTIONAL_NET)
+    net = tmp_path / "linear_net.py"
+    net.write_text(LINEAR_NET)
     model = f"{net}:make"
     with pytest.warns(NeurotomyWarning, match="the pathway explanation is skipped"):
         assert main(["compare-reasons", model, model, "--data", "digits", "--input-size", "8", "--n", "2", "--json",
                      "--quiet"]) == 0
     assert list(json.loads(capsys.readouterr().out)["methods"]) == ["gradient", "gradcam"]
+    net = tmp_path / "functional_net.py"
+    net.write_text(FUNCTIONAL_NET)
+    model = f"{net}:make"  # F.relu called in forward: pathway masks the call
+    assert main(["compare-reasons", model, model, "--data", "digits", "--input-size", "8", "--n", "2", "--json",
+                 "--quiet"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["methods"]) == ["gradient", "gradcam", "pathway"]

@@ -67,3 +67,36 @@ def test_redundancy_rule():
     assert curve.redundant(["b1", "b2", "b4"], threshold=0.25) == ["b4"]
     assert curve.redundant(["b1", "b2", "b3", "b4"], threshold=0.01) == ["b4"]
     assert curve.redundant(["b1", "b2", "b3", "b4"], count=1) == ["b4"]
+
+
+class ConvReLU(torch.nn.Module):
+    """conv → BN → F.relu, as GoogLeNet's BasicConv2d: no ReLU module to hook."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return torch.nn.functional.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class CalledReLUNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(ConvReLU(1, 4), torch.nn.MaxPool2d(2), ConvReLU(4, 4))
+        self.fc = torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.features(x)).mean((2, 3)))  # a call at the root names no module
+
+
+def test_a_plain_net_that_calls_relu_is_read_at_the_modules_that_end_in_it():
+    from neurotomy.checkpoint import ModelMeta
+
+    model = CalledReLUNet().train()
+    assert default_layers(model) == ["fc:input"]  # no recorded input shape: nothing to run the model on
+    model.neurotomy_meta = ModelMeta("user", {"in_channels": 1, "input_size": 8, "num_classes": 10})
+    assert default_layers(model) == ["features.0", "features.2", "fc:input"] and model.training
+    x = torch.randn(3, 1, 8, 8)
+    feats, _ = next(stream_features(model, list(zip(x, torch.arange(3))), ["features.0"], batch_size=3))
+    assert feats["features.0"].min() >= 0  # post-activation features

@@ -1,8 +1,9 @@
 """Which layers to look at, and their features over a dataset, batch by batch.
 
 Layers probed by default (Lu et al., ECCV 2022): the stem's activation, the output of every residual
-block (every ReLU for plain nets such as VGG), and the penultimate features — the input of the
-classifier, named ``"<classifier>:input"``. Features are taken whole and flattened, no pooling.
+block (every ReLU for plain nets such as VGG; in a net that calls ``F.relu``, every module whose
+output is such a call's), and the penultimate features — the input of the classifier, named
+``"<classifier>:input"``. Features are taken whole and flattened, no pooling.
 
 A transformer's block outputs are token sequences; a *view* suffix says which vector stands for an
 image: ``"blocks.3:cls"`` is the class token (what the classifier reads), ``"blocks.3:patches"`` the
@@ -23,7 +24,8 @@ from neurotomy.device import model_device, to_device
 from neurotomy.data.subsets import IndexedSubset
 from neurotomy.errors import ModelError
 from neurotomy.probe import Probe, leaf_modules
-from neurotomy.models.anatomy import classifier_layer, model_input_shape, residual_blocks
+from neurotomy.models.activations import modules_ending_in_activation
+from neurotomy.models.anatomy import classifier_layer, eval_mode, model_input_shape, residual_blocks
 from neurotomy.models.transformer import token_layout, transformer_blocks
 
 INPUT_SUFFIX = ":input"
@@ -63,7 +65,9 @@ def token_view(output: torch.Tensor, view: str, prefix_tokens: int) -> torch.Ten
 def default_layers(model: nn.Module, view: str | None = None) -> list[str]:
     """Stem activation + every residual block (or every ReLU) + the classifier's input; for a
     transformer every block's ``view`` (default ``":cls"``, or ``":patches"`` without a class token)
-    + the classifier's input."""
+    + the classifier's input. A model without ReLU modules that records its input shape has its
+    activations found by one forward pass instead: the modules whose output an activation function
+    returned (:func:`~neurotomy.models.activations.modules_ending_in_activation`)."""
     # a block kept in an nn.ModuleDict / ModuleList is driven by its parent's forward, never called
     # itself: no hook sees its output, so it cannot be probed (the model is read as a plain one)
     blocks = [b for b in transformer_blocks(model)
@@ -74,6 +78,10 @@ def default_layers(model: nn.Module, view: str | None = None) -> list[str]:
         return [b + view for b in blocks] + [classifier_layer(model)[0] + INPUT_SUFFIX]
     blocks = residual_blocks(model)
     relus = [n for n in leaf_modules(model) if isinstance(dict(model.named_modules())[n], (nn.ReLU, nn.ReLU6))]
+    shape = model_input_shape(model)
+    if not relus and shape is not None:  # activations called as functions: the modules that end in one
+        with eval_mode(model):
+            relus = modules_ending_in_activation(model, torch.zeros(1, *shape, device=model_device(model)))
     if blocks:
         inside = tuple(b + "." for b in blocks)
         stem = [r for r in relus if not r.startswith(inside)][:1]

@@ -10,10 +10,10 @@ multiplicative masks on the activation outputs (weights untouched, no retraining
 input gradient of y_c through the masked network — the gradient along the input's critical pathway.
 
 **Activations called as functions** (``F.relu``, ``torch.relu``, ``x.relu()``: torchvision's
-GoogLeNet and Inception, DenseNet's last ReLU, many hand-written models) are units too: the calls of
-:data:`ACTIVATION_FUNCTIONS` made outside activation modules, seen through a
-:class:`~neurotomy.probe.FunctionProbe`, in call order with the modules' — the same units a module
-would give.
+GoogLeNet and Inception, DenseNet's last ReLU, many hand-written models) are units too: the calls
+of :data:`~neurotomy.models.activations.ACTIVATION_FUNCTIONS` made outside activation modules, seen
+through a :class:`~neurotomy.probe.FunctionProbe`, in call order with the modules' — the same units
+a module would give.
 
 **GELU and other smooth activations** (a transformer's MLP neurons). A ReLU unit is *active* when
 its output is positive: only then does it pass a gradient, so an inactive unit has relevance 0 and
@@ -45,11 +45,11 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from neurotomy.explain.common import ExplainError, class_scores, forward
 from neurotomy.explain.methods import register_method
+from neurotomy.models.activations import ACTIVATION_FUNCTIONS
 from neurotomy.models.anatomy import eval_mode, model_input_shape
 from neurotomy.models.transformer import is_transformer
 from neurotomy.probe import FunctionProbe, Probe
@@ -64,12 +64,6 @@ ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.S
                nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Threshold)
 GATES = {"Sigmoid", "Hardsigmoid", "HardSigmoid", "HardSigmoidMe", "LogSigmoid", "Softmax", "Softmin",
          "LogSoftmax", "Softmax2d", "GLU", "MultiheadAttention"}
-
-# The same activations called as functions, for models that have no activation module. The in-place
-# forms are listed too: ``F.relu(x, inplace=True)`` is one call of ``F.relu``, ``x.relu_()`` of its own.
-ACTIVATION_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6,
-                        F.leaky_relu, F.leaky_relu_, F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish,
-                        F.hardswish, F.hardtanh, F.softplus)
 
 GRANULARITIES: Registry = Registry("granularity", error=ExplainError)
 """What a pathway keeps or masks: a per-unit relevance ``N × C × H × W`` (or ``N × F``) → the
@@ -120,8 +114,9 @@ def _layer_kinds(model: nn.Module) -> str:
 
 
 def activation_calls(model: nn.Module, inputs: torch.Tensor) -> int:
-    """How many activation calls one forward pass of ``inputs`` makes — the pathway's layers: calls of
-    activation modules and of :data:`ACTIVATION_FUNCTIONS` outside them.
+    """How many activation calls one forward pass of ``inputs`` makes — the pathway's layers: calls
+    of activation modules and of :data:`~neurotomy.models.activations.ACTIVATION_FUNCTIONS` outside
+    them.
 
     >>> activation_calls(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 3))
     1
@@ -149,7 +144,8 @@ def missing_activations(model: nn.Module) -> str | None:
 
 class _ReluCalls:
     """Hooks on every activation, indexed by call order so a reused module counts twice: on the
-    activation modules, and on calls of :data:`ACTIVATION_FUNCTIONS` made outside them.
+    activation modules, and on calls of
+    :data:`~neurotomy.models.activations.ACTIVATION_FUNCTIONS` made outside them.
 
     ``transform(call, output)`` may return a replacement output (a mask, a scaling); every
     output that flows on is recorded in ``outputs``.
