@@ -50,3 +50,21 @@ def test_input_size_resizes_the_built_in_datasets_for_a_fresh_model(tmp_path, ca
     assert main(["evaluate", model, "--input-size", "16", "--data", "digits", "--max-images", "32", "--quiet",
                  "--json"]) == 0  # digits are 8×8: resized to the model's 16 px, as train and the API do
     assert json.loads(capsys.readouterr().out)["n"] == 30  # --max-images draws class-balanced: 3 of each digit
+
+
+def test_a_fresh_model_draws_its_weights_from_seed_and_leaves_the_random_state_alone():
+    import torch
+
+    from neurotomy.cli.common import load_model_arg
+
+    def weights(seed: int) -> torch.Tensor:
+        model = load_model_arg(argparse.Namespace(model="lenet5", seed=seed, in_channels=1, num_classes=10,
+                                                  input_size=8))
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = weights(0)
+    assert torch.equal(torch.rand(3), expected)  # the command's own draws are as they were
+    assert torch.equal(weights(0), first) and not torch.equal(weights(1), first)

@@ -106,13 +106,20 @@ def model_options(args) -> dict:
 def load_model_arg(args, spec: str | None = None, main: bool | None = None):
     """MODEL (or ``spec``) with the command line's model options, on ``--device``; ``--weights`` and
     ``--pretrained`` apply to the command's main model only (MODEL, or ``main=True``), not to a
-    second one (a teacher, a model to compare with)."""
+    second one (a teacher, a model to compare with). A freshly built model (``torchvision:NAME``
+    without weights) draws its initial weights from ``--seed``, and the random state the command
+    goes on with is the one it had before."""
+    import torch
+
     from neurotomy.loading import load_model
 
     options = model_options(args)
     if not (spec is None if main is None else main):
         options = {k: v for k, v in options.items() if k not in ("weights", "pretrained")}
-    return place(load_model(args.model if spec is None else spec, **options), getattr(args, "device", None))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(getattr(args, "seed", 0))
+        model = load_model(args.model if spec is None else spec, **options)
+    return place(model, getattr(args, "device", None))
 
 
 def dataset_spec(text: str, name: str | None = None) -> str:
