@@ -762,7 +762,7 @@ def recipe_claim(recipes: dict[str, dict], claim, verdict) -> None:
           "≤ 1.5 pt (mean over the recipe's seeds)",
           f"`{first}` (best by its mean of {len(groups)} recipes in {len(lost)} runs, chosen on the test set): "
           + ", ".join(f"seed {seed}: {num(loss)} pt" for seed, loss in sorted(seeds.items()))
-          + (f"; mean {num(means[best])} pt" if len(seeds) > 1 else "")
+          + (f"; mean {num(means[best])} pt, sd {num(statistics.stdev(seeds.values()))}" if len(seeds) > 1 else "")
           + (f" (also with {most} seeds: {'; '.join(others)})" if others else ""),
           verdict(means[best] <= 1.5, any(loss <= 1.5 for loss in seeds.values())))
 

@@ -136,13 +136,13 @@ def test_the_best_recipe_is_judged_on_the_mean_over_its_seeds(readme_results):
     readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "b": run(0, 1.4, lr=0.02)}, claim, verdict)
     # b's single seed is lower still, but only recipes run with the most seeds compete
     assert rows == [("`a` (best by its mean of 2 recipes in 3 runs, chosen on the test set): seed 0: 1.45 pt, "
-                     "seed 1: 1.75 pt; mean 1.60 pt", "in part")]
+                     "seed 1: 1.75 pt; mean 1.60 pt, sd 0.21", "in part")]
     rows.clear()
     # of two recipes with two seeds each, the lower mean wins, not the luckier seed; the other is named
     readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "c": run(0, 1.56, lr=0.005),
                                  "c_seed1": run(1, 1.54, lr=0.005)}, claim, verdict)
     assert rows == [("`c` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.56 pt, "
-                     "seed 1: 1.54 pt; mean 1.55 pt (also with 2 seeds: `a`: mean 1.60 pt)", "no")]
+                     "seed 1: 1.54 pt; mean 1.55 pt, sd 0.01 (also with 2 seeds: `a`: mean 1.60 pt)", "no")]
     rows.clear()
     readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.35)}, claim, verdict)
     assert rows[0][1] == "yes"
