@@ -32,6 +32,9 @@ re-measures the curve times alone, once the machine is quiet (load ≤ half the 
 Usage: python benchmarks/layer_dynamics.py --root ../shared/data/fashion-mnist \
            --models zoo:resnet20-fmnist zoo:resnet56-fmnist build/vgg16-fmnist.safetensors
 Smoke test: ... --models zoo:resnet20-fmnist --max-images 512 --finetune-epochs 1 --draws 2 --out /tmp/ld.json
+Two processes at once (one thread each): one runs as above, the other a later count into its own file,
+``... --counts 8 --out /tmp/ld_count8.json`` (a copy of the results file, so it finds the curves), then
+``--merge /tmp/ld_count8.json`` adds its records to the results file.
 Writes benchmarks/results/layer_dynamics.json, layer_dynamics.png (curves and plateaus) and
 layer_dynamics_pruning.png (accuracy against blocks removed).
 """
@@ -83,6 +86,12 @@ def main() -> None:
                         help="cap every stage's images (fine-tune, recalibration, evaluation, the curve's "
                              "probe set: max-images / classes per class) — for a quick smoke run")
     parser.add_argument("--max-blocks", type=int, default=None, help="largest block count to try")
+    parser.add_argument("--counts", type=int, nargs="+", default=None,
+                        help="only these block counts (of 1, 2, 4, …): lets a second process run a later count "
+                             "into its own --out, joined later by --merge")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only add the layer_pruning records of these results files (same checkpoints) to "
+                             "--out, then summarise and plot again")
     parser.add_argument("--stop-drop", type=float, default=1.0,
                         help="stop doubling once every method is this many points below the original")
     parser.add_argument("--threshold", type=float, default=0.25)
@@ -107,6 +116,8 @@ def main() -> None:
         parser.error("--finetune-epochs and --draws must be ≥ 1, --max-images ≥ 10")
     if args.retime:
         return retime(args)
+    if args.merge:
+        return merge(args)
     out = Path(args.out)
     device = resolve_device(args.device)
     run = begin_stamp(device=device)
@@ -132,15 +143,45 @@ def main() -> None:
               f"flagged {result['plateau'][name]['blocks_flagged']}", flush=True)
         if not args.curves_only:
             prune_by_counts(result, out, model, name, sha, curve, removable, acc_original, train, test, args)
+    result["provenance"] = {**result.get("provenance", {}), "run": end_stamp(run)}
+    finish(result, out, args)
+
+
+def finish(result: dict, out: Path, args) -> None:
+    """Summarise every model's records, write the results and both plots."""
     result["summary"] = {name: summarize(result["layer_pruning"], name, args.stop_drop, args.draws)
                          for name in result["curve"]}
-    result["provenance"] = {**result.get("provenance", {}), "run": end_stamp(run)}
     save(result, out)
     plot(result, out.with_suffix(".png"))
     plot_pruning(result, out.with_name(out.stem + "_pruning.png"))
     for name, summary in result["summary"].items():
         print(f"{name}: {summary['verdict']}")
     print(f"wrote {out}")
+
+
+def merge(args) -> None:
+    """Join the records other processes wrote into their own ``--out`` (e.g. ``--counts 8`` beside a
+    run of the smaller counts) into ``--out``: a record is added when its model's checkpoint is the
+    one ``--out`` measured and ``--out`` holds no record of the same cut (model, method, count, seed,
+    epochs). Example: ``--out benchmarks/results/layer_dynamics.json --merge /tmp/ld_count8.json``."""
+    out = Path(args.out)
+    result = previous_results(out)
+    for path in args.merge:
+        added = merge_records(result, previous_results(Path(path))["layer_pruning"])
+        print(f"{path}: {added} records added", file=sys.stderr)
+    finish(result, out, args)
+
+
+def merge_records(result: dict, records: list[dict]) -> int:
+    """Add ``records`` that ``result`` lacks (same checkpoint only); return how many were added."""
+    added = 0
+    for r in records:
+        same_checkpoint = result["curve"].get(r["model"], {}).get("model_sha") == r.get("model_sha")
+        if same_checkpoint and find(result, r["model"], r["method"], r["blocks_count"], r["seed"],
+                                    r["finetune_epochs"]) is None:
+            result["layer_pruning"].append(r)
+            added += 1
+    return added
 
 
 def model_name(spec: str) -> str:
@@ -279,6 +320,8 @@ def prune_by_counts(result, out, model, name, sha, curve, removable, acc_origina
     flagged = len(curve.redundant(removable, threshold=args.threshold))
     adaptation = "least_squares" if plain_block_table(model) else "shortcut"
     for count in counts_to_try(len(removable), args.max_blocks):
+        if args.counts and count not in args.counts:
+            continue
         for method, blocks, seed in choices(model, count, curve, removable, cka, args):
             if find(result, name, method, count, seed, args.finetune_epochs) is not None:
                 continue
