@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.errors import ModelError
+from neurotomy.models.residual import ResidualForm, residual_forms
 from neurotomy.models.transformer import block_forms, transformer_blocks
 from neurotomy.probe import Probe
 
@@ -110,28 +111,42 @@ def execution_order(model: nn.Module, inputs: torch.Tensor, modules: list[str] |
     return list(dict.fromkeys(ran))
 
 
-def residual_blocks(model: nn.Module) -> list[str]:
-    """Names of residual blocks: modules with a ``shortcut`` or ``downsample`` branch (our
-    CIFAR ResNets, torchvision ResNets) or a ``use_residual`` flag (our MobileNetV2)."""
-    names = []
+def residual_table(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict[str, ResidualForm]:
+    """The residual blocks by name, in module order, with the shortcut each keeps when removed.
+
+    Measured by what each module computes (:func:`~neurotomy.models.residual.residual_forms`: one
+    forward pass at ``input_shape``, default the model's recorded one). A model with no input shape
+    is read by its attributes instead: a ``shortcut`` or ``downsample`` branch (our CIFAR ResNets,
+    torchvision ResNets) or a ``use_residual`` flag (our MobileNetV2); that reading misses
+    torchvision's MobileNet, EfficientNet, ConvNeXt and RegNet blocks.
+
+    Example:
+        >>> from neurotomy.models import build_model
+        >>> table = residual_table(build_model("resnet20", 1, 10, 28))
+        >>> list(table)[:4], table["layer2.0"].shortcut, table["layer2.0"].downsampling
+        (['layer1.0', 'layer1.1', 'layer1.2', 'layer2.0'], 'layer2.0.shortcut', True)
+    """
+    shape = input_shape or model_input_shape(model)
+    if shape is not None:
+        return residual_forms(model, shape)
+    table = {}
     for name, module in model.named_modules():
         if name and (hasattr(module, "shortcut") or hasattr(module, "downsample")
                      or getattr(module, "use_residual", False)):
-            names.append(name)
-    return names
+            branch = next((attr for attr in ("shortcut", "downsample") if _transforms(getattr(module, attr, None))),
+                          None)
+            table[name] = ResidualForm(name, f"{name}.{branch}" if branch else None, True)
+    return table
 
 
-def block_shortcut(block: nn.Module) -> nn.Module | None:
-    """The block's shortcut branch if it transforms its input, else None (identity)."""
-    for attr in ("shortcut", "downsample"):
-        branch = getattr(block, attr, None)
-        if isinstance(branch, nn.Module) and not isinstance(branch, nn.Identity) and len(list(branch.parameters())):
-            return branch
-    return None
+def _transforms(branch) -> bool:
+    """A shortcut branch that changes its input: a module with weights (an identity has none)."""
+    return isinstance(branch, nn.Module) and not isinstance(branch, nn.Identity) and any(True for _ in branch.parameters())
 
 
-def is_downsampling(block: nn.Module) -> bool:
-    return block_shortcut(block) is not None
+def residual_blocks(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
+    """Names of the residual blocks (:func:`residual_table`)."""
+    return list(residual_table(model, input_shape))
 
 
 @dataclass(frozen=True)
@@ -239,10 +254,11 @@ def plain_blocks(model: nn.Module) -> list[str]:
     return list(plain_block_table(model))
 
 
-def layer_blocks(model: nn.Module) -> list[str]:
+def layer_blocks(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
     """The blocks layer pruning can remove: residual blocks and transformer blocks
     (:func:`~neurotomy.models.transformer.transformer_blocks`), in module order, or in a plain network
-    its conv blocks. A residual module that holds transformer blocks or sits inside one (a Swin stage
+    its conv blocks (residual blocks measured at ``input_shape``, default the model's: :func:`residual_table`).
+    A residual module that holds transformer blocks or sits inside one (a Swin stage
     with its patch merging) is left out: the transformer blocks are the units.
 
     Example:
@@ -252,9 +268,9 @@ def layer_blocks(model: nn.Module) -> list[str]:
     """
     transformer = transformer_blocks(model)
     if not transformer:
-        return residual_blocks(model) or plain_blocks(model)
+        return residual_blocks(model, input_shape) or plain_blocks(model)
     nested = tuple(f"{t}." for t in transformer)
-    residual = [b for b in residual_blocks(model) if not b.startswith(nested)
+    residual = [b for b in residual_blocks(model, input_shape) if not b.startswith(nested)
                 and not any(t.startswith(f"{b}.") for t in transformer)]
     chosen = set(transformer) | set(residual)
     return [name for name, _ in model.named_modules() if name in chosen]
@@ -271,21 +287,21 @@ def removable_blocks(model: nn.Module, keep_downsampling: bool = True) -> list[s
     plain network the blocks that change the channel count). Transformer blocks count when they are
     residual (:class:`~neurotomy.models.transformer.BlockForm`), measured at the model's input shape
     when it carries one (else every transformer block; removal checks again)."""
-    modules = dict(model.named_modules())
     transformer = transformer_blocks(model)
     if transformer:
         shape = model_input_shape(model)
         forms = block_forms(model, shape, transformer) if shape is not None else {}
         residual = {t for t in transformer if t not in forms or forms[t].residual}
+        table = residual_table(model)
         return [b for b in layer_blocks(model) if b in residual or (
-            b not in transformer and not (keep_downsampling and is_downsampling(modules[b])))]
-    residual = residual_blocks(model)
+            b not in transformer and not (keep_downsampling and table[b].downsampling))]
+    residual = residual_table(model)
     if residual:
-        return [b for b in residual if not (keep_downsampling and is_downsampling(modules[b]))]
+        return [b for b, form in residual.items() if not (keep_downsampling and form.downsampling)]
     return [name for name, block in plain_block_table(model).items()
             if not (keep_downsampling and block.changes_channels)]
 
 
-__all__ = ["PlainBlock", "block_input_module", "block_shortcut", "classifier_layer", "eval_mode", "execution_order",
-           "is_downsampling", "layer_blocks", "model_input_shape", "num_classes_of", "plain_block_table",
-           "plain_blocks", "removable_blocks", "require_input_shape", "residual_blocks", "set_submodule"]
+__all__ = ["PlainBlock", "block_input_module", "classifier_layer", "eval_mode", "execution_order", "layer_blocks",
+           "model_input_shape", "num_classes_of", "plain_block_table", "plain_blocks", "removable_blocks",
+           "require_input_shape", "residual_blocks", "residual_table", "set_submodule"]

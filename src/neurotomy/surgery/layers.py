@@ -65,8 +65,8 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches
 from neurotomy.device import model_device, to_device
 from neurotomy.errors import CheckpointError, PruningError
-from neurotomy.models.anatomy import (block_shortcut, eval_mode, layer_blocks, model_input_shape, plain_block_table,
-                                      residual_blocks, set_submodule)
+from neurotomy.models.anatomy import (eval_mode, layer_blocks, model_input_shape, plain_block_table, residual_blocks,
+                                      residual_table, set_submodule)
 from neurotomy.models.transformer import block_forms, transformer_blocks
 from neurotomy.probe import Probe
 from neurotomy.surgery.recipe import RECIPE_OPS, Replay
@@ -91,17 +91,16 @@ def _reading(layer: nn.Module, inputs: int) -> nn.Module:
     return new
 
 
-def remove_block_in_place(model: nn.Module, name: str) -> str | None:
+def remove_block_in_place(model: nn.Module, name: str, input_shape: tuple[int, ...] | None = None) -> str | None:
     """Remove block ``name``: a residual block becomes its shortcut (down-sampling) or the identity;
     a transformer block becomes the identity (checked residual by :func:`remove_blocks`, not here);
     a plain block's conv, norm and activation become identities and its successor is resized to
     read the block's input channels (zeroed when resized: its weights are to be refit or loaded).
     Returns a plain block's successor, None for a residual or transformer block."""
-    if name in residual_blocks(model):
-        block = model.get_submodule(name)
-        if not isinstance(block, nn.Identity):
-            shortcut = block_shortcut(block)
-            set_submodule(model, name, shortcut if shortcut is not None else nn.Identity())
+    residual = residual_table(model, input_shape).get(name)
+    if residual is not None:
+        shortcut = residual.shortcut
+        set_submodule(model, name, model.get_submodule(shortcut) if shortcut is not None else nn.Identity())
         return None
     if name in transformer_blocks(model):
         set_submodule(model, name, nn.Identity())
@@ -126,7 +125,7 @@ def _replay_remove_block(replay: Replay, step: dict) -> None:
     if expected is not None and (plain is None or plain.successor != expected):
         raise CheckpointError(f"surgery recipe removes block {step['layer']!r} whose successor it names "
                               f"{str(expected)[:60]!r}, which this model does not have; the checkpoint is corrupt")
-    remove_block_in_place(replay.model, step["layer"])
+    remove_block_in_place(replay.model, step["layer"], replay.input_shape)
     replay.cache.clear()  # the module structure changed: a traced graph is stale
 
 
@@ -281,20 +280,20 @@ def remove_blocks(model: nn.Module, names: list[str], data: Dataset | None = Non
     Transformer blocks are checked residual first, by a forward pass at ``input_shape`` (default:
     the model's, else the first image of ``data``), and become identities.
     """
-    blocks = layer_blocks(model)
+    shape = input_shape or model_input_shape(model, data)
+    blocks = layer_blocks(model, shape)
     unknown = [n for n in names if n not in blocks]
     if unknown:
         raise PruningError(f"{unknown[0]!r} is not a residual block, transformer block or conv block; blocks: "
                            f"{', '.join(blocks) or 'none'}")
     if len(set(names)) != len(names):
         raise PruningError(f"blocks to remove are listed twice: {', '.join(names)}; name each once")
-    shape = input_shape or model_input_shape(model, data)
-    transformer = [n for n in names if n in set(transformer_blocks(model)) - set(residual_blocks(model))]
+    transformer = [n for n in names if n in set(transformer_blocks(model)) - set(residual_blocks(model, shape))]
     _check_transformer_blocks(model, transformer, shape)
     slim = copy.deepcopy(model)
     steps = []
     for name in names:
-        successor = remove_block_in_place(slim, name)
+        successor = remove_block_in_place(slim, name, shape)
         steps.append({"op": "remove_block", "layer": name} if successor is None else
                      {"op": "remove_block", "layer": name, "successor": successor,
                       "adapted": "none" if data is None else "least_squares"})
