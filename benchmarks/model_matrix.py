@@ -12,7 +12,11 @@ add and a concat):
 * **reload** — ``save_checkpoint`` then ``load_model``: ``reload_max_diff``, the largest absolute
   difference of the logits against the pruned model in memory (two random images);
 * **explaining** — ``gradcam``, ``gradient`` and ``pathway`` on the reloaded model (``explain_ok``
-  when all three run and give finite maps; each method's error is recorded otherwise).
+  when all three run and give finite maps; each method's error is recorded otherwise);
+* **layer pruning** — ``layer_blocks`` and ``removable_blocks`` (the blocks :mod:`neurotomy.models.anatomy`
+  finds), the last two removable ones removed from the unpruned model, saved and reloaded:
+  ``layers_ok`` when the reloaded model's logits are within 1e-5 of the cut model's (``layers_reload_max_diff``);
+  null for a model with no removable block (DenseNet, ShuffleNet, GoogLeNet: no residual sum).
 
 Run (2 shared cores: one model at a time, a few minutes in all)::
 
@@ -36,10 +40,12 @@ import torch
 from neurotomy import load_model, save_checkpoint
 from neurotomy.explain import attribute
 from neurotomy.files import write_json
+from neurotomy.models.anatomy import layer_blocks, removable_blocks
 from neurotomy.models.summary import layer_table
 from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import prune_filters
+from neurotomy.surgery.layers import remove_blocks
 
 TORCHVISION = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "regnet_x_400mf",
                "resnext50_32x4d", "mnasnet0_5", "densenet121", "shufflenet_v2_x0_5", "googlenet"]
@@ -110,9 +116,30 @@ def run_model(spec: str, source: str, size: int, work: Path) -> dict:
             explain[method] = "ok" if bool(torch.isfinite(maps).all()) else "non-finite map"
         except Exception as exc:
             explain[method] = one_line(exc)
-    record.update(explain=explain, explain_ok=all(v == "ok" for v in explain.values()),
+    record.update(explain=explain, explain_ok=all(v == "ok" for v in explain.values()))
+    record.update(layer_pruning(model, shape, work / f"{source}_{record['name'].replace(':', '_')}_layers"),
                   seconds=round(time.perf_counter() - start, 1))
     return record
+
+
+def layer_pruning(model: torch.nn.Module, shape: tuple[int, ...], path: Path) -> dict:
+    """The blocks found, and the last two removable ones removed, saved and reloaded."""
+    try:
+        blocks, removable = layer_blocks(model), removable_blocks(model)
+    except Exception as exc:
+        return {"layers_ok": False, "layers_error": one_line(exc)}
+    found = {"layer_blocks": len(blocks), "removable_blocks": len(removable)}
+    if not removable:
+        return {**found, "layers_ok": None}
+    try:
+        cut = remove_blocks(model, removable[-2:])
+        reloaded = load_model(save_checkpoint(cut, path.with_suffix(".safetensors")))
+        x = torch.randn(2, *shape)
+        with torch.no_grad():
+            diff = float((reloaded(x) - cut.eval()(x)).abs().max())
+        return {**found, "blocks_removed": removable[-2:], "layers_reload_max_diff": diff, "layers_ok": diff <= 1e-5}
+    except Exception as exc:
+        return {**found, "blocks_removed": removable[-2:], "layers_ok": False, "layers_error": one_line(exc)}
 
 
 def main() -> None:
@@ -143,7 +170,9 @@ def main() -> None:
                "prune_ok": sum(bool(r.get("prune_ok")) for r in records),
                "reload_exact_1e-5": sum((r.get("reload_max_diff") is not None and r["reload_max_diff"] <= 1e-5)
                                         for r in records),
-               "explain_ok": sum(bool(r.get("explain_ok")) for r in records)}
+               "explain_ok": sum(bool(r.get("explain_ok")) for r in records),
+               "with_removable_blocks": sum(bool(r.get("removable_blocks")) for r in records),
+               "layers_ok": sum(r.get("layers_ok") is True for r in records)}
     write_json(args.out, {"benchmark": "model_matrix", "input_size": args.size, "num_classes": 10,
                           "criterion": "l1", "target_macs_reduction": 0.5, "summary": summary,
                           "records": records, **end_stamp(stamp)})
