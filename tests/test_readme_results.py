@@ -149,3 +149,28 @@ def test_the_best_recipe_is_judged_on_the_mean_over_its_seeds(readme_results):
     rows.clear()
     readme_results.recipe_claim({}, claim, verdict)
     assert rows == []
+
+
+def test_held_out_seeds_of_the_chosen_recipe_are_stated_apart_and_count_in_the_verdict(readme_results):
+    """Runs named ``…_heldout`` were made after the choice: they cannot win it, and they can lose it."""
+    def run(seed, loss, lr=0.01):
+        return {"settings": {"seed": seed, "finetune": {"lr": lr}},
+                "summary": {"macs_targets": {"0.85": {"ours_loss_pts": loss}}}}
+
+    rows = []
+
+    def claim(text, source, target, ours, held):
+        rows.append((ours, held))
+
+    def verdict(all_held, some_held=False):
+        return "yes" if all_held else ("in part" if some_held else "no")
+
+    runs = {"a": run(0, 1.45), "a_seed1": run(1, 1.45), "c": run(0, 1.56, lr=0.005), "c_seed1": run(1, 1.54, lr=0.005),
+            # a lucky held-out run of the losing recipe takes no part
+            "c_seed2_heldout": run(2, 0.5, lr=0.005),
+            "a_seed2_heldout": run(2, 1.7), "a_seed3_heldout": run(3, 1.6)}
+    readme_results.recipe_claim(runs, claim, verdict)
+    assert rows == [("`a` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.45 pt, "
+                     "seed 1: 1.45 pt; mean 1.45 pt, sd 0.00; fresh seeds run after the choice: seed 2: 1.70 pt, "
+                     "seed 3: 1.60 pt; mean over all 4 seeds 1.55 pt, sd 0.12 (also with 2 seeds: `c`: mean 1.55 pt)",
+                     "in part")]
