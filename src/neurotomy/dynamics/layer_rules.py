@@ -60,7 +60,12 @@ def _counted(model: nn.Module, rule: str, count: int | None) -> list[str]:
     if count is None:
         raise PruningError(f"layer method {rule!r} needs a number of blocks: give --blocks N")
     if count > len(candidates):
-        raise PruningError(f"cannot remove {count} blocks: only {len(candidates)} are removable")
+        if not candidates:
+            raise PruningError("the model has no removable block: no residual block (a module that adds its input to "
+                               "a branch), transformer block, or plain conv block whose activation a module of its "
+                               "own returns; prune filters instead (--criterion, --target-macs)")
+        raise PruningError(f"cannot remove {count} blocks: only {len(candidates)} are removable "
+                           f"({', '.join(candidates)})")
     return candidates
 
 

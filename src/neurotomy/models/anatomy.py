@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from neurotomy.errors import ModelError
+from neurotomy.models.plain import CHANNELWISE, PlainBlock, keeps_size, traced_plain_blocks
 from neurotomy.models.residual import ResidualForm, residual_forms
 from neurotomy.models.transformer import block_forms, transformer_blocks
 from neurotomy.probe import Probe
@@ -149,42 +149,7 @@ def residual_blocks(model: nn.Module, input_shape: tuple[int, ...] | None = None
     return list(residual_table(model, input_shape))
 
 
-@dataclass(frozen=True)
-class PlainBlock:
-    """A conv block of a plain network (no shortcut): ``conv`` (+ ``norm``) + an activation.
-
-    It is named by its activation — the block's output, the layer a modularity curve probes — and
-    ``successor`` is the next layer with weights that reads it (a conv, or the classifier after
-    global pooling): removing the block changes what the successor sees, so the successor must be
-    adapted (:mod:`neurotomy.surgery.layers`)."""
-
-    name: str
-    conv: str
-    norm: str | None
-    successor: str
-    in_channels: int
-    out_channels: int
-
-    @property
-    def changes_channels(self) -> bool:
-        """The plain counterpart of a down-sampling block: its output is not shaped like its input."""
-        return self.in_channels != self.out_channels
-
-
-# modules that act on each channel alone and hold no weights: a block's output may pass them on
-# the way to its successor (VGG's max-pools; global pooling and flattening before a classifier)
-_CHANNELWISE = (nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
-                nn.Dropout, nn.Dropout2d)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6)
-
-
-def _keeps_size(conv: nn.Module) -> bool:
-    """A dense conv whose output has its input's height and width (3×3, stride 1, padding 1)."""
-    if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.padding_mode != "zeros":
-        return False
-    kernel = conv.kernel_size
-    same = conv.padding == "same" or conv.padding == tuple(k // 2 for k in kernel)
-    return same and all(k % 2 for k in kernel) and conv.stride == (1, 1) and conv.dilation == (1, 1)
 
 
 def _sequential_children(model: nn.Module) -> Iterator[list[tuple[str, nn.Module]]]:
@@ -201,7 +166,7 @@ def _plain_block_at(children: list[tuple[str, nn.Module]], i: int, next_weighted
     only channel-wise pooling up to a dense conv in the same Sequential — or the classifier, when
     that is the next layer with weights and reads exactly the block's channels."""
     conv = children[i][1]
-    if not _keeps_size(conv) or not any(isinstance(m, nn.Conv2d) for _, m in children[:i]):
+    if not keeps_size(conv) or not any(isinstance(m, nn.Conv2d) for _, m in children[:i]):
         return None
     j = i + 1
     norm = children[j][0] if j < len(children) and isinstance(children[j][1], nn.BatchNorm2d) else None
@@ -210,7 +175,7 @@ def _plain_block_at(children: list[tuple[str, nn.Module]], i: int, next_weighted
         return None
     act = j
     j += 1
-    while j < len(children) and isinstance(children[j][1], _CHANNELWISE):
+    while j < len(children) and isinstance(children[j][1], CHANNELWISE):
         j += 1
     successor = children[j][0] if j < len(children) else next_weighted.get(norm or children[i][0], "")
     if not (j < len(children) and isinstance(children[j][1], nn.Conv2d) and children[j][1].groups == 1):
@@ -220,11 +185,14 @@ def _plain_block_at(children: list[tuple[str, nn.Module]], i: int, next_weighted
     return PlainBlock(children[act][0], children[i][0], norm, successor, conv.in_channels, conv.out_channels)
 
 
-def plain_block_table(model: nn.Module) -> dict[str, PlainBlock]:
+def plain_block_table(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict[str, PlainBlock]:
     """Every conv block of a plain network (none when the model has residual blocks), by name.
 
-    Found in ``nn.Sequential`` containers (VGG's ``features``, torchvision's too) by their layout;
-    a block counts only when its removal is well defined (see :class:`PlainBlock`).
+    Found by following one forward pass at ``input_shape`` (default the model's recorded one:
+    :func:`~neurotomy.models.plain.traced_plain_blocks`), so torchvision's ``Conv2dNormActivation``
+    stacks and blocks that call ``F.relu`` count too; a model with no input shape is read by its
+    layout in ``nn.Sequential`` containers of bare modules (VGG's ``features``). A block counts only
+    when its removal is well defined (see :class:`~neurotomy.models.plain.PlainBlock`).
 
     Example:
         >>> from neurotomy.models import build_model
@@ -232,14 +200,17 @@ def plain_block_table(model: nn.Module) -> dict[str, PlainBlock]:
         >>> list(table)[:2], table["features.6"].conv, table["features.6"].successor
         (['features.6', 'features.10'], 'features.4', 'features.8')
     """
-    if residual_blocks(model):
+    if residual_blocks(model, input_shape):
         return {}
-    weighted = [n for n, m in model.named_modules() if _own_parameters(m)]
-    next_weighted = dict(zip(weighted, weighted[1:]))
     try:
         classifier: tuple[str, nn.Linear] | None = classifier_layer(model)
     except ModelError:
         classifier = None
+    shape = input_shape or model_input_shape(model)
+    if shape is not None:
+        return traced_plain_blocks(model, shape, classifier[0] if classifier else None)
+    weighted = [n for n, m in model.named_modules() if _own_parameters(m)]
+    next_weighted = dict(zip(weighted, weighted[1:]))
     table = {}
     for children in _sequential_children(model):
         for i in range(len(children)):
@@ -249,9 +220,9 @@ def plain_block_table(model: nn.Module) -> dict[str, PlainBlock]:
     return table
 
 
-def plain_blocks(model: nn.Module) -> list[str]:
+def plain_blocks(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
     """Names of the conv blocks of a plain network (:func:`plain_block_table`)."""
-    return list(plain_block_table(model))
+    return list(plain_block_table(model, input_shape))
 
 
 def layer_blocks(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
@@ -268,7 +239,7 @@ def layer_blocks(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
     """
     transformer = transformer_blocks(model)
     if not transformer:
-        return residual_blocks(model, input_shape) or plain_blocks(model)
+        return residual_blocks(model, input_shape) or plain_blocks(model, input_shape)
     nested = tuple(f"{t}." for t in transformer)
     residual = [b for b in residual_blocks(model, input_shape) if not b.startswith(nested)
                 and not any(t.startswith(f"{b}.") for t in transformer)]

@@ -11,7 +11,7 @@ that the block keeps the stream's shape and is not post-norm (norm(x + f(x)), wh
 hand the next block an unnormalised stream); such a block is refused, by name
 (:func:`~neurotomy.models.transformer.block_forms`).
 
-A plain block (conv + BN + ReLU in a VGG, :class:`~neurotomy.models.anatomy.PlainBlock`) has no
+A plain block (conv + BN + ReLU in a VGG, :class:`~neurotomy.models.plain.PlainBlock`) has no
 shortcut to fall back on: removing it hands the block's *input* to its successor (the next conv, or
 the classifier). Without data the successor is kept as it is — the block simply becomes the
 identity, which needs a block that keeps its channel count. With data the successor is refit by
@@ -105,7 +105,7 @@ def remove_block_in_place(model: nn.Module, name: str, input_shape: tuple[int, .
     if name in transformer_blocks(model):
         set_submodule(model, name, nn.Identity())
         return None
-    plain = plain_block_table(model).get(name)
+    plain = plain_block_table(model, input_shape).get(name)
     if plain is None:
         raise PruningError(f"{name!r} is not a residual block, transformer block or conv block of this model; blocks: "
                            f"{', '.join(layer_blocks(model)) or 'none'}")
@@ -121,7 +121,7 @@ def remove_block_in_place(model: nn.Module, name: str, input_shape: tuple[int, .
 @RECIPE_OPS.register("remove_block")
 def _replay_remove_block(replay: Replay, step: dict) -> None:
     expected = step.get("successor")
-    plain = plain_block_table(replay.model).get(step["layer"])
+    plain = plain_block_table(replay.model, replay.input_shape).get(step["layer"])
     if expected is not None and (plain is None or plain.successor != expected):
         raise CheckpointError(f"surgery recipe removes block {step['layer']!r} whose successor it names "
                               f"{str(expected)[:60]!r}, which this model does not have; the checkpoint is corrupt")
@@ -298,9 +298,10 @@ def remove_blocks(model: nn.Module, names: list[str], data: Dataset | None = Non
                      {"op": "remove_block", "layer": name, "successor": successor,
                       "adapted": "none" if data is None else "least_squares"})
     modules, order = dict(slim.named_modules()), [n for n, _ in model.named_modules()]
-    successors = sorted({s["successor"] for s in steps if "successor" in s} - {n for n, m in modules.items()
-                                                                             if isinstance(m, nn.Identity)},
-                        key=order.index)
+    # a successor that was itself removed later — an identity now, or gone with the wrapper block
+    # that held it — reads nothing to refit
+    successors = sorted({s["successor"] for s in steps if "successor" in s and s["successor"] in modules
+                         and not isinstance(modules[s["successor"]], nn.Identity)}, key=order.index)
     if data is None:
         resized = [s for s in successors if _input_size(modules[s]) != _input_size(model.get_submodule(s))]
         if resized:
