@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from neurotomy.device import model_device
 from neurotomy.models.activations import ACTIVATION_FUNCTIONS
+from neurotomy.models.structure_cache import cached
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,18 @@ class _Calls(TorchFunctionMode):
         return None
 
 
-@torch.no_grad()
-def traced_plain_blocks(model: nn.Module, input_shape: tuple[int, ...], classifier: str | None) -> dict[str, PlainBlock]:
+def traced_plain_blocks(model: nn.Module, input_shape: tuple[int, ...],
+                        classifier: str | None) -> dict[str, PlainBlock]:
     """The plain blocks of ``model`` in execution order, found in one forward pass on a blank input
     of ``input_shape`` (in eval mode; the caller's mode is restored). ``classifier``: the name of
-    the final Linear, a successor when it reads exactly the block's channels."""
+    the final Linear, a successor when it reads exactly the block's channels. Remembered until the
+    model's modules change (:func:`~neurotomy.models.structure_cache.cached`)."""
+    return dict(cached(model, f"plain_blocks:{classifier}", input_shape,
+                       lambda: _trace(model, tuple(input_shape), classifier)))
+
+
+@torch.no_grad()
+def _trace(model: nn.Module, input_shape: tuple[int, ...], classifier: str | None) -> dict[str, PlainBlock]:
     calls = _Calls()
     ran: list[tuple[int, str, nn.Module, torch.Tensor, torch.Tensor]] = []  # (step, name, module, input, output)
 

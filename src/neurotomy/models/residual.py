@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from neurotomy.device import model_device
 from neurotomy.models.activations import ACTIVATION_FUNCTIONS
+from neurotomy.models.structure_cache import cached
 
 _SUMS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
 
@@ -161,21 +161,15 @@ def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Residu
             if not any(other.startswith(name + ".") for other in found)}
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def residual_forms(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ResidualForm]:
     """The residual blocks of ``model`` in module order, measured by one forward pass on a blank
-    input of ``input_shape`` (in eval mode; the caller's mode is restored). Remembered per model
-    until its modules change (surgery replaces them) or another shape is asked."""
-    key = (tuple(input_shape), tuple((name, type(m)) for name, m in model.named_modules()))
-    cached = _CACHE.get(model)
-    if cached is None or cached[0] != key:
+    input of ``input_shape`` (in eval mode; the caller's mode is restored), remembered until the
+    model's modules change (:func:`~neurotomy.models.structure_cache.cached`)."""
+    def measure() -> dict[str, ResidualForm]:
         found = _measure(model, tuple(input_shape))
-        order = [name for name, _ in model.named_modules()]
-        cached = (key, {name: found[name] for name in order if name in found})
-        _CACHE[model] = cached
-    return dict(cached[1])
+        return {name: found[name] for name, _ in model.named_modules() if name in found}
+
+    return dict(cached(model, "residual_forms", input_shape, measure))
 
 
 __all__ = ["ResidualForm", "residual_forms"]
