@@ -108,7 +108,7 @@ def remove_block_in_place(model: nn.Module, name: str, input_shape: tuple[int, .
     plain = plain_block_table(model, input_shape).get(name)
     if plain is None:
         raise PruningError(f"{name!r} is not a residual block, transformer block or conv block of this model; blocks: "
-                           f"{', '.join(layer_blocks(model)) or 'none'}")
+                           f"{', '.join(layer_blocks(model, input_shape)) or 'none'}")
     for part in (plain.conv, plain.norm, plain.name):
         if part is not None:
             set_submodule(model, part, nn.Identity())
