@@ -87,3 +87,13 @@ def test_function_probe_sees_calls_outside_the_given_modules_only_and_leaves_no_
             raise RuntimeError("boom")
     assert not relu._forward_hooks and not relu._forward_pre_hooks
     assert torch.nn.functional.relu(torch.tensor([-1.0])).item() == 0.0  # the mode is off again
+
+
+def test_on_enter_sees_each_call_start_before_what_runs_inside():
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), nn.Linear(2, 1))
+    events = []
+    with Probe(model, ["0", "0.0", "1"], on_enter=lambda name, module, inputs: events.append(("start", name)),
+               on_module=lambda name, module, inputs, output: events.append(("end", name))):
+        model(torch.zeros(1, 2))
+    assert events == [("start", "0"), ("start", "0.0"), ("end", "0.0"), ("end", "0"), ("start", "1"), ("end", "1")]
+    assert not model[0]._forward_pre_hooks and not model[1]._forward_hooks

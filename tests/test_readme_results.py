@@ -118,59 +118,48 @@ def test_a_recipe_run_is_stated_with_its_own_figures(readme_results, tmp_path):
     assert readme_results.recipes_sentence({}) == ""
 
 
-def test_the_best_recipe_is_judged_on_the_mean_over_its_seeds(readme_results):
-    """The best recipe is picked on the test set, so one lucky seed below 1.5 pt is 'in part'; the
-    verdict is the mean over the seeds that recipe ran with."""
-    def run(seed, loss, lr=0.01):
-        return {"settings": {"seed": seed, "finetune": {"lr": lr}},
-                "summary": {"macs_targets": {"0.85": {"ours_loss_pts": loss}}}}
+def recipe_run(seed: int, loss: float, lr: float = 0.01) -> dict:
+    """A pruning_budget_recipes results file, reduced to what recipe_claim reads."""
+    return {"settings": {"seed": seed, "finetune": {"lr": lr}},
+            "summary": {"macs_targets": {"0.85": {"ours_loss_pts": loss}}}}
 
+
+def claim_rows(readme_results, recipes: dict) -> list[tuple[str, str]]:
+    """recipe_claim's (ours, held) for ``recipes``."""
     rows = []
-
-    def claim(text, source, target, ours, held):
-        rows.append((ours, held))
 
     def verdict(all_held, some_held=False):
         return "yes" if all_held else ("in part" if some_held else "no")
 
-    readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "b": run(0, 1.4, lr=0.02)}, claim, verdict)
+    readme_results.recipe_claim(recipes, lambda text, source, target, ours, held: rows.append((ours, held)), verdict)
+    return rows
+
+
+def test_the_best_recipe_is_judged_on_the_mean_over_its_seeds(readme_results):
+    """The best recipe is picked on the test set, so one lucky seed below 1.5 pt is 'in part'; the
+    verdict is the mean over the seeds that recipe ran with."""
+    run = recipe_run
     # b's single seed is lower still, but only recipes run with the most seeds compete
-    assert rows == [("`a` (best by its mean of 2 recipes in 3 runs, chosen on the test set): seed 0: 1.45 pt, "
-                     "seed 1: 1.75 pt; mean 1.60 pt, sd 0.21", "in part")]
-    rows.clear()
+    assert claim_rows(readme_results, {"a": run(0, 1.45), "a_seed1": run(1, 1.75), "b": run(0, 1.4, lr=0.02)}) == [
+        ("`a` (best by its mean of 2 recipes in 3 runs, chosen on the test set): seed 0: 1.45 pt, seed 1: 1.75 pt; "
+         "mean 1.60 pt, sd 0.21", "in part")]
     # of two recipes with two seeds each, the lower mean wins, not the luckier seed; the other is named
-    readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.75), "c": run(0, 1.56, lr=0.005),
-                                 "c_seed1": run(1, 1.54, lr=0.005)}, claim, verdict)
-    assert rows == [("`c` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.56 pt, "
-                     "seed 1: 1.54 pt; mean 1.55 pt, sd 0.01 (also with 2 seeds: `a`: mean 1.60 pt)", "no")]
-    rows.clear()
-    readme_results.recipe_claim({"a": run(0, 1.45), "a_seed1": run(1, 1.35)}, claim, verdict)
-    assert rows[0][1] == "yes"
-    rows.clear()
-    readme_results.recipe_claim({}, claim, verdict)
-    assert rows == []
+    assert claim_rows(readme_results, {"a": run(0, 1.45), "a_seed1": run(1, 1.75), "c": run(0, 1.56, lr=0.005),
+                                       "c_seed1": run(1, 1.54, lr=0.005)}) == [
+        ("`c` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.56 pt, seed 1: 1.54 pt; "
+         "mean 1.55 pt, sd 0.01 (also with 2 seeds: `a`: mean 1.60 pt)", "no")]
+    assert claim_rows(readme_results, {"a": run(0, 1.45), "a_seed1": run(1, 1.35)})[0][1] == "yes"
+    assert claim_rows(readme_results, {}) == []
 
 
 def test_held_out_seeds_of_the_chosen_recipe_are_stated_apart_and_count_in_the_verdict(readme_results):
     """Runs named ``…_heldout`` were made after the choice: they cannot win it, and they can lose it."""
-    def run(seed, loss, lr=0.01):
-        return {"settings": {"seed": seed, "finetune": {"lr": lr}},
-                "summary": {"macs_targets": {"0.85": {"ours_loss_pts": loss}}}}
-
-    rows = []
-
-    def claim(text, source, target, ours, held):
-        rows.append((ours, held))
-
-    def verdict(all_held, some_held=False):
-        return "yes" if all_held else ("in part" if some_held else "no")
-
+    run = recipe_run
     runs = {"a": run(0, 1.45), "a_seed1": run(1, 1.45), "c": run(0, 1.56, lr=0.005), "c_seed1": run(1, 1.54, lr=0.005),
             # a lucky held-out run of the losing recipe takes no part
             "c_seed2_heldout": run(2, 0.5, lr=0.005),
             "a_seed2_heldout": run(2, 1.7), "a_seed3_heldout": run(3, 1.6)}
-    readme_results.recipe_claim(runs, claim, verdict)
-    assert rows == [("`a` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.45 pt, "
-                     "seed 1: 1.45 pt; mean 1.45 pt, sd 0.00; fresh seeds run after the choice: seed 2: 1.70 pt, "
-                     "seed 3: 1.60 pt; mean over all 4 seeds 1.55 pt, sd 0.12 (also with 2 seeds: `c`: mean 1.55 pt)",
-                     "in part")]
+    assert claim_rows(readme_results, runs) == [
+        ("`a` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.45 pt, seed 1: 1.45 pt; "
+         "mean 1.45 pt, sd 0.00; fresh seeds run after the choice: seed 2: 1.70 pt, seed 3: 1.60 pt; mean over all 4 "
+         "seeds 1.55 pt, sd 0.12 (also with 2 seeds: `c`: mean 1.55 pt)", "in part")]

@@ -33,6 +33,7 @@ from neurotomy.errors import ModelError
 OutputCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
 GradCallback = Callable[[str, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 ModuleCallback = Callable[[str, nn.Module, tuple, torch.Tensor], None]
+EnterCallback = Callable[[str, nn.Module, tuple], None]
 
 
 def resolve_layers(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
@@ -51,13 +52,15 @@ class Probe:
     ``on_output(name, output)`` sees each forward output and may return a replacement;
     ``on_module(name, module, inputs, output)`` sees the module and its inputs too;
     ``on_grad(name, output, grad)`` sees the gradient of the loss w.r.t. that output and may
-    return a replacement, which is what flows on to the layers below.
+    return a replacement, which is what flows on to the layers below;
+    ``on_enter(name, module, inputs)`` sees each call start (what runs inside it comes after).
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], on_output: OutputCallback | None = None,
-                 on_grad: GradCallback | None = None, on_module: ModuleCallback | None = None) -> None:
+                 on_grad: GradCallback | None = None, on_module: ModuleCallback | None = None,
+                 on_enter: EnterCallback | None = None) -> None:
         self.modules = resolve_layers(model, layers)
-        self.on_output, self.on_grad, self.on_module = on_output, on_grad, on_module
+        self.on_output, self.on_grad, self.on_module, self.on_enter = on_output, on_grad, on_module, on_enter
         self._handles: list = []
 
     def _forward_hook(self, name: str):
@@ -76,6 +79,9 @@ class Probe:
     def __enter__(self) -> "Probe":
         try:
             for name, module in self.modules.items():
+                if self.on_enter is not None:
+                    self._handles.append(module.register_forward_pre_hook(
+                        lambda module, inputs, name=name: self.on_enter(name, module, inputs)))
                 self._handles.append(module.register_forward_hook(self._forward_hook(name)))
         except BaseException:
             self.remove()

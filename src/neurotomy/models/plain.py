@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from neurotomy.device import model_device
 from neurotomy.models.activations import ACTIVATION_FUNCTIONS
-from neurotomy.models.structure_cache import cached
+from neurotomy.models.blank_pass import blank_pass, cached
+from neurotomy.probe import Probe
 
 
 @dataclass(frozen=True)
@@ -111,35 +111,22 @@ def traced_plain_blocks(model: nn.Module, input_shape: tuple[int, ...],
     """The plain blocks of ``model`` in execution order, found in one forward pass on a blank input
     of ``input_shape`` (in eval mode; the caller's mode is restored). ``classifier``: the name of
     the final Linear, a successor when it reads exactly the block's channels. Remembered until the
-    model's modules change (:func:`~neurotomy.models.structure_cache.cached`)."""
+    model's modules change (:func:`~neurotomy.models.blank_pass.cached`)."""
     return dict(cached(model, f"plain_blocks:{classifier}", input_shape,
                        lambda: _trace(model, tuple(input_shape), classifier)))
 
 
-@torch.no_grad()
 def _trace(model: nn.Module, input_shape: tuple[int, ...], classifier: str | None) -> dict[str, PlainBlock]:
     calls = _Calls()
     ran: list[tuple[int, str, nn.Module, torch.Tensor, torch.Tensor]] = []  # (step, name, module, input, output)
 
-    def finished(name: str):
-        def hook(module, inputs, output):
-            if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
-                ran.append((calls.step, name, module, inputs[0], output))
-                calls.held.append((inputs[0], output))
-        return hook
+    def finished(name: str, module: nn.Module, inputs: tuple, output) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            ran.append((calls.step, name, module, inputs[0], output))
+            calls.held.append((inputs[0], output))
 
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    blank = torch.zeros(1, *input_shape, device=model_device(model), dtype=dtype)
-    was_training = model.training
-    handles = [module.register_forward_hook(finished(name)) for name, module in model.named_modules() if name]
-    model.eval()
-    try:
-        with calls:
-            model(blank)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    names = [name for name, _ in model.named_modules() if name]
+    blank_pass(model, input_shape, Probe(model, names, on_module=finished), calls)
     return _blocks(ran, calls, classifier)
 
 

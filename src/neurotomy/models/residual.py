@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from neurotomy.device import model_device
 from neurotomy.models.activations import ACTIVATION_FUNCTIONS
-from neurotomy.models.structure_cache import cached
+from neurotomy.models.blank_pass import blank_pass, cached
+from neurotomy.probe import Probe
 
 _SUMS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
 
@@ -103,7 +103,6 @@ def _parent(name: str) -> str:
     return name.rpartition(".")[0]
 
 
-@torch.no_grad()
 def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ResidualForm]:
     recorder = _DataflowRecorder()
     calls: dict[str, list[tuple[torch.Tensor, torch.Tensor, str]]] = {}  # children's (input, output, name), by parent
@@ -111,51 +110,33 @@ def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Residu
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules()}
     found: dict[str, ResidualForm] = {}
 
-    def enter(name: str):
-        def hook(module, inputs):
-            started.setdefault(name, []).append(recorder.step)
-        return hook
+    def enter(name: str, module: nn.Module, inputs: tuple) -> None:
+        started.setdefault(name, []).append(recorder.step)
 
-    def leave(name: str):
-        def hook(module, inputs, output):
-            since = started[name].pop()
-            if not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+    def leave(name: str, module: nn.Module, inputs: tuple, output) -> None:
+        since = started[name].pop()
+        if not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            return
+        x = inputs[0]
+        calls.setdefault(_parent(name), []).append((x, output, name))
+        recorder.held.append((x, output))
+        # judged now, while the sum that made the output is the last one recorded for that tensor
+        made = recorder.made_inside(output, since)
+        if name in found or made is None:
+            return
+        total, operands, in_place = made
+        if any(op is x for op in operands) or (in_place and total is x):
+            shortcut = None
+        else:  # an operand one of its own children made from its input; of two such, the cheaper branch
+            branches = [child for child_x, child_out, child in calls.get(name, [])
+                        if child_x is x and any(op is child_out for op in operands)]
+            if not branches:
                 return
-            x = inputs[0]
-            calls.setdefault(_parent(name), []).append((x, output, name))
-            recorder.held.append((x, output))
-            # judged now, while the sum that made the output is the last one recorded for that tensor
-            made = recorder.made_inside(output, since)
-            if name in found or made is None:
-                return
-            total, operands, in_place = made
-            if any(op is x for op in operands) or (in_place and total is x):
-                shortcut = None
-            else:  # an operand one of its own children made from its input; of two such, the cheaper branch
-                branches = [child for child_x, child_out, child in calls.get(name, [])
-                            if child_x is x and any(op is child_out for op in operands)]
-                if not branches:
-                    return
-                shortcut = min(branches, key=lambda child: params[child])
-            found[name] = ResidualForm(name, shortcut, tuple(output.shape) == tuple(x.shape))
-        return hook
+            shortcut = min(branches, key=lambda child: params[child])
+        found[name] = ResidualForm(name, shortcut, tuple(output.shape) == tuple(x.shape))
 
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    blank = torch.zeros(1, *input_shape, device=model_device(model), dtype=dtype)
-    was_training = model.training
-    handles = []
-    model.eval()
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_pre_hook(enter(name)))
-                handles.append(module.register_forward_hook(leave(name), always_call=True))
-        with recorder:
-            model(blank)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    names = [name for name, _ in model.named_modules() if name]
+    blank_pass(model, input_shape, Probe(model, names, on_module=leave, on_enter=enter), recorder)
     # the innermost: a residual module holding another (a stage of one block) is not the unit
     return {name: form for name, form in found.items()
             if not any(other.startswith(name + ".") for other in found)}
@@ -164,7 +145,7 @@ def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Residu
 def residual_forms(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ResidualForm]:
     """The residual blocks of ``model`` in module order, measured by one forward pass on a blank
     input of ``input_shape`` (in eval mode; the caller's mode is restored), remembered until the
-    model's modules change (:func:`~neurotomy.models.structure_cache.cached`)."""
+    model's modules change (:func:`~neurotomy.models.blank_pass.cached`)."""
     def measure() -> dict[str, ResidualForm]:
         found = _measure(model, tuple(input_shape))
         return {name: found[name] for name, _ in model.named_modules() if name in found}
