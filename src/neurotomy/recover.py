@@ -64,16 +64,17 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, images: int = 4096, b
 def finetune(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.01, batch_size: int = 128,
              seed: int = 0, teacher: nn.Module | None = None, quiet: bool = False,
              max_images: int | None = None, on_epoch_end=None, state: RunState | None = None,
-             state_key: str = "finetune", distill_temperature: float = 4.0,
-             distill_alpha: float = 0.5) -> list[dict]:
+             state_key: str = "finetune", distill_temperature: float = 2.0,
+             distill_alpha: float = 0.9) -> list[dict]:
     """Fine-tune in place with SGD + cosine decay from ``lr``; with ``teacher``, distil from it
     (Hinton et al. 2015: KL at ``distill_temperature``, weight ``distill_alpha``, plus the hard-label
-    loss at weight 1 − ``distill_alpha``). With ``state``, each epoch is saved under ``state_key`` and
+    loss at weight 1 − ``distill_alpha``; T 2 and 0.9 lost least at −85 % MACs over 5 seeds, see
+    benchmarks/results/pruning_budget_recipes). With ``state``, each epoch is saved under ``state_key`` and
     an interrupted fine-tune continues from it.
 
     Example::
 
-        finetune(pruned, train, epochs=3, teacher=original, distill_temperature=2.0)
+        finetune(pruned, train, epochs=3, teacher=original)
     """
     epochs = validate.non_negative_int(epochs, "epochs")
     lr = validate.positive_float(lr, "lr")

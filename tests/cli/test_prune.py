@@ -26,7 +26,20 @@ def test_prune_user_errors(tmp_path, capsys):
     assert main(["prune", "zoo:lenet5-digits", "--criterion", "magic", "--ratio", "0.2", "--out", str(out),
                  "--quiet"]) == 2
     assert "unknown criterion" in capsys.readouterr().err
+    assert main(["prune", "zoo:lenet5-digits", "--ratio", "0.2", "--distill", "--distill-alpha", "1.5", "--out",
+                 str(out), "--quiet"]) == 2
+    assert "argument --distill-alpha: expected a fraction in [0, 1]" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_prune_fine_tune_recipe_is_recorded(tmp_path, capsys):
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", "zoo:lenet5-digits", "--ratio", "0.3", "--finetune-epochs", "1", "--distill",
+                 "--distill-temperature", "3", "--distill-alpha", "0.6", "--finetune-batch", "32", "--lr", "0.02",
+                 "--no-latency", "--out", str(out), "--json", "--quiet"]) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert (settings["distill"], settings["distill_temperature"], settings["distill_alpha"]) == (True, 3.0, 0.6)
+    assert (settings["finetune_batch"], settings["finetune_lr"]) == (32, 0.02)
 
 
 def test_score_writes_npz(tmp_path, capsys):

@@ -4,7 +4,7 @@ forced); an interrupted fine-tune resumes from its state to the very weights of 
 import pytest
 import torch
 
-from neurotomy.errors import NeurotomyWarning
+from neurotomy.errors import NeurotomyError, NeurotomyWarning
 from neurotomy.jobs.prune import PruneJob
 from neurotomy.run_state import RunState
 
@@ -17,6 +17,36 @@ def _ruin(model, *args, **kwargs):
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
     return []
+
+
+def test_the_fine_tune_recipe_reaches_finetune(lenet_digits, monkeypatch, one_thread):
+    model, train, test = lenet_digits
+    seen = {}
+
+    def _record(model, data, epochs, **kwargs):
+        seen.update(kwargs, epochs=epochs)
+        return []
+
+    monkeypatch.setattr("neurotomy.jobs.prune.finetune", _record)
+    PruneJob(**JOB, finetune_epochs=2, finetune_lr=0.003, finetune_batch=32, distill=True, distill_temperature=3.0,
+             distill_alpha=0.7, force=True).run(model, train, test)
+    assert (seen["epochs"], seen["lr"], seen["batch_size"]) == (2, 0.003, 32)
+    assert (seen["distill_temperature"], seen["distill_alpha"]) == (3.0, 0.7)
+    assert isinstance(seen["teacher"], torch.nn.Module) and seen["teacher"] is not model
+    seen.clear()
+    PruneJob(**JOB, finetune_epochs=1, force=True).run(model, train, test)
+    # without distill no teacher; the weights default to the recipe that lost least at −85 % MACs
+    assert seen["teacher"] is None and (seen["distill_temperature"], seen["distill_alpha"]) == (2.0, 0.9)
+
+
+@pytest.mark.parametrize("settings, needle", [({"distill_alpha": 1.2}, "distill_alpha"),
+                                              ({"distill_temperature": 0.0}, "distill_temperature"),
+                                              ({"finetune_batch": 0}, "finetune_batch")])
+def test_a_bad_fine_tune_recipe_is_refused_before_any_work(lenet_digits, monkeypatch, settings, needle):
+    model, train, test = lenet_digits
+    monkeypatch.setattr("neurotomy.jobs.prune.evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
+    with pytest.raises(NeurotomyError, match=needle):
+        PruneJob(**JOB, finetune_epochs=1, **settings).run(model, train, test)
 
 
 def test_a_fine_tune_that_lowers_accuracy_is_not_kept_unless_forced(lenet_digits, monkeypatch, one_thread):

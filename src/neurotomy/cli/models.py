@@ -7,7 +7,7 @@ from pathlib import Path
 from neurotomy import validate
 from neurotomy.cli.common import (CHECKPOINT_OUT, DATA, MODEL, OUT_FILE, POSITIVE, RATE, Checked, add_common, add_data,
                                   add_dataset_options, add_workers, data_for, dataset_options, print_json)
-from neurotomy.cli.common import add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.cli.common import add_distill_options, add_model_options, add_resume, load_model_arg, run_state
 from neurotomy.data import SPLITS, dataset_specs
 from neurotomy.distributed import is_main_process
 from neurotomy.errors import ModelError
@@ -42,6 +42,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--label-smoothing", type=Checked(validate.fraction, interval="[0, 1)"), default=0.0)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: autocast forward (fp32 weights)")
     p.add_argument("--teacher", type=MODEL, help="checkpoint or zoo:NAME to distil from while training")
+    add_distill_options(p, temperature=4.0, alpha=0.5)
     p.add_argument("--max-images", type=POSITIVE, default=None)
     add_workers(p)
     p.add_argument("--out", required=True, type=CHECKPOINT_OUT, help="checkpoint file to write (.safetensors)")
@@ -91,7 +92,10 @@ def add_parsers(sub) -> None:
     add_model_options(p)
     p.add_argument("--epochs", type=POSITIVE, default=3)
     p.add_argument("--lr", type=RATE, default=0.01)
+    p.add_argument("--finetune-batch", type=POSITIVE, default=128,
+                   help="fine-tune batch size (--batch-size is the batch that evaluates)")
     p.add_argument("--teacher", type=MODEL, help="checkpoint or zoo:NAME to distil from")
+    add_distill_options(p, temperature=2.0, alpha=0.9)
     add_data(p)
     p.add_argument("--out", required=True, type=CHECKPOINT_OUT)
     add_resume(p)
@@ -134,7 +138,8 @@ def cmd_train(args) -> None:
                          label_smoothing=args.label_smoothing, precision=args.precision,
                          max_images=args.max_images, grad_mask=args.grad_mask,
                          grad_mask_rule=args.grad_mask_rule, grad_mask_tau=args.grad_mask_tau,
-                         grad_mask_q=args.grad_mask_q, grad_mask_sites=args.grad_mask_sites)
+                         grad_mask_q=args.grad_mask_q, grad_mask_sites=args.grad_mask_sites,
+                         distill_temperature=args.distill_temperature, distill_alpha=args.distill_alpha)
     if config.grad_mask:
         GradMaskConfig(config.grad_mask_rule, config.grad_mask_tau, config.grad_mask_q,
                        config.grad_mask_sites)  # a bad value fails here, before any data is read
@@ -219,8 +224,9 @@ def cmd_finetune(args) -> None:
     train, test = data_for(model, args, "train"), data_for(model, args, "test")
     before = evaluate(model, test, quiet=args.quiet)["accuracy"]
     with run_state(args) as state:
-        finetune(model, train, args.epochs, lr=args.lr, seed=args.seed, teacher=teacher, quiet=args.quiet,
-                 max_images=args.max_images, state=state)
+        finetune(model, train, args.epochs, lr=args.lr, batch_size=args.finetune_batch, seed=args.seed,
+                 teacher=teacher, quiet=args.quiet, max_images=args.max_images, state=state,
+                 distill_temperature=args.distill_temperature, distill_alpha=args.distill_alpha)
         after = evaluate(model, test, quiet=args.quiet)
         model.neurotomy_meta.metrics["test"] = {"accuracy": after["accuracy"], "n": after["n"]}
         if is_main_process():

@@ -7,7 +7,7 @@ from pathlib import Path
 from neurotomy import validate
 from neurotomy.cli.common import (CHECKPOINT_OUT, COUNT, MODEL, OUT_DIR, POSITIVE, RATE, SCORES_OUT, Checked,
                                   add_common, add_data, data_for, print_json)
-from neurotomy.cli.common import add_force, add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.cli.common import add_distill_options, add_force, add_model_options, add_resume, load_model_arg, run_state
 from neurotomy.data import SPLITS
 from neurotomy.distributed import is_main_process
 from neurotomy.dynamics.layer_rules import LAYER_RULES
@@ -78,7 +78,10 @@ def add_parsers(sub) -> None:
                    help="soft filter pruning: train this many epochs zeroing the lowest-L2 --ratio per layer")
     p.add_argument("--finetune-epochs", type=COUNT, default=0)
     p.add_argument("--lr", type=RATE, default=0.01, help="fine-tune (and SFP) learning rate")
+    p.add_argument("--finetune-batch", type=POSITIVE, default=128,
+                   help="fine-tune batch size (--batch-size is the batch that scores and evaluates)")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    add_distill_options(p, temperature=2.0, alpha=0.9)
     p.add_argument("--recalibrate-images", type=COUNT, default=4096)
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration")
     p.add_argument("--reconstruct", action="store_true",
@@ -179,7 +182,9 @@ def cmd_prune(args) -> None:
                    scope=args.scope, min_channels=args.min_channels,
                    round_to=args.round_to, inner_only=args.inner_only,
                    ignored_layers=args.ignore, score_images=args.max_images,
-                   finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, distill=args.distill,
+                   finetune_epochs=args.finetune_epochs, finetune_lr=args.lr, finetune_batch=args.finetune_batch,
+                   distill=args.distill, distill_temperature=args.distill_temperature,
+                   distill_alpha=args.distill_alpha,
                    layers=args.layers, blocks=args.blocks, layer_threshold=args.layer_threshold, units=args.units,
                    steps=args.steps, finetune_between=args.finetune_between, sfp_epochs=args.sfp_epochs,
                    recalibrate_images=0 if args.no_recalibrate else args.recalibrate_images,

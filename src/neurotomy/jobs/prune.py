@@ -129,7 +129,10 @@ class PruneJob:
     finetune_between: int = 0
     sfp_epochs: int = 0
     finetune_lr: float = 0.01
+    finetune_batch: int = 128
     distill: bool = False
+    distill_temperature: float = 2.0  # with distill: the recipe that lost least at −85 % MACs (5 seeds)
+    distill_alpha: float = 0.9
     measure_latency: bool = True
     seed: int = 0
     quiet: bool = False
@@ -240,8 +243,9 @@ class PruneJob:
         (the fine-tuned one with ``force``)."""
         teacher = copy.deepcopy(model).eval() if self.distill else None
         untuned = copy.deepcopy(pruned)
-        finetune(pruned, train_data, self.finetune_epochs, lr=self.finetune_lr, seed=self.seed,
-                 teacher=teacher, quiet=self.quiet, state=state, state_key="prune/finetune")
+        finetune(pruned, train_data, self.finetune_epochs, lr=self.finetune_lr, batch_size=self.finetune_batch,
+                 seed=self.seed, teacher=teacher, quiet=self.quiet, state=state, state_key="prune/finetune",
+                 distill_temperature=self.distill_temperature, distill_alpha=self.distill_alpha)
         metrics = ev(pruned)
         record["acc_finetuned"] = metrics["accuracy"]
         if metrics["accuracy"] >= before["accuracy"] or self.force:
@@ -276,7 +280,7 @@ class PruneJob:
         for name in ("ratio", "target_macs", "target_params"):
             if getattr(self, name) is not None:
                 validate.fraction(getattr(self, name), name, "[0, 1)")
-        for name in ("min_channels", "steps"):
+        for name in ("min_channels", "steps", "finetune_batch"):
             validate.positive_int(getattr(self, name), name)
         validate.positive_int(self.reconstruct_images, "reconstruct_images")
         for name in ("recalibrate_images", "finetune_epochs", "finetune_between", "sfp_epochs"):
@@ -285,6 +289,8 @@ class PruneJob:
             if getattr(self, name) is not None:
                 validate.positive_int(getattr(self, name), name)
         validate.positive_float(self.finetune_lr, "finetune_lr")
+        validate.positive_float(self.distill_temperature, "distill_temperature")
+        validate.fraction(self.distill_alpha, "distill_alpha", "[0, 1]")
         validate.non_negative_float(self.layer_threshold, "layer_threshold")
         validate.known_name(self.scope, "scope", names=SCOPES, kind="scope")
         validate.seed(self.seed, "seed")
