@@ -28,9 +28,11 @@ def test_deploy_json_and_table(tmp_path, capsys):
     assert [r["format"] for r in record["rows"]] == ["torch", "onnx-fp32", "onnx-int8"]
     assert record["rows"][0]["model"] == "zoo:lenet5-digits"
     assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.int8.onnx", "model.onnx"]
-    assert main(["deploy", "zoo:lenet5-digits", "--data", "digits", "--out", str(out), "--latency-batch", "8",
-                 *CHEAP]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    # no --data: the model's own dataset, as every other command takes it
+    assert main(["deploy", "zoo:lenet5-digits", "--out", str(out), "--latency-batch", "8", *CHEAP[:-1]]) == 0
+    said = capsys.readouterr()
+    assert "no --data given; using the model's own dataset digits" in said.err
+    lines = said.out.splitlines()
     assert lines[0].split()[:5] == ["format", "accuracy", "size", "batch", "1"] and "batch 8" in lines[0]
     assert [line.split()[0] for line in lines[1:3]] == ["torch", "onnx-fp32"] and "reference" in lines[1]
     assert not (out / "model.int8.onnx").exists()  # this run made no int8 file: the old one is gone

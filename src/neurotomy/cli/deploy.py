@@ -15,8 +15,9 @@ def add_parsers(sub) -> None:
                                       "model keeps its reasons (occlusion, RISE through onnxruntime)")
     p.add_argument("model", type=MODEL, help="checkpoint or zoo:NAME (or any MODEL, see `info`)")
     add_model_options(p)
-    p.add_argument("--data", required=True, type=DATA, help=f"dataset: {', '.join(dataset_specs())} (its training "
-                   "split calibrates int8, its test split measures)")
+    p.add_argument("--data", type=DATA, help=f"dataset: {', '.join(dataset_specs())} (its training split calibrates "
+                   "int8, its test split measures; default: the model's own dataset, from the root its checkpoint "
+                   "records; said on stderr unless --quiet)")
     p.add_argument("--root", type=Checked(validate.existing_dir), help="directory of the dataset files")
     add_dataset_options(p)
     p.add_argument("--max-images", type=POSITIVE, default=None,
