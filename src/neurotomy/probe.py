@@ -100,7 +100,8 @@ class Probe:
 class FunctionProbe(TorchFunctionMode):
     """Context manager: ``on_output(name, output)`` sees the tensor each call of one of ``functions``
     returns while inside (``name``: the function's ``__name__``) and may return a replacement, which
-    is what the caller gets. Every call counts, from module code too (``nn.ReLU`` calls ``F.relu``),
+    is what the caller gets; with ``with_input``, ``on_output(name, output, input)`` sees the call's
+    first argument too (for ``x.relu()``, ``x``). Every call counts, from module code too (``nn.ReLU`` calls ``F.relu``),
     but not the calls a seen function makes itself (``F.relu6`` calling ``hardtanh`` is one call).
     Calls made while one of the modules ``outside`` runs are not seen (an ``nn.ReLU`` a
     :class:`Probe` already watches). Only the returned tensor is replaced: code that ignores what an
@@ -117,10 +118,11 @@ class FunctionProbe(TorchFunctionMode):
     """
 
     def __init__(self, functions: Iterable[Callable], on_output: OutputCallback,
-                 outside: Iterable[nn.Module] = ()) -> None:
+                 outside: Iterable[nn.Module] = (), with_input: bool = False) -> None:
         super().__init__()
         self.names = {f: getattr(f, "__name__", repr(f)) for f in functions}
         self.on_output = on_output
+        self.with_input = with_input  # on_output(name, output, input): the call's first argument too
         self.outside = list(outside)
         self._inside = 0  # how many of the ``outside`` modules are running now
         self._handles: list = []
@@ -155,7 +157,8 @@ class FunctionProbe(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))  # the mode is off inside: nested calls are not seen
         name = self.names.get(func)
         if name is not None and not self._inside and isinstance(out, torch.Tensor):
-            replaced = self.on_output(name, out)
+            first = args[0] if args else (kwargs or {}).get("input")
+            replaced = self.on_output(name, out, first) if self.with_input else self.on_output(name, out)
             if replaced is not None:
                 out = replaced
         return out

@@ -100,3 +100,37 @@ def test_a_plain_net_that_calls_relu_is_read_at_the_modules_that_end_in_it():
     x = torch.randn(3, 1, 8, 8)
     feats, _ = next(stream_features(model, list(zip(x, torch.arange(3))), ["features.0"], batch_size=3))
     assert feats["features.0"].min() >= 0  # post-activation features
+
+
+class Tutorial(torch.nn.Module):
+    """Every activation called in the model's own forward, one of them in place: no module to hook."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = torch.nn.functional.relu(self.bn1(self.conv1(x)), inplace=True)
+        x = torch.nn.functional.gelu(self.conv2(x))
+        return self.fc(torch.relu(x).mean((2, 3)))  # a second activation of an activation adds no layer
+
+
+def test_a_net_that_activates_in_its_own_forward_is_read_after_each_activation():
+    from neurotomy.checkpoint import ModelMeta
+
+    torch.manual_seed(0)
+    model = Tutorial().train()
+    model.neurotomy_meta = ModelMeta("user", {"in_channels": 1, "input_size": 8, "num_classes": 10})
+    layers = default_layers(model)
+    assert layers == ["bn1:activated", "conv2:activated", "fc:input"] and model.training
+    x = torch.randn(6, 1, 8, 8)
+    feats, _ = next(stream_features(model, list(zip(x, torch.arange(6) % 2)), layers, batch_size=6))
+    with torch.no_grad():
+        first = torch.relu(model.bn1(model.conv1(x)))
+        torch.testing.assert_close(feats["bn1:activated"], first.flatten(1))
+        torch.testing.assert_close(feats["conv2:activated"], torch.nn.functional.gelu(model.conv2(first)).flatten(1))
+    images = [(torch.randn(1, 8, 8) + label, label) for label in (0, 1) for _ in range(12)]
+    curve = modularity_curve(model, images, k=3, per_class=12, quiet=True)
+    assert curve.layers == layers and len(curve.q) == 3

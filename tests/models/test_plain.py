@@ -91,12 +91,90 @@ def test_blocks_the_layout_cannot_see():
         "body.2": ("body.2.conv", "body.2.bn", "body.3.conv", 8, 16),
         "body.3": ("body.3.conv", "body.3.bn", "fc", 16, 16)}
     assert list(plain_block_table(Branching(), (1, 8, 8))) == ["body.2"]
-    assert traced_plain_blocks(InItsOwnForward(), (1, 8, 8), "fc") == {}
+    table = traced_plain_blocks(InItsOwnForward(), (1, 8, 8), "fc")  # no module returns the activation
+    assert {name: (b.conv, b.norm, b.successor) for name, b in table.items()} == {
+        "convs.1:activated": ("convs.1", None, "convs.2"), "convs.2:activated": ("convs.2", None, "fc")}
+
+
+class Smooth(InItsOwnForward):
+    """GELU in the model's own forward: removing a block would leave a second GELU on its input."""
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = F.gelu(conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+# a hand-written net in the style of a tutorial: every activation and pool called in its own forward
+TUTORIAL = '''import torch.nn.functional as F
+from torch import nn
+
+
+class Tutorial(nn.Module):
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv3, self.bn3 = nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.conv4 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x)), inplace=True), 2)
+        x = self.bn3(self.conv3(x)).relu()
+        x = F.max_pool2d(F.relu(self.conv4(x)), 2)
+        return self.fc(x.flatten(1))
+'''
+
+
+@pytest.fixture(name="tutorial")
+def tutorial_fixture(tmp_path):
+    from neurotomy.loading import load_model
+
+    (tmp_path / "tutorial.py").write_text(TUTORIAL)
+    torch.manual_seed(0)
+    model = load_model(f"{tmp_path / 'tutorial.py'}:Tutorial", in_channels=1, num_classes=10, input_size=16)
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for bn in (model.bn1, model.bn2, model.bn3):
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2)
+    return model
+
+
+def test_a_tutorial_nets_blocks_are_its_activated_layers(tutorial):
+    table = plain_block_table(tutorial)  # the shape the checkpoint records
+    assert {name: (b.conv, b.norm, b.successor, b.in_channels, b.out_channels) for name, b in table.items()} == {
+        "bn2:activated": ("conv2", "bn2", "conv3", 8, 8),
+        "bn3:activated": ("conv3", "bn3", "conv4", 8, 16)}  # conv4's output reaches fc flattened whole: no block
+    assert removable_blocks(tutorial) == ["bn2:activated"]
+
+
+def test_removing_a_tutorial_block_is_the_forward_without_it_and_reloads(tutorial, tmp_path):
+    from neurotomy.checkpoint import save_checkpoint
+    from neurotomy.loading import load_checkpoint
+
+    slim = remove_blocks(tutorial, ["bn2:activated"])  # 8 → 8 channels: nothing to refit
+    assert isinstance(slim.conv2, nn.Identity) and isinstance(slim.bn2, nn.Identity)
+    x = torch.randn(4, 1, 16, 16)
+    m = tutorial
+    with torch.no_grad():
+        y = F.max_pool2d(F.relu(m.bn1(m.conv1(x))), 2)  # straight from the first block to the pool
+        y = F.max_pool2d(F.relu(m.conv4(m.bn3(m.conv3(y)).relu())), 2)
+        torch.testing.assert_close(slim(x), m.fc(y.flatten(1)), atol=1e-6, rtol=1e-5)
+        path = save_checkpoint(slim, slim.neurotomy_meta, tmp_path / "slim")
+        assert torch.equal(load_checkpoint(path)(x), slim(x))
+    data = load_dataset("fashion-mnist", input_size=16)
+    refit = remove_blocks(tutorial, ["bn3:activated"], data, max_images=128)  # conv4 refit to read 8 channels
+    assert refit.conv4.in_channels == 8 and refit.neurotomy_meta.recipe[-1]["adapted"] == "least_squares"
+    with torch.no_grad():
+        path = save_checkpoint(refit, refit.neurotomy_meta, tmp_path / "refit")
+        assert torch.equal(load_checkpoint(path)(x), refit(x))
 
 
 def test_no_removable_block_is_named_with_the_way_out():
-    model = InItsOwnForward()
-    model.neurotomy_meta = ModelMeta("in_its_own_forward", {"in_channels": 1, "input_size": 8})
+    model = Smooth()
+    assert traced_plain_blocks(model, (1, 8, 8), "fc") == {}
+    model.neurotomy_meta = ModelMeta("smooth", {"in_channels": 1, "input_size": 8})
     with pytest.raises(PruningError, match="no removable block.*prune filters instead"):
         choose_blocks(model, "last", count=1)
 

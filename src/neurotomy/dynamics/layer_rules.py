@@ -34,11 +34,11 @@ from neurotomy.data.batches import iterate_batches
 from neurotomy.data.labels import dataset_targets
 from neurotomy.data.subsets import IndexedSubset, balanced_indices
 from neurotomy.device import model_device, to_device
+from neurotomy.dynamics.features import INPUT_SUFFIX, reading
 from neurotomy.dynamics.modularity import modularity_curve
 from neurotomy.dynamics.similarity import cka_from_grams
 from neurotomy.errors import PruningError
 from neurotomy.models.anatomy import block_input_module, eval_mode, removable_blocks
-from neurotomy.probe import Probe
 from neurotomy.registry import Registry
 
 LayerRule = Callable[..., tuple[list[str], dict]]
@@ -91,22 +91,19 @@ def block_similarity(model: nn.Module, data: Dataset, blocks: list[str], per_cla
         True
     """
     targets = dataset_targets(data)
-    inputs = {block_input_module(model, b): b for b in blocks}
+    inputs = {block_input_module(model, b) + INPUT_SUFFIX: b for b in blocks}
     grams: dict[tuple[str, str], torch.Tensor] = {}
 
-    def gram(features: torch.Tensor) -> torch.Tensor:
+    def reduce(layer: str, features: torch.Tensor) -> None:
         flat = features.flatten(1).double().cpu()
-        return flat @ flat.T
-
-    def reduce(name: str, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        if name in inputs:
-            grams[inputs[name], "input"] = gram(args[0])
-        if name in blocks:
-            grams[name, "output"] = gram(output)
+        if layer in inputs:
+            grams[inputs[layer], "input"] = flat @ flat.T
+        if layer in blocks:
+            grams[layer, "output"] = flat @ flat.T
 
     subset = IndexedSubset(data, balanced_indices(targets, per_class, seed))
     images, _ = next(iterate_batches(subset, len(subset)))
-    with eval_mode(model), Probe(model, sorted(set(inputs) | set(blocks)), on_module=reduce):
+    with eval_mode(model), reading(model, sorted(set(inputs) | set(blocks)), reduce):
         model(to_device(model_device(model), images))
     return {b: cka_from_grams(grams[b, "input"], grams[b, "output"]) for b in blocks}
 

@@ -11,8 +11,12 @@ pass on a blank input instead: which module's output goes into which call, by id
 
 A block is named by the innermost module whose output is the activated tensor — the activation
 module, or the wrapper that ends in an activation call — the layer a modularity curve reads. An
-activation called in the forward of the model itself (``F.relu(conv(x))`` over an
-``nn.ModuleList``) has no module of its own, so there is no block to name, read or remove.
+activation called in the forward of a module that goes on computing (the model's own:
+``x = F.relu(self.bn2(self.conv2(x)))``, or a loop over an ``nn.ModuleList``) returns no module's
+output; the block is then ``"<norm or conv>:activated"``
+(:data:`~neurotomy.models.activations.ACTIVATED`), and only when the activation is idempotent
+(ReLU, ReLU6, hardtanh: removing the conv and norm leaves it applied to the block's input, which
+changes nothing when that input was itself activated).
 
 Example:
     >>> from torchvision.ops import Conv2dNormActivation
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from neurotomy.models.activations import ACTIVATION_FUNCTIONS
+from neurotomy.models.activations import ACTIVATED, ACTIVATION_FUNCTIONS, IDEMPOTENT_ACTIVATIONS
 from neurotomy.models.blank_pass import blank_pass, cached
 from neurotomy.probe import Probe
 
@@ -146,6 +150,8 @@ def _blocks(ran: list, calls: _Calls, classifier: str | None) -> dict[str, Plain
         act_step, activated = reader[0], reader[3]
         # the innermost module that returned the activated tensor: the first to finish after the call
         named = next((n for s, n, _, _, o in ran if o is activated and s >= act_step), None)
+        if named is None and reader[1] in IDEMPOTENT_ACTIVATIONS:  # called where no module returns it
+            named = (norm[1] if norm else name) + ACTIVATED
         if named is None:
             continue
         successor = _successor(ran, calls, activated, act_step, classifier, conv.out_channels)

@@ -65,6 +65,7 @@ from torch.utils.data import Dataset
 from neurotomy.data.batches import iterate_batches
 from neurotomy.device import model_device, to_device
 from neurotomy.errors import CheckpointError, PruningError
+from neurotomy.models.activations import ACTIVATED
 from neurotomy.models.anatomy import (eval_mode, layer_blocks, model_input_shape, plain_block_table, residual_blocks,
                                       residual_table, set_submodule)
 from neurotomy.models.transformer import block_forms, transformer_blocks
@@ -110,7 +111,7 @@ def remove_block_in_place(model: nn.Module, name: str, input_shape: tuple[int, .
         raise PruningError(f"{name!r} is not a residual block, transformer block or conv block of this model; blocks: "
                            f"{', '.join(layer_blocks(model, input_shape)) or 'none'}")
     for part in (plain.conv, plain.norm, plain.name):
-        if part is not None:
+        if part is not None and not part.endswith(ACTIVATED):  # an activation call stays, idempotent
             set_submodule(model, part, nn.Identity())
     successor = model.get_submodule(plain.successor)
     if _input_size(successor) != plain.in_channels:

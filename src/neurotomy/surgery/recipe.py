@@ -31,6 +31,7 @@ from typing import Any, Callable
 from torch import nn
 
 from neurotomy.errors import CheckpointError
+from neurotomy.models.activations import ACTIVATED
 from neurotomy.registry import Registry
 
 
@@ -57,9 +58,11 @@ def replay_recipe(model: nn.Module, recipe: list[dict[str, Any]], input_shape: t
             raise CheckpointError(f"surgery recipe step {str(step)[:40]!r} is not a JSON object; the checkpoint is corrupt")
         op = RECIPE_OPS.get(str(step.get("op")))
         modules = dict(model.named_modules())
-        if not isinstance(step.get("layer"), str) or step["layer"] not in modules:
+        # a block named by its activation call ("bn2:activated") is named by the module it activates
+        module = step["layer"].removesuffix(ACTIVATED) if isinstance(step.get("layer"), str) else None
+        if module not in modules:
             raise CheckpointError(f"surgery recipe names layer {str(step.get('layer'))[:60]!r} that the model lacks")
-        check_channels(step, modules[step["layer"]])
+        check_channels(step, modules[module])
         op(replay, step)
     return model
 
