@@ -108,12 +108,12 @@ class Tutorial(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.conv1, self.bn1 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
-        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2, self.drop = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Dropout(0.1)
         self.fc = torch.nn.Linear(4, 10)
 
     def forward(self, x):
         x = torch.nn.functional.relu(self.bn1(self.conv1(x)), inplace=True)
-        x = torch.nn.functional.gelu(self.conv2(x))
+        x = self.drop(torch.nn.functional.gelu(self.conv2(x)))  # in eval the dropout returns the very tensor
         return self.fc(torch.relu(x).mean((2, 3)))  # a second activation of an activation adds no layer
 
 

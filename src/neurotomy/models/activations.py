@@ -52,28 +52,33 @@ ACTIVATED = ":activated"
 @torch.no_grad()
 def activation_sites(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     """Where one forward pass of ``inputs`` applies an activation function, in execution order, each
-    once: the innermost module whose output is the very tensor the call returned (the first to
-    finish after it), else ``"<module>:activated"`` for the innermost module whose output the call
+    once: the innermost module that made the call and returns its result, else ``"<module>:activated"`` for the innermost module whose output the call
     read. A call on anything else (an input, a sum) or on what an earlier call returned has no name
     of its own and is left out. The model runs in whatever mode it is in."""
     events: list[tuple[str, str, torch.Tensor, torch.Tensor | None]] = []  # holds every tensor: ids stay unique
+    running: list[str] = []
+    inside: dict[int, frozenset[str]] = {}  # event index of a call → the modules running when it was made
 
     def on_call(name: str, out: torch.Tensor, read) -> None:
+        inside[len(events)] = frozenset(running)
         events.append(("call", name, out, read if isinstance(read, torch.Tensor) else None))
 
     def on_output(name: str, out) -> None:
+        running.remove(name)
         if isinstance(out, torch.Tensor):
             events.append(("module", name, out, None))
 
     names = [name for name, _ in model.named_modules() if name]
-    with Probe(model, names, on_output=on_output), FunctionProbe(ACTIVATION_FUNCTIONS, on_call, with_input=True):
+    with Probe(model, names, on_output=on_output, on_enter=lambda name, *_: running.append(name)), \
+            FunctionProbe(ACTIVATION_FUNCTIONS, on_call, with_input=True):
         model(inputs)
     sites: list[str] = []
     for i, (kind, _, out, read) in enumerate(events):
         # an activation of what an activation returned (``torch.relu`` over a block that ends in one) adds nothing
         if kind != "call" or any(k == "call" and o is read for k, _, o, _ in events[:i]):
             continue
-        site = next((n for k, n, o, _ in events[i + 1:] if k == "module" and o is out), None)
+        # the module that made the call and returned its result (not one that passes it on: Dropout in eval)
+        site = next((n for k, n, o, _ in events[i + 1:] if k == "module" and o is out and n in inside[i]), None)
         if site is None and read is not None:
             producer = next((n for k, n, o, _ in events[:i] if k == "module" and o is read), None)
             site = None if producer is None else producer + ACTIVATED

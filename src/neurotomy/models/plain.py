@@ -91,6 +91,8 @@ class _Calls(TorchFunctionMode):
         self.step = 0
         self.readers: dict[int, list[tuple[int, object, torch.Tensor, torch.Tensor]]] = {}
         self.held: list = []
+        self.running: list[str] = []  # the modules whose forward is under way (kept by the tracer's Probe)
+        self.inside: dict[int, frozenset[str]] = {}  # step → the modules running when that call was made
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -98,6 +100,7 @@ class _Calls(TorchFunctionMode):
             self.step += 1
             self.readers.setdefault(id(args[0]), []).append((self.step, func, args[0], out))
             self.held.append((args[0], out))
+            self.inside[self.step] = frozenset(self.running)
         return out
 
     def only_reader(self, tensor: torch.Tensor, after: int):
@@ -124,13 +127,17 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], classifier: str | Non
     calls = _Calls()
     ran: list[tuple[int, str, nn.Module, torch.Tensor, torch.Tensor]] = []  # (step, name, module, input, output)
 
+    def started(name: str, module: nn.Module, inputs: tuple) -> None:
+        calls.running.append(name)
+
     def finished(name: str, module: nn.Module, inputs: tuple, output) -> None:
+        calls.running.remove(name)
         if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
             ran.append((calls.step, name, module, inputs[0], output))
             calls.held.append((inputs[0], output))
 
     names = [name for name, _ in model.named_modules() if name]
-    blank_pass(model, input_shape, Probe(model, names, on_module=finished), calls)
+    blank_pass(model, input_shape, Probe(model, names, on_module=finished, on_enter=started), calls)
     return _blocks(ran, calls, classifier)
 
 
@@ -148,8 +155,10 @@ def _blocks(ran: list, calls: _Calls, classifier: str | None) -> dict[str, Plain
         if reader is None or reader[1] not in ACTIVATION_FUNCTIONS:
             continue
         act_step, activated = reader[0], reader[3]
-        # the innermost module that returned the activated tensor: the first to finish after the call
-        named = next((n for s, n, _, _, o in ran if o is activated and s >= act_step), None)
+        # the innermost module that made the call and returned its result: the first to finish after it
+        # (not a module that merely passes it on, as a Dropout in eval mode does)
+        named = next((n for s, n, _, _, o in ran if o is activated and s >= act_step and n in calls.inside[act_step]),
+                     None)
         if named is None and reader[1] in IDEMPOTENT_ACTIVATIONS:  # called where no module returns it
             named = (norm[1] if norm else name) + ACTIVATED
         if named is None:
