@@ -232,16 +232,6 @@ def add_resume(p: argparse.ArgumentParser) -> None:
                         "epoch or stage and removed on success); the settings must be the same")
 
 
-def add_distill_options(p: argparse.ArgumentParser, temperature: float, alpha: float) -> None:
-    """``--distill-temperature`` and ``--distill-alpha``: the KL term of distillation (Hinton et al. 2015).
-    Fine-tuning a pruned model defaults to T 2, weight 0.9, the recipe that lost least at −85 % MACs
-    over 5 seeds (benchmarks/results/pruning_budget_recipes); training from scratch keeps T 4, 0.5."""
-    p.add_argument("--distill-temperature", type=RATE, default=temperature,
-                   help=f"softmax temperature of the teacher's and student's outputs (default {temperature:g})")
-    p.add_argument("--distill-alpha", type=Checked(validate.fraction, interval="[0, 1]"), default=alpha,
-                   help=f"weight of the distillation loss; the labels' loss gets 1 minus it (default {alpha:g})")
-
-
 def add_force(p: argparse.ArgumentParser, what: str) -> None:
     """``--force``: keep a result although it is worse than what it replaces."""
     p.add_argument("--force", action="store_true", help=what)

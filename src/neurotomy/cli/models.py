@@ -7,7 +7,8 @@ from pathlib import Path
 from neurotomy import validate
 from neurotomy.cli.common import (CHECKPOINT_OUT, DATA, MODEL, OUT_FILE, POSITIVE, RATE, Checked, add_common, add_data,
                                   add_dataset_options, add_workers, data_for, dataset_options, print_json)
-from neurotomy.cli.common import add_distill_options, add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.cli.common import add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.cli.distill import add_distill_options
 from neurotomy.data import SPLITS, dataset_specs
 from neurotomy.distributed import is_main_process
 from neurotomy.errors import ModelError

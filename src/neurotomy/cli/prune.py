@@ -7,7 +7,8 @@ from pathlib import Path
 from neurotomy import validate
 from neurotomy.cli.common import (CHECKPOINT_OUT, COUNT, MODEL, OUT_DIR, POSITIVE, RATE, SCORES_OUT, Checked,
                                   add_common, add_data, data_for, print_json)
-from neurotomy.cli.common import add_distill_options, add_force, add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.cli.common import add_force, add_model_options, add_resume, load_model_arg, run_state
+from neurotomy.cli.distill import add_distill_options
 from neurotomy.data import SPLITS
 from neurotomy.distributed import is_main_process
 from neurotomy.dynamics.layer_rules import LAYER_RULES
