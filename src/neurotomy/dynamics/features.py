@@ -124,8 +124,8 @@ def reading(model: nn.Module, layers: list[str], on_feature: Callable[[str, torc
         stack.enter_context(Probe(model, modules, on_module=grab))
         if any(split_view(layer)[1] == ACTIVATED for layer in layers):
             stack.enter_context(FunctionProbe(ACTIVATION_FUNCTIONS, activated, with_input=True))
-            start = model.register_forward_pre_hook(lambda *_: produced.clear())  # a pass's leftovers are not held
-            stack.callback(start.remove)
+            # each pass starts afresh: a pass's outputs that no activation read are not held
+            stack.enter_context(Probe(model, [""], on_enter=lambda *_: produced.clear()))
             stack.callback(produced.clear)
         yield
 
