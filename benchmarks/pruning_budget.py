@@ -68,6 +68,8 @@ accuracy at about equal latency, and the Spearman correlation across criteria be
 Usage: python benchmarks/pruning_budget.py [--root ../shared/data/fashion-mnist] [--stages accuracy timing]
 Smoke run (tiny, minutes, writes to a temporary directory): python benchmarks/pruning_budget.py --smoke --allow-busy
 Writes benchmarks/results/pruning_budget.json and pruning_budget.png (``--out DIR`` elsewhere for a trial).
+Lanes: ``--only`` splits the grid over processes, each with its own ``--out``; ``--out DIR --merge A.json B.json``
+joins them (same settings only; a key already in DIR's file is kept).
 """
 
 from __future__ import annotations
@@ -829,6 +831,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "directory unless --out; refuses benchmarks/results")
     parser.add_argument("--out", default=None, help="directory for pruning_budget.json and .png (default "
                         "benchmarks/results)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only add the records (and ranking entries) of these results files, written by other "
+                             "processes with the same settings (e.g. two 1-thread lanes split by --only), to --out's "
+                             "file, then summarise and plot again")
     args = parser.parse_args(argv)
     if args.smoke:
         if args.out is not None and Path(args.out).resolve() == RESULTS.resolve():
@@ -884,8 +890,43 @@ def settings_of(args, train, test) -> dict:
                          "same_for_all": True}}
 
 
+def merge(args) -> None:
+    """Join results files that other processes wrote with the same settings into ``--out``'s file: a
+    record is added when no record of its key is there, a ranking entry when its criterion is missing.
+    Example: two lanes, ``--only '*/macs0.85/*' --out /tmp/a`` and ``--only '*/macs0.5/*' --out /tmp/b``,
+    then ``--out benchmarks/results --merge /tmp/a/pruning_budget.json /tmp/b/pruning_budget.json``."""
+    out = Path(args.out)
+    json_path = out / f"{NAME}.json"
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    for path in map(Path, args.merge):
+        if not path.is_file():
+            raise NeurotomyError(f"no results file at {path}; pass the pruning_budget.json a run wrote")
+        part = json.loads(path.read_text())
+        if results.get("records") and part.get("records") and part.get("settings") != results.get("settings"):
+            raise NeurotomyError(f"{path} was measured with other settings than {json_path} "
+                                 f"({part.get('settings')} vs {results.get('settings')}); merge only runs of one recipe")
+        if not results.get("records"):  # the first part with records brings the run's description
+            results = {**part, "records": [], "ranking": results.get("ranking", {}),
+                       "provenance": results.get("provenance", {})}
+        keys = {r["key"] for r in results["records"]}
+        added = [r for r in part.get("records", []) if r["key"] not in keys]
+        results["records"] += added
+        for section, entries in part.get("ranking", {}).items():
+            mine = results.setdefault("ranking", {}).setdefault(section, {})
+            mine.update({name: entry for name, entry in entries.items() if name not in mine})
+        results.setdefault("provenance", {}).setdefault("merged", []).append(
+            {"file": str(path), "records_added": len(added), "stages": part.get("provenance", {})})
+        print(f"{path}: {len(added)} records added", file=sys.stderr)
+    results["summary"] = summarize(results)
+    write_json(json_path, results)
+    plot(results, out / f"{NAME}.png")
+    print(f"wrote {json_path}: {len(results.get('records', []))} records")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     if args.train_threads:
         torch.set_num_threads(args.train_threads)
     out = Path(args.out)

@@ -296,3 +296,33 @@ def test_iterative_records_take_their_between_epochs_out_of_the_budget(budget, l
                 ["--steps", "2"]):  # all epochs spent between the steps; speed-up targets with steps
         with pytest.raises(SystemExit):
             budget.parse_args(root + bad)
+
+
+def test_merge_joins_lanes_of_one_recipe_and_refuses_another(budget, tmp_path, capsys):
+    import json
+    settings = {"finetune": {"epochs": 3, "lr": 0.005}, "latency": {"threads": 1}}
+    run = {"acc_original": 0.9465, "settings": settings, "test_images": 10000, "model": "zoo:m", "machine": "here",
+           "conv_layers": ["conv"], "widths_original": [16]}
+    lane_a, lane_b, other, out = (tmp_path / n for n in ("a", "b", "other", "out"))
+    for lane, records, ranking in ((lane_a, [_record("ours", "l1", 0.85, 0.93), _record("tp-default", "l1", 0.85, 0.92)],
+                                    {"uniform/macs0.85": {"l1": {"acc_recalibrated": 0.2}}}),
+                                   (lane_b, [_record("ours", "l1", 0.5, 0.944), _record("ours", "l1", 0.85, 0.10)],
+                                    {"uniform/macs0.85": {"chip": {"acc_recalibrated": 0.3}}})):
+        lane.mkdir()
+        (lane / "pruning_budget.json").write_text(json.dumps(
+            {**run, "records": [{**r, "widths": [8]} for r in records], "ranking": ranking}))
+    files = [str(lane_a / "pruning_budget.json"), str(lane_b / "pruning_budget.json")]
+    budget.merge(budget.parse_args(["--root", str(tmp_path), "--out", str(out), "--merge", *files]))
+    merged = json.loads((out / "pruning_budget.json").read_text())
+    by_key = {r["key"]: r for r in merged["records"]}
+    assert len(merged["records"]) == 3 and by_key["ours/l1/uniform/macs0.85/norec"]["acc_finetuned"] == 0.93  # kept
+    assert set(merged["ranking"]["uniform/macs0.85"]) == {"l1", "chip"}
+    assert merged["summary"]["macs_targets"]["0.85"]["met"] is True and (out / "pruning_budget.png").exists()
+    assert [m["records_added"] for m in merged["provenance"]["merged"]] == [2, 1]
+    other.mkdir()
+    (other / "pruning_budget.json").write_text(json.dumps(
+        {"records": [_record("ours", "l1", 0.7, 0.93)], "settings": {"finetune": {"epochs": 3, "lr": 0.01}}}))
+    with pytest.raises(budget.NeurotomyError, match="other settings"):
+        budget.merge(budget.parse_args(["--root", str(tmp_path), "--out", str(out), "--merge",
+                                        str(other / "pruning_budget.json")]))
+    assert len(json.loads((out / "pruning_budget.json").read_text())["records"]) == 3  # nothing written
