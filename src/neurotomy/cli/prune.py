@@ -222,5 +222,7 @@ def cmd_inspect(args) -> None:
     curve = result["modularity"]
     for layer, q, dq in zip(curve["layers"], curve["q"], result["delta_q"]):
         print(f"{layer:<24} Q {q:.3f}  ΔQ {dq:+.3f}")
-    print(f"redundant by the rule (ΔQ < {args.layer_threshold} × mean rise per layer): "
-          f"{', '.join(result['redundant_blocks']) or 'none'} — curve in {curve['seconds']:.1f}s; wrote {Path(args.out)}/")
+    # the same rule in `prune --layers modularity` reads training images: on another split it can choose others
+    print(f"redundant by the rule (ΔQ < {args.layer_threshold} × mean rise per layer, {args.split} split; "
+          f"`prune --layers modularity` reads the train split): {', '.join(result['redundant_blocks']) or 'none'} "
+          f"— curve in {curve['seconds']:.1f}s; wrote {Path(args.out)}/")
