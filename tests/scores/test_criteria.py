@@ -271,6 +271,23 @@ def test_data_criteria_are_reproducible(tiny, data):
             assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_every_criterion_leaves_the_model_as_it_found_it(tiny, data):
+    """A criterion reads the model: weights, BatchNorm statistics, modes, gradients and hooks are as
+    before (a benchmark scores several criteria on one model, then fine-tunes against it as teacher)."""
+    import copy
+    for name in CRITERIA.names(axis="unit"):
+        model = copy.deepcopy(tiny).eval()
+        model.conv2.train()  # a mixed mode must survive too
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        modes = [m.training for m in model.modules()]
+        kwargs = dict(seed=2, max_images=10, batch_size=4) if CRITERIA[name].needs_data else {"seed": 2}
+        get_criterion(name)(model, data if CRITERIA[name].needs_data else None, quiet=True, **kwargs)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), name
+        assert [m.training for m in model.modules()] == modes, name
+        assert all(p.grad is None and p.requires_grad for p in model.parameters()), name
+        assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules()), name
+
+
 def test_needs_data_message(tiny):
     from neurotomy.errors import NeurotomyError
     with pytest.raises(NeurotomyError, match="needs data"):
