@@ -45,10 +45,12 @@ skipped, ``--only`` keeps the records whose key matches a pattern — shell-styl
 substring):
 
 * ``accuracy`` — cut, recover, fine-tune; the fine-tuned model is saved with its recipe in
-  ``BUILD/models`` (reloaded and compared tensor by tensor: ``checkpoint_verified``). A speed-up prune
-  times while it cuts, so it first waits for a quiet machine (``--wait-quiet``, ``--allow-busy``).
-* ``timing`` — waits for a quiet machine before each record, reloads the saved model and times it
-  against the original at batch 64 with ``--threads`` threads, interleaved rounds
+  ``BUILD/models`` (reloaded and compared tensor by tensor: ``checkpoint_verified``); the record keeps the
+  surgery ``recipe`` too. A speed-up prune times while it cuts, so it first waits for a quiet machine
+  (``--wait-quiet``, ``--allow-busy``).
+* ``timing`` — waits for a quiet machine before each record, reloads the saved model (where the run
+  resumes on a machine without it, the original cut by the record's recipe: the same widths, checked;
+  ``timed_from`` says which) and times it against the original at batch 64 with ``--threads`` threads, interleaved rounds
   (:func:`neurotomy.measure.interleaved_latency`): ``speedup_batch64`` (medians), ``speedup_batch64_min``,
   ``threads``, ``load_average`` [start, end]. ``speedup_batch64_predicted``: the latency table's
   prediction (speed-up targets only). ``--retime`` times timed records again: each timing is kept in
@@ -95,7 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pruning_criteria import machine, measure  # noqa: E402
 from tp_baselines import TP_TOLERANCE, group_taylor, magnitude_l1, taylor_gradients, tp_bisect  # noqa: E402
 
-from neurotomy.checkpoint import save_checkpoint  # noqa: E402
+from neurotomy.checkpoint import read_meta, save_checkpoint  # noqa: E402
 from neurotomy.data import load_dataset  # noqa: E402
 from neurotomy.data.subsets import balanced_subset  # noqa: E402
 from neurotomy.device import place  # noqa: E402
@@ -108,6 +110,7 @@ from neurotomy.models.summary import count_macs_params  # noqa: E402
 from neurotomy.provenance import begin_stamp, end_stamp  # noqa: E402
 from neurotomy.recover import finetune, recalibrate_batchnorm  # noqa: E402
 from neurotomy.scores import CRITERIA, get_criterion  # noqa: E402
+from neurotomy.surgery.recipe import replay_recipe  # noqa: E402
 from neurotomy.timing import BusyMachineError, require_quiet_machine, torch_threads  # noqa: E402
 from neurotomy.train import evaluate, seed_everything  # noqa: E402
 
@@ -167,6 +170,21 @@ def slug(key: str) -> str:
 def conv_widths(model: nn.Module) -> list[int]:
     """Output channels of every Conv2d, in module order (the layers are ``conv_layers`` in the JSON)."""
     return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def timable(row: dict) -> bool:
+    """A record the timing stage can time here: its saved model is on this machine, or it carries the
+    surgery recipe that rebuilds the architecture (see :meth:`Budget.timed_model`)."""
+    return Path(row["checkpoint"]).exists() or row.get("recipe") is not None
+
+
+def add_recipes(results: dict) -> int:
+    """Give each record whose checkpoint is on this machine but which has no ``recipe`` (written before
+    records carried one) the recipe from the checkpoint's metadata, so it can be timed elsewhere; how many."""
+    missing = [r for r in results.get("records", []) if "recipe" not in r and Path(r.get("checkpoint", "")).is_file()]
+    for row in missing:
+        row["recipe"] = read_meta(row["checkpoint"]).recipe
+    return len(missing)
 
 
 def nearest_macs_target(speedup: float, macs_targets: list[float]) -> float:
@@ -549,7 +567,7 @@ class Budget:
         again = load_model(str(path)).state_dict()
         kept = pruned.state_dict()
         row.update(checkpoint=str(path), checkpoint_verified=again.keys() == kept.keys() and all(
-            torch.equal(again[k].cpu(), kept[k].cpu()) for k in kept))
+            torch.equal(again[k].cpu(), kept[k].cpu()) for k in kept), recipe=copy.deepcopy(pruned.neurotomy_meta.recipe))
         pair = replace(spec, reconstruct=not spec.reconstruct).key
         other = next((r for r in self.results["records"] if r["key"] == pair), None)
         row["widths_match_pair"] = None if other is None else other["widths"] == row["widths"]
@@ -627,13 +645,13 @@ class Budget:
     # ------------------------------------------------------------------ the timing stage
     def timing_stage(self) -> bool:
         a = self.args
-        rows = [r for r in self.results["records"] if selected(r["key"], a.only) and Path(r["checkpoint"]).exists()
+        rows = [r for r in self.results["records"] if selected(r["key"], a.only) and timable(r)
                 and (a.retime or r.get("speedup_batch64") is None)]
         original = copy.deepcopy(self.model).cpu().eval()
         for row in rows:
             require_quiet_machine(a.wait_quiet, a.allow_busy)
             stamp = begin_stamp()
-            pruned = load_model(row["checkpoint"]).eval()
+            pruned, row["timed_from"] = self.timed_model(row)
             t0, t1 = interleaved_latency([original, pruned], self.shape, LATENCY_BATCH, rounds=a.rounds,
                                          repeats=a.repeats, threads=a.threads)
             runs = timing_runs_of(row)
@@ -658,6 +676,18 @@ class Budget:
                   f"(MACs {row['macs_ratio']:.2f}×; {t0['threads']} thread(s), load {row['load_average']})", flush=True)
             self.save(self.results)
         return self.retime_reconstructions() or bool(rows)
+
+    def timed_model(self, row: dict) -> tuple[nn.Module, str]:
+        """The record's saved model, or — where its checkpoint is not on this machine (a run resumed on
+        another one) — the original cut by the record's surgery recipe: the same layers at the same widths,
+        with the original's weights, which a dense CPU forward's latency does not depend on."""
+        if Path(row["checkpoint"]).exists():
+            return load_model(row["checkpoint"]).eval(), "checkpoint"
+        rebuilt = replay_recipe(copy.deepcopy(self.model).cpu().eval(), row["recipe"], self.shape)
+        if conv_widths(rebuilt) != row["widths"]:
+            raise NeurotomyError(f"{row['key']}: its recipe rebuilds conv widths {conv_widths(rebuilt)}, the record "
+                                 f"has {row['widths']}; not timing a model other than the one measured")
+        return rebuilt.eval(), "recipe"
 
     def retime_reconstructions(self) -> bool:
         """Redo each MACs-targeted reconstruct record's cut and refit on a quiet machine at ``--threads``:
@@ -902,6 +932,7 @@ def merge(args) -> None:
         if not path.is_file():
             raise NeurotomyError(f"no results file at {path}; pass the pruning_budget.json a run wrote")
         part = json.loads(path.read_text())
+        add_recipes(part)  # the lane's checkpoints stay on its machine; the recipes travel with the records
         if results.get("records") and part.get("records") and part.get("settings") != results.get("settings"):
             raise NeurotomyError(f"{path} was measured with other settings than {json_path} "
                                  f"({part.get('settings')} vs {results.get('settings')}); merge only runs of one recipe")
@@ -967,6 +998,7 @@ def main(argv=None) -> None:
                                  f"{args.tp_taylor_images} training images, ratio bisected to the MACs target"}})
     results.setdefault("records", [])
     results.setdefault("provenance", {})
+    add_recipes(results)
 
     def save(current: dict) -> None:
         current["summary"] = summarize(current)

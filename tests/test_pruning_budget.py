@@ -326,3 +326,33 @@ def test_merge_joins_lanes_of_one_recipe_and_refuses_another(budget, tmp_path, c
         budget.merge(budget.parse_args(["--root", str(tmp_path), "--out", str(out), "--merge",
                                         str(other / "pruning_budget.json")]))
     assert len(json.loads((out / "pruning_budget.json").read_text())["records"]) == 3  # nothing written
+
+
+def test_a_record_whose_checkpoint_is_elsewhere_is_timed_from_its_recipe(budget, lenet, digits_train, digits_test,
+                                                                        tmp_path, one_thread):
+    """A run resumed on another machine has the records but not BUILD/models: the merge and the run add
+    each record's surgery recipe while its checkpoint is there, and the timing stage rebuilds the same
+    widths from it (and refuses a recipe that gives other widths)."""
+    job = PruneJob(criterion="l1", target_macs=0.5, recalibrate_images=64, measure_latency=False, quiet=True)
+    pruned, _ = job.run(lenet, digits_train, digits_test)
+    path = save_checkpoint(pruned, tmp_path / "cut.safetensors")
+    row = {**_record("ours", "l1", 0.5, 0.9), "checkpoint": str(path), "macs_ratio": 2.0,
+           "widths": budget.conv_widths(pruned), "provenance": {}}
+    results = {"acc_original": 0.9, "records": [row]}
+    assert budget.add_recipes(results) == 1 and row["recipe"] == pruned.neurotomy_meta.recipe != []
+    path.unlink()  # now on "another machine"
+    assert budget.add_recipes(results) == 0 and budget.timable(row)
+    args = argparse.Namespace(threads=1, rounds=2, repeats=1, only=[], retime=False, wait_quiet=0.0, allow_busy=True,
+                              build=str(tmp_path))
+    bench = budget.Budget(args, lenet, digits_train, digits_test, results, lambda r: None)
+    rebuilt, source = bench.timed_model(row)
+    assert source == "recipe" and budget.conv_widths(rebuilt) == row["widths"]
+    kept, again = pruned.state_dict(), rebuilt.state_dict()  # LeNet-5 has no BatchNorm and no fine-tune ran:
+    assert again.keys() == kept.keys() and all(torch.equal(again[k], kept[k]) for k in kept)  # the same tensors
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a busy machine is allowed here (allow_busy)
+        assert bench.timing_stage()
+    assert row["timed_from"] == "recipe" and row["speedup_batch64"] > 0
+    row["widths"] = [w + 1 for w in row["widths"]]
+    with pytest.raises(budget.NeurotomyError, match="rebuilds conv widths"):
+        bench.timed_model(row)
