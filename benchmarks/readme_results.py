@@ -682,6 +682,14 @@ def refit_seconds(entry: dict) -> str:
     return f"{entry['seconds']:.0f} s (beside other jobs)"
 
 
+def finetune_recipe(pb: dict) -> str:
+    """A budget run's fine-tune recipe in words: lr, batch, distillation, seed (seed 0 unsaid)."""
+    ft = pb["settings"]["finetune"]
+    return (f"lr {ft['lr']:g}, batch {ft.get('batch', 128)}" + (f", distilled from {ft['teacher']}" if ft.get("distill")
+                                                              else ", no distillation")
+            + (f", seed {pb['settings']['seed']}" if pb["settings"].get("seed") else ""))
+
+
 def budget_bullet(pb: dict) -> str:
     """Issue #19's budget benchmark: ours vs torch-pruning's best per MACs target after the same fine-tune,
     each speed-up target asked vs measured (and vs torch-pruning cut to the MACs it reached), and the
@@ -710,7 +718,8 @@ def budget_bullet(pb: dict) -> str:
            for t, e in sm["reconstruct_only"].items() if e["value"] is not None]
     return (f"- Pruning to a budget (`benchmarks/results/pruning_budget.json`, `{pb['model']}` "
             f"{pct(pb['acc_original'], 2)}, {thousands(pb['test_images'])} test images, the same {sm['finetune_epochs']}-"
-            f"epoch fine-tune for every method; {len(pb['records'])} records so far): after the fine-tune, "
+            f"epoch fine-tune for every method ({finetune_recipe(pb)}); {len(pb['records'])} records so far): "
+            "after the fine-tune, "
             + "; ".join(macs) + "."
             + (f" Pruning to a speed-up (batch 64, {pb['settings']['latency']['threads']} thread, "
                f"{load_phrase(timed) if timed else 'not timed yet'}): " + "; ".join(speed) + "." if speed else "")
@@ -723,10 +732,7 @@ def recipes_sentence(recipes: dict[str, dict]) -> str:
     target, ours and torch-pruning's best after the fine-tune, and the accuracy lost."""
     parts = []
     for name, pb in recipes.items():
-        ft = pb["settings"]["finetune"]
-        recipe = (f"lr {ft['lr']:g}" + (f", batch {ft['batch']}" if ft.get("batch", 128) != 128 else "")
-                  + (f", distilled from {ft['teacher']}" if ft.get("distill") else "")
-                  + (f", seed {pb['settings']['seed']}" if pb["settings"].get("seed") else ""))
+        recipe = finetune_recipe(pb)
         for t, e in pb["summary"]["macs_targets"].items():
             a, b = e["ours_best"], e["tp_best"]
             if a:
