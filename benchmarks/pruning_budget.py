@@ -44,6 +44,12 @@ Stages (each resumable; the JSON is written atomically after every record, a rec
 skipped, ``--only`` keeps the records whose key matches a pattern — shell-style with ``*``, else a
 substring):
 
+* ``cut`` (not run unless asked) — cuts our selected records that have no record yet and keeps each cut
+  (model and fields, with its stamp) in ``BUILD/cuts``; the accuracy stage fine-tunes a kept cut made with
+  the same settings instead of cutting again (the record's ``provenance.cut``). On a shared machine the
+  speed-up cuts, which time candidate widths and need it quiet, are made together in one quiet window, and
+  their fine-tunes run beside other jobs.
+
 * ``accuracy`` — cut, recover, fine-tune; the fine-tuned model is saved with its recipe in
   ``BUILD/models`` (reloaded and compared tensor by tensor: ``checkpoint_verified``); the record keeps the
   surgery ``recipe`` too. A speed-up prune times while it cuts, so it first waits for a quiet machine
@@ -120,7 +126,7 @@ NAME = "pruning_budget"
 # the order records run in: −85 % first (the open question), then −50 % (the reconstruct-only target)
 MACS_TARGETS = (0.85, 0.5, 0.7)
 SPEEDUP_TARGETS = (1.5, 2.0, 3.0)
-STAGES = ("accuracy", "timing")
+STAGES = ("cut", "accuracy", "timing")  # run in this order; the default is the last two (cut: lanes on a shared machine)
 ALWAYS = ("l1", "random")
 LATENCY_BATCH = 64  # the issue's deployment batch; the contract's field names say 64
 TP = {"tp-default": ("l1", "uniform", magnitude_l1, False), "tp-taylor": ("taylor", "global", group_taylor, True)}
@@ -532,20 +538,15 @@ class Budget:
         stamp = begin_stamp()
         seed_everything(a.seed)
         start = time.perf_counter()
-        if spec.method == "ours":
-            if spec.kind == "speedup":  # the prune times candidate cuts: not on a busy machine
-                try:
-                    require_quiet_machine(a.wait_quiet, a.allow_busy)
-                except BusyMachineError as exc:  # the other records need no quiet machine: go on with them
-                    print(f"{spec.key:>45}: skipped — {exc}", flush=True)
-                    return None
-            pruned, fields = self.cut_ours(spec)
+        kept = self.kept_cut(spec) if spec.method == "ours" else None
+        if kept is not None:  # the cut stage made it (maybe in a quiet window): fine-tune it
+            pruned, fields, cut_stamp = kept
+            prune_seconds = fields.pop("prune_seconds")
         else:
-            cut = self.cut_tp(spec)
+            cut = self.cut(spec)
             if cut is None:
                 return None
-            pruned, fields = cut
-        prune_seconds = time.perf_counter() - start
+            (pruned, fields), cut_stamp, prune_seconds = cut, None, time.perf_counter() - start
         label = {"key": spec.key, "method": spec.method, "criterion": spec.criterion, "scope": spec.scope,
                  "target_macs_reduction": spec.target if spec.kind == "macs" else None,
                  "target_speedup": spec.target if spec.kind == "speedup" else None, "reconstruct": spec.reconstruct}
@@ -574,8 +575,64 @@ class Budget:
         if other is not None:
             other["widths_match_pair"] = row["widths_match_pair"]
         row.update(speedup_batch64=None, speedup_batch64_min=None, threads=a.threads, load_average=None,
-                   provenance={"accuracy": end_stamp(stamp)})
+                   provenance={"accuracy": end_stamp(stamp), **({"cut": cut_stamp} if cut_stamp else {})})
         return row
+
+    def cut(self, spec: Spec) -> tuple[nn.Module, dict] | None:
+        """The record's cut (ours or a baseline); None when it cannot be made now (said why)."""
+        if spec.method != "ours":
+            return self.cut_tp(spec)
+        if spec.kind == "speedup":  # the prune times candidate cuts: not on a busy machine
+            try:
+                require_quiet_machine(self.args.wait_quiet, self.args.allow_busy)
+            except BusyMachineError as exc:  # the other records need no quiet machine: go on with them
+                print(f"{spec.key:>45}: skipped — {exc}", flush=True)
+                return None
+        return self.cut_ours(spec)
+
+    # ------------------------------------------------------------------ the cut stage
+    def cut_path(self, spec: Spec) -> Path:
+        return self.build / "cuts" / f"{slug(spec.key)}.safetensors"
+
+    def cut_settings(self) -> dict:
+        """What a cut depends on: the run's settings but the fine-tune."""
+        return {k: v for k, v in self.results.get("settings", {}).items() if k != "finetune"}
+
+    def cut_stage(self) -> bool:
+        """Cut each selected record of ours that has no record yet and keep it (model and fields in
+        BUILD/cuts) for the accuracy stage, which then fine-tunes it instead of cutting again: on a shared
+        machine the speed-up cuts, which time candidates, are made in one quiet window, their fine-tunes
+        beside other jobs."""
+        done = {r["key"] for r in self.results["records"]}
+        made = False
+        for spec in self.plan():
+            if spec.method != "ours" or spec.key in done or not selected(spec.key, self.args.only) \
+                    or self.kept_cut(spec) is not None:
+                continue
+            stamp = begin_stamp()
+            seed_everything(self.args.seed)
+            start = time.perf_counter()
+            cut = self.cut(spec)
+            if cut is None:
+                continue
+            pruned, fields = cut
+            path = save_checkpoint(pruned, self.cut_path(spec))
+            write_json(path.with_suffix(".json"), {"key": spec.key, "settings": self.cut_settings(),
+                                                   "fields": {**fields, "prune_seconds": time.perf_counter() - start},
+                                                   "provenance": end_stamp(stamp)})
+            print(f"{spec.key:>45}: cut kept in {path}", flush=True)
+            made = True
+        return made
+
+    def kept_cut(self, spec: Spec) -> tuple[nn.Module, dict, dict] | None:
+        """The cut stage's model, fields and stamp for this record, if it made one with these settings."""
+        path = self.cut_path(spec)
+        if not (path.is_file() and path.with_suffix(".json").is_file()):
+            return None
+        kept = json.loads(path.with_suffix(".json").read_text())
+        if kept.get("settings") != self.cut_settings() or kept.get("key") != spec.key:
+            return None
+        return load_model(str(path)).eval(), kept["fields"], kept["provenance"]
 
     def cut_ours(self, spec: Spec) -> tuple[nn.Module, dict]:
         amount = ({"target_macs": spec.target, "scope": spec.scope} if spec.kind == "macs"
@@ -815,7 +872,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fashion-mnist"),
                         help="Fashion-MNIST IDX directory (default: ../shared/data/fashion-mnist beside the repo)")
     parser.add_argument("--model", default="zoo:resnet20-fmnist")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--stages", nargs="+", default=["accuracy", "timing"], choices=STAGES)
     parser.add_argument("--criteria", nargs="*", default=None,
                         help="our criteria (default auto: l1, random and the --top best by recalibrated accuracy)")
     parser.add_argument("--top", type=int, default=4)
@@ -1011,7 +1068,7 @@ def main(argv=None) -> None:
     for stage in STAGES:
         if stage in args.stages:
             stamp = begin_stamp()
-            if bench.accuracy_stage() if stage == "accuracy" else bench.timing_stage():
+            if {"cut": bench.cut_stage, "accuracy": bench.accuracy_stage, "timing": bench.timing_stage}[stage]():
                 results["provenance"][stage] = end_stamp(stamp)
     save(results)
     for line in results["summary"]["misses"]:

@@ -356,3 +356,30 @@ def test_a_record_whose_checkpoint_is_elsewhere_is_timed_from_its_recipe(budget,
     row["widths"] = [w + 1 for w in row["widths"]]
     with pytest.raises(budget.NeurotomyError, match="rebuilds conv widths"):
         bench.timed_model(row)
+
+
+def test_a_kept_cut_is_fine_tuned_as_the_cut_made_in_place(budget, lenet, digits_train, digits_test, tmp_path,
+                                                         one_thread):
+    """The cut stage keeps a record's cut; the accuracy stage fine-tunes it to the very numbers a run that
+    cuts in place reaches, and says where the cut came from. A kept cut of other settings is ignored."""
+    def run(build, stages):
+        args = argparse.Namespace(finetune_epochs=1, finetune_lr=0.01, finetune_batch=128, distill=False,
+                                  distill_temperature=4.0, distill_alpha=0.5, seed=0, quiet=True, build=str(build),
+                                  threads=1, recalibrate_images=256, reconstruct_images=128, steps=1,
+                                  finetune_between=0, wait_quiet=0.0, allow_busy=True, only=[])
+        results = {"acc_original": 0.9, "records": [], "settings": {"seed": 0, "finetune": {"lr": 0.01}}}
+        bench = budget.Budget(args, lenet, digits_train, digits_test, results, lambda r: None)
+        bench.plan = lambda: [budget.Spec("ours", "l1", "uniform", "macs", 0.4, True)]
+        return bench, [getattr(bench, f"{stage}_stage")() for stage in stages], results
+
+    bench, made, _ = run(tmp_path / "kept", ["cut"])
+    spec = bench.plan()[0]
+    assert made == [True] and bench.kept_cut(spec) is not None and bench.cut_stage() is False  # kept: not cut again
+    _, _, kept = run(tmp_path / "kept", ["accuracy"])
+    _, _, direct = run(tmp_path / "direct", ["accuracy"])
+    a, b = kept["records"][0], direct["records"][0]
+    assert "cut" in a["provenance"] and "cut" not in b["provenance"]
+    for field in ("widths", "acc_pruned", "acc_recalibrated", "acc_reconstructed", "acc_finetuned", "recipe"):
+        assert a[field] == b[field], field
+    bench.results["settings"]["seed"] = 1  # another seed's cut would differ: not used
+    assert bench.kept_cut(spec) is None
