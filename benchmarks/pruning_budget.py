@@ -56,8 +56,8 @@ substring):
   (``--wait-quiet``, ``--allow-busy``).
 * ``timing`` — waits for a quiet machine before each record, reloads the saved model (where the run
   resumes on a machine without it, the original cut by the record's recipe: the same widths, checked;
-  ``timed_from`` says which) and times it against the original at batch 64 with ``--threads`` threads, interleaved rounds
-  (:func:`neurotomy.measure.interleaved_latency`): ``speedup_batch64`` (medians), ``speedup_batch64_min``,
+  ``timed_from`` says which) and times it against the original at batch 64 with ``--threads`` threads,
+  interleaved rounds (:func:`neurotomy.measure.interleaved_latency`): ``speedup_batch64`` (medians), ``speedup_batch64_min``,
   ``threads``, ``load_average`` [start, end]. ``speedup_batch64_predicted``: the latency table's
   prediction (speed-up targets only). ``--retime`` times timed records again: each timing is kept in
   the record's ``timing_runs`` and ``speedup_batch64`` / ``speedup_batch64_min`` are the medians over them
