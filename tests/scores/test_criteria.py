@@ -5,6 +5,7 @@ The cross-checks are plain functions (``check_<criterion>``) so that the mutatio
 and confirm they fail.
 """
 
+import copy
 from functools import lru_cache
 
 import numpy as np
@@ -274,7 +275,6 @@ def test_data_criteria_are_reproducible(tiny, data):
 def test_every_criterion_leaves_the_model_as_it_found_it(tiny, data):
     """A criterion reads the model: weights, BatchNorm statistics, modes, gradients and hooks are as
     before (a benchmark scores several criteria on one model, then fine-tunes against it as teacher)."""
-    import copy
     for name in CRITERIA.names(axis="unit"):
         model = copy.deepcopy(tiny).eval()
         model.conv2.train()  # a mixed mode must survive too
