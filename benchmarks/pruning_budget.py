@@ -538,9 +538,9 @@ class Budget:
         stamp = begin_stamp()
         seed_everything(a.seed)
         start = time.perf_counter()
-        kept = self.kept_cut(spec) if spec.method == "ours" else None
-        if kept is not None:  # the cut stage made it (maybe in a quiet window): fine-tune it
-            pruned, fields, cut_stamp = kept
+        saved_cut = self.kept_cut(spec) if spec.method == "ours" else None
+        if saved_cut is not None:  # the cut stage made it (maybe in a quiet window): fine-tune it
+            pruned, fields, cut_stamp = saved_cut
             prune_seconds = fields.pop("prune_seconds")
         else:
             cut = self.cut(spec)
@@ -607,7 +607,7 @@ class Budget:
         made = False
         for spec in self.plan():
             if spec.method != "ours" or spec.key in done or not selected(spec.key, self.args.only) \
-                    or self.kept_cut(spec) is not None:
+                    or self.kept_cut_entry(spec) is not None:
                 continue
             stamp = begin_stamp()
             seed_everything(self.args.seed)
@@ -624,15 +624,21 @@ class Budget:
             made = True
         return made
 
-    def kept_cut(self, spec: Spec) -> tuple[nn.Module, dict, dict] | None:
-        """The cut stage's model, fields and stamp for this record, if it made one with these settings."""
+    def kept_cut_entry(self, spec: Spec) -> dict | None:
+        """The cut stage's JSON entry for this record (key, settings, fields, stamp), if it kept a cut made
+        with these settings; the model is not read."""
         path = self.cut_path(spec)
         if not (path.is_file() and path.with_suffix(".json").is_file()):
             return None
-        kept = json.loads(path.with_suffix(".json").read_text())
-        if kept.get("settings") != self.cut_settings() or kept.get("key") != spec.key:
+        entry = json.loads(path.with_suffix(".json").read_text())
+        return entry if entry.get("settings") == self.cut_settings() and entry.get("key") == spec.key else None
+
+    def kept_cut(self, spec: Spec) -> tuple[nn.Module, dict, dict] | None:
+        """The cut stage's model, fields and stamp for this record, if it made one with these settings."""
+        entry = self.kept_cut_entry(spec)
+        if entry is None:
             return None
-        return load_model(str(path)).eval(), kept["fields"], kept["provenance"]
+        return load_model(str(self.cut_path(spec))).eval(), entry["fields"], entry["provenance"]
 
     def cut_ours(self, spec: Spec) -> tuple[nn.Module, dict]:
         amount = ({"target_macs": spec.target, "scope": spec.scope} if spec.kind == "macs"
