@@ -728,7 +728,7 @@ def budget_bullet(pb: dict) -> str:
 
 
 def recipes_sentence(recipes: dict[str, dict]) -> str:
-    """The budget benchmark's other fine-tune recipes (``pruning_budget_recipes/NAME``): per recipe and MACs
+    """The fine-tune recipes the budget benchmark tried (``pruning_budget_recipes/NAME``): per recipe and MACs
     target, ours and torch-pruning's best after the fine-tune, and the accuracy lost."""
     parts = []
     for name, pb in recipes.items():
@@ -739,7 +739,7 @@ def recipes_sentence(recipes: dict[str, dict]) -> str:
                 parts.append(f"`{name}` at {cut(float(t))} MACs, {recipe}: ours {pct(a['acc_finetuned'], 2)} "
                              f"(−{num(e['ours_loss_pts'])} pt), torch-pruning "
                              + (pct(b['acc_finetuned'], 2) if b else "not run"))
-    return (" The same cuts after other fine-tune recipes, the same for both (`benchmarks/results/"
+    return (" The same cuts after each fine-tune recipe tried, the same for both (`benchmarks/results/"
             "pruning_budget_recipes/`): " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -747,7 +747,7 @@ HELD_OUT = "_heldout"  # a recipe run made after the choice, to check it: prunin
 
 
 def recipe_claim(recipes: dict[str, dict], claim, verdict) -> None:
-    """The −85 % loss after the best of the other fine-tune recipes — chosen on the test set, so a
+    """The −85 % loss after the best of the fine-tune recipes tried — chosen on the test set, so a
     recipe is judged by the mean over every seed it ran with (a lucky seed alone does not count), and
     only recipes run with the most seeds compete; the others run with as many seeds are named with their mean.
     Runs named ``…_heldout`` were made after the choice with fresh seeds: they take no part in it, are
@@ -779,7 +779,7 @@ def recipe_claim(recipes: dict[str, dict], claim, verdict) -> None:
                                                                        for seed, loss in sorted(held.items()))
                    + f"; mean over all {len(every)} seeds {num(statistics.mean(every))} pt, sd "
                    + num(statistics.stdev(every)))
-    claim("pruning: accuracy lost at −85 % MACs after 3 epochs, best of the other fine-tune recipes", "#19",
+    claim("pruning: accuracy lost at −85 % MACs after 3 epochs, best of the fine-tune recipes tried", "#19",
           "≤ 1.5 pt (mean over the recipe's seeds)",
           f"`{first}` (best by its mean of {len(groups)} recipes in {len(chosen_on)} runs, chosen on the test set): "
           + ", ".join(f"seed {seed}: {num(loss)} pt" for seed, loss in sorted(seeds.items()))
@@ -1108,7 +1108,7 @@ def wrap(text: str, width: int = 100) -> str:
 def load_results(results: Path = RESULTS) -> dict:
     present = [name for name in OPTIONAL if (results / f"{name}.json").exists()]
     loaded = {name: json.loads((results / f"{name}.json").read_text()) for name in (*FILES, *present)}
-    # the budget benchmark rerun with other fine-tune recipes (--out pruning_budget_recipes/NAME)
+    # the budget benchmark run with each fine-tune recipe tried (--out pruning_budget_recipes/NAME)
     loaded["pruning_budget_recipes"] = {path.parent.name: json.loads(path.read_text()) for path in
                                         sorted(results.glob("pruning_budget_recipes/*/pruning_budget.json"))}
     return loaded
