@@ -106,12 +106,29 @@ def test_summary_targets_and_misses(budget):
     speed = s["speedup_targets"]["2"]
     assert speed["hit_count"] == 1 and speed["timed"] == 2 and speed["met"] is False
     assert speed["ours_minus_tp_pts"] == pytest.approx(3.0)
-    rho = next(g for g in s["spearman"] if g["target"] == "macs0.5" and not g["reconstruct"])
+    rho = next(g for g in s["spearman"] if g["target"] == "macs0.5" and g["x"] == "acc_recalibrated")
     assert rho["n"] == 3 and rho["rho"] == pytest.approx(0.5)  # recal ranks 2,3,1 vs fine-tuned ranks 3,2,1
     text = "\n".join(s["misses"])
     assert "−85% MACs after 3 epochs" in text and "-1.00 pt" in text
     assert "2.65 pt" in text and "−70% MACs reconstruct-only: 85.00%" in text and "+15%" in text
     assert "−50% MACs after" not in text
+
+
+def test_reconstructed_cuts_screen_the_plain_cuts_fine_tuned_accuracy(budget):
+    """The screen in seconds: each criterion's /rec record's reconstructed accuracy against its /norec
+    record's fine-tuned accuracy; a criterion without a reconstructed twin is left out, not guessed."""
+    records = [_record("ours", c, 0.85, ft) for c, ft in (("l1", 0.931), ("chip", 0.928), ("random", 0.921),
+                                                          ("apoz", 0.920))]
+    records += [_record("ours", c, 0.85, ft, rec=rc, refit=True)  # fine-tuned after the refit: not the y here
+                for c, rc, ft in (("l1", 0.82, 0.90), ("chip", 0.84, 0.91), ("random", 0.81, 0.92))]
+    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    screen = [g for g in s["spearman"] if g.get("x_from")]
+    assert len(screen) == 1 and screen[0]["target"] == "macs0.85" and screen[0]["reconstruct"] is False
+    assert screen[0]["criteria"] == ["l1", "chip", "random"]  # apoz has no /rec record
+    # reconstructed 0.82, 0.84, 0.81 (ranks 2, 3, 1) vs plain fine-tuned 0.931, 0.928, 0.921 (ranks 3, 2, 1)
+    assert screen[0]["rho"] == pytest.approx(0.5)
+    refit = next(g for g in s["spearman"] if g["reconstruct"])  # the refit's own fine-tune: ranks 2,3,1 vs 1,2,3
+    assert refit["x"] == "acc_reconstructed" and "x_from" not in refit and refit["rho"] == pytest.approx(-0.5)
 
 
 def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(budget):

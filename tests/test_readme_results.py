@@ -163,3 +163,28 @@ def test_held_out_seeds_of_the_chosen_recipe_are_stated_apart_and_count_in_the_v
         ("`a` (best by its mean of 2 recipes in 4 runs, chosen on the test set): seed 0: 1.45 pt, seed 1: 1.45 pt; "
          "mean 1.45 pt, sd 0.00; fresh seeds run after the choice: seed 2: 1.70 pt, seed 3: 1.60 pt; mean over all 4 "
          "seeds 1.55 pt, sd 0.12 (also with 2 seeds: `c`: mean 1.55 pt)", "in part")]
+
+
+def test_the_criterion_screen_claim_says_which_accuracies_it_pairs_and_holds_only_where_rho_is_high(readme_results):
+    """Spearman groups of the budget summary: recalibrated (no label), after a refit (+reconstruct), and a
+    criterion's reconstructed cut against its plain cut fine-tuned; 'yes' only when every group is ≥ 0.7."""
+    def group(rho, **kw):
+        return {"target": "macs0.85", "scope": "uniform", "reconstruct": False, "rho": rho, "n": 6,
+                "criteria": ["l1", "chip", "random"], **kw}
+
+    def claimed(groups):
+        rows = []
+        summary = {"macs_targets": {}, "loss_at_85_pts": {"value": None}, "reconstruct_only": {},
+                   "speedup_targets": {}, "spearman": groups}
+        readme_results.budget_claims({"summary": summary}, lambda text, source, target, ours, held:
+                                     rows.append((ours, held)), lambda *a: "unused")
+        return rows
+
+    [(text, held)] = claimed([group(-0.43), group(0.6, x_from="the /rec record"), group(0.8, reconstruct=True)])
+    assert "−85 % uniform: ρ -0.43 over 6 criteria (l1, chip, random)" in text
+    assert "uniform reconstructed cut → plain cut fine-tuned: ρ 0.60" in text and "uniform +reconstruct: ρ 0.80" in text
+    assert held.startswith("in part")
+    assert claimed([group(0.75), group(0.9, x_from="x")])[0][1] == "yes"
+    assert claimed([group(-0.2), group(0.3, x_from="x")])[0][1] == "weakly"
+    assert claimed([group(-0.2)])[0][1] == "no"
+    assert claimed([group(0.9, target="speedup2")]) == []  # speed-up groups are not stated
