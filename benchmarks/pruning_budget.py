@@ -412,7 +412,9 @@ def summarize(results: dict) -> dict:
     # its plain cut reaches after the fine-tune — a refit then fine-tuned has ended below the plain cut
     by_key = {r["key"]: r for r in ours}
     for (target, scope, refit), rows in sorted(groups.items()):
-        twins = [(by_key.get(r["key"].removesuffix("/norec") + "/rec"), r) for r in rows if not refit]
+        if refit:
+            continue
+        twins = [(by_key.get(r["key"].removesuffix("/norec") + "/rec"), r) for r in rows]
         pairs = [(twin, r) for twin, r in twins if twin and twin.get("acc_reconstructed") is not None]
         if not pairs:
             continue
