@@ -111,7 +111,7 @@ from neurotomy.checkpoint import read_meta, save_checkpoint  # noqa: E402
 from neurotomy.data import load_dataset  # noqa: E402
 from neurotomy.data.subsets import balanced_subset  # noqa: E402
 from neurotomy.device import place  # noqa: E402
-from neurotomy.errors import NeurotomyError  # noqa: E402
+from neurotomy.errors import NeurotomyError, PruningError  # noqa: E402
 from neurotomy.files import write_json  # noqa: E402
 from neurotomy.jobs.prune import PruneJob  # noqa: E402
 from neurotomy.loading import load_model  # noqa: E402
@@ -605,6 +605,11 @@ class Budget:
             try:
                 require_quiet_machine(self.args.wait_quiet, self.args.allow_busy)
             except BusyMachineError as exc:  # the other records need no quiet machine: go on with them
+                print(f"{spec.key:>45}: skipped — {exc}", flush=True)
+                return None
+            try:
+                return self.cut_ours(spec)
+            except PruningError as exc:  # out of reach as this machine measures now: said, the others go on
                 print(f"{spec.key:>45}: skipped — {exc}", flush=True)
                 return None
         return self.cut_ours(spec)

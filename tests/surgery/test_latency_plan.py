@@ -103,3 +103,34 @@ def test_allocate_starts_from_the_fastest_choice_when_narrowest_is_slower(tmp_pa
     budget = (table.predict(fastest) + narrowest) / 2
     choice = table.allocate(budget)
     assert table.predict(choice) <= budget
+
+
+class DriftedRuntime(FakeRuntime):
+    """The fake machine running ``factor`` times slower than when a cache was written (a VM's speed drifts)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def _record(self, ms: float) -> dict:
+        return super()._record(ms * self.factor)
+
+
+def test_a_cached_table_is_scaled_to_the_machines_speed_now(tmp_path):
+    """A table read from the cache on a machine now 1.25× slower predicts what a table timed afresh at
+    that speed predicts — not the old table plus a rest grown by the whole difference — and only the
+    unpruned layers are timed again."""
+    model = tiny_cnn()
+    planner = Planner(model, get_criterion("l1")(model), SHAPE, [model[-1]], 1, None, False)
+    kwargs = {"batch": 2, "threads": 1, "quiet": True}
+    first = latency_model(model, planner, SHAPE, DriftedRuntime(1.0), cache_dir=tmp_path / "cache", **kwargs)
+    assert "drift" not in first.info  # timed just now: nothing to rescale
+    slower = DriftedRuntime(1.25)
+    later = latency_model(model, planner, SHAPE, slower, cache_dir=tmp_path / "cache", **kwargs)
+    afresh = latency_model(model, planner, SHAPE, DriftedRuntime(1.25), cache_dir=tmp_path / "fresh", **kwargs)
+    assert later.info["drift"]["ratio"] == pytest.approx(1.25)
+    assert sorted(slower.timed) == sorted(layer.spec.key() for layer in later.layers)  # the unpruned layers only
+    assert later.rest_ms == pytest.approx(afresh.rest_ms)
+    choices = [[0] * len(later.options), later.fastest(), [len(o) // 2 for o in later.options]]
+    for choice in choices:
+        assert later.predict(choice) == pytest.approx(afresh.predict(choice))

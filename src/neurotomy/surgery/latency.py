@@ -266,12 +266,14 @@ def time_specs(specs: Sequence[LayerSpec], runtime: LatencyRuntime, batch: int, 
                info: dict | None = None) -> dict[str, float]:
     """Median milliseconds of each distinct layer in ``specs`` (by :meth:`LayerSpec.key`): from
     the cache where it holds them, else timed in ``runtime`` (interleaved in chunks) and cached.
-    ``info``, when given, receives ``measured``, ``cached``, ``seconds``, ``cache`` (the file) and
-    the ``load_average`` ``[start, end]`` of the measuring."""
+    ``info``, when given, receives ``measured``, ``cached``, ``seconds``, ``cache`` (the file),
+    the ``load_average`` ``[start, end]`` of the measuring and ``cached_keys`` (the keys read from
+    the cache: timed on an earlier day, maybe at another speed)."""
     cache = LatencyCache(cache_dir or default_cache_dir(), cache_key(runtime, batch, threads))
     unique = {spec.key(): spec for spec in specs}
     ms = {k: cache.get(k) for k in unique}
     missing = [unique[k] for k, v in ms.items() if v is None]
+    cached_keys = sorted(k for k, v in ms.items() if v is not None)
     start, load_start = time.perf_counter(), load_average()[0]
     if missing:
         warn_if_busy(load_start, stacklevel=3)
@@ -286,7 +288,7 @@ def time_specs(specs: Sequence[LayerSpec], runtime: LatencyRuntime, batch: int, 
                 bar.advance(task, len(chunk))
         cache.update(new)
     if info is not None:
-        info.update(measured=len(missing), cached=len(unique) - len(missing),
+        info.update(measured=len(missing), cached=len(cached_keys), cached_keys=cached_keys,
                     seconds=round(time.perf_counter() - start, 3), cache=str(cache.path),
                     load_average=[load_start, load_average()[0]])
     return {k: float(v) for k, v in ms.items()}

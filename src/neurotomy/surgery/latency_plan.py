@@ -8,7 +8,9 @@ device, and (2) a knapsack that keeps the most importance within the budget. Her
   :class:`~neurotomy.surgery.latency.LayerSpec` (conv + its BatchNorm + its activation, when the
   model runs them right after it) at its input size, timed at every (input width, output width)
   pair the candidate widths can give it, at the deployment batch and threads, in the chosen
-  runtime, cached per machine (:func:`~neurotomy.surgery.latency.time_specs`). The model's latency
+  runtime, cached per machine (:func:`~neurotomy.surgery.latency.time_specs`); a table read from
+  the cache is scaled by how much slower or faster the machine runs now (the unpruned layers timed
+  again beside the model: :func:`_cache_drift`). The model's latency
   is predicted as the **sum over those layers** of their table entries, calibrated on the unpruned
   model as measured: when the table sums to less, the difference (pooling, additions, the layers
   no group touches) is a constant ``rest``; when it sums to more (layers timed alone start from
@@ -398,6 +400,27 @@ def _side_grid(layer: TimedLayer, side: str, options: list, removal: list, l: in
     return sorted({w // step * step for w in (full, max(step, least), *range(8, full, 8)) if w >= step})
 
 
+def _cache_drift(layers: list[TimedLayer], ms: dict[str, float], cached: set[str], runtime: LatencyRuntime,
+                 batch: int, threads: int) -> dict | None:
+    """How much slower (ratio > 1) or faster this machine runs now than when the cached entries were
+    timed: the unpruned layers timed again now, right after the unpruned model, against their cached
+    times (None when nothing came from the cache). Without it the calibration to the model measured
+    now puts the whole difference into the constant rest, which no cut shrinks: on this project's
+    VM the unpruned ResNet-20 measured 41–44 ms when its table was timed and 46–53 ms eight hours
+    later, and from the cached table a 3× speed-up that the morning's cut had reached (3.01×) was
+    refused as out of reach (2.56× at most)."""
+    if not cached:
+        return None
+    full_specs = {layer.spec.key(): layer.spec for layer in layers}
+    again = [k for k in full_specs if k in cached]
+    if not again:  # none of the unpruned layers cached: no common ground to compare on
+        return None
+    fresh = runtime.time_layers([full_specs[k] for k in again], batch, threads)
+    before, now = sum(ms[k] for k in again), sum(t["median_ms"] for t in fresh)
+    return {"ratio": now / before, "layers_timed": len(again), "cached_ms": before, "now_ms": now,
+            "scaled_entries": len(cached), "scaled_keys": cached}
+
+
 def latency_model(model: nn.Module, planner: Planner, input_shape: tuple[int, ...],
                   runtime: str | LatencyRuntime = "torch", batch: int = 64, threads: int | None = None,
                   cache_dir: str | os.PathLike | None = None, quiet: bool | None = None) -> LatencyModel:
@@ -430,5 +453,9 @@ def latency_model(model: nn.Module, planner: Planner, input_shape: tuple[int, ..
     info: dict = {}
     ms = time_specs(specs, runtime, batch, threads, cache_dir, quiet, info)
     full = runtime.time_models([model], input_shape, batch, threads)[0]
+    drift = _cache_drift(layers, ms, set(info.pop("cached_keys")), runtime, batch, threads)
+    if drift is not None:
+        ms = {k: v * drift["ratio"] if k in drift["scaled_keys"] else v for k, v in ms.items()}
+        info["drift"] = {k: v for k, v in drift.items() if k != "scaled_keys"}
     info.update(layers=len(layers), entries=len(ms))
     return LatencyModel(planner, layers, options, removal, ms, full, runtime.name, batch, threads, info)
