@@ -1,6 +1,6 @@
-"""benchmarks/pruning_budget.py (issue 19's benchmark) and its torch-pruning baselines
-(benchmarks/tp_baselines.py): the Spearman ranks against scipy, the summary's targets and misses on
-made-up records, the --only filter, the baseline rebuilt bit-identical through our surgery, and the
+"""benchmarks/pruning_budget.py (issue 19's benchmark), its summary (benchmarks/budget_summary.py) and
+its torch-pruning baselines (benchmarks/tp_baselines.py): the Spearman ranks against scipy, the summary's
+targets and misses on made-up records, the --only filter, the baseline rebuilt bit-identical through our surgery, and the
 benchmark's fine-tune equal to the one PruneJob runs."""
 
 import argparse
@@ -32,29 +32,34 @@ def budget():
 
 
 @pytest.fixture(scope="module")
+def summary():
+    return load_benchmark("budget_summary")
+
+
+@pytest.fixture(scope="module")
 def tpb():
     return load_benchmark("tp_baselines")
 
 
-def test_spearman_matches_scipy_with_ties(budget):
+def test_spearman_matches_scipy_with_ties(summary):
     stats = pytest.importorskip("scipy.stats")
     rng = random.Random(0)
     for n in (3, 4, 6, 9, 14):
         for _ in range(20):
             x = [rng.choice([0.1, 0.2, 0.3, 0.4, rng.random()]) for _ in range(n)]  # ties on purpose
             y = [rng.choice([0.5, 0.6, rng.random()]) for _ in range(n)]
-            assert budget.average_ranks(x) == pytest.approx(list(stats.rankdata(x)))
-            ours = budget.spearman(x, y)
+            assert summary.average_ranks(x) == pytest.approx(list(stats.rankdata(x)))
+            ours = summary.spearman(x, y)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # scipy's ConstantInputWarning: a constant side, on purpose
                 ref = float(stats.spearmanr(x, y).statistic)
             assert (ours is None) == (ref != ref)  # a constant side: undefined in both
             if ours is not None:
                 assert ours == pytest.approx(ref, abs=1e-12)
-    assert budget.spearman([1, 2], [2, 1]) is None
-    assert budget.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert summary.spearman([1, 2], [2, 1]) is None
+    assert summary.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     with pytest.raises(ValueError):
-        budget.spearman([1, 2, 3], [1, 2])
+        summary.spearman([1, 2, 3], [1, 2])
 
 
 def test_only_patterns_and_keys(budget):
@@ -80,7 +85,7 @@ def _record(method, criterion, target, ft, recal=0.5, rec=None, refit=False, spe
             "speedup_batch64": timed, "speedup_batch64_predicted": speedup, "threads": 1, "load_average": [0.1, 0.2]}
 
 
-def test_summary_targets_and_misses(budget):
+def test_summary_targets_and_misses(summary):
     records = [
         _record("ours", "l1", 0.5, 0.9440, recal=0.60), _record("ours", "chip", 0.5, 0.9430, recal=0.80),
         _record("ours", "random", 0.5, 0.9300, recal=0.40),
@@ -93,7 +98,7 @@ def test_summary_targets_and_misses(budget):
         _record("tp-default", "l1", 0.6, 0.90, speedup=2.0, timed=1.5),
     ]
     results = {"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}}
-    s = budget.summarize(results)
+    s = summary.summarize(results)
     assert s["macs_targets"]["0.5"]["met"] is True
     assert s["macs_targets"]["0.5"]["ours_minus_tp_pts"] == pytest.approx(-0.05)
     assert s["macs_targets"]["0.5"]["ours_best"]["key"] == "ours/l1/uniform/macs0.5/rec"
@@ -114,14 +119,14 @@ def test_summary_targets_and_misses(budget):
     assert "−50% MACs after" not in text
 
 
-def test_reconstructed_cuts_screen_the_plain_cuts_fine_tuned_accuracy(budget):
+def test_reconstructed_cuts_screen_the_plain_cuts_fine_tuned_accuracy(summary):
     """The screen in seconds: each criterion's /rec record's reconstructed accuracy against its /norec
     record's fine-tuned accuracy; a criterion without a reconstructed twin is left out, not guessed."""
     records = [_record("ours", c, 0.85, ft) for c, ft in (("l1", 0.931), ("chip", 0.928), ("random", 0.921),
                                                           ("apoz", 0.920))]
     records += [_record("ours", c, 0.85, ft, rec=rc, refit=True)  # fine-tuned after the refit: not the y here
                 for c, rc, ft in (("l1", 0.82, 0.90), ("chip", 0.84, 0.91), ("random", 0.81, 0.92))]
-    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    s = summary.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
     screen = [g for g in s["spearman"] if g.get("x_from")]
     assert len(screen) == 1 and screen[0]["target"] == "macs0.85" and screen[0]["reconstruct"] is False
     assert screen[0]["criteria"] == ["l1", "chip", "random"]  # apoz has no /rec record
@@ -131,7 +136,7 @@ def test_reconstructed_cuts_screen_the_plain_cuts_fine_tuned_accuracy(budget):
     assert refit["x"] == "acc_reconstructed" and "x_from" not in refit and refit["rho"] == pytest.approx(-0.5)
 
 
-def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(budget):
+def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(summary):
     """Issue #19 item 3: at equal measured latency, accuracy ≥ MACs-targeted pruning — the MACs-targeted
     cuts' accuracy is interpolated at the latency-targeted cut's measured speed-up, never extrapolated."""
     records = [
@@ -141,7 +146,7 @@ def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(budget):
         _record("ours", "l1", 0.65, 0.9300, speedup=1.75, timed=1.75),
         _record("ours", "l1", 0.8, 0.9250, speedup=3.0, timed=2.9),
     ]
-    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    s = summary.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
     at15 = s["speedup_targets"]["1.5"]["vs_macs_targeted"]
     # halfway between (1.3×, 94.40 %) and (1.8×, 93.50 %): 93.95 %; the better 0.5 record (l1) is the curve's point
     assert at15["acc_macs_targeted"] == pytest.approx(0.9395) and at15["difference_pts"] == pytest.approx(0.35)
@@ -153,7 +158,7 @@ def test_latency_targeted_cut_against_macs_targeted_at_equal_speedup(budget):
     assert outside["acc_macs_targeted"] is None and outside["met"] is None and "not extrapolated" in outside["note"]
 
 
-def test_latency_targeted_cut_against_torch_pruning_at_equal_measured_speedup(budget):
+def test_latency_targeted_cut_against_torch_pruning_at_equal_measured_speedup(summary):
     """torch-pruning cut to the same MACs as a latency-targeted cut runs slower: the cut is also compared
     with each baseline's accuracy interpolated at the same measured speed-up, from all its timed records."""
     records = [
@@ -162,7 +167,7 @@ def test_latency_targeted_cut_against_torch_pruning_at_equal_measured_speedup(bu
         _record("tp-default", "l1", 0.55, 0.9420, speedup=1.5, timed=1.35),  # same MACs as ours, slower
         _record("tp-taylor", "taylor", 0.5, 0.9400, scope="global", timed=1.6),  # one point: no curve
     ]
-    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    s = summary.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
     entry = s["speedup_targets"]["1.5"]
     assert entry["ours_minus_tp_pts"] == pytest.approx(0.1)  # at the same MACs
     tp = entry["vs_tp_at_equal_speedup"]["tp-default"]  # 1.55× lies between (1.35×, 94.20 %) and (1.8×, 93.40 %)
@@ -170,7 +175,7 @@ def test_latency_targeted_cut_against_torch_pruning_at_equal_measured_speedup(bu
     assert tp["between"] == ["tp-default/l1/uniform/speedup1.5/norec", "tp-default/l1/uniform/macs0.7/norec"]
     assert entry["vs_tp_at_equal_speedup"]["tp-taylor"]["acc_tp"] is None  # outside its one-point range
     records[0]["acc_finetuned"] = 0.9300
-    s = budget.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    s = summary.summarize({"records": records, "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
     assert s["speedup_targets"]["1.5"]["vs_tp_at_equal_speedup"]["tp-default"]["met"] is False
     assert any("tp-default at the same measured speed-up" in m for m in s["misses"])
 
@@ -212,13 +217,13 @@ def test_benchmark_finetune_is_prunejobs(budget, lenet, digits_train, digits_tes
     assert all(torch.equal(a, b) for a, b in zip(cut.state_dict().values(), tuned.state_dict().values()))
 
 
-def test_summary_prefers_the_quiet_reconstruction_timing(budget):
+def test_summary_prefers_the_quiet_reconstruction_timing(summary):
     """The ≤ 30 s reconstruction target is judged on the quiet re-timing when the timing stage made one
     (the accuracy stage runs beside other jobs), and says which figure it used."""
     quiet, busy = (_record("ours", "l1", t, 0.94, rec=0.935, refit=True) for t in (0.5, 0.7))
     quiet["reconstruction"] = {"seconds": 50.0, "seconds_quiet": 26.5, "load_average_quiet": [1.0, 1.1]}
     busy["reconstruction"] = {"seconds": 45.0}
-    s = budget.summarize({"records": [quiet, busy], "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
+    s = summary.summarize({"records": [quiet, busy], "acc_original": 0.9465, "settings": {"finetune": {"epochs": 3}}})
     at50, at70 = s["reconstruct_only"]["0.5"], s["reconstruct_only"]["0.7"]
     assert (at50["seconds"], at50["seconds_measured"], at50["met_seconds"]) == (26.5, "quiet", True)
     assert at50["seconds_accuracy_stage"] == 50.0 and at50["load_average"] == [1.0, 1.1]
