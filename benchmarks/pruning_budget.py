@@ -444,6 +444,8 @@ class Budget:
                               original_metrics=self.original_metrics)
         latency = {k: rec.get(k) for k in ("latency_ms_predicted", "latency_ms_measured", "latency_ms_original",
                                            "speedup_measured", "load_average")} if spec.kind == "speedup" else None
+        if latency is not None:  # how much the cached latency table was rescaled to the machine's speed now
+            latency["table_drift"] = rec.get("latency_table", {}).get("drift")
         return pruned, {"acc_pruned": rec["acc_pruned"], "acc_recalibrated": rec["acc_recalibrated"],
                         "acc_reconstructed": rec.get("acc_reconstructed"), "reconstruction": rec.get("reconstruction"),
                         "ratio": rec["ratio"], "score_seconds": rec["score_seconds"],
