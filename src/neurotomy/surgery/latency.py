@@ -33,7 +33,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -261,6 +261,14 @@ def _chunks(specs: list[LayerSpec], batch: int) -> list[list[LayerSpec]]:
     return [c for c in chunks if c]
 
 
+def timed_in_chunks(specs: Sequence[LayerSpec], runtime: LatencyRuntime, batch: int,
+                    threads: int) -> Iterator[tuple[LayerSpec, dict]]:
+    """Each spec with its timing (``runtime``'s record), timed fresh, interleaved within chunks small
+    enough to hold in memory together (:func:`_chunks`)."""
+    for chunk in _chunks(list(specs), batch):
+        yield from zip(chunk, runtime.time_layers(chunk, batch, threads))
+
+
 def time_specs(specs: Sequence[LayerSpec], runtime: LatencyRuntime, batch: int, threads: int,
                cache_dir: str | os.PathLike | None = None, quiet: bool | None = None,
                info: dict | None = None) -> dict[str, float]:
@@ -280,12 +288,11 @@ def time_specs(specs: Sequence[LayerSpec], runtime: LatencyRuntime, batch: int, 
         new: dict[str, list[float]] = {}
         with progress_bar(quiet) as bar:
             task = add_task(bar, f"latency table ({runtime.name})", len(missing))
-            for chunk in _chunks(missing, batch):
-                for spec, timing in zip(chunk, runtime.time_layers(chunk, batch, threads)):
-                    new[spec.key()] = [round(timing["median_ms"], 5), round(timing["min_ms"], 5),
-                                       timing["load_average"][0]]
-                    ms[spec.key()] = timing["median_ms"]
-                bar.advance(task, len(chunk))
+            for spec, timing in timed_in_chunks(missing, runtime, batch, threads):
+                new[spec.key()] = [round(timing["median_ms"], 5), round(timing["min_ms"], 5),
+                                   timing["load_average"][0]]
+                ms[spec.key()] = timing["median_ms"]
+                bar.advance(task, 1)
         cache.update(new)
     if info is not None:
         info.update(measured=len(missing), cached=len(cached_keys), cached_keys=cached_keys,

@@ -85,7 +85,8 @@ from neurotomy.errors import NeurotomyWarning, PruningError
 from neurotomy.models.anatomy import eval_mode
 from neurotomy.probe import Probe
 from neurotomy.surgery.knapsack import solve_knapsack
-from neurotomy.surgery.latency import ACTIVATIONS, LATENCY_RUNTIMES, LatencyRuntime, LayerSpec, runtime_named, time_specs
+from neurotomy.surgery.latency import (ACTIVATIONS, LATENCY_RUNTIMES, LatencyRuntime, LayerSpec, runtime_named,
+                                       time_specs, timed_in_chunks)
 from neurotomy.surgery.planner import Cut, Planner
 
 LINEARISATIONS = 6
@@ -415,8 +416,8 @@ def _cache_drift(layers: list[TimedLayer], ms: dict[str, float], cached: set[str
     again = [k for k in full_specs if k in cached]
     if not again:  # none of the unpruned layers cached: no common ground to compare on
         return None
-    fresh = runtime.time_layers([full_specs[k] for k in again], batch, threads)
-    before, now = sum(ms[k] for k in again), sum(t["median_ms"] for t in fresh)
+    fresh = timed_in_chunks([full_specs[k] for k in again], runtime, batch, threads)
+    before, now = sum(ms[k] for k in again), sum(timing["median_ms"] for _, timing in fresh)
     return {"ratio": now / before, "layers_timed": len(again), "cached_ms": before, "now_ms": now,
             "scaled_entries": len(cached), "scaled_keys": cached}
 
