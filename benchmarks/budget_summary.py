@@ -74,6 +74,7 @@ def spearman_rho(x: list[float], y: list[float]) -> tuple[float | None, str]:
 # --------------------------------------------------------------------------- the summary
 
 def best(rows: list[dict], field: str = "acc_finetuned") -> dict | None:
+    """The record with the highest ``field`` (None when no record has one)."""
     return max((r for r in rows if r.get(field) is not None), key=lambda r: r[field], default=None)
 
 
