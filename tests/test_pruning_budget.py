@@ -1,7 +1,7 @@
 """benchmarks/pruning_budget.py (issue 19's benchmark), its summary (benchmarks/budget_summary.py) and
 its torch-pruning baselines (benchmarks/tp_baselines.py): the Spearman ranks against scipy, the summary's
-targets and misses on made-up records, the --only filter, the baseline rebuilt bit-identical through our surgery, and the
-benchmark's fine-tune equal to the one PruneJob runs."""
+targets and misses on made-up records, the --only filter, the baseline rebuilt bit-identical through our
+surgery, and the benchmark's fine-tune equal to the one PruneJob runs."""
 
 import argparse
 import copy
