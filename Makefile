@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST ?= $(abspath ../shared/data/fashion-mnist)
 
-.PHONY: audit-provenance demo test install install-dev bench-pruning bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit bench-transformer-scale
+.PHONY: audit-provenance demo test install install-dev bench-pruning bench-latency-calibration bench-criteria bench-speed bench-layers bench-scale bench-explanations bench-gradmask bench-classes zoo clean results-readme test-strength bench-robustness bench-models bench-subspaces bench-deploy bench-vit bench-transformer-scale
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test-strength: install-dev
 # epochs each (long, resumable), then batch-64 speed-ups (waits for a quiet machine) → pruning_budget.json
 bench-pruning: install
 	$(BIN)/python benchmarks/pruning_budget.py --root $(FMNIST)
+
+# issue 19: the latency table's predicted vs measured speed-ups, one-point vs calibrated on measured cuts
+# (data-free criteria at 1.5/2/3×, 1 thread, waits for a quiet machine; minutes) → latency_calibration.json
+bench-latency-calibration: install
+	$(BIN)/python benchmarks/latency_calibration.py
 
 # every criterion × MACs target × scope (long: fine-tuning), then speed on the same architectures (waits for a quiet machine)
 bench-criteria: install

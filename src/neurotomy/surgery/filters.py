@@ -214,9 +214,9 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     Or a latency: ``target_speedup`` (> 1, against the unpruned model) or ``target_latency_ms``
     per batch of ``latency_batch`` images with ``threads`` threads in ``runtime`` (``torch``,
     ``onnx``, ``onnx-int8``): widths are chosen from a measured, cached latency table by a knapsack
-    (:mod:`neurotomy.surgery.latency_plan`; ``scope`` and ``round_to`` do not apply), the pruned
-    model is measured, and the aim corrected up to twice when the measurement misses by more than
-    10 %. ``details`` then hold ``speedup_predicted``, ``speedup_measured``, ``latency_ms_predicted``,
+    (:mod:`neurotomy.surgery.latency_plan`; ``scope`` and ``round_to`` do not apply), calibrated on
+    measured cuts; the pruned model is measured, and cut again (up to twice) when the measurement
+    misses by more than 10 %. ``details`` then hold ``speedup_predicted``, ``speedup_measured``, ``latency_ms_predicted``,
     ``latency_ms_measured``, ``threads`` and ``load_average`` (see :func:`prune_to_latency`).
     """
     input_shape = input_shape or require_input_shape(model)
@@ -252,11 +252,15 @@ def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: fl
                      runtime: str | LatencyRuntime = "torch", latency_cache: str | os.PathLike | None = None,
                      quiet: bool | None = None) -> PruningResult:
     """Prune to ``target_speedup`` or ``target_latency_ms`` (see :func:`prune_filters`): measure the
-    latency table (or read it from the cache), choose widths by the knapsack, cut, measure the cut
-    model against the original (interleaved, in the same runtime), and when the measured latency
-    misses the goal by more than 10 % re-aim by the ratio of goal to measurement (at most twice),
-    keeping the closest. ``details`` record the target, the runtime, batch, threads, the predicted
-    and measured latency and speed-up, the load average of the measurement and every attempt.
+    latency table (or read it from the cache); time the fastest cut it finds against the original
+    (interleaved, in the same runtime) and calibrate the table's prediction on it
+    (:meth:`~neurotomy.surgery.latency_plan.LatencyModel.calibrate`) — a goal slower than that cut
+    by more than 10 % is out of reach; choose widths by the knapsack, cut, measure, and when the
+    measured latency misses the goal by more than 10 % calibrate on that cut too and choose again
+    (at most twice), keeping the closest. ``details`` record the target, the runtime, batch, threads,
+    the predicted and measured latency and speed-up, the load average of the measurement, every
+    attempt (its prediction made before it was measured), and in ``latency_table`` the fastest cut's
+    latency and the ``calibration`` knots.
 
     Example:
         >>> import tempfile
@@ -284,31 +288,47 @@ def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: fl
         raise PruningError(f"a latency of {goal:.2f} ms is not below the unpruned model's {table.full_ms:.2f} ms "
                            f"({runtime.name}, batch {latency_batch}, {table.threads} thread(s)); nothing to prune — "
                            "give a lower target_latency_ms")
-    attempts, aim, best = [], goal, None
-    for _ in range(3):
-        try:
-            choice = table.allocate(aim)
-        except PruningError:
-            if best is None:
-                raise
-            break  # a corrected aim out of reach: keep what was measured
+
+    def measured(choice: list[int]) -> dict:
+        """Cut to ``choice`` and time it against the original, interleaved, in the same runtime."""
         cuts = table.cuts(choice)
         pruned = apply_cuts(model, cuts, input_shape)
         original, cut = runtime.time_models([model, pruned], input_shape, latency_batch, table.threads)
         # the cut model's latency on the table's scale: for a speed-up, relative to the original as measured now
         achieved = cut["median_ms"] * (table.full_ms / original["median_ms"] if target_latency_ms is None else 1)
-        attempt = {"aim_ms": aim, "latency_ms_predicted": table.predict(choice), "latency_ms_measured": cut["median_ms"],
-                   "latency_ms_original": original["median_ms"], "speedup_predicted": table.full_ms / table.predict(choice),
-                   "speedup_measured": original["median_ms"] / cut["median_ms"], "widths": table.widths(choice),
-                   "load_average": [original["load_average"][0], cut["load_average"][-1]],
-                   "machine_busy": cut["machine_busy"], "miss": achieved / goal - 1}
-        attempts.append(attempt)
-        if best is None or abs(attempt["miss"]) < abs(best[0]["miss"]):
-            best = (attempt, cuts, pruned)
-        if abs(attempt["miss"]) <= LATENCY_TOLERANCE:
+        return {"choice": choice, "cuts": cuts, "pruned": pruned, "achieved": achieved, "attempt": {
+            "latency_ms_predicted": table.predict(choice), "latency_ms_measured": cut["median_ms"],
+            "latency_ms_original": original["median_ms"], "speedup_predicted": table.full_ms / table.predict(choice),
+            "speedup_measured": original["median_ms"] / cut["median_ms"], "widths": table.widths(choice),
+            "load_average": [original["load_average"][0], cut["load_average"][-1]],
+            "machine_busy": cut["machine_busy"], "miss": achieved / goal - 1}}
+
+    # Calibrate on two measured models before aiming: the unpruned one (the table's own) and the
+    # fastest cut, so the prediction is measured at both ends (LatencyModel.calibrate says why).
+    fastest = measured(table.fastest())
+    points, tried, best = [(fastest["choice"], fastest["achieved"])], {}, None
+    table.calibrate(points)
+    for _ in range(3):
+        try:
+            choice = table.allocate(goal)
+        except PruningError:  # the fastest cut measured slower than the goal: out of reach, unless near enough
+            if abs(fastest["attempt"]["miss"]) > LATENCY_TOLERANCE:
+                raise
+            choice = fastest["choice"]
+        if tuple(choice) in tried:
+            break  # the calibration did not move: measuring again would add nothing
+        trial = fastest if choice == fastest["choice"] else measured(choice)
+        trial["attempt"].update(aim_ms=goal, latency_ms_predicted=table.predict(choice),
+                                speedup_predicted=table.full_ms / table.predict(choice))
+        tried[tuple(choice)] = trial
+        if best is None or abs(trial["attempt"]["miss"]) < abs(best["attempt"]["miss"]):
+            best = trial
+        if abs(trial["attempt"]["miss"]) <= LATENCY_TOLERANCE:
             break
-        aim = aim * goal / achieved
-    attempt, cuts, pruned = best
+        points.append((choice, trial["achieved"]))
+        table.calibrate(points)
+    attempts = [trial["attempt"] for trial in tried.values()]
+    attempt, cuts, pruned = best["attempt"], best["cuts"], best["pruned"]
     warn_if_target_missed(attempt["miss"], target_speedup, target_latency_ms, attempt["speedup_measured"],
                           attempt["latency_ms_measured"])
     after = _measure(pruned, input_shape)
@@ -318,7 +338,9 @@ def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: fl
     details = {**target, "latency_runtime": runtime.name, "latency_batch": latency_batch, "threads": table.threads,
                **{k: attempt[k] for k in ("latency_ms_predicted", "latency_ms_measured", "latency_ms_original",
                                           "speedup_predicted", "speedup_measured", "load_average", "machine_busy")},
-               "latency_table": {**table.info, "full_ms": table.full_ms, "rest_ms": table.rest_ms},
+               "latency_table": {**table.info, "full_ms": table.full_ms, "rest_ms": table.rest_ms,
+                                 "fastest_ms": fastest["achieved"],
+                                 "calibration": [{"table_ms": t, "ms": m} for t, m in table.knots]},
                "latency_attempts": attempts}
     if planner.refused:
         details["refused_layers"] = dict(planner.refused)
