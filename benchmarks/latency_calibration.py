@@ -38,7 +38,7 @@ from neurotomy.models.anatomy import require_input_shape
 from neurotomy.provenance import begin_stamp, end_stamp
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.filters import prune_filters
-from neurotomy.surgery.latency import default_cache_dir
+from neurotomy.surgery.latency import LatencyRuntime, default_cache_dir
 from neurotomy.surgery.latency_plan import LATENCY_TOLERANCE, latency_model
 from neurotomy.surgery.planner import Planner, resolve_ignored
 from neurotomy.timing import require_quiet_machine, torch_threads
@@ -49,10 +49,11 @@ NAME = "latency_calibration"
 BATCH = 64
 
 
-def one_point_speedup(model, scores, shape, widths: list[int], cache: Path, threads: int) -> float:
+def one_point_speedup(model, scores, shape, widths: list[int], cache: Path, threads: int,
+                      runtime: str | LatencyRuntime = "torch") -> float:
     """The speed-up the uncalibrated table (constant rest) predicts for the cut of these group ``widths``."""
     planner = Planner(model, scores, shape, resolve_ignored(model, None), 1, None, False)
-    table = latency_model(model, planner, shape, "torch", BATCH, threads, cache, quiet=True)
+    table = latency_model(model, planner, shape, runtime, BATCH, threads, cache, quiet=True)
     choice = [[kept for kept, _ in options].index(w) for options, w in zip(table.options, widths)]
     return table.full_ms / table.predict(choice)
 

@@ -4,11 +4,11 @@ the widths a prune chose back onto the table's options."""
 
 import pytest
 
-from neurotomy.models import build_model
 from neurotomy.scores import get_criterion
 from neurotomy.surgery.latency_plan import latency_model
 from neurotomy.surgery.planner import Planner, resolve_ignored
 from tests.benchmark_scripts import load_benchmark
+from tests.surgery.test_latency import SHAPE, FakeRuntime, tiny_cnn
 
 
 def record(predicted, one_point, measured, retimed, target=2.0, attempts=1):
@@ -30,13 +30,15 @@ def test_summary_compares_both_predictors_on_the_first_cut():
 
 
 def test_one_point_prediction_maps_the_chosen_widths_back_to_the_table(tmp_path):
+    """On the fake runtime (timings a function of the layer: no wall clock), the widths of a choice give
+    back that choice's prediction on the uncalibrated table."""
     bench = load_benchmark("latency_calibration")
-    model = build_model("lenet5", 1, 10, 28).eval()
+    model = tiny_cnn()
     scores = get_criterion("l1")(model)
-    planner = Planner(model, scores, (1, 28, 28), resolve_ignored(model, None), 1, None, False)
-    table = latency_model(model, planner, (1, 28, 28), "torch", 64, 1, tmp_path, quiet=True)
-    # the unpruned widths: the one-point calibration is exact there, by construction
-    full = table.widths(table.full_choice)
-    assert bench.one_point_speedup(model, scores, (1, 28, 28), full, tmp_path, 1) == pytest.approx(1.0)
-    narrowest = table.widths([0] * len(table.options))
-    assert bench.one_point_speedup(model, scores, (1, 28, 28), narrowest, tmp_path, 1) > 1
+    planner = Planner(model, scores, SHAPE, resolve_ignored(model, None), 1, None, False)
+    table = latency_model(model, planner, SHAPE, FakeRuntime(), 64, 1, tmp_path, quiet=True)
+    for choice in (table.full_choice, [len(o) // 2 for o in table.options], [0] * len(table.options)):
+        widths = table.widths(choice)
+        predicted = bench.one_point_speedup(model, scores, SHAPE, widths, tmp_path, 1, runtime=FakeRuntime())
+        assert predicted == pytest.approx(table.full_ms / table.predict(choice))
+    assert table.full_ms / table.predict([0] * len(table.options)) > 2  # a choice that differs from the full one
