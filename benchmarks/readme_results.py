@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 FILES = ("pruning_criteria", "layer_dynamics", "explanations", "classes", "grad_mask", "scale", "dissect_demo", "zoo",
          "subspaces")
-OPTIONAL = ("vit", "deploy", "pruning_budget", "transformer_scale")  # results of benchmarks still being run: their bullets and claims appear once the file exists
+OPTIONAL = ("vit", "deploy", "pruning_budget", "transformer_scale", "latency_calibration")  # results of benchmarks still being run: their bullets and claims appear once the file exists
 
 SCOPES = ("uniform", "global")
 NAMES = {"mean_activation": "mean activation", "apoz": "APoZ", "taylor": "Taylor", "hrank": "HRank", "chip": "CHIP",
@@ -924,6 +924,8 @@ def claims(r: dict) -> list[str]:
     if "pruning_budget" in r:
         budget_claims(r["pruning_budget"], claim, verdict)
         recipe_claim(r.get("pruning_budget_recipes") or {}, claim, verdict)
+    if "latency_calibration" in r:
+        calibration_claim(r["latency_calibration"], claim, verdict)
     if "deploy" in r:
         deploy_claims(r["deploy"], claim, verdict)
     runs = demo_runs(dd)
@@ -1009,6 +1011,22 @@ def screen_label(group: dict) -> str:
     if group.get("x_from"):
         return " reconstructed cut → plain cut fine-tuned"
     return " +reconstruct" if group["reconstruct"] else ""
+
+
+def calibration_claim(lc: dict, claim, verdict) -> None:
+    """Speed-up prunes with the latency table calibrated on measured cuts (latency_calibration.json): the
+    quiet re-timing against the target, and both predictors' errors on the first cut."""
+    sm, records = lc["summary"], lc["records"]
+    n = sm["records"]
+    claim("pruning to a speed-up, the table calibrated on measured cuts: re-timed vs asked, batch 64 "
+          f"({', '.join(sorted({r['criterion'] for r in records}))})", "#19", "within ±10 %",
+          "; ".join(f"{r['criterion']} {times(r['target_speedup'])}: {times(r['speedup_batch64'])}" for r in records)
+          + f" ({sm['retimed_within']} of {n}; {load_phrase([r['provenance'] for r in records])}). First cut "
+          f"predicted within {pct(sm['calibrated']['median_abs_error'], 1)} of its measurement (median; largest "
+          f"{pct(sm['calibrated']['max_abs_error'], 1)}), against {pct(sm['one_point']['median_abs_error'], 1)} "
+          f"(largest {pct(sm['one_point']['max_abs_error'], 1)}) with the constant rest; "
+          f"{sm['first_attempt_within']} of {n} first cuts within ±10 % while pruning",
+          verdict(sm["retimed_within"] == n, sm["retimed_within"] > 0))
 
 
 def budget_claims(pb: dict, claim, verdict) -> None:

@@ -216,8 +216,9 @@ def prune_filters(model: nn.Module, scores: UnitScores, *, ratio: float | None =
     ``onnx``, ``onnx-int8``): widths are chosen from a measured, cached latency table by a knapsack
     (:mod:`neurotomy.surgery.latency_plan`; ``scope`` and ``round_to`` do not apply), calibrated on
     measured cuts; the pruned model is measured, and cut again (up to twice) when the measurement
-    misses by more than 10 %. ``details`` then hold ``speedup_predicted``, ``speedup_measured``, ``latency_ms_predicted``,
-    ``latency_ms_measured``, ``threads`` and ``load_average`` (see :func:`prune_to_latency`).
+    misses by more than 10 %. ``details`` then hold ``speedup_predicted``, ``speedup_measured``,
+    ``latency_ms_predicted``, ``latency_ms_measured``, ``threads`` and ``load_average`` (see
+    :func:`prune_to_latency`).
     """
     input_shape = input_shape or require_input_shape(model)
     if target_speedup is not None or target_latency_ms is not None:

@@ -191,8 +191,9 @@ class LatencyModel:
         table_ms = self._layers_ms(self._removed(self.full_choice))
         self.scale = min(1.0, self.full_ms / table_ms) if table_ms > 0 else 1.0
         self.rest_ms = self.full_ms - self.scale * table_ms
-        self.areas = [math.prod(layer.spec.spatial) / (math.prod(layer.spec.stride) if layer.spec.kind == "conv" else 1)
-                      for layer in layers]  # output values per channel
+        # output values per channel of each timed layer (a conv's input size over its stride)
+        self.areas = [math.prod(l.spec.spatial) / (math.prod(l.spec.stride) if l.spec.kind == "conv" else 1)
+                      for l in layers]
         self.knots: list[tuple[float, float]] = []  # (s·T + r·A, measured ms), increasing in both
         self.fit = (self.scale, 0.0)  # (s, r)
 
@@ -228,10 +229,10 @@ class LatencyModel:
             >>> [round(table.predict(c) / table.full_ms, 6) for c in (fastest, table.full_choice)]
             [0.5, 1.0]
         """
-        points = [(self._layers_ms(self._removed(self.full_choice)), self._activations(self._removed(self.full_choice)),
-                   self.full_ms)]
-        points += [(self._layers_ms(self._removed(c)), self._activations(self._removed(c)), float(ms))
-                   for c, ms in measured]
+        points = []
+        for choice, ms in [(self.full_choice, self.full_ms), *measured]:
+            removed = self._removed(choice)
+            points.append((self._layers_ms(removed), self._activations(removed), float(ms)))
         s, r = _nonnegative_fit(points)
         knots = _increasing([(s * t + r * a, ms) for t, a, ms in points]) if s > 0 else []
         self.knots, self.fit = (knots, (s, r)) if len(knots) > 1 else ([], (self.scale, 0.0))
@@ -359,10 +360,10 @@ class LatencyModel:
 
     def unreachable(self, budget_ms: float) -> str:
         least = self.predict(self.fastest())
-        how = "calibrated on measured cuts, " if self.knots else ""
+        how = ", calibrated on measured cuts," if self.knots else ""
         return (f"a latency of {budget_ms:.2f} ms ({self.full_ms / budget_ms:.2f}× speed-up) cannot be reached: the "
-                f"{self.runtime} latency table, {how}predicts at least {least:.2f} ms ({self.full_ms / least:.2f}×) at batch "
-                f"{self.batch}, {self.threads} thread(s), at the fastest widths it finds (each group at its fastest "
+                f"{self.runtime} latency table{how} predicts at least {least:.2f} ms ({self.full_ms / least:.2f}×) "
+                f"at batch {self.batch}, {self.threads} thread(s), at the fastest widths it finds (each group at its fastest "
                 f"candidate width given the others) with the ignored layers whole; lower the target (the model "
                 f"measures {self.full_ms:.2f} ms)")
 
