@@ -2,8 +2,9 @@
 target (issue #19, item 3): the one-point calibration (the table plus a constant rest) against the
 calibration on measured cuts (:meth:`neurotomy.surgery.latency_plan.LatencyModel.calibrate`).
 
-For each data-free criterion (``--criteria``: l1, bn_scale, random — no images needed, so the run is
-about latency alone) and speed-up target (``--targets`` 1.5/2/3×) it prunes ``--model`` with
+For each model (``--models``: ResNet-20 with its residual additions, VGG-16 without), data-free
+criterion (``--criteria``: l1, bn_scale, random — no images needed, so the run is about latency
+alone) and speed-up target (``--targets`` 1.5/2/3×) it prunes the model with
 :func:`neurotomy.surgery.filters.prune_filters` (batch 64, ``--threads`` 1, the cached table in
 ``--cache``), then times the kept cut against the original again, interleaved (``--rounds`` × ``--repeats``),
 on a quiet machine (``--wait-quiet``; refused when busy unless ``--allow-busy``). Per record:
@@ -16,10 +17,11 @@ on a quiet machine (``--wait-quiet``; refused when busy unless ``--allow-busy``)
   ``speedup_miss`` = ``speedup_batch64`` / target − 1 (target ±10 %);
 * ``prune_seconds``, ``threads``, ``load_average`` [start, end], a provenance stamp.
 
-``summary``: per predictor the median and largest |predicted / measured − 1| over the first attempts,
-how many first attempts landed within ±10 % while pruning, and how many re-timed cuts are within ±10 %.
+``summary`` (all records, and per model in ``by_model``): per predictor the median and largest
+|predicted / measured − 1| over the first attempts, how many first attempts landed within ±10 % while
+pruning, and how many re-timed cuts are within ±10 %.
 
-Usage: python benchmarks/latency_calibration.py [--model zoo:resnet20-fmnist] [--cache DIR] [--out DIR]
+Usage: python benchmarks/latency_calibration.py [--models zoo:resnet20-fmnist zoo:vgg16-fmnist] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="zoo:resnet20-fmnist")
+    parser.add_argument("--models", nargs="+", default=["zoo:resnet20-fmnist", "zoo:vgg16-fmnist"])
     parser.add_argument("--criteria", nargs="+", default=["l1", "bn_scale", "random"])
     parser.add_argument("--targets", nargs="+", type=float, default=[1.5, 2.0, 3.0])
     parser.add_argument("--threads", type=int, default=1)
@@ -149,21 +151,24 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    model = load_model(args.model).cpu().eval()
-    shape = require_input_shape(model)
     records = []
     with torch_threads(args.threads):
-        for criterion in args.criteria:
-            for target in args.targets:
-                require_quiet_machine(args.wait_quiet, args.allow_busy)
-                record = measure(copy.deepcopy(model), criterion, target, args, shape)
-                records.append(record)
-                print(f"{criterion:>9} {target:.1f}×: first cut predicted {record['speedup_predicted_first']:.2f}× "
-                      f"(one-point {record['speedup_predicted_one_point']:.2f}×), measured "
-                      f"{record['speedup_measured_first']:.2f}×; {len(record['attempts'])} attempt(s); re-timed "
-                      f"{record['speedup_batch64']:.2f}× (load {record['load_average']})", flush=True)
-    results = {"model": args.model, "batch": BATCH, "threads": args.threads, "records": records,
-               "summary": summarize(records)}
+        for name in args.models:
+            model = load_model(name).cpu().eval()
+            shape = require_input_shape(model)
+            for criterion in args.criteria:
+                for target in args.targets:
+                    require_quiet_machine(args.wait_quiet, args.allow_busy)
+                    record = {"model": name, **measure(copy.deepcopy(model), criterion, target, args, shape)}
+                    records.append(record)
+                    print(f"{name} {criterion:>9} {target:.1f}×: first cut predicted "
+                          f"{record['speedup_predicted_first']:.2f}× "
+                          f"(one-point {record['speedup_predicted_one_point']:.2f}×), measured "
+                          f"{record['speedup_measured_first']:.2f}×; {len(record['attempts'])} attempt(s); re-timed "
+                          f"{record['speedup_batch64']:.2f}× (load {record['load_average']})", flush=True)
+    by_model = {name: summarize([r for r in records if r["model"] == name]) for name in args.models}
+    results = {"models": args.models, "batch": BATCH, "threads": args.threads, "records": records,
+               "summary": {**summarize(records), "by_model": by_model}}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{NAME}.json", results)
     plot(records, args.out / f"{NAME}.png")

@@ -1020,7 +1020,8 @@ def calibration_claim(lc: dict, claim, verdict) -> None:
     n = sm["records"]
     claim("pruning to a speed-up, the table calibrated on measured cuts: re-timed vs asked, batch 64 "
           f"({', '.join(sorted({r['criterion'] for r in records}))})", "#19", "within ±10 %",
-          "; ".join(f"{r['criterion']} {times(r['target_speedup'])}: {times(r['speedup_batch64'])}" for r in records)
+          "; ".join(f"{model_name(r['model'].removeprefix('zoo:'))} {r['criterion']} {times(r['target_speedup'])}: "
+                    f"{times(r['speedup_batch64'])}" for r in records)
           + f" ({sm['retimed_within']} of {n}; {load_phrase([r['provenance'] for r in records])}). First cut "
           f"predicted within {pct(sm['calibrated']['median_abs_error'], 1)} of its measurement (median; largest "
           f"{pct(sm['calibrated']['max_abs_error'], 1)}), against {pct(sm['one_point']['median_abs_error'], 1)} "

@@ -188,3 +188,29 @@ def test_the_criterion_screen_claim_says_which_accuracies_it_pairs_and_holds_onl
     assert claimed([group(-0.2), group(0.3, x_from="x")])[0][1] == "weakly"
     assert claimed([group(-0.2)])[0][1] == "no"
     assert claimed([group(0.9, target="speedup2")]) == []  # speed-up groups are not stated
+
+
+def test_the_calibration_claim_holds_only_when_every_retimed_cut_is_within_ten_percent(readme_results):
+    """latency_calibration.json: each re-timed cut against its target, both predictors' errors, and 'yes'
+    only when all re-timed cuts landed within ±10 %."""
+    calibration = load_benchmark("latency_calibration")
+    stamp = {"load_average_start": [0.3, 0.3, 0.3], "load_average_end": [0.4, 0.3, 0.3], "git_commit": "x"}
+
+    def record(target, retimed, predicted=2.0, one_point=1.7, measured=2.1):
+        return {"model": "zoo:resnet20-fmnist", "criterion": "l1", "target_speedup": target, "speedup_batch64": retimed,
+                "speedup_predicted_first": predicted, "speedup_predicted_one_point": one_point,
+                "speedup_measured_first": measured, "attempts": [{}], "provenance": stamp}
+
+    def claimed(records):
+        rows = []
+        readme_results.calibration_claim({"records": records, "summary": calibration.summarize(records)},
+                                         lambda text, source, target, ours, held: rows.append((ours, held)),
+                                         lambda all_held, some=False: "yes" if all_held else "in part" if some else "no")
+        return rows
+
+    [(text, held)] = claimed([record(2.0, 2.05), record(3.0, 3.5)])
+    assert "ResNet-20 l1 2.00×: 2.05×" in text and "1 of 2" in text and "load 0.3–0.4" in text
+    assert "4.8 %" in text and "19.0 %" in text  # |2.0/2.1 − 1| calibrated, |1.7/2.1 − 1| one-point
+    assert held == "in part"
+    assert claimed([record(2.0, 2.05)])[0][1] == "yes"
+    assert claimed([record(2.0, 2.5)])[0][1] == "no"
