@@ -806,8 +806,11 @@ def merge(args) -> None:
         for section, entries in part.get("ranking", {}).items():
             mine = results.setdefault("ranking", {}).setdefault(section, {})
             mine.update({name: entry for name, entry in entries.items() if name not in mine})
+        # a lane seeded with a copy of the out file carries its merge history too: keep only its own stages,
+        # else every merge nests the whole history once more (the file grew 2.5 → 5.7 MB in one merge)
+        stages = {k: v for k, v in part.get("provenance", {}).items() if k != "merged"}
         results.setdefault("provenance", {}).setdefault("merged", []).append(
-            {"file": str(path), "records_added": len(added), "stages": part.get("provenance", {})})
+            {"file": str(path), "records_added": len(added), "stages": stages})
         print(f"{path}: {len(added)} records added", file=sys.stderr)
     results["summary"] = summarize(results)
     write_json(json_path, results)

@@ -341,13 +341,21 @@ def test_merge_joins_lanes_of_one_recipe_and_refuses_another(budget, tmp_path, c
     assert set(merged["ranking"]["uniform/macs0.85"]) == {"l1", "chip"}
     assert merged["summary"]["macs_targets"]["0.85"]["met"] is True and (out / "pruning_budget.png").exists()
     assert [m["records_added"] for m in merged["provenance"]["merged"]] == [2, 1]
+    # a lane seeded with a copy of the merged file (as lanes are) brings its stages, not the history again
+    seeded = {**merged, "records": merged["records"] + [_record("ours", "l1", 0.7, 0.935)],
+              "provenance": {**merged["provenance"], "accuracy": {"git_commit": "lane"}}}
+    (lane_a / "pruning_budget.json").write_text(json.dumps(seeded))
+    budget.merge(budget.parse_args(["--root", str(tmp_path), "--out", str(out), "--merge", files[0]]))
+    history = json.loads((out / "pruning_budget.json").read_text())["provenance"]["merged"]
+    assert [m["records_added"] for m in history] == [2, 1, 1] and history[-1]["stages"] == {
+        "accuracy": {"git_commit": "lane"}}
     other.mkdir()
     (other / "pruning_budget.json").write_text(json.dumps(
         {"records": [_record("ours", "l1", 0.7, 0.93)], "settings": {"finetune": {"epochs": 3, "lr": 0.01}}}))
     with pytest.raises(budget.NeurotomyError, match="other settings"):
         budget.merge(budget.parse_args(["--root", str(tmp_path), "--out", str(out), "--merge",
                                         str(other / "pruning_budget.json")]))
-    assert len(json.loads((out / "pruning_budget.json").read_text())["records"]) == 3  # nothing written
+    assert len(json.loads((out / "pruning_budget.json").read_text())["records"]) == 4  # nothing written
 
 
 def test_a_record_whose_checkpoint_is_elsewhere_is_timed_from_its_recipe(budget, lenet, digits_train, digits_test,
