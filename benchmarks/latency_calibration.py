@@ -17,9 +17,10 @@ on a quiet machine (``--wait-quiet``; refused when busy unless ``--allow-busy``)
   ``speedup_miss`` = ``speedup_batch64`` / target − 1 (target ±10 %);
 * ``prune_seconds``, ``threads``, ``load_average`` [start, end], a provenance stamp.
 
+A target the prune refuses as out of reach is recorded with its message (``refused``).
 ``summary`` (all records, and per model in ``by_model``): per predictor the median and largest
 |predicted / measured − 1| over the first attempts, how many first attempts landed within ±10 % while
-pruning, and how many re-timed cuts are within ±10 %.
+pruning, how many re-timed cuts are within ±10 %, and how many targets were refused.
 
 Usage: python benchmarks/latency_calibration.py [--models zoo:resnet20-fmnist zoo:vgg16-fmnist] [--cache DIR]
 """
@@ -33,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from neurotomy.errors import PruningError
 from neurotomy.files import write_json
 from neurotomy.loading import load_model
 from neurotomy.measure import interleaved_latency
@@ -66,8 +68,12 @@ def measure(model, criterion: str, target: float, args, shape) -> dict:
     scores = get_criterion(criterion)(model, seed=args.seed)
     stamp = begin_stamp()
     started = time.perf_counter()
-    result = prune_filters(model, scores, target_speedup=target, input_shape=shape, latency_batch=BATCH,
-                           threads=args.threads, latency_cache=args.cache, quiet=True)
+    try:
+        result = prune_filters(model, scores, target_speedup=target, input_shape=shape, latency_batch=BATCH,
+                               threads=args.threads, latency_cache=args.cache, quiet=True)
+    except PruningError as error:  # refused as out of reach: a result too, not the end of the run
+        return {"criterion": criterion, "target_speedup": target, "refused": str(error),
+                "provenance": end_stamp(stamp)}
     seconds = time.perf_counter() - started
     d = result.details
     first = d["latency_attempts"][0]
@@ -81,8 +87,10 @@ def measure(model, criterion: str, target: float, args, shape) -> dict:
                          for a in d["latency_attempts"]],
             "speedup_predicted_first": first["speedup_predicted"], "speedup_measured_first": first["speedup_measured"],
             "speedup_predicted_one_point": one_point, "speedup_measured_while_pruning": d["speedup_measured"],
-            "calibration": d["latency_table"]["calibration"], "fastest_speedup":
-                d["latency_table"]["full_ms"] / d["latency_table"]["fastest_ms"],
+            # absent where the package predates the calibration on measured cuts (an A/B run of the old code)
+            "calibration": d["latency_table"].get("calibration"), "fastest_speedup":
+                d["latency_table"]["full_ms"] / d["latency_table"]["fastest_ms"] if "fastest_ms" in d["latency_table"]
+                else None,
             "speedup_batch64": speedup, "speedup_batch64_min": t0["min_ms"] / t1["min_ms"],
             "speedup_miss": speedup / target - 1, "threads": t0["threads"],
             "load_average": [t0["load_average"][0], t1["load_average"][-1]], "provenance": end_stamp(stamp)}
@@ -98,13 +106,16 @@ def summarize(records: list[dict]) -> dict:
         >>> [round(s[p]["median_abs_error"], 3) for p in ("calibrated", "one_point")], s["retimed_within"]
         ([0.048, 0.143], 1)
     """
+    refused = [r for r in records if r.get("refused")]
+    records = [r for r in records if not r.get("refused")]
+
     def errors(field: str) -> list[float]:
         return [abs(r[field] / r["speedup_measured_first"] - 1) for r in records]
 
-    summary = {"records": len(records), "tolerance": LATENCY_TOLERANCE}
+    summary = {"records": len(records), "refused": len(refused), "tolerance": LATENCY_TOLERANCE}
     for name, field in (("calibrated", "speedup_predicted_first"), ("one_point", "speedup_predicted_one_point")):
         e = errors(field)
-        summary[name] = {"median_abs_error": statistics.median(e), "max_abs_error": max(e)}
+        summary[name] = {"median_abs_error": statistics.median(e) if e else None, "max_abs_error": max(e, default=None)}
     summary["first_attempt_within"] = sum(abs(r["speedup_measured_first"] / r["target_speedup"] - 1)
                                           <= LATENCY_TOLERANCE for r in records)
     summary["retimed_within"] = sum(abs(r["speedup_batch64"] / r["target_speedup"] - 1) <= LATENCY_TOLERANCE
@@ -118,6 +129,7 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    records = [r for r in records if not r.get("refused")]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     measured = [r["speedup_measured_first"] for r in records]
     ax.scatter(measured, [r["speedup_predicted_one_point"] for r in records], marker="x",
@@ -161,6 +173,9 @@ def main(argv=None) -> None:
                     require_quiet_machine(args.wait_quiet, args.allow_busy)
                     record = {"model": name, **measure(copy.deepcopy(model), criterion, target, args, shape)}
                     records.append(record)
+                    if record.get("refused"):
+                        print(f"{name} {criterion:>9} {target:.1f}×: refused: {record['refused']}", flush=True)
+                        continue
                     print(f"{name} {criterion:>9} {target:.1f}×: first cut predicted "
                           f"{record['speedup_predicted_first']:.2f}× "
                           f"(one-point {record['speedup_predicted_one_point']:.2f}×), measured "

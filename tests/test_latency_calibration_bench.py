@@ -22,11 +22,13 @@ def test_summary_compares_both_predictors_on_the_first_cut():
     records = [record(2.0, 1.6, 2.0, 2.05), record(2.9, 2.4, 3.0, 3.4, target=3.0, attempts=2),
                record(1.5, 1.5, 1.4, 1.3, target=1.5)]
     s = bench.summarize(records)
-    assert s["records"] == 3 and s["attempts_total"] == 4
+    assert s["records"] == 3 and s["attempts_total"] == 4 and s["refused"] == 0
     assert s["calibrated"]["median_abs_error"] == pytest.approx(1 / 30)  # errors 0, 1/30, 1/14
     assert s["one_point"]["max_abs_error"] == pytest.approx(0.2)  # 1.6 against 2.0
     assert s["first_attempt_within"] == 3  # 2.0, 3.0, 1.4 all within 10 % of their targets
     assert s["retimed_within"] == 1  # 3.4 is +13 %, 1.3 is −13 %
+    refused = {"criterion": "l1", "target_speedup": 9.0, "refused": "cannot be reached"}
+    assert bench.summarize(records + [refused]) == {**s, "refused": 1}  # counted apart, out of the errors
 
 
 def test_one_point_prediction_maps_the_chosen_widths_back_to_the_table(tmp_path):

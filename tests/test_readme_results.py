@@ -209,8 +209,11 @@ def test_the_calibration_claim_holds_only_when_every_retimed_cut_is_within_ten_p
         return rows
 
     [(text, held)] = claimed([record(2.0, 2.05), record(3.0, 3.5)])
-    assert "ResNet-20 l1 2.00×: 2.05×" in text and "1 of 2" in text and "load 0.3–0.4" in text
+    assert "ResNet-20 l1 2.00×: 2.05×" in text and "1 of 2 within ±10 %" in text and "load 0.3–0.4" in text
     assert "4.8 %" in text and "19.0 %" in text  # |2.0/2.1 − 1| calibrated, |1.7/2.1 − 1| one-point
     assert held == "in part"
     assert claimed([record(2.0, 2.05)])[0][1] == "yes"
+    refused = {"model": "zoo:resnet20-fmnist", "criterion": "l1", "target_speedup": 3.0, "refused": "out of reach"}
+    [(text, held)] = claimed([record(2.0, 2.05), refused])
+    assert "1 of 1 within ±10 %, 1 refused as out of reach" in text and held == "in part"
     assert claimed([record(2.0, 2.5)])[0][1] == "no"

@@ -138,28 +138,32 @@ def test_a_cached_table_is_scaled_to_the_machines_speed_now(tmp_path):
 
 
 class RestRuntime(FakeRuntime):
-    """A whole model also pays for what a table of conv layers leaves out — the element-wise work
-    (additions, activations, pooling) on the activations its convs write — which shrinks with the widths,
-    so a constant rest is wrong for every cut: ``per_value`` ms per activation value per image."""
+    """A model whose latency shrinks more slowly than its layers' table: it pays ``kept`` of the table's
+    sum plus a fixed share of the unpruned model's (framework overhead, work no cut shrinks). At full width
+    the table matches the model, so the one-point calibration sees no rest and takes cuts for faster
+    than they are."""
 
-    def __init__(self, per_value: float = 0.02) -> None:
+    def __init__(self, full_ms: float, kept: float = 0.6) -> None:
         super().__init__()
-        self.per_value = per_value
+        self.full_ms, self.kept = full_ms, kept
 
     def time_models(self, models, input_shape, batch, threads):
         records = super().time_models(models, input_shape, batch, threads)
-        for record, model in zip(records, models):
-            values = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)) * 12 * 12
-            record["median_ms"] += batch * self.per_value * values
+        for record in records:
+            record["median_ms"] = self.kept * record["median_ms"] + (1 - self.kept) * self.full_ms
         return records
 
 
-def test_measured_cuts_calibrate_what_a_constant_rest_gets_wrong(tmp_path):
-    """Before calibration the table adds the unpruned model's rest to every cut, so the fastest cut is
-    predicted slower than it measures; calibrated on that cut, the prediction is exact at both measured
-    ends and closer in between."""
+def rest_runtime(model) -> RestRuntime:
+    return RestRuntime(FakeRuntime().time_models([model], SHAPE, 2, 1)[0]["median_ms"])
+
+
+def test_measured_cuts_calibrate_what_the_one_point_guess_gets_wrong(tmp_path):
+    """Before calibration the table predicts the fastest cut faster than it measures; calibrated on that
+    cut, the prediction is exact at both measured ends and, the runtime being affine in the table, in
+    between."""
     model = tiny_cnn()
-    runtime = RestRuntime()
+    runtime = rest_runtime(model)
     planner = Planner(model, get_criterion("l1")(model), SHAPE, [model[-1]], 1, None, False)
     table = latency_model(model, planner, SHAPE, runtime, batch=2, threads=1, cache_dir=tmp_path, quiet=True)
 
@@ -167,30 +171,28 @@ def test_measured_cuts_calibrate_what_a_constant_rest_gets_wrong(tmp_path):
         return runtime.time_models([apply_cuts(model, table.cuts(choice), SHAPE)], SHAPE, 2, 1)[0]["median_ms"]
 
     fastest, middle = table.fastest(), [len(o) // 2 for o in table.options]
-    before = {name: table.predict(c) / truth(c) - 1 for name, c in (("fastest", fastest), ("middle", middle))}
-    assert before["fastest"] > 0.3 and before["middle"] > 0.05  # constant rest: cuts taken for slower
+    assert table.predict(fastest) < 0.6 * truth(fastest) and table.predict(middle) < 0.9 * truth(middle)
     knots = table.calibrate([(fastest, truth(fastest))])
     assert len(knots) == 2 and table.knots == knots
-    assert table.predict(fastest) == pytest.approx(truth(fastest))
-    assert table.predict(table.full_choice) == pytest.approx(table.full_ms)
-    assert abs(table.predict(middle) / truth(middle) - 1) < before["middle"] / 2
-    # a measured cut near the target makes the map exact there too
-    table.calibrate([(fastest, truth(fastest)), (middle, truth(middle))])
-    assert table.predict(middle) == pytest.approx(truth(middle))
+    for choice in (fastest, middle, table.full_choice):
+        assert table.predict(choice) == pytest.approx(truth(choice))
+    # noise that makes a narrower cut measure slower than a wider one is pooled, never a falling map
+    table.calibrate([(fastest, truth(fastest)), (middle, 0.5 * truth(fastest))])
+    assert len(table.knots) == 2 and table.knots[0][1] == pytest.approx(0.75 * truth(fastest))  # the two pooled
+    assert table.predict(fastest) < table.predict(middle) < table.predict(table.full_choice)
 
 
 def test_a_speedup_prune_calibrates_on_the_fastest_cut_and_lands_at_once(tmp_path):
-    """End to end on the rest-paying runtime: the fastest cut is timed first, so the first cut aimed
-    lands within 10 %, and the details say how the table was calibrated. With the constant rest alone
-    the table predicted at most 1.85× and refused 2.5× as out of reach — as it refused a reachable 3×
-    on zoo:resnet20-fmnist."""
+    """End to end on that runtime: the fastest cut is timed first, so the first cut aimed lands on the
+    target, and the details say how the table was calibrated. With the one-point calibration alone the
+    first cut measured 1.46× for the 2× asked, and the prune took three cuts."""
     model = tiny_cnn()
-    result = prune_filters(model, get_criterion("l1")(model), target_speedup=2.5, input_shape=SHAPE, latency_batch=2,
-                           threads=1, runtime=RestRuntime(), latency_cache=tmp_path, quiet=True)
+    result = prune_filters(model, get_criterion("l1")(model), target_speedup=2, input_shape=SHAPE, latency_batch=2,
+                           threads=1, runtime=rest_runtime(model), latency_cache=tmp_path, quiet=True)
     d = result.details
     first = d["latency_attempts"][0]
-    assert len(d["latency_attempts"]) == 1 and abs(first["speedup_measured"] / 2.5 - 1) <= 0.10
-    assert first["speedup_predicted"] == pytest.approx(first["speedup_measured"], rel=0.10)
+    assert len(d["latency_attempts"]) == 1 and abs(first["speedup_measured"] / 2 - 1) <= 0.10
+    assert first["speedup_predicted"] == pytest.approx(first["speedup_measured"])
     calibration = d["latency_table"]["calibration"]
-    assert len(calibration) >= 2 and calibration[-1]["ms"] == pytest.approx(d["latency_table"]["full_ms"])
+    assert len(calibration) == 2 and calibration[-1]["ms"] == pytest.approx(d["latency_table"]["full_ms"])
     assert calibration[0]["ms"] == pytest.approx(d["latency_table"]["fastest_ms"])

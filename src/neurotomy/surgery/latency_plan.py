@@ -191,29 +191,24 @@ class LatencyModel:
         table_ms = self._layers_ms(self._removed(self.full_choice))
         self.scale = min(1.0, self.full_ms / table_ms) if table_ms > 0 else 1.0
         self.rest_ms = self.full_ms - self.scale * table_ms
-        # output values per channel of each timed layer (a conv's input size over its stride)
-        self.areas = [math.prod(l.spec.spatial) / (math.prod(l.spec.stride) if l.spec.kind == "conv" else 1)
-                      for l in layers]
-        self.knots: list[tuple[float, float]] = []  # (s·T + r·A, measured ms), increasing in both
-        self.fit = (self.scale, 0.0)  # (s, r)
+        self.knots: list[tuple[float, float]] = []  # (table sum, measured ms), increasing in both
 
     def calibrate(self, measured: list[tuple[list[int], float]]) -> list[tuple[float, float]]:
         """Predict from measured models from now on, given each ``(choice, ms)`` measured (on the scale
-        of :attr:`full_ms`) besides the unpruned model. A model's latency is taken as ``s·T + r·A`` —
-        ``T`` the table's sum, ``A`` the activation values its timed layers write per image (what the
-        element-wise work the table leaves out — residual additions, the ReLUs after them, pooling —
-        grows with) — ``s`` and ``r`` ≥ 0 fitted by least squares to the measured points; then what
-        the fit misses at each point is interpolated linearly between them (points that disagree with
-        a faster-when-smaller order, noise, pooled into their mean), so the prediction is exact at
-        every measured model. Returns the knots ``(s·T + r·A, ms)``; two points at least, else the
-        one-point calibration stays.
+        of :attr:`full_ms`) besides the unpruned model: the table's sum maps to milliseconds piecewise
+        linearly through the measured points, extended past the ends by the nearest segment — with the
+        unpruned model and one cut, an affine map (a rest and a scale, both measured); points that
+        disagree with a faster-when-smaller order (noise) are pooled into their mean. Returns the
+        knots ``(table sum, ms)``; two at least, else the one-point calibration stays.
 
-        Why: the constant rest of the one-point calibration takes deep cuts for slower than they
-        are: on ``zoo:resnet20-fmnist`` (batch 64, 1 thread) the 3× cuts it predicted at 2.32–2.66×
-        measured 2.73–3.13× (8–23 % faster than predicted), the 2× cuts 4–14 % faster
-        (``benchmarks/results/pruning_budget.json``, 12 cuts each). With the unpruned model and the
-        fastest cut measured, the prediction is exact at both ends; each measured attempt makes it
-        exact near the target.
+        Why: the one-point calibration must guess whether the difference between the table and the
+        model is a constant rest or a scale, and its guess took deep cuts for slower than they are:
+        on ``zoo:resnet20-fmnist`` (batch 64, 1 thread) the 3× cuts it predicted at 2.32–2.66× measured
+        2.73–3.13× (8–23 % faster), the 2× cuts 4–14 % faster (``benchmarks/results/pruning_budget.json``,
+        12 cuts each), and it refused reachable targets as out of reach. A least-squares fit that also
+        weighed the activation size (the element-wise work the table leaves out) was tried: on ResNet-20
+        and VGG-16 its weight came out zero (at the fastest cut the activations shrink about as the table
+        does: to 0.19 vs 0.18 of the unpruned model's, 0.17 vs 0.16), so it was left out.
 
         Example:
             >>> from neurotomy.models import build_model
@@ -229,27 +224,18 @@ class LatencyModel:
             >>> [round(table.predict(c) / table.full_ms, 6) for c in (fastest, table.full_choice)]
             [0.5, 1.0]
         """
-        points = []
-        for choice, ms in [(self.full_choice, self.full_ms), *measured]:
-            removed = self._removed(choice)
-            points.append((self._layers_ms(removed), self._activations(removed), float(ms)))
-        s, r = _nonnegative_fit(points)
-        knots = _increasing([(s * t + r * a, ms) for t, a, ms in points]) if s > 0 else []
-        self.knots, self.fit = (knots, (s, r)) if len(knots) > 1 else ([], (self.scale, 0.0))
+        points = [(self._layers_ms(self._removed(c)), float(ms)) for c, ms in [(self.full_choice, self.full_ms),
+                                                                              *measured]]
+        knots = _increasing(points)
+        self.knots = knots if len(knots) > 1 else []
         return self.knots
 
-    def _calibrated(self, table_ms: float, activations: float) -> float:
+    def _calibrated(self, table_ms: float) -> float:
         if not self.knots:
             return self.rest_ms + self.scale * table_ms
-        x = self.fit[0] * table_ms + self.fit[1] * activations
-        j = min(max(bisect.bisect_left(self.knots, (x,)), 1), len(self.knots) - 1)
-        (x0, m0), (x1, m1) = self.knots[j - 1], self.knots[j]
-        return m0 + (m1 - m0) * (x - x0) / (x1 - x0)
-
-    def _activations(self, removed: Counter, only: list[int] | None = None) -> float:
-        """Activation values per image the timed layers write at these widths."""
-        return sum(self.areas[l] * self._widths(l, removed[(l, "out")], removed[(l, "in")])[1]
-                   for l in (range(len(self.layers)) if only is None else only))
+        j = min(max(bisect.bisect_left(self.knots, (table_ms,)), 1), len(self.knots) - 1)
+        (t0, m0), (t1, m1) = self.knots[j - 1], self.knots[j]
+        return m0 + (m1 - m0) * (table_ms - t0) / (t1 - t0)
 
     # ------------------------------------------------------------------ prediction
     def _removed(self, choice: list[int]) -> Counter:
@@ -283,8 +269,7 @@ class LatencyModel:
 
     def predict(self, choice: list[int]) -> float:
         """Predicted milliseconds per batch with each group at its chosen option."""
-        removed = self._removed(choice)
-        return self._calibrated(self._layers_ms(removed), self._activations(removed))
+        return self._calibrated(self._layers_ms(self._removed(choice)))
 
     def value(self, choice: list[int]) -> float:
         """What the choice keeps, as the knapsack counts it (:func:`option_values`; higher is better,
@@ -311,8 +296,7 @@ class LatencyModel:
                 swapped = removed.copy()
                 swapped.subtract(self.removal[g][current[g]])
                 swapped.update(option)
-                row.append(self.fit[0] * self._layers_ms(swapped, self.touched[g])
-                           + self.fit[1] * self._activations(swapped, self.touched[g]))
+                row.append(self._layers_ms(swapped, self.touched[g]))
             costs.append(row)
         return costs
 
@@ -384,27 +368,6 @@ def option_values(scores: torch.Tensor, options: list[tuple[int, float]]) -> lis
     if not total > 0:  # no score mass to share out (all zero, or signed scores that cancel): widths alone
         return [weight * math.log(max(kept, 1) / channels) for kept, _ in options]
     return [weight * math.log(max(1.0 - lost / total, 1e-6)) for _, lost in options]
-
-
-def _nonnegative_fit(points: list[tuple[float, float, float]]) -> tuple[float, float]:
-    """``(s, r)`` ≥ 0 minimising Σ (s·t + r·a − y)² over ``(t, a, y)`` points (r = 0 when the free fit
-    makes it negative, s = 0 when nothing positive fits).
-
-    Example:
-        >>> [round(v, 6) for v in _nonnegative_fit([(1.0, 1.0, 3.0), (2.0, 1.0, 5.0)])]
-        [2.0, 1.0]
-    """
-    tt = sum(t * t for t, _, _ in points)
-    ta = sum(t * a for t, a, _ in points)
-    aa = sum(a * a for _, a, _ in points)
-    ty = sum(t * y for t, _, y in points)
-    ay = sum(a * y for _, a, y in points)
-    det = tt * aa - ta * ta
-    if det > 1e-12 * tt * aa:
-        s, r = (ty * aa - ay * ta) / det, (ay * tt - ty * ta) / det
-        if s > 0 and r >= 0:
-            return s, r
-    return max(ty / tt, 0.0) if tt > 0 else 0.0, 0.0
 
 
 def _increasing(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
