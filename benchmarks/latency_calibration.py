@@ -20,7 +20,8 @@ on a quiet machine (``--wait-quiet``; refused when busy unless ``--allow-busy``)
 A target the prune refuses as out of reach is recorded with its message (``refused``).
 ``summary`` (all records, and per model in ``by_model``): per predictor the median and largest
 |predicted / measured − 1| over the first attempts, how many first attempts landed within ±10 % while
-pruning, how many re-timed cuts are within ±10 %, and how many targets were refused.
+pruning, how many re-timed cuts are within ±10 %, how many targets were refused, and the median
+|re-timed / measured while pruning − 1| of the kept cuts (the same models timed twice: the noise floor).
 
 Usage: python benchmarks/latency_calibration.py [--models zoo:resnet20-fmnist zoo:vgg16-fmnist] [--cache DIR]
 """
@@ -121,6 +122,10 @@ def summarize(records: list[dict]) -> dict:
     summary["retimed_within"] = sum(abs(r["speedup_batch64"] / r["target_speedup"] - 1) <= LATENCY_TOLERANCE
                                     for r in records)
     summary["attempts_total"] = sum(len(r["attempts"]) for r in records)
+    # the noise floor: the same cut timed while pruning and again minutes later
+    again = [abs(r["speedup_batch64"] / r["speedup_measured_while_pruning"] - 1) for r in records
+             if r.get("speedup_measured_while_pruning")]
+    summary["retimed_vs_while_pruning_median"] = statistics.median(again) if again else None
     return summary
 
 

@@ -1035,7 +1035,10 @@ def calibration_claim(lc: dict, claim, verdict, before: dict | None = None) -> N
           f"predicted within {pct(sm['calibrated']['median_abs_error'], 1)} of its measurement (median; largest "
           f"{pct(sm['calibrated']['max_abs_error'], 1)}), against {pct(sm['one_point']['median_abs_error'], 1)} "
           f"(largest {pct(sm['one_point']['max_abs_error'], 1)}) with the one-point calibration; "
-          f"{sm['first_attempt_within']} of {n} first cuts within ±10 % while pruning",
+          f"{sm['first_attempt_within']} of {n} first cuts within ±10 % while pruning"
+          + (f"; the same cuts timed while pruning and re-timed differ by "
+             f"{pct(sm['retimed_vs_while_pruning_median'], 1)} (median): the noise floor"
+             if sm.get("retimed_vs_while_pruning_median") is not None else ""),
           verdict(sm["retimed_within"] == n and not sm.get("refused"), sm["retimed_within"] > 0))
 
 

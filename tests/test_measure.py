@@ -42,6 +42,20 @@ def test_latency_leaves_models_in_eval_and_untouched():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_latency_is_timed_without_autograd():
+    """A timed forward records no graph (inference, as deployed and as the latency table times layers):
+    the model sees inference mode on every call, warm-up included."""
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return x * 2
+
+    interleaved_latency([Spy()], (1, 4, 4), batch_size=2, rounds=2, repeats=1, warmup=1)
+    assert len(seen) == 3 and set(seen) == {(True, False)}
+
+
 def test_compare_models_single_threaded_and_without_latency():
     model = build_model("lenet5", 1, 10, 28).eval()
     before = torch.get_num_threads()

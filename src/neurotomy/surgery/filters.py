@@ -298,8 +298,7 @@ def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: fl
         # the cut model's latency on the table's scale: for a speed-up, relative to the original as measured now
         achieved = cut["median_ms"] * (table.full_ms / original["median_ms"] if target_latency_ms is None else 1)
         return {"choice": choice, "cuts": cuts, "pruned": pruned, "achieved": achieved, "attempt": {
-            "latency_ms_predicted": table.predict(choice), "latency_ms_measured": cut["median_ms"],
-            "latency_ms_original": original["median_ms"], "speedup_predicted": table.full_ms / table.predict(choice),
+            "latency_ms_measured": cut["median_ms"], "latency_ms_original": original["median_ms"],
             "speedup_measured": original["median_ms"] / cut["median_ms"], "widths": table.widths(choice),
             "load_average": [original["load_average"][0], cut["load_average"][-1]],
             "machine_busy": cut["machine_busy"], "miss": achieved / goal - 1}}
@@ -318,9 +317,10 @@ def prune_to_latency(model: nn.Module, scores: UnitScores, *, target_speedup: fl
             choice = fastest["choice"]
         if tuple(choice) in tried:
             break  # the calibration did not move: measuring again would add nothing
+        predicted = table.predict(choice)  # before this cut is measured: the prediction as it stood
         trial = fastest if choice == fastest["choice"] else measured(choice)
-        trial["attempt"].update(aim_ms=goal, latency_ms_predicted=table.predict(choice),
-                                speedup_predicted=table.full_ms / table.predict(choice))
+        trial["attempt"].update(aim_ms=goal, latency_ms_predicted=predicted,
+                                speedup_predicted=table.full_ms / predicted)
         tried[tuple(choice)] = trial
         if best is None or abs(trial["attempt"]["miss"]) < abs(best["attempt"]["miss"]):
             best = trial
