@@ -1,6 +1,6 @@
 """How well the latency knapsack predicts a cut's speed-up, and whether a speed-up prune lands on its
-target (issue #19, item 3): the one-point calibration (the table plus a constant rest) against the
-calibration on measured cuts (:meth:`neurotomy.surgery.latency_plan.LatencyModel.calibrate`).
+target (issue #19, item 3): the one-point calibration (on the unpruned model alone: the table plus a
+constant rest, or scaled down to the model) against the calibration on measured cuts (:meth:`neurotomy.surgery.latency_plan.LatencyModel.calibrate`).
 
 For each model (``--models``: ResNet-20 with its residual additions, VGG-16 without), data-free
 criterion (``--criteria``: l1, bn_scale, random — no images needed, so the run is about latency
@@ -138,7 +138,7 @@ def plot(records: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     measured = [r["speedup_measured_first"] for r in records]
     ax.scatter(measured, [r["speedup_predicted_one_point"] for r in records], marker="x",
-               label="one-point (constant rest)")
+               label="one-point (unpruned model only)")
     ax.scatter(measured, [r["speedup_predicted_first"] for r in records], marker="o", facecolors="none",
                edgecolors="C1", label="calibrated on measured cuts")
     top = max(measured + [r["speedup_predicted_first"] for r in records]) * 1.05
