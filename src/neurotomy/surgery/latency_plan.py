@@ -224,9 +224,8 @@ class LatencyModel:
             >>> [round(table.predict(c) / table.full_ms, 6) for c in (fastest, table.full_choice)]
             [0.5, 1.0]
         """
-        points = [(self._layers_ms(self._removed(c)), float(ms)) for c, ms in [(self.full_choice, self.full_ms),
-                                                                              *measured]]
-        knots = _increasing(points)
+        pairs = [(self.full_choice, self.full_ms), *measured]
+        knots = _increasing([(self._layers_ms(self._removed(c)), float(ms)) for c, ms in pairs])
         self.knots = knots if len(knots) > 1 else []
         return self.knots
 
@@ -347,9 +346,9 @@ class LatencyModel:
         how = ", calibrated on measured cuts," if self.knots else ""
         return (f"a latency of {budget_ms:.2f} ms ({self.full_ms / budget_ms:.2f}× speed-up) cannot be reached: the "
                 f"{self.runtime} latency table{how} predicts at least {least:.2f} ms ({self.full_ms / least:.2f}×) "
-                f"at batch {self.batch}, {self.threads} thread(s), at the fastest widths it finds (each group at its fastest "
-                f"candidate width given the others) with the ignored layers whole; lower the target (the model "
-                f"measures {self.full_ms:.2f} ms)")
+                f"at batch {self.batch}, {self.threads} thread(s), at the fastest widths it finds (each group at its "
+                f"fastest candidate width given the others) with the ignored layers whole; lower the target (the "
+                f"model measures {self.full_ms:.2f} ms)")
 
 
 def option_values(scores: torch.Tensor, options: list[tuple[int, float]]) -> list[float]:
@@ -482,7 +481,9 @@ def _cache_drift(layers: list[TimedLayer], ms: dict[str, float], cached: set[str
     as out of reach (2.56× at most). The estimate is noisy on a shared VM: the same twelve distinct
     layer shapes gave ratios 1.09–1.47 in builds minutes apart, so a ratio that puts the table above
     the model mostly switches the calibration to scaling (no constant rest) — which is what the
-    cuts made after this fix measured better with (module docstring, "Table")."""
+    cuts made after this fix measured better with (module docstring, "Table"). Once the prediction
+    is calibrated on measured cuts (:meth:`LatencyModel.calibrate`) a drift common to every entry
+    cancels; the ratio still matters where a table mixes cached and freshly timed entries."""
     if not cached:
         return None
     full_specs = {layer.spec.key(): layer.spec for layer in layers}
