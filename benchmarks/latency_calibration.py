@@ -130,9 +130,9 @@ def summarize(records: list[dict]) -> dict:
 
 
 def plot(records: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from neurotomy.report.figures import save_figure
 
     records = [r for r in records if not r.get("refused")]
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -148,10 +148,7 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_title("latency table: predicted vs measured")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> None:
